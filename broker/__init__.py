@@ -1,0 +1,3 @@
+"""The video routing broker."""
+
+__version__ = "0.1.0"

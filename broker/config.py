@@ -1,0 +1,116 @@
+"""`config.yaml`: providers, the route catalog, the admin key, teams and policies.
+
+The key names (`providers.<name>.base_url` and `api_key_env`, `routes`, `admin`, `teams`, `policies`)
+are a contract with deployment tooling. A bad file stops the start with a `ConfigError` that names the
+file, the key path and what is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from policies.model import Policy
+from pricing.catalog import RouteSpec
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the key path and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    base_url: str = ""
+    api_key_env: str | None = None
+    webhook_secret_env: str | None = None
+    max_concurrency: int = Field(default=4, ge=1, le=1000)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class KeyRef(_Strict):
+    """A bearer key: read from an environment variable, or given as its SHA-256 hex digest."""
+
+    api_key_env: str | None = None
+    api_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KeyRef:
+        if (self.api_key_env is None) == (self.api_key_sha256 is None):
+            raise ValueError("give exactly one of api_key_env and api_key_sha256")
+        return self
+
+
+class TeamConfig(KeyRef):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    policy: str | None = None
+
+
+class BrokerConfig(_Strict):
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    routes: list[RouteSpec] = Field(default_factory=list)
+    admin: KeyRef | None = None
+    teams: list[TeamConfig] = Field(default_factory=list)
+    policies: dict[str, Policy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> BrokerConfig:
+        seen: set[str] = set()
+        for index, route in enumerate(self.routes):
+            if route.provider not in self.providers:
+                raise ValueError(f"routes.{index}.provider: unknown provider {route.provider!r}")
+            if route.key in seen:
+                raise ValueError(f"routes.{index}: duplicate route {route.key}")
+            seen.add(route.key)
+        names: set[str] = set()
+        for index, team in enumerate(self.teams):
+            if team.name in names:
+                raise ValueError(f"teams.{index}.name: duplicate team {team.name!r}")
+            names.add(team.name)
+            if team.policy is not None and team.policy not in self.policies:
+                raise ValueError(f"teams.{index}.policy: unknown policy {team.policy!r}")
+        return self
+
+    def policy_for(self, team: str) -> Policy:
+        """The team's policy merged over the `default` policy."""
+        default = self.policies.get("default", Policy())
+        config = next((t for t in self.teams if t.name == team), None)
+        if config is None or config.policy is None or config.policy == "default":
+            return default
+        return self.policies[config.policy].merged_over(default)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_config(raw: Any, source: str) -> BrokerConfig:
+    """Validate already-loaded YAML data; `source` names where it came from in error messages."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping, got {type(raw).__name__}")
+    try:
+        return BrokerConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: Path) -> BrokerConfig:
+    """Read and validate a config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, str(path))

@@ -1,0 +1,313 @@
+"""The unified job schema: what a caller asks for, what a job is, and the error codes it can carry.
+
+Imports pydantic only, so adapters and pricing can depend on it without pulling in the server.
+Money fields are strings of micro-USD precision at this edge ("0.055000"); inside the program they are
+integers (see `pricing.money.Money`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PROMPT_MAX_CHARS = 2000
+DURATION_MIN_S = 1
+DURATION_MAX_S = 10
+METADATA_MAX_BYTES = 4096
+IMAGE_URL_MAX_CHARS = 2048
+# A data: URI is decoded in memory; bigger images go as a multipart upload.
+DATA_URI_MAX_BYTES = 10 * 1024 * 1024
+
+_USD_PATTERN = r"^\d{1,9}(\.\d{1,6})?$"
+UsdString = Annotated[str, Field(pattern=_USD_PATTERN, description="USD as a decimal string")]
+
+
+class Mode(StrEnum):
+    IMAGE_TO_VIDEO = "image_to_video"
+    TEXT_TO_VIDEO = "text_to_video"
+
+
+class AspectRatio(StrEnum):
+    WIDE = "16:9"
+    TALL = "9:16"
+    SQUARE = "1:1"
+    CLASSIC = "4:3"
+    PORTRAIT = "3:4"
+    CINEMA = "21:9"
+
+
+class Resolution(StrEnum):
+    HD = "720p"
+    FULL_HD = "1080p"
+
+
+class Quality(StrEnum):
+    BASIC = "basic"
+    STANDARD = "standard"
+    PREMIUM = "premium"
+
+    @property
+    def rank(self) -> int:
+        return _QUALITY_RANK[self]
+
+
+_QUALITY_RANK = {Quality.BASIC: 0, Quality.STANDARD: 1, Quality.PREMIUM: 2}
+
+
+class Feature(StrEnum):
+    """Request features a route must support when the request uses them."""
+
+    SEED = "seed"
+    AUDIO = "audio"
+    CAMERA_FIXED = "camera_fixed"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class AttemptStatus(StrEnum):
+    """One try at one route. `submitting` means the submit may have reached the provider."""
+
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    DOWNLOADING = "downloading"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELLED)
+
+
+class ErrorCode(StrEnum):
+    """Every error code the API and a job's `error` can carry."""
+
+    INVALID_REQUEST = "invalid_request"
+    INVALID_JSON = "invalid_json"
+    INVALID_IMAGE = "invalid_image"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_FETCH_FAILED = "image_fetch_failed"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    NO_FEASIBLE_ROUTE = "no_feasible_route"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    NOT_READY = "not_ready"
+    STORE_UNAVAILABLE = "store_unavailable"
+    # Outcomes of a job that ran.
+    PROVIDER_ERROR = "provider_error"
+    RATE_LIMITED = "rate_limited"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    REJECTED = "rejected"
+    CONTENT_REJECTED = "content_rejected"
+    AUTH_FAILED = "auth_failed"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    SUBMISSION_UNCERTAIN = "submission_uncertain"
+    TIMED_OUT = "timed_out"
+    OUTPUT_INVALID = "output_invalid"
+    INTERNAL = "internal"
+
+
+class BrokerError(Exception):
+    """Root of every error the broker raises on purpose; the HTTP edge maps it to the error envelope.
+
+    Subclasses set `code` and `http_status`; `details` is JSON-safe extra context for the caller.
+    """
+
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Constraints(_Model):
+    """What a caller (or a team policy) demands of the route; a request can only tighten a policy."""
+
+    max_cost_usd: UsdString | None = None
+    max_latency_s: int | None = Field(default=None, ge=1, le=86_400)
+    min_quality: Quality | None = None
+    providers: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=32
+    )
+    exclude_providers: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32
+    )
+    models: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, max_length=64
+    )
+
+
+_DATA_URI = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def decode_data_uri(uri: str) -> tuple[str, bytes]:
+    """Split a `data:image/...;base64,` URI into its media type and bytes; ValueError if malformed."""
+    match = _DATA_URI.match(uri)
+    if match is None:
+        raise ValueError("must be data:image/<type>;base64,<data>")
+    try:
+        data = base64.b64decode(match.group(2), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("data URI is not valid base64") from exc
+    if not data:
+        raise ValueError("data URI holds no bytes")
+    return match.group(1).lower(), data
+
+
+class JobRequest(_Model):
+    """The unified request: `POST /v1/jobs` and `POST /v1/quotes` take this body."""
+
+    prompt: str = Field(default="", max_length=PROMPT_MAX_CHARS)
+    image_url: str | None = Field(default=None, max_length=DATA_URI_MAX_BYTES * 4 // 3 + 64)
+    # Set by the API for a multipart upload; the bytes themselves live in the artifact store.
+    image_upload: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
+    mode: Mode | None = None
+    duration_s: int = Field(default=5, ge=DURATION_MIN_S, le=DURATION_MAX_S)
+    aspect_ratio: AspectRatio = AspectRatio.WIDE
+    resolution: Resolution = Resolution.HD
+    audio: bool = False
+    camera_fixed: bool = False
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    constraints: Constraints = Field(default_factory=Constraints)
+    webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt")
+    @classmethod
+    def _strip_prompt(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("image_url")
+    @classmethod
+    def _check_image_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("data:"):
+            decode_data_uri(value)
+            return value
+        if not value.startswith("https://") or len(value) > IMAGE_URL_MAX_CHARS:
+            raise ValueError("must be an https:// URL or a data:image/...;base64 URI")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _check_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, separators=(",", ":"))) > METADATA_MAX_BYTES:
+            raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes of JSON")
+        return value
+
+    @model_validator(mode="after")
+    def _infer_mode(self) -> JobRequest:
+        has_image = self.image_url is not None or self.image_upload is not None
+        if self.image_url is not None and self.image_upload is not None:
+            raise ValueError("give the image either as image_url or as an uploaded file, not both")
+        if self.mode is None:
+            object.__setattr__(self, "mode", Mode.IMAGE_TO_VIDEO if has_image else Mode.TEXT_TO_VIDEO)
+        elif self.mode is Mode.IMAGE_TO_VIDEO and not has_image:
+            raise ValueError("mode image_to_video needs an image (image_url or an image file part)")
+        elif self.mode is Mode.TEXT_TO_VIDEO and has_image:
+            raise ValueError("mode text_to_video takes no image; drop the image or use image_to_video")
+        if self.mode is Mode.TEXT_TO_VIDEO and not self.prompt:
+            raise ValueError("text_to_video needs a prompt")
+        return self
+
+    @property
+    def resolved_mode(self) -> Mode:
+        """The mode, always set after validation."""
+        assert self.mode is not None
+        return self.mode
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        """The features this request uses, which its route must support."""
+        used = set()
+        if self.seed is not None:
+            used.add(Feature.SEED)
+        if self.audio:
+            used.add(Feature.AUDIO)
+        if self.camera_fixed:
+            used.add(Feature.CAMERA_FIXED)
+        return frozenset(used)
+
+
+class RouteRef(_Model):
+    provider: str
+    model: str
+    estimated_cost_usd: str | None = None
+
+
+class JobError(_Model):
+    code: ErrorCode
+    message: str
+
+
+class Output(_Model):
+    url: str
+    content_type: str = "video/mp4"
+    bytes: int
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    sha256: str
+
+
+class Attempt(_Model):
+    """One try at one route; `cost_usd` is what that try really cost (0 when refunded)."""
+
+    id: str
+    job_id: str
+    provider: str
+    model: str
+    status: AttemptStatus
+    provider_job_id: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    estimated_cost_usd: str | None = None
+    cost_usd: str | None = None
+    error: JobError | None = None
+
+
+class Job(_Model):
+    id: str
+    team: str
+    status: JobStatus
+    request: JobRequest
+    route: RouteRef | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    estimated_cost_usd: str | None = None
+    cost_usd: str = "0.000000"
+    output: Output | None = None
+    error: JobError | None = None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None

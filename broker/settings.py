@@ -1,0 +1,26 @@
+"""Process settings from the environment (`BROKER_` prefix); the deployment itself is `config.yaml`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One frozen settings object per process, read from `BROKER_*` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="BROKER_", env_nested_delimiter="__", frozen=True)
+
+    config: Path = Path("config.yaml")
+    store_url: str = "sqlite:///data/broker.db"
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=4, ge=1, le=256, description="jobs the runner works on at once")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    public_url: str | None = Field(default=None, description="base URL providers can reach, for webhooks")
+    log_level: str = "info"
+    poll_deadline_s: float = Field(default=1800.0, gt=0)

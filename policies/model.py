@@ -1,0 +1,29 @@
+"""The policy of one team, as written in `config.yaml` under `policies:` and edited through the API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker.schema import Quality, UsdString
+
+
+class Policy(BaseModel):
+    """Limits and defaults for a team's jobs. Fields left unset inherit from the `default` policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    providers: list[str] | None = None
+    exclude_providers: list[str] = Field(default_factory=list)
+    models: list[str] | None = None
+    exclude_models: list[str] = Field(default_factory=list)
+    min_quality: Quality | None = None
+    max_cost_usd: UsdString | None = None
+    max_latency_s: int | None = Field(default=None, ge=1)
+    max_attempts: int | None = Field(default=None, ge=1, le=10)
+    daily_budget_usd: UsdString | None = None
+    monthly_budget_usd: UsdString | None = None
+
+    def merged_over(self, base: Policy) -> Policy:
+        """This policy with every unset field taken from `base`."""
+        own = self.model_dump(exclude_unset=True)
+        return base.model_copy(update=own)
