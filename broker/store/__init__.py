@@ -1,0 +1,40 @@
+"""Durable broker state behind one interface; the URL's scheme picks the implementation."""
+
+from __future__ import annotations
+
+from broker.store.base import (
+    BudgetWindow,
+    IdempotencyConflict,
+    JobRecord,
+    PolicyVersion,
+    Reservation,
+    Store,
+    StoreUnavailable,
+    VersionConflict,
+)
+
+
+def open_store(url: str) -> Store:
+    """Build (not yet open) the store a `BROKER_STORE_URL` names."""
+    if url.startswith("sqlite:///"):
+        from broker.store.sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from broker.store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
+
+        return RedisStore.from_url(url)  # type: ignore[no-any-return,unused-ignore]
+    raise ValueError(f"unsupported store URL {url.split(':', 1)[0]}:... (use sqlite:/// or redis://)")
+
+
+__all__ = [
+    "BudgetWindow",
+    "IdempotencyConflict",
+    "JobRecord",
+    "PolicyVersion",
+    "Reservation",
+    "Store",
+    "StoreUnavailable",
+    "VersionConflict",
+    "open_store",
+]

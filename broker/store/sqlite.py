@@ -1,0 +1,383 @@
+"""The embedded store: one SQLite file in WAL mode, written from one thread.
+
+Every call runs on a single-thread executor, so statements never interleave; multi-statement changes
+run in `BEGIN IMMEDIATE` transactions, and `synchronous=FULL` makes a committed write survive a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from broker.schema import JobStatus
+from broker.store.base import (
+    BudgetWindow,
+    IdempotencyConflict,
+    JobRecord,
+    PolicyVersion,
+    Reservation,
+    Store,
+    StoreUnavailable,
+    VersionConflict,
+    policy_diff,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    team TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    idempotency_key TEXT,
+    lease_until REAL,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(team, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);
+CREATE INDEX IF NOT EXISTS jobs_team ON jobs(team, id);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+CREATE TABLE IF NOT EXISTS budget_windows (
+    key TEXT PRIMARY KEY,
+    spent INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS budget_reservations (
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, key)
+);
+CREATE TABLE IF NOT EXISTS policy_versions (
+    team TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (team, version)
+);
+"""
+
+
+def _dump(record: JobRecord) -> str:
+    return record.model_dump_json()
+
+
+class SQLiteStore(Store):
+    """`sqlite:///path/to/broker.db` (relative) or `sqlite:////abs/path.db`."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        return cls(Path(url.removeprefix("sqlite:///")))
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._db is None:
+            raise StoreUnavailable("the store is not open")
+        db = self._db
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"the job store failed: {exc}") from exc
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            return db
+
+        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        if self._db is not None and self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._db = None
+        self._executor = None
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    # Jobs ---------------------------------------------------------------------------------------
+    async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        def create(db: sqlite3.Connection) -> tuple[JobRecord, bool]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if record.idempotency_key is not None:
+                    row = db.execute(
+                        "SELECT record FROM jobs WHERE team = ? AND idempotency_key = ?",
+                        (record.job.team, record.idempotency_key),
+                    ).fetchone()
+                    if row is not None:
+                        existing = JobRecord.model_validate_json(row[0])
+                        if existing.request_hash != record.request_hash:
+                            raise IdempotencyConflict(
+                                "this Idempotency-Key was used with a different request body",
+                                details={"job_id": existing.id},
+                            )
+                        db.execute("COMMIT")
+                        return existing, False
+                db.execute(
+                    "INSERT INTO jobs (id, team, status, created_at, idempotency_key, lease_until,"
+                    " version, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        record.job.team,
+                        record.status.value,
+                        record.job.created_at.isoformat(),
+                        record.idempotency_key,
+                        record.lease_until,
+                        record.version,
+                        _dump(record),
+                    ),
+                )
+                db.execute("COMMIT")
+                return record, True
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(create)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
+        return None if row is None else JobRecord.model_validate_json(row[0])
+
+    async def list_jobs(
+        self,
+        *,
+        team: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        clauses, params = [], []
+        if team is not None:
+            clauses.append("team = ?")
+            params.append(team)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status.value)
+        if cursor is not None:
+            clauses.append("id < ?")
+            params.append(cursor)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT record FROM jobs {where} ORDER BY id DESC LIMIT ?"
+        rows = await self._run(lambda db: db.execute(sql, (*params, limit + 1)).fetchall())
+        records = [JobRecord.model_validate_json(row[0]) for row in rows[:limit]]
+        next_cursor = records[-1].id if len(rows) > limit else None
+        return records, next_cursor
+
+    async def jobs_created_between(
+        self, start: datetime, end: datetime, *, team: str | None = None
+    ) -> list[JobRecord]:
+        sql = "SELECT record FROM jobs WHERE created_at >= ? AND created_at < ?"
+        params: list[Any] = [start.isoformat(), end.isoformat()]
+        if team is not None:
+            sql += " AND team = ?"
+            params.append(team)
+        rows = await self._run(lambda db: db.execute(sql + " ORDER BY id", params).fetchall())
+        return [JobRecord.model_validate_json(row[0]) for row in rows]
+
+    async def replace_job(self, record: JobRecord) -> JobRecord | None:
+        stored = record.model_copy(update={"version": record.version + 1})
+
+        def replace(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, lease_until = ?, version = ?, record = ?"
+                " WHERE id = ? AND version = ?",
+                (
+                    stored.status.value,
+                    stored.lease_until,
+                    stored.version,
+                    _dump(stored),
+                    record.id,
+                    record.version,
+                ),
+            )
+            return cursor.rowcount == 1
+
+        return stored if await self._run(replace) else None
+
+    async def claim_job(self, owner: str, now: float, lease_s: float) -> JobRecord | None:
+        def claim(db: sqlite3.Connection) -> JobRecord | None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT record FROM jobs WHERE status IN ('queued', 'running')"
+                    " AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1",
+                    (now,),
+                ).fetchone()
+                if row is None:
+                    db.execute("COMMIT")
+                    return None
+                current = JobRecord.model_validate_json(row[0])
+                claimed = current.model_copy(
+                    update={
+                        "lease_owner": owner,
+                        "lease_until": now + lease_s,
+                        "version": current.version + 1,
+                    }
+                )
+                db.execute(
+                    "UPDATE jobs SET lease_until = ?, version = ?, record = ? WHERE id = ?",
+                    (claimed.lease_until, claimed.version, _dump(claimed), claimed.id),
+                )
+                db.execute("COMMIT")
+                return claimed
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(claim)
+
+    async def count_jobs(self, status: JobStatus) -> int:
+        row = await self._run(
+            lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,)).fetchone()
+        )
+        return int(row[0])
+
+    # Budgets ------------------------------------------------------------------------------------
+    async def reserve_budget(
+        self, job_id: str, amount_micros: int, windows: list[BudgetWindow]
+    ) -> Reservation:
+        def reserve(db: sqlite3.Connection) -> Reservation:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                remaining: dict[str, int] = {}
+                for window in windows:
+                    db.execute("INSERT OR IGNORE INTO budget_windows (key) VALUES (?)", (window.key,))
+                    spent, reserved = db.execute(
+                        "SELECT spent, reserved FROM budget_windows WHERE key = ?", (window.key,)
+                    ).fetchone()
+                    remaining[window.key] = window.limit_micros - spent - reserved
+                if any(remaining[w.key] < amount_micros for w in windows):
+                    db.execute("COMMIT")
+                    return Reservation(ok=False, remaining_micros=remaining)
+                for window in windows:
+                    db.execute(
+                        "UPDATE budget_windows SET reserved = reserved + ? WHERE key = ?",
+                        (amount_micros, window.key),
+                    )
+                    db.execute(
+                        "INSERT INTO budget_reservations (job_id, key, amount) VALUES (?, ?, ?)",
+                        (job_id, window.key, amount_micros),
+                    )
+                    remaining[window.key] -= amount_micros
+                db.execute("COMMIT")
+                return Reservation(ok=True, remaining_micros=remaining)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(reserve)
+
+    async def settle_budget(self, job_id: str, actual_micros: int) -> None:
+        def settle(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "SELECT key, amount FROM budget_reservations WHERE job_id = ? AND settled = 0",
+                    (job_id,),
+                ).fetchall()
+                for key, amount in rows:
+                    db.execute(
+                        "UPDATE budget_windows SET reserved = reserved - ?, spent = spent + ?"
+                        " WHERE key = ?",
+                        (amount, actual_micros, key),
+                    )
+                db.execute("UPDATE budget_reservations SET settled = 1 WHERE job_id = ?", (job_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(settle)
+
+    async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
+        def usage(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            found = {
+                key: (spent, reserved)
+                for key, spent, reserved in db.execute(
+                    f"SELECT key, spent, reserved FROM budget_windows WHERE key IN"
+                    f" ({','.join('?' * len(keys))})",
+                    keys,
+                ).fetchall()
+            }
+            return {key: found.get(key, (0, 0)) for key in keys}
+
+        return await self._run(usage) if keys else {}
+
+    # Policies -----------------------------------------------------------------------------------
+    async def get_policy(self, team: str) -> PolicyVersion | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT record FROM policy_versions WHERE team = ? ORDER BY version DESC LIMIT 1", (team,)
+            ).fetchone()
+        )
+        return None if row is None else PolicyVersion.model_validate_json(row[0])
+
+    async def put_policy(
+        self, team: str, policy: dict[str, Any], *, expected_version: int, actor: str, at: datetime
+    ) -> PolicyVersion:
+        def put(db: sqlite3.Connection) -> PolicyVersion:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT record FROM policy_versions WHERE team = ? ORDER BY version DESC LIMIT 1",
+                    (team,),
+                ).fetchone()
+                current = None if row is None else PolicyVersion.model_validate_json(row[0])
+                current_version = 0 if current is None else current.version
+                if current_version != expected_version:
+                    raise VersionConflict(
+                        f"policy of {team} is at version {current_version}, not {expected_version}",
+                        details={"current_version": current_version},
+                    )
+                new = PolicyVersion(
+                    team=team,
+                    version=current_version + 1,
+                    policy=policy,
+                    actor=actor,
+                    changed_at=at,
+                    change=policy_diff({} if current is None else current.policy, policy),
+                )
+                db.execute(
+                    "INSERT INTO policy_versions (team, version, record) VALUES (?, ?, ?)",
+                    (team, new.version, new.model_dump_json()),
+                )
+                db.execute("COMMIT")
+                return new
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(put)
+
+    async def policy_history(self, team: str) -> list[PolicyVersion]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT record FROM policy_versions WHERE team = ? ORDER BY version", (team,)
+            ).fetchall()
+        )
+        return [PolicyVersion.model_validate_json(row[0]) for row in rows]
+
