@@ -30,16 +30,24 @@ class DurationRange(BaseModel):
         return self
 
     def allows(self, duration_s: int) -> bool:
+        """Whether a request of this many seconds fits."""
         if self.values is not None:
             return duration_s in self.values
         assert self.min is not None and self.max is not None
         return self.min <= duration_s <= self.max
 
     def all(self) -> list[int]:
+        """Every supported duration, ascending."""
         if self.values is not None:
             return sorted(self.values)
         assert self.min is not None and self.max is not None
         return list(range(self.min, self.max + 1))
+
+    def describe(self) -> str:
+        """Human form for reasons: "2–10 s" or "5, 10 s"."""
+        if self.values is not None:
+            return ", ".join(str(value) for value in sorted(self.values)) + " s"
+        return f"{self.min}–{self.max} s"
 
 
 class RouteSpec(BaseModel):
@@ -53,12 +61,28 @@ class RouteSpec(BaseModel):
     durations: DurationRange
     aspect_ratios: list[AspectRatio] = Field(min_length=1)
     resolutions: list[Resolution] = Field(min_length=1)
+    # Narrower aspect ratios for one mode, where a model's text-to-video takes fewer than its image-to-video.
+    mode_aspect_ratios: dict[Mode, list[AspectRatio]] = Field(default_factory=dict)
     features: list[Feature] = Field(default_factory=list)
     quality: Quality
     expected_latency_s: int = Field(ge=1)
     price: PriceRule | None = None
     price_source: str | None = None
     price_as_of: date | None = None
+
+    @model_validator(mode="after")
+    def _check_mode_aspect_ratios(self) -> RouteSpec:
+        for mode, ratios in self.mode_aspect_ratios.items():
+            if mode not in self.modes:
+                raise ValueError(f"mode_aspect_ratios: {mode.value} is not one of the route's modes")
+            extra = [ratio.value for ratio in ratios if ratio not in self.aspect_ratios]
+            if extra:
+                raise ValueError(f"mode_aspect_ratios.{mode.value}: {extra} not in aspect_ratios")
+        return self
+
+    def aspect_ratios_for(self, mode: Mode) -> list[AspectRatio]:
+        """The aspect ratios this route takes in one mode."""
+        return self.mode_aspect_ratios.get(mode, self.aspect_ratios)
 
     @property
     def key(self) -> str:

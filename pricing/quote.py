@@ -1,0 +1,140 @@
+"""The quote: which catalog routes can serve a request, what each costs, and why the others can't.
+
+Every route is priced for the request and run through every filter; a rejected route keeps all of its
+reasons, not just the first. Feasible routes are ranked cheapest first, ties broken by expected
+latency and then by route key, so the same inputs always give the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from broker.schema import Constraints, JobRequest
+from pricing.catalog import RouteSpec
+from pricing.filters import RouteFilter, build_filters
+from pricing.money import Money, UnknownPrice
+
+
+@dataclass(frozen=True, slots=True)
+class QuotedRoute:
+    """A feasible route and its price for the request."""
+
+    route: RouteSpec
+    cost: Money
+
+    @property
+    def key(self) -> str:
+        """`provider/model`."""
+        return self.route.key
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's route shape, money as a six-decimal string."""
+        return {
+            "provider": self.route.provider,
+            "model": self.route.model,
+            "cost_usd": str(self.cost),
+            "expected_latency_s": self.route.expected_latency_s,
+            "quality": self.route.quality.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A route that can't serve the request, with every reason why."""
+
+    provider: str
+    model: str
+    reasons: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's rejection shape."""
+        return {"provider": self.provider, "model": self.model, "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The answer for one request: the chosen route, the ranked feasible routes and the rejections."""
+
+    chosen: QuotedRoute | None
+    routes: list[QuotedRoute]
+    rejected: list[Rejection]
+    # The priciest feasible route: what the job would have cost without routing, for savings reports.
+    baseline: QuotedRoute | None
+
+    @property
+    def feasible(self) -> bool:
+        """Whether any route can serve the request."""
+        return self.chosen is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """`POST /v1/quotes`'s body."""
+        return {
+            "chosen": self.chosen.to_json() if self.chosen is not None else None,
+            "routes": [quoted.to_json() for quoted in self.routes],
+            "rejected": [rejection.to_json() for rejection in self.rejected],
+        }
+
+
+def route_cost(route: RouteSpec, request: JobRequest) -> Money | None:
+    """The route's price for this request; None when the route is unpriced for it."""
+    if route.price is None:
+        return None
+    try:
+        return route.price.usd(request.duration_s, request.resolution, request.audio)
+    except UnknownPrice:
+        return None
+
+
+def _ranking(quoted: QuotedRoute) -> tuple[int, int, str]:
+    return (quoted.cost.micros, quoted.route.expected_latency_s, quoted.route.key)
+
+
+def quote(
+    request: JobRequest,
+    catalog: Sequence[RouteSpec],
+    *,
+    constraints: Constraints | None = None,
+    exclude_models: Collection[str] = (),
+    unavailable: Mapping[str, str] | None = None,
+    exclude_routes: Collection[str] = (),
+) -> Quote:
+    """Price and filter every route for the request; rank the feasible ones cheapest first.
+
+    `constraints` defaults to the request's own; `unavailable` maps a provider name or a route key to
+    why it can't be used now; `exclude_routes` are route keys already tried for this job.
+    """
+    filters = build_filters(
+        request,
+        constraints if constraints is not None else request.constraints,
+        exclude_models=exclude_models,
+        unavailable=unavailable,
+        exclude_routes=exclude_routes,
+    )
+    feasible: list[QuotedRoute] = []
+    rejected: list[Rejection] = []
+    for route in catalog:
+        cost = route_cost(route, request)
+        reasons = _reasons(filters, route, cost)
+        if reasons:
+            rejected.append(Rejection(route.provider, route.model, reasons))
+        else:
+            assert cost is not None  # PricedFilter lets no unpriced route through
+            feasible.append(QuotedRoute(route, cost))
+    feasible.sort(key=_ranking)
+    return Quote(
+        chosen=feasible[0] if feasible else None,
+        routes=feasible,
+        rejected=rejected,
+        baseline=feasible[-1] if feasible else None,
+    )
+
+
+def _reasons(filters: Sequence[RouteFilter], route: RouteSpec, cost: Money | None) -> list[str]:
+    reasons: list[str] = []
+    for check in filters:
+        reason = check(route, cost)
+        if reason is not None:
+            reasons.append(reason)
+    return reasons
