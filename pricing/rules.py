@@ -22,6 +22,8 @@ SECONDS_PER_HOUR = Decimal(3600)
 
 
 class PriceUnit(StrEnum):
+    """A provider's billing unit, as written in `config.yaml`."""
+
     CREDITS_PER_SECOND = "credits_per_second"
     CREDITS_PER_VIDEO = "credits_per_video"
     USD_PER_SECOND = "usd_per_second"
@@ -32,6 +34,7 @@ class PriceUnit(StrEnum):
 
     @property
     def per_second(self) -> bool:
+        """Whether the amount is per second of output (else per video, or per compute hour)."""
         return self in (
             PriceUnit.CREDITS_PER_SECOND,
             PriceUnit.USD_PER_SECOND,
@@ -40,7 +43,19 @@ class PriceUnit(StrEnum):
 
     @property
     def in_credits(self) -> bool:
+        """Whether the amount is in the provider's credits (and needs `usd_per_credit`)."""
         return self in (PriceUnit.CREDITS_PER_SECOND, PriceUnit.CREDITS_PER_VIDEO)
+
+    @property
+    def billed_in(self) -> CostUnit:
+        """The unit a provider bills (and reports) one render in."""
+        if self.in_credits:
+            return CostUnit.CREDITS
+        if self in (PriceUnit.MICRO_CENTS_PER_SECOND, PriceUnit.MICRO_CENTS_PER_VIDEO):
+            return CostUnit.MICRO_CENTS
+        if self is PriceUnit.USD_PER_COMPUTE_HOUR:
+            return CostUnit.COMPUTE_SECONDS
+        return CostUnit.USD
 
 
 class PriceRule(BaseModel):
@@ -79,6 +94,25 @@ class PriceRule(BaseModel):
                 raise UnknownPrice(f"no measured compute speed for {resolution.value}")
             return amount * per_output_s * duration_s / SECONDS_PER_HOUR
         return amount * duration_s if self.unit.per_second else amount
+
+    @property
+    def varies_by_resolution(self) -> bool:
+        """Whether the price depends on the output resolution."""
+        return bool(self.by_resolution) or self.unit is PriceUnit.USD_PER_COMPUTE_HOUR
+
+    @property
+    def varies_by_audio(self) -> bool:
+        """Whether turning audio on changes the price."""
+        return self.audio_amount is not None or self.audio_surcharge is not None
+
+    def billed(self, duration_s: int, resolution: Resolution, audio: bool) -> ReportedCost:
+        """What one request is billed in the provider's own unit (compute seconds for compute rules)."""
+        if self.unit is PriceUnit.USD_PER_COMPUTE_HOUR:
+            per_output_s = self.compute_s_per_output_s.get(resolution)
+            if per_output_s is None:
+                raise UnknownPrice(f"no measured compute speed for {resolution.value}")
+            return ReportedCost(per_output_s * duration_s, CostUnit.COMPUTE_SECONDS)
+        return ReportedCost(self.amount_for(duration_s, resolution, audio), self.unit.billed_in)
 
     def usd(self, duration_s: int, resolution: Resolution, audio: bool) -> Money:
         """The price in USD of one request on this route."""
