@@ -1,0 +1,224 @@
+"""Image inputs: fetching an `image_url` safely, checking image bytes, and shaping them per provider.
+
+`fetch_image()` resolves the host first and refuses any address that is not globally routable
+(private, loopback, link-local — which holds the cloud metadata address — multicast, reserved), then
+connects to the address it checked, so a DNS answer that changes between check and connect cannot
+redirect it. Redirects are followed by hand, each target checked again. The body is capped and must
+decode as an image of sane dimensions.
+
+`image_infeasibility()` is pure: the quote uses it to mark a route infeasible when its provider
+cannot take the job's image in any form the broker can give (for example a URL-only provider and an
+uploaded file), so such a job never fails at submit time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import ipaddress
+import socket
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+from PIL import Image, UnidentifiedImageError
+from yarl import URL
+
+from adapters.base import ImageAcceptance, ImageInput
+from broker.schema import BrokerError, ErrorCode
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[IpAddress]]]
+
+IMAGE_MAX_BYTES = 20 * 1024 * 1024
+IMAGE_MAX_PIXELS = 40_000_000
+IMAGE_MIN_SIDE = 16
+IMAGE_MAX_SIDE = 8192
+MAX_REDIRECTS = 3
+_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+_DATA_URI_PREFIX_BYTES = len("data:image/jpeg;base64,")
+
+
+class InvalidImage(BrokerError):
+    code = ErrorCode.INVALID_IMAGE
+    http_status = 422
+
+
+class ImageTooLarge(BrokerError):
+    code = ErrorCode.IMAGE_TOO_LARGE
+    http_status = 413
+
+
+class ImageFetchFailed(BrokerError):
+    code = ErrorCode.IMAGE_FETCH_FAILED
+    http_status = 422
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedImage:
+    content_type: str
+    width: int
+    height: int
+
+
+def check_image(data: bytes, *, max_pixels: int = IMAGE_MAX_PIXELS) -> CheckedImage:
+    """Decode the header and verify `data` is a JPEG/PNG/WebP/GIF of sane size; `InvalidImage` if not."""
+    with warnings.catch_warnings():
+        # Pillow warns (not raises) on very large images; a warning here means refuse.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                fmt, (width, height) = image.format, image.size
+                if width * height > max_pixels:
+                    raise InvalidImage(f"image has {width}x{height} pixels, more than {max_pixels}")
+                image.verify()
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InvalidImage("the bytes are not a readable image") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InvalidImage("the image is truncated or corrupt") from exc
+    if fmt not in _FORMATS:
+        raise InvalidImage(f"image format {fmt} is not one of {', '.join(sorted(_FORMATS))}")
+    if min(width, height) < IMAGE_MIN_SIDE or max(width, height) > IMAGE_MAX_SIDE:
+        raise InvalidImage(
+            f"image is {width}x{height}; each side must be {IMAGE_MIN_SIDE}..{IMAGE_MAX_SIDE} pixels"
+        )
+    return CheckedImage(_FORMATS[fmt], width, height)
+
+
+def data_uri_size(size_bytes: int) -> int:
+    """The length of a base64 `data:` URI holding `size_bytes` bytes."""
+    return _DATA_URI_PREFIX_BYTES + 4 * ((size_bytes + 2) // 3)
+
+
+def to_data_uri(image: ImageInput) -> str:
+    """The image's bytes as a `data:<type>;base64,` URI."""
+    if image.data is None:
+        raise ValueError("the image has no bytes to encode")
+    return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def image_infeasibility(
+    acceptance: ImageAcceptance, has_url: bool, has_bytes: bool, size_bytes: int | None
+) -> str | None:
+    """Why a provider can't take this job's image, or None if it can (or the job has no image)."""
+    if not has_url and not has_bytes:
+        return None
+    if has_url and acceptance.url:
+        return None
+    takes_bytes = acceptance.data_uri_max_bytes is not None or acceptance.file_max_bytes is not None
+    if not takes_bytes:
+        return "provider takes the image only as an https URL; the broker cannot host an uploaded image"
+    if size_bytes is None:
+        # The bytes are fetched from the job's URL at submit time and checked against the cap then.
+        return None
+    if acceptance.file_max_bytes is not None and size_bytes <= acceptance.file_max_bytes:
+        return None
+    uri_cap = acceptance.data_uri_max_bytes
+    if uri_cap is not None and data_uri_size(size_bytes) <= uri_cap:
+        return None
+    cap = max(acceptance.file_max_bytes or 0, uri_cap or 0)
+    return f"image of {size_bytes} bytes is over the provider's {cap}-byte limit"
+
+
+async def resolve_host(host: str, port: int) -> list[IpAddress]:
+    """Every address `host` resolves to (the default resolver of `fetch_image`)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+def is_public(address: IpAddress, allowed: Sequence[IpNetwork] = ()) -> bool:
+    """True if `address` is globally routable or in an explicitly allowed network."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in network for network in allowed):
+        return True
+    return address.is_global and not address.is_multicast
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    """Where `fetch_image` may go. `allowed_networks` opens chosen non-public networks (an internal CDN)."""
+
+    resolver: Resolver = resolve_host
+    allowed_networks: tuple[IpNetwork, ...] = ()
+    schemes: tuple[str, ...] = ("https",)
+    max_bytes: int = IMAGE_MAX_BYTES
+    max_pixels: int = IMAGE_MAX_PIXELS
+    timeout_s: float = 20.0
+    headers: dict[str, str] = field(default_factory=lambda: {"Accept": "image/*"})
+
+
+async def fetch_image(
+    session: aiohttp.ClientSession, url: str, policy: FetchPolicy | None = None
+) -> ImageInput:
+    """Download an image URL after checking where it resolves; the result keeps the URL too."""
+    policy = policy or FetchPolicy()
+    target = url
+    for _ in range(MAX_REDIRECTS + 1):
+        pinned, host = await _checked_target(target, policy)
+        location, data = await _get(session, pinned, host, policy)
+        if location is None:
+            checked = check_image(data, max_pixels=policy.max_pixels)
+            return ImageInput(content_type=checked.content_type, data=data, url=url)
+        target = urljoin(target, location)
+    raise ImageFetchFailed(f"image URL redirects more than {MAX_REDIRECTS} times")
+
+
+async def _checked_target(url: str, policy: FetchPolicy) -> tuple[URL, str]:
+    """The URL rewritten to one checked address of its host, and the host name for Host/SNI."""
+    parsed = URL(url)
+    if parsed.scheme not in policy.schemes or not parsed.host:
+        raise ImageFetchFailed(f"image URL must use {' or '.join(policy.schemes)}")
+    host, port = parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        addresses = await policy.resolver(host, port)
+    except OSError as exc:
+        raise ImageFetchFailed(f"cannot resolve image host {host}") from exc
+    if not addresses:
+        raise ImageFetchFailed(f"image host {host} has no address")
+    refused = [a for a in addresses if not is_public(a, policy.allowed_networks)]
+    if refused:
+        raise ImageFetchFailed(f"image host {host} resolves to a non-public address")
+    return parsed.with_host(str(addresses[0])), host
+
+
+async def _get(
+    session: aiohttp.ClientSession, pinned: URL, host: str, policy: FetchPolicy
+) -> tuple[str | None, bytes]:
+    """GET the pinned URL; (Location, b"") on a redirect, else (None, body)."""
+    headers = {**policy.headers, "Host": host}
+    request_args: dict[str, Any] = {"server_hostname": host} if pinned.scheme == "https" else {}
+    try:
+        async with session.get(
+            pinned,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=policy.timeout_s),
+            **request_args,
+        ) as response:
+            if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                return response.headers["Location"], b""
+            if response.status != 200:
+                raise ImageFetchFailed(f"image URL answered HTTP {response.status}")
+            declared = response.content_length
+            if declared is not None and declared > policy.max_bytes:
+                raise ImageTooLarge(f"image is larger than {policy.max_bytes} bytes")
+            return None, await _read_limited(response, policy.max_bytes)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ImageFetchFailed(f"could not download the image ({type(exc).__name__})") from exc
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise ImageTooLarge(f"image is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,76 @@
+"""Helpers shared by the adapter tests: fake time, tiny images, a loopback fetch policy, contexts."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+from pathlib import Path
+
+import aiohttp
+from PIL import Image
+
+from adapters.base import AdapterContext
+from adapters.images import FetchPolicy, IpAddress
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps; every sleep is recorded."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def png_bytes(width: int = 64, height: int = 48, fmt: str = "PNG") -> bytes:
+    """A real image of the given size and format."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 80, 40)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+async def loopback_resolver(host: str, port: int) -> list[IpAddress]:
+    """Resolve every name to 127.0.0.1, as a test DNS would."""
+    return [ipaddress.ip_address("127.0.0.1")]
+
+
+def loopback_policy(**overrides: object) -> FetchPolicy:
+    """A fetch policy that lets tests reach loopback over plain HTTP, explicitly."""
+    fields: dict[str, object] = {
+        "resolver": loopback_resolver,
+        "allowed_networks": LOOPBACK,
+        "schemes": ("https", "http"),
+    }
+    fields.update(overrides)
+    return FetchPolicy(**fields)  # type: ignore[arg-type]
+
+
+def context(
+    provider: str,
+    base_url: str,
+    session: aiohttp.ClientSession,
+    data_dir: Path,
+    fake: FakeTime,
+    *,
+    api_key: str | None = "test-key",
+    webhook_secret: str | None = None,
+) -> AdapterContext:
+    """An adapter context on fake time."""
+    return AdapterContext(
+        provider=provider,
+        base_url=base_url,
+        api_key=api_key,
+        session=session,
+        data_dir=data_dir,
+        webhook_secret=webhook_secret,
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
