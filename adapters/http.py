@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # JSON answers; outputs are streamed by `download()`
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
+REQUEST_TIMEOUT_S = 30.0
+OUTPUT_MAX_BYTES = 512 * 1024 * 1024
+OUTPUT_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,24 @@ async def send(
         raise error_class(
             f"{provider} did not answer ({type(exc).__name__})", provider=provider
         ) from exc
+
+
+def json_answer(
+    reply: Reply, error: Callable[[Reply], ProviderError], *, provider: str, submit: bool
+) -> dict[str, Any]:
+    """The JSON object of a successful answer; `error(reply)` for an error status.
+
+    A success whose body is not a JSON object is a lost answer: `SubmissionUncertain` for a submit
+    (the provider may have started the task), `ProviderUnavailable` otherwise.
+    """
+    if not reply.ok:
+        raise error(reply)
+    body = reply.json_object()
+    if body is None:
+        error_class = SubmissionUncertain if submit else ProviderUnavailable
+        raise error_class(f"{provider} answered HTTP {reply.status} with a malformed body",
+                          provider=provider, status=reply.status)
+    return body
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:

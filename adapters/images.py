@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from yarl import URL
 
 from adapters.base import ImageAcceptance, ImageInput
+from adapters.errors import Rejected
 from broker.schema import BrokerError, ErrorCode
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -123,6 +124,29 @@ def image_infeasibility(
         return None
     cap = max(acceptance.file_max_bytes or 0, uri_cap or 0)
     return f"image of {size_bytes} bytes is over the provider's {cap}-byte limit"
+
+
+def image_reference(image: ImageInput, acceptance: ImageAcceptance, provider: str) -> str:
+    """The image as a provider that reads a URL field takes it: its https URL, else a data URI."""
+    if image.url is not None and acceptance.url:
+        return image.url
+    cap = acceptance.data_uri_max_bytes
+    if image.data is not None and cap is not None and data_uri_size(len(image.data)) <= cap:
+        return to_data_uri(image)
+    reason = image_infeasibility(acceptance, image.url is not None, image.data is not None,
+                                 None if image.data is None else len(image.data))
+    raise Rejected(reason or f"{provider} cannot take this image", provider=provider)
+
+
+async def image_with_bytes(
+    session: aiohttp.ClientSession, image: ImageInput, policy: FetchPolicy | None = None
+) -> ImageInput:
+    """The image with its bytes in hand: as given, or fetched (safely) from its URL."""
+    if image.data is not None:
+        return image
+    if image.url is None:
+        raise InvalidImage("the image has neither bytes nor a URL")
+    return await fetch_image(session, image.url, policy)
 
 
 async def resolve_host(host: str, port: int) -> list[IpAddress]:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import io
 import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from adapters.base import AdapterContext
 from adapters.images import FetchPolicy, IpAddress
+from broker.config import load_config
+from pricing.rules import PriceRule
+
+CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -74,3 +82,29 @@ def context(
         clock=fake.clock,
         sleep=fake.sleep,
     )
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[TestServer]:
+    """Run `app` on a loopback port for the block."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def price_rule(provider: str, model: str) -> PriceRule:
+    """The price rule of a route in the default deployment's config.yaml."""
+    config = load_config(CONFIG_PATH)
+    for route in config.routes:
+        if (route.provider, route.model) == (provider, model) and route.price is not None:
+            return route.price
+    raise LookupError(f"config.yaml has no priced route {provider}/{model}")
+
+
+def is_mp4(path: Path) -> bool:
+    """True if the file starts with an ISO BMFF `ftyp` box, as every MP4 does."""
+    head = path.read_bytes()[:12]
+    return len(head) == 12 and head[4:8] == b"ftyp"
