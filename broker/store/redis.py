@@ -1,0 +1,610 @@
+"""The shared store: Redis, so several stateless broker replicas can serve one deployment.
+
+Key layout (`P` is the configurable prefix). Every multi-key change is one Lua script, and every key a
+script touches carries the same hash tag, so each script runs inside one Redis Cluster slot:
+
+    {P:jobs}:job:<id>                  hash  r=record JSON (without the three fields below), v=version,
+                                             o="=" + lease owner, l=lease until (unix s), s=status,
+                                             t=team, h=request hash, w=token of the last write
+    {P:jobs}:idem:<team>               hash  idempotency key -> job id
+    {P:jobs}:ids                       zset  every job id (score 0: ordered by id, i.e. by time)
+    {P:jobs}:team:<team>               zset  the team's job ids
+    {P:jobs}:status:<status>           zset  job ids per status (ZCARD counts them)
+    {P:jobs}:team-status:<team>:<st>   zset  job ids per team and status
+    {P:jobs}:created                   zset  job ids scored by created_at (unix s)
+    {P:jobs}:created-team:<team>       zset  the same, per team
+    {P:jobs}:ready                     zset  claimable jobs with no live lease, by id
+    {P:jobs}:leased                    zset  non-terminal jobs under a lease, scored by its expiry
+    {P:jobs}:claims                    hash  owner -> "<token> <job id>" of its last claim
+    {P:budget}:w:<window key>          hash  spent, reserved (integer micro-USD)
+    {P:budget}:res:<job id>            hash  "w:<window key>" -> reserved amount, token -> write token
+    {P:policy:<team>}:history          list  every policy version as JSON, oldest first
+    {P:policy:<team>}:write            string token of the last policy write
+
+Why these tags: a claim must find the oldest claimable job among all teams and lease it atomically, and
+a listing must page one consistent index, so all job keys share `{P:jobs}`; on a cluster they live on
+one shard, which is far more than video jobs (minutes each) need. A reservation spans arbitrary window
+keys, so budgets share `{P:budget}`. A policy write only touches its own team, so policies are tagged
+per team. Scripts derive per-job and per-index key names from the tag they were given, so no script
+ever leaves its slot.
+
+A claim first moves jobs whose lease expired (scored below `now` in `leased`) into `ready`, then leases
+the lowest id in `ready`; each expiry is moved once, so a claim costs O(log N) plus the expiries.
+
+redis-py retries a command after a dropped connection, which could run a script twice when only the
+reply was lost. Each write therefore carries a random token, stored with what it wrote: a replay finds
+its own token and reports the first run's result instead of acting again. Connection errors and
+timeouts become `StoreUnavailable` (HTTP 503 `store_unavailable`); the client reconnects by itself
+when Redis is back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from broker.schema import JobStatus
+from broker.store.base import (
+    BudgetWindow,
+    IdempotencyConflict,
+    JobRecord,
+    PolicyVersion,
+    Reservation,
+    Store,
+    StoreUnavailable,
+    VersionConflict,
+    policy_diff,
+)
+
+# The record fields a claim changes live in their own hash fields, so a script never rewrites JSON.
+_LEASE_FIELDS = {"version", "lease_owner", "lease_until"}
+_FETCH_CHUNK = 500
+
+# Shared by every job script: ARGV[1] is the `{P:jobs}:` base every derived key starts with.
+_JOB_LUA = """
+local base = ARGV[1]
+local function key(...) return base .. table.concat({...}, ':') end
+local function fields(jk) return redis.call('HMGET', jk, 'r', 'v', 'o', 'l') end
+local function index(op, id, team, status)
+  redis.call(op, key('status', status), id)
+  redis.call(op, key('team-status', team, status), id)
+end
+local function set_lease(jk, owner, lease)
+  if owner == '' then redis.call('HDEL', jk, 'o') else redis.call('HSET', jk, 'o', owner) end
+  if lease == '' then redis.call('HDEL', jk, 'l') else redis.call('HSET', jk, 'l', lease) end
+end
+local function place(id, claimable, lease)
+  if claimable == '1' and lease == '' then
+    redis.call('ZREM', key('leased'), id)
+    redis.call('ZADD', key('ready'), 0, id)
+  elseif claimable == '1' then
+    redis.call('ZREM', key('ready'), id)
+    redis.call('ZADD', key('leased'), lease, id)
+  else
+    redis.call('ZREM', key('ready'), id)
+    redis.call('ZREM', key('leased'), id)
+  end
+end
+"""
+
+# KEYS: job hash, the team's idempotency hash. ARGV: base, id, team, status, claimable, version, record,
+# owner, lease, created score, idempotency key, request hash, token.
+_CREATE = (
+    _JOB_LUA
+    + """
+local id, team, status, idem = ARGV[2], ARGV[3], ARGV[4], ARGV[11]
+if idem ~= '' then
+  local existing = redis.call('HGET', KEYS[2], idem)
+  if existing == id then return {'created'} end
+  if existing then
+    local jk = key('job', existing)
+    if redis.call('HGET', jk, 'h') ~= ARGV[12] then return {'conflict', existing} end
+    local f = fields(jk)
+    return {'existing', f[1], f[2], f[3], f[4]}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'w') == ARGV[13] then return {'created'} end
+  return {'duplicate'}
+end
+redis.call('HSET', KEYS[1], 'r', ARGV[7], 'v', ARGV[6], 's', status, 't', team, 'h', ARGV[12], 'w', ARGV[13])
+set_lease(KEYS[1], ARGV[8], ARGV[9])
+if idem ~= '' then redis.call('HSET', KEYS[2], idem, id) end
+redis.call('ZADD', key('ids'), 0, id)
+redis.call('ZADD', key('team', team), 0, id)
+redis.call('ZADD', key('created'), ARGV[10], id)
+redis.call('ZADD', key('created-team', team), ARGV[10], id)
+redis.call('ZADD', key('status', status), 0, id)
+redis.call('ZADD', key('team-status', team, status), 0, id)
+place(id, ARGV[5], ARGV[9])
+return {'created'}
+"""
+)
+
+# KEYS: job hash. ARGV: base, expected version, new version, record, status, claimable, owner, lease,
+# request hash, token, job id. Returns 1 when written (now or by this token's first run), else 0.
+_REPLACE = (
+    _JOB_LUA
+    + """
+local jk = KEYS[1]
+local cur = redis.call('HMGET', jk, 'v', 's', 't', 'w')
+if not cur[1] then return 0 end
+if cur[1] ~= ARGV[2] then
+  if cur[1] == ARGV[3] and cur[4] == ARGV[10] then return 1 end
+  return 0
+end
+local id = ARGV[11]
+redis.call('HSET', jk, 'r', ARGV[4], 'v', ARGV[3], 's', ARGV[5], 'h', ARGV[9], 'w', ARGV[10])
+set_lease(jk, ARGV[7], ARGV[8])
+if cur[2] ~= ARGV[5] then
+  index('ZREM', id, cur[3], cur[2])
+  redis.call('ZADD', key('status', ARGV[5]), 0, id)
+  redis.call('ZADD', key('team-status', cur[3], ARGV[5]), 0, id)
+end
+place(id, ARGV[6], ARGV[8])
+return 1
+"""
+)
+
+# KEYS: ready, leased, claims. ARGV: base, owner, now, lease until, token, encoded owner.
+_CLAIM = (
+    _JOB_LUA
+    + """
+local last = redis.call('HGET', KEYS[3], ARGV[2])
+if last then
+  local sep = string.find(last, ' ', 1, true)
+  if string.sub(last, 1, sep - 1) == ARGV[5] then
+    local id = string.sub(last, sep + 1)
+    local f = fields(key('job', id))
+    return {id, f[1], f[2], f[3], f[4]}
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[1], 0, id)
+end
+local now, from = tonumber(ARGV[3]), '-'
+while true do
+  local batch = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, 50)
+  if #batch == 0 then return false end
+  for _, id in ipairs(batch) do
+    local jk = key('job', id)
+    local lease = redis.call('HGET', jk, 'l')
+    -- A lease moved here by a caller whose clock ran ahead is still live for this caller.
+    if (not lease) or tonumber(lease) < now then
+      redis.call('HINCRBY', jk, 'v', 1)
+      redis.call('HSET', jk, 'o', ARGV[6], 'l', ARGV[4], 'w', ARGV[5])
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZADD', KEYS[2], ARGV[4], id)
+      redis.call('HSET', KEYS[3], ARGV[2], ARGV[5] .. ' ' .. id)
+      local f = fields(jk)
+      return {id, f[1], f[2], f[3], f[4]}
+    end
+  end
+  from = '(' .. batch[#batch]
+end
+"""
+)
+
+# KEYS: an index zset. ARGV: base, upper bound ('+' or '(<cursor>'), count. Newest first, one snapshot.
+_LIST = (
+    _JOB_LUA
+    + """
+local out = {}
+for _, id in ipairs(redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[2], '-', 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local f = fields(key('job', id))
+  table.insert(out, f[1])
+  table.insert(out, f[2])
+  table.insert(out, f[3])
+  table.insert(out, f[4])
+end
+return out
+"""
+)
+
+# KEYS: the job's reservation, then one hash per window. ARGV: amount, token, the windows' limits, then
+# their keys. Returns {ok, remaining per window...}.
+_RESERVE = """
+local n = #KEYS - 1
+local amount = tonumber(ARGV[1])
+local replay = redis.call('HGET', KEYS[1], 'token') == ARGV[2]
+local remaining, fits = {}, true
+for i = 1, n do
+  local w = redis.call('HMGET', KEYS[i + 1], 'spent', 'reserved')
+  remaining[i] = tonumber(ARGV[2 + i]) - (tonumber(w[1]) or 0) - (tonumber(w[2]) or 0)
+  if remaining[i] < amount then fits = false end
+end
+if replay then return {1, unpack(remaining)} end
+if not fits then return {0, unpack(remaining)} end
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[i + 1], 'reserved', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'w:' .. ARGV[2 + n + i], ARGV[1])
+  remaining[i] = remaining[i] - amount
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[2])
+return {1, unpack(remaining)}
+"""
+
+# KEYS: the job's reservation. ARGV: actual spend, the `{P:budget}:w:` base of window keys.
+_SETTLE = """
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 2) == 'w:' then
+    local wk = ARGV[2] .. string.sub(all[i], 3)
+    redis.call('HINCRBY', wk, 'reserved', '-' .. all[i + 1])
+    redis.call('HINCRBY', wk, 'spent', ARGV[1])
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS: the team's history list, its last-write token. ARGV: expected version, new version JSON, token.
+# Returns -1 when written (now or by this token's first run), else the current version.
+_PUT_POLICY = """
+local n = redis.call('LLEN', KEYS[1])
+if n == tonumber(ARGV[1]) then
+  redis.call('RPUSH', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3])
+  return -1
+end
+if n == tonumber(ARGV[1]) + 1 and redis.call('GET', KEYS[2]) == ARGV[3] then return -1 end
+return n
+"""
+
+
+@contextmanager
+def _outage_as_unavailable() -> Iterator[None]:
+    """Turn Redis being unreachable (or a read-only replica after failover) into `StoreUnavailable`."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
+        # The message stays generic: redis-py's text names hosts, which callers need not see.
+        raise StoreUnavailable(
+            f"the job store (Redis) is unreachable ({type(exc).__name__}); retry shortly"
+        ) from exc
+
+
+def _token() -> str:
+    return uuid.uuid4().hex
+
+
+def _opt(value: str | None) -> str:
+    """An optional string as a script argument: "" for None, else "=" + value (so "" stays a value)."""
+    return "" if value is None else f"={value}"
+
+
+def _float_arg(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _encode(record: JobRecord) -> str:
+    return record.model_dump_json(exclude=_LEASE_FIELDS)
+
+
+def _decode(row: Sequence[Any]) -> JobRecord:
+    """A record from its hash fields r, v, o, l (see the key layout)."""
+    raw, version, owner, lease = row
+    record = JobRecord.model_validate_json(raw)
+    return record.model_copy(
+        update={
+            "version": int(version),
+            "lease_owner": None if owner is None else owner[1:],
+            "lease_until": None if lease is None else float(lease),
+        }
+    )
+
+
+class _Keys:
+    """Every key name of one prefix (layout in the module docstring)."""
+
+    def __init__(self, prefix: str) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the Redis key prefix must not contain '{' or '}' (they delimit hash tags)")
+        self.prefix = prefix
+        self.jobs = f"{{{prefix}:jobs}}:"
+        self.budget = f"{{{prefix}:budget}}:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.jobs}job:{job_id}"
+
+    def jobs_index(self, *parts: str) -> str:
+        return self.jobs + ":".join(parts)
+
+    def window(self, key: str) -> str:
+        return f"{self.budget}w:{key}"
+
+    def reservation(self, job_id: str) -> str:
+        return f"{self.budget}res:{job_id}"
+
+    def policy(self, team: str, what: str) -> str:
+        return f"{{{self.prefix}:policy:{team}}}:{what}"
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this prefix."""
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix)
+        return f"{{{escaped}:*"
+
+
+class RedisStore(Store):
+    """`redis://host:port/db` (or `rediss://`, `unix://`); several replicas may share one."""
+
+    def __init__(self, url: str, *, prefix: str = "broker", **client_options: Any) -> None:
+        self._url = url
+        self._keys = _Keys(prefix)
+        self._options = client_options
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "broker", **client_options: Any) -> RedisStore:
+        """A store on `url`; `client_options` go to redis-py (URL query options win over them)."""
+        return cls(url, prefix=prefix, **client_options)
+
+    async def open(self) -> None:
+        """Build the client; it connects on first use, so a broker may start before Redis does."""
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            # Short timeouts: a vanished Redis must become a 503 quickly, never a hung request.
+            "socket_connect_timeout": 2.0,
+            "socket_timeout": 5.0,
+            "health_check_interval": 15,
+            # Retry only a dropped connection (scripts are replay-safe); a timeout fails fast.
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 2, (RedisConnectionError,)),
+            **self._options,
+        }
+        client = aioredis.Redis.from_url(self._url, **options)
+        scripts = {
+            "create": _CREATE,
+            "replace": _REPLACE,
+            "claim": _CLAIM,
+            "list": _LIST,
+            "reserve": _RESERVE,
+            "settle": _SETTLE,
+            "put_policy": _PUT_POLICY,
+        }
+        self._scripts = {name: client.register_script(text) for name, text in scripts.items()}
+        self._client = client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = None
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreUnavailable("the store is not open")
+        return self._client
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        client = self._redis
+        with _outage_as_unavailable():
+            return await self._scripts[script](keys=list(keys), args=list(args), client=client)
+
+    async def ping(self) -> None:
+        with _outage_as_unavailable():
+            await self._redis.ping()
+
+    async def drop_all_keys(self) -> None:
+        """Delete every key under this store's prefix (tests and teardown)."""
+        client = self._redis
+        with _outage_as_unavailable():
+            batch: list[str] = []
+            async for key in client.scan_iter(match=self._keys.pattern(), count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await client.unlink(*batch)
+                    batch = []
+            if batch:
+                await client.unlink(*batch)
+
+    # Jobs ---------------------------------------------------------------------------------------
+    async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        keys = self._keys
+        team = record.job.team
+        reply = await self._run(
+            "create",
+            [keys.job(record.id), keys.jobs_index("idem", team)],
+            [
+                keys.jobs,
+                record.id,
+                team,
+                record.status.value,
+                "0" if record.status.terminal else "1",
+                str(record.version),
+                _encode(record),
+                _opt(record.lease_owner),
+                _float_arg(record.lease_until),
+                repr(record.job.created_at.timestamp()),
+                record.idempotency_key or "",
+                record.request_hash,
+                _token(),
+            ],
+        )
+        outcome = reply[0]
+        if outcome == "existing":
+            return _decode(reply[1:5]), False
+        if outcome == "conflict":
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request body", details={"job_id": reply[1]}
+            )
+        if outcome == "duplicate":
+            raise VersionConflict(f"a job with id {record.id} already exists")
+        return record, True
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        with _outage_as_unavailable():
+            row = await self._redis.hmget(self._keys.job(job_id), ["r", "v", "o", "l"])
+        return None if row[0] is None else _decode(row)
+
+    async def list_jobs(
+        self,
+        *,
+        team: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if team is not None and status is not None:
+            index = self._keys.jobs_index("team-status", team, status.value)
+        elif team is not None:
+            index = self._keys.jobs_index("team", team)
+        elif status is not None:
+            index = self._keys.jobs_index("status", status.value)
+        else:
+            index = self._keys.jobs_index("ids")
+        upper = "+" if cursor is None else f"({cursor}"
+        flat = await self._run("list", [index], [self._keys.jobs, upper, limit + 1])
+        rows = [flat[i : i + 4] for i in range(0, len(flat), 4)]
+        records = [_decode(row) for row in rows[:limit] if row[0] is not None]
+        next_cursor = records[-1].id if len(rows) > limit and records else None
+        return records, next_cursor
+
+    async def jobs_created_between(
+        self, start: datetime, end: datetime, *, team: str | None = None
+    ) -> list[JobRecord]:
+        keys = self._keys
+        index = keys.jobs_index("created") if team is None else keys.jobs_index("created-team", team)
+        client = self._redis
+        with _outage_as_unavailable():
+            found = await client.zrangebyscore(index, repr(start.timestamp()), f"({end.timestamp()!r}")
+            ids = [str(job_id) for job_id in found]
+            records: list[JobRecord] = []
+            # Jobs are never deleted, so fetching in chunks (not one long script) loses nothing.
+            for at in range(0, len(ids), _FETCH_CHUNK):
+                async with client.pipeline(transaction=False) as pipe:
+                    for job_id in ids[at : at + _FETCH_CHUNK]:
+                        pipe.hmget(keys.job(job_id), ["r", "v", "o", "l"])
+                    rows = await pipe.execute()
+                records.extend(_decode(row) for row in rows if row[0] is not None)
+        return sorted(records, key=lambda record: record.id)
+
+    async def replace_job(self, record: JobRecord) -> JobRecord | None:
+        stored = record.model_copy(update={"version": record.version + 1})
+        written = await self._run(
+            "replace",
+            [self._keys.job(record.id)],
+            [
+                self._keys.jobs,
+                str(record.version),
+                str(stored.version),
+                _encode(stored),
+                stored.status.value,
+                "0" if stored.status.terminal else "1",
+                _opt(stored.lease_owner),
+                _float_arg(stored.lease_until),
+                stored.request_hash,
+                _token(),
+                record.id,
+            ],
+        )
+        return stored if written == 1 else None
+
+    async def claim_job(self, owner: str, now: float, lease_s: float) -> JobRecord | None:
+        keys = self._keys
+        reply = await self._run(
+            "claim",
+            [keys.jobs_index("ready"), keys.jobs_index("leased"), keys.jobs_index("claims")],
+            [keys.jobs, owner, _float_arg(now), _float_arg(now + lease_s), _token(), _opt(owner)],
+        )
+        return None if reply is None else _decode(reply[1:5])
+
+    async def count_jobs(self, status: JobStatus) -> int:
+        with _outage_as_unavailable():
+            count: int = await self._redis.zcard(self._keys.jobs_index("status", status.value))
+        return count
+
+    # Budgets ------------------------------------------------------------------------------------
+    async def reserve_budget(
+        self, job_id: str, amount_micros: int, windows: list[BudgetWindow]
+    ) -> Reservation:
+        if amount_micros < 0:
+            raise ValueError("a reservation cannot be negative")
+        keys = self._keys
+        reply = await self._run(
+            "reserve",
+            [keys.reservation(job_id), *(keys.window(w.key) for w in windows)],
+            [
+                amount_micros,
+                _token(),
+                *(w.limit_micros for w in windows),
+                *(w.key for w in windows),
+            ],
+        )
+        remaining = {w.key: int(left) for w, left in zip(windows, reply[1:], strict=True)}
+        return Reservation(ok=reply[0] == 1, remaining_micros=remaining)
+
+    async def settle_budget(self, job_id: str, actual_micros: int) -> None:
+        if actual_micros < 0:
+            raise ValueError("a spend cannot be negative")
+        keys = self._keys
+        await self._run("settle", [keys.reservation(job_id)], [actual_micros, keys.window("")])
+
+    async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
+        if not keys:
+            return {}
+        with _outage_as_unavailable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(self._keys.window(key), ["spent", "reserved"])
+                rows = await pipe.execute()
+        return {
+            key: (int(spent or 0), int(reserved or 0))
+            for key, (spent, reserved) in zip(keys, rows, strict=True)
+        }
+
+    # Policies -----------------------------------------------------------------------------------
+    async def get_policy(self, team: str) -> PolicyVersion | None:
+        with _outage_as_unavailable():
+            raw = await self._redis.lindex(self._keys.policy(team, "history"), -1)
+        return None if raw is None else PolicyVersion.model_validate_json(raw)
+
+    async def put_policy(
+        self, team: str, policy: dict[str, Any], *, expected_version: int, actor: str, at: datetime
+    ) -> PolicyVersion:
+        current = await self.get_policy(team)
+        current_version = 0 if current is None else current.version
+        if current_version != expected_version:
+            raise VersionConflict(
+                f"policy of {team} is at version {current_version}, not {expected_version}",
+                details={"current_version": current_version},
+            )
+        new = PolicyVersion(
+            team=team,
+            version=current_version + 1,
+            policy=policy,
+            actor=actor,
+            changed_at=at,
+            change=policy_diff({} if current is None else current.policy, policy),
+        )
+        # The script re-checks the version, so the diff above is against the version it replaces.
+        outcome = await self._run(
+            "put_policy",
+            [self._keys.policy(team, "history"), self._keys.policy(team, "write")],
+            [expected_version, new.model_dump_json(), _token()],
+        )
+        if outcome != -1:
+            raise VersionConflict(
+                f"policy of {team} is at version {outcome}, not {expected_version}",
+                details={"current_version": outcome},
+            )
+        return new
+
+    async def policy_history(self, team: str) -> list[PolicyVersion]:
+        with _outage_as_unavailable():
+            rows = await self._redis.lrange(self._keys.policy(team, "history"), 0, -1)
+        return [PolicyVersion.model_validate_json(row) for row in rows]
