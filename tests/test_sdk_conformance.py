@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import fal_client
+import fal_client.client
 import pytest
 import runwayml
 import runwayml.lib.polling
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from adapters.emulators.fal import FalEmulator
+from adapters.emulators.fal import create_app as create_fal
 from adapters.emulators.media import probe
 from adapters.emulators.runway import RunwayEmulator
 from adapters.emulators.runway import create_app as create_runway
@@ -82,3 +86,61 @@ async def test_runway_sdk_sees_failures_and_cancellation(aiohttp_server: MakeSer
                 ratio="1280:720",
                 duration=11,
             )
+
+
+@pytest.fixture
+def fal_queue_on(monkeypatch: pytest.MonkeyPatch) -> Callable[[TestServer], None]:
+    """Point fal_client's queue host at an emulator (the SDK builds submit URLs from this constant)."""
+
+    def point(server: TestServer) -> None:
+        monkeypatch.setattr(fal_client.client, "QUEUE_URL_FORMAT", str(server.make_url("/")))
+
+    return point
+
+
+async def test_fal_client_submits_polls_and_fetches_result(
+    aiohttp_server: MakeServer, fal_queue_on: Callable[[TestServer], None]
+) -> None:
+    emulator = FalEmulator(api_keys=["fal-key"], render_seconds=0.1)
+    server = await aiohttp_server(create_fal(emulator))
+    fal_queue_on(server)
+    client = fal_client.AsyncClient(key="fal-key")
+    arguments = {"prompt": "a cat", "image_url": "https://images.example.com/cat.png", "duration": "5"}
+    handle = await client.submit("fal-ai/kling-video/v2.5-turbo/pro/image-to-video", arguments=arguments)
+    first = await handle.status(with_logs=True)
+    assert isinstance(first, fal_client.Queued | fal_client.InProgress)
+    statuses = [event async for event in handle.iter_events(with_logs=True, interval=0.02)]
+    assert isinstance(statuses[-1], fal_client.Completed)
+    assert statuses[-1].error is None
+    result = await handle.get()
+    assert result["video"]["content_type"] == "video/mp4"
+    assert result["video"]["url"].startswith(str(server.make_url("/")))
+    submitted = emulator.recorder.of("submit")[0]
+    assert submitted.path == "/fal-ai/kling-video/v2.5-turbo/pro/image-to-video"
+    assert submitted.headers["Authorization"] == "Key fal-key"
+    assert submitted.json == arguments  # the bare input, no {"input": ...} wrapper
+    polled = emulator.recorder.of("status")[0]
+    assert polled.path == f"/fal-ai/kling-video/requests/{handle.request_id}/status"
+
+
+async def test_fal_client_sees_failure_and_cancels(
+    aiohttp_server: MakeServer, fal_queue_on: Callable[[TestServer], None]
+) -> None:
+    emulator = FalEmulator(api_keys=["fal-key"], render_seconds=0.05)
+    emulator.inject("task_fail", code="content_policy_violation", message="flagged")
+    server = await aiohttp_server(create_fal(emulator))
+    fal_queue_on(server)
+    client = fal_client.AsyncClient(key="fal-key")
+    failing = await client.submit("fal-ai/veo3", arguments={"prompt": "x", "duration": "8s"})
+    with pytest.raises(fal_client.FalClientHTTPError) as raised:
+        await failing.get(interval=0.02)
+    assert raised.value.status_code == 422
+    status = await failing.status()
+    assert isinstance(status, fal_client.Completed)
+    assert status.error_type == "content_policy_violation"
+    emulator.render_seconds = 60
+    running = await client.submit("fal-ai/veo3", arguments={"prompt": "y"})
+    await running.cancel()
+    cancelled = await running.status()
+    assert isinstance(cancelled, fal_client.Completed)
+    assert cancelled.error_type == "request_cancelled"
