@@ -34,4 +34,5 @@ def factory_for(provider: str) -> AdapterFactory:
     try:
         return FACTORIES[provider]
     except KeyError:
-        raise KeyError(f"no adapter for provider {provider!r}; known: {', '.join(sorted(FACTORIES))}") from None
+        known = ", ".join(sorted(FACTORIES))
+        raise KeyError(f"no adapter for provider {provider!r}; known: {known}") from None
