@@ -301,8 +301,7 @@ class SQLiteStore(Store):
                 ).fetchall()
                 for key, amount in rows:
                     db.execute(
-                        "UPDATE budget_windows SET reserved = reserved - ?, spent = spent + ?"
-                        " WHERE key = ?",
+                        "UPDATE budget_windows SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
                         (amount, actual_micros, key),
                     )
                 db.execute("UPDATE budget_reservations SET settled = 1 WHERE job_id = ?", (job_id,))
@@ -380,4 +379,3 @@ class SQLiteStore(Store):
             ).fetchall()
         )
         return [PolicyVersion.model_validate_json(row[0]) for row in rows]
-

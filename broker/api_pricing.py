@@ -1,0 +1,28 @@
+"""`GET /v1/pricing` and `POST /v1/quotes`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from broker.appkeys import CONFIG
+from broker.errors import Forbidden
+from broker.handlers.common import identity_of, json_response
+from broker.intake import read_intake
+from broker.routing import quote_for
+from pricing.table import pricing_table
+
+
+async def get_pricing(request: web.Request) -> web.Response:
+    """Every route's price in its own unit and in USD for the durations it supports."""
+    identity_of(request)
+    return json_response(pricing_table(request.app[CONFIG].routes))
+
+
+async def post_quote(request: web.Request) -> web.Response:
+    """Quote a job body for the caller's team without creating anything."""
+    identity = identity_of(request)
+    if identity.team is None:
+        raise Forbidden("quotes are for a team: use a team key")
+    intake = await read_intake(request)
+    quote = await quote_for(request.app, identity.team, intake.request, upload_bytes=intake.upload_bytes)
+    return json_response(quote.to_json())

@@ -1,0 +1,127 @@
+"""The aiohttp application: resources opened in `cleanup_ctx`, handlers, middlewares."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Collection, Mapping
+
+import aiohttp
+from aiohttp import web
+
+from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
+from broker.appkeys import ADAPTERS, ARTIFACTS, AUTH, CLOCK, CONFIG, HTTP, RUNNER, SETTINGS, STORE
+from broker.artifacts import ArtifactStore
+from broker.auth import Authenticator
+from broker.config import BrokerConfig
+from broker.handlers import callbacks, health, jobs, openapi
+from broker.middleware import errors, request_context
+from broker.routing import current_policy, quote_for
+from broker.runner import JobRunner, RunnerOptions
+from broker.settings import Settings
+from broker.store import JobRecord, open_store
+from pricing.quote import Quote
+
+
+def default_factories() -> Mapping[str, AdapterFactory]:
+    from adapters.registry import FACTORIES
+
+    return FACTORIES
+
+
+def build_adapters(
+    app: web.Application, factories: Mapping[str, AdapterFactory], env: Mapping[str, str]
+) -> dict[str, Adapter]:
+    """One adapter per configured provider whose key is in the environment (or that needs none)."""
+    settings, config = app[SETTINGS], app[CONFIG]
+    built: dict[str, Adapter] = {}
+    for name, provider in config.providers.items():
+        key = env.get(provider.api_key_env) if provider.api_key_env else None
+        if (provider.api_key_env and not key) or name not in factories:
+            continue
+        secret = env.get(provider.webhook_secret_env) if provider.webhook_secret_env else None
+        context = AdapterContext(
+            provider=name,
+            base_url=provider.base_url,
+            api_key=key,
+            session=app[HTTP],
+            data_dir=settings.data_dir,
+            webhook_secret=secret,
+        )
+        built[name] = factories[name](context)
+    return built
+
+
+def create_app(
+    settings: Settings,
+    config: BrokerConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    factories: Mapping[str, AdapterFactory] | None = None,
+    clock: Clock | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> web.Application:
+    """The broker app. `env`, `factories`, `clock` and `sleep` are injectable for tests."""
+    environment = os.environ if env is None else env
+    app = web.Application(middlewares=[request_context, errors], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[CONFIG] = config
+    app[AUTH] = Authenticator(config, environment)
+    app[CLOCK] = clock or time.time
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        store = open_store(settings.store_url)
+        await store.open()
+        app[STORE] = store
+        artifacts = ArtifactStore(settings.data_dir)
+        artifacts.open()
+        app[ARTIFACTS] = artifacts
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            app[HTTP] = session
+            app[ADAPTERS] = build_adapters(app, factories or default_factories(), environment)
+            runner = _runner(app, sleep)
+            app[RUNNER] = runner
+            await runner.start()
+            try:
+                yield
+            finally:
+                await runner.stop()
+                await store.close()
+
+    app.cleanup_ctx.append(resources)
+    for module in (jobs, health, openapi, callbacks):
+        app.router.add_routes(module.routes)
+    _add_pricing_routes(app)
+    return app
+
+
+def _runner(app: web.Application, sleep: Sleep) -> JobRunner:
+    settings, config = app[SETTINGS], app[CONFIG]
+
+    async def requote(record: JobRecord, tried: Collection[str]) -> Quote:
+        return await quote_for(app, record.job.team, record.job.request, exclude_routes=tried)
+
+    async def max_attempts(team: str) -> int:
+        return (await current_policy(app, team)).max_attempts or 3
+
+    return JobRunner(
+        store=app[STORE],
+        artifacts=app[ARTIFACTS],
+        adapters=app[ADAPTERS],
+        routes=config.routes,
+        quote=requote,
+        session=app[HTTP],
+        options=RunnerOptions(workers=settings.workers),
+        max_attempts=max_attempts,
+        clock=app[CLOCK],
+        sleep=sleep,
+    )
+
+
+def _add_pricing_routes(app: web.Application) -> None:
+    from broker import api_pricing
+
+    app.router.add_get("/v1/pricing", api_pricing.get_pricing)
+    app.router.add_post("/v1/quotes", api_pricing.post_quote)

@@ -1,0 +1,28 @@
+"""Typed keys for the application's resources, opened and closed in `cleanup_ctx` (no globals)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from adapters.base import Adapter, Clock
+from broker.artifacts import ArtifactStore
+from broker.auth import Authenticator
+from broker.config import BrokerConfig
+from broker.settings import Settings
+from broker.store import Store
+
+if TYPE_CHECKING:
+    from broker.runner import JobRunner
+
+SETTINGS = web.AppKey("settings", Settings)
+CONFIG = web.AppKey("config", BrokerConfig)
+AUTH = web.AppKey("auth", Authenticator)
+STORE = web.AppKey("store", Store)
+ARTIFACTS = web.AppKey("artifacts", ArtifactStore)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+ADAPTERS = web.AppKey("adapters", dict[str, Adapter])
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+RUNNER: web.AppKey[JobRunner] = web.AppKey("runner")

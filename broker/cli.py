@@ -1,0 +1,100 @@
+"""`broker serve`, `broker demo`, `broker report`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from broker.app import create_app
+from broker.config import BrokerConfig, ConfigError, load_config
+from broker.logging import configure_logging
+from broker.settings import Settings
+
+log = structlog.get_logger("broker")
+
+
+def secret_values(config: BrokerConfig, env: Mapping[str, str]) -> list[str]:
+    """Every secret the config points at, so the log redactor can blank it wherever it appears."""
+    names = [p.api_key_env for p in config.providers.values()]
+    names += [p.webhook_secret_env for p in config.providers.values()]
+    names += [t.api_key_env for t in config.teams]
+    names.append(config.admin.api_key_env if config.admin else None)
+    return [env[name] for name in names if name and env.get(name)]
+
+
+def load_or_exit(path: Path) -> BrokerConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"broker: bad configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def serve_until_stopped(app: web.Application, host: str, port: int) -> None:
+    """Run the app until SIGINT or SIGTERM, then shut down cleanly (jobs stay in the store)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("serving", url=f"http://{host}:{port}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    settings = Settings(**overrides)
+    config = load_or_exit(args.config or settings.config)
+    env: dict[str, str] = dict(os.environ)
+    sandbox = None
+    if args.sandbox:
+        from broker.sandbox import start_sandboxed
+
+        sandbox, config, env = await start_sandboxed(config, env)
+    configure_logging(settings.log_level, secret_values(config, env))
+    try:
+        await serve_until_stopped(create_app(settings, config, env=env), settings.host, settings.port)
+    finally:
+        if sandbox is not None:
+            await sandbox.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="broker", description="The video routing broker.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP API and the job runner")
+    serve.add_argument("--config", type=Path, help="config file (default: BROKER_CONFIG or config.yaml)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--sandbox", action="store_true", help="start every provider's emulator and route to them"
+    )
+    demo = commands.add_parser("demo", help="animate the bundled sample image on the local backend")
+    demo.add_argument("--out", type=Path, default=Path("demo.mp4"), help="where to write the MP4")
+    demo.add_argument("--prompt", default="slow push in on the harbour at dusk")
+    demo.add_argument("--duration", type=int, default=5)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        asyncio.run(_serve(args))
+    elif args.command == "demo":
+        from broker.demo import run_demo
+
+        raise SystemExit(asyncio.run(run_demo(args.out, args.prompt, args.duration)))

@@ -1,0 +1,34 @@
+"""`POST /v1/callbacks/{provider}`: provider webhooks, verified by the provider's adapter.
+
+A webhook only wakes the poll of its task: the provider's status endpoint stays the one source of
+truth, so a forged or replayed webhook can at most cause one extra status read.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from broker.appkeys import ADAPTERS, RUNNER
+from broker.errors import NotFound
+from broker.handlers.common import json_response
+
+log = structlog.get_logger("broker.callbacks")
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/callbacks/{provider}")
+async def provider_callback(request: web.Request) -> web.Response:
+    provider = request.match_info["provider"]
+    adapter = request.app[ADAPTERS].get(provider)
+    if adapter is None:
+        raise NotFound(f"no configured provider named {provider!r}")
+    event = adapter.parse_webhook(request.headers, await request.read())
+    log.info(
+        "provider_webhook",
+        provider=provider,
+        provider_job_id=event.provider_job_id,
+        state=event.status.state.value,
+    )
+    request.app[RUNNER].notify(event.provider_job_id)
+    return json_response({"received": True})

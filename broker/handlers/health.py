@@ -1,0 +1,24 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from broker.appkeys import RUNNER, STORE
+from broker.errors import NotReady
+from broker.handlers.common import json_response
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    await request.app[STORE].ping()
+    if not request.app[RUNNER].running:
+        raise NotReady("the job runner is not running")
+    return json_response({"status": "ready"})

@@ -1,0 +1,181 @@
+"""`GET /openapi.json`: an OpenAPI 3.1 document built from the same pydantic models the handlers use."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+from pydantic.json_schema import models_json_schema
+
+from broker import __version__
+from broker.handlers.common import json_response
+from broker.schema import Job, JobRequest
+
+routes = web.RouteTableDef()
+_REF = "#/components/schemas/{model}"
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+    }
+
+
+def _job_body() -> dict[str, Any]:
+    multipart = {
+        "type": "object",
+        "properties": {
+            **{name: {"type": "string"} for name in JobRequest.model_fields if name != "image_upload"},
+            "image": {"type": "string", "contentMediaType": "image/*", "description": "the still to animate"},
+        },
+    }
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": _REF.format(model="JobRequest")}},
+            "multipart/form-data": {"schema": multipart},
+        },
+    }
+
+
+def _json(model: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model=model)}}},
+    }
+
+
+_COMMON_ERRORS = {"400": _error("invalid request"), "401": _error("missing or bad key")}
+_JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _paths() -> dict[str, Any]:
+    submit_errors = {
+        **_COMMON_ERRORS,
+        "402": _error("over the team's budget"),
+        "409": _error("Idempotency-Key reused with another body"),
+        "413": _error("body or image too large"),
+        "415": _error("unsupported content type"),
+        "422": _error("no feasible route"),
+    }
+    idem = [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 255},
+        }
+    ]
+    return {
+        "/v1/jobs": {
+            "post": {
+                "summary": "Submit a job",
+                "parameters": idem,
+                "requestBody": _job_body(),
+                "responses": {
+                    "202": _json("Job", "accepted"),
+                    "200": _json("Job", "replayed"),
+                    **submit_errors,
+                },
+            },
+            "get": {
+                "summary": "List the team's jobs",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "a page of jobs"}, **_COMMON_ERRORS},
+            },
+        },
+        "/v1/jobs/{job_id}": {
+            "get": {
+                "summary": "Read a job",
+                "parameters": _JOB_ID,
+                "responses": {"200": _json("Job", "the job"), "404": _error("no such job"), **_COMMON_ERRORS},
+            },
+            "delete": {
+                "summary": "Cancel a job",
+                "parameters": _JOB_ID,
+                "responses": {
+                    "202": _json("Job", "cancelling"),
+                    "404": _error("no such job"),
+                    "409": _error("already ended"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/jobs/{job_id}/output": {
+            "get": {
+                "summary": "Download the MP4",
+                "parameters": _JOB_ID,
+                "responses": {
+                    "200": {"description": "the video", "content": {"video/mp4": {}}},
+                    "404": _error("no such job"),
+                    "409": _error("not finished"),
+                },
+            }
+        },
+        "/v1/quotes": {
+            "post": {
+                "summary": "Quote a job without creating it",
+                "requestBody": _job_body(),
+                "responses": {
+                    "200": {"description": "chosen route, feasible routes, rejections"},
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+        "/v1/pricing": {
+            "get": {"summary": "Every route's price", "responses": {"200": {"description": "prices"}}}
+        },
+        "/healthz": {
+            "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness",
+                "security": [],
+                "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
+            }
+        },
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document."""
+    _, schemas = models_json_schema([(JobRequest, "validation"), (Job, "serialization")], ref_template=_REF)
+    components = dict(schemas.get("$defs", {}))
+    components["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Video routing broker", "version": __version__},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+    }
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(document())

@@ -1,0 +1,94 @@
+"""A job a worker holds under a lease, and the pure changes the runner makes to it.
+
+Every save is compare-and-set; when another writer (a cancel through the API) got there first, the
+change is applied again to the fresh record, as long as this worker still holds the lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from adapters.base import Clock
+from broker.schema import Attempt, AttemptStatus, Job, JobError, JobStatus
+from broker.store import JobRecord, Store
+from pricing.money import Money
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now (this one was too slow to renew); stop working on it."""
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass
+class JobWork:
+    store: Store
+    record: JobRecord
+    owner: str
+    clock: Clock
+    lease_s: float
+
+    @property
+    def job(self) -> Job:
+        return self.record.job
+
+    def now(self) -> datetime:
+        return utc(self.clock())
+
+    async def save(self, change: Callable[[JobRecord], JobRecord], *, release: bool = False) -> JobRecord:
+        """Apply `change` and write it with a renewed lease (or none, with `release`)."""
+        while True:
+            lease = (None, None) if release else (self.owner, self.clock() + self.lease_s)
+            candidate = change(self.record).model_copy(
+                update={"lease_owner": lease[0], "lease_until": lease[1]}
+            )
+            stored = await self.store.replace_job(candidate)
+            if stored is not None:
+                self.record = stored
+                return stored
+            fresh = await self.store.get_job(self.record.id)
+            if fresh is None or fresh.lease_owner != self.owner:
+                raise LeaseLost(self.record.id)
+            self.record = fresh
+
+    async def refresh(self) -> JobRecord:
+        """Re-read the record (to see a cancel request); `LeaseLost` if it is no longer ours."""
+        fresh = await self.store.get_job(self.record.id)
+        if fresh is None or fresh.lease_owner != self.owner:
+            raise LeaseLost(self.record.id)
+        self.record = fresh
+        return fresh
+
+    async def renew_if_due(self) -> None:
+        until = self.record.lease_until or 0.0
+        if until - self.clock() < self.lease_s / 2:
+            await self.save(lambda r: r)
+
+    def active_attempt(self) -> Attempt | None:
+        attempts = self.job.attempts
+        return attempts[-1] if attempts and not attempts[-1].status.terminal else None
+
+
+def with_attempt(record: JobRecord, attempt: Attempt, at: datetime) -> JobRecord:
+    """The record with `attempt` replacing the attempt of the same id (or appended)."""
+    attempts = [a for a in record.job.attempts if a.id != attempt.id]
+    index = next((i for i, a in enumerate(record.job.attempts) if a.id == attempt.id), len(attempts))
+    attempts.insert(index, attempt)
+    total = sum((Money.parse(a.cost_usd) for a in attempts if a.cost_usd is not None), Money.zero())
+    return record.evolve(attempts=attempts, cost_usd=str(total), updated_at=at)
+
+
+def finish_attempt(
+    attempt: Attempt, status: AttemptStatus, at: datetime, cost: Money, error: JobError | None = None
+) -> Attempt:
+    return attempt.model_copy(
+        update={"status": status, "finished_at": at, "cost_usd": str(cost), "error": error}
+    )
+
+
+def end_job(record: JobRecord, status: JobStatus, at: datetime, error: JobError | None = None) -> JobRecord:
+    return record.evolve(status=status, error=error, updated_at=at, completed_at=at)

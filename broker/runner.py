@@ -1,0 +1,428 @@
+"""The job runner: background workers that claim queued jobs and carry each one to its end.
+
+One step at a time, each written to the store before the next side effect:
+  no active attempt  -> pick a route (the quoted one, then re-quotes without tried routes) and submit
+  submitting         -> after a crash: resubmit only where the provider takes an idempotency key,
+                        else fail the attempt with `submission_uncertain` (never paid for twice)
+  submitted/running  -> poll on the adapter's schedule (a provider webhook only wakes the poll early)
+  downloading        -> fetch the MP4 into the artifact store, check it, book the cost, settle budget
+A failure another route could fix (rate limited, unavailable, timed out, out of funds, bad key) moves
+on to the next cheapest route, at most `max_attempts` routes per job; anything else ends the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from adapters.base import Adapter, Clock, ImageInput, RenderTask, Sleep, TaskHandle, TaskState, TaskStatus
+from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
+from adapters.images import check_image, fetch_image
+from adapters.polling import poll_until_done
+from broker.artifacts import ArtifactStore
+from broker.jobwork import JobWork, LeaseLost, end_job, finish_attempt, with_attempt
+from broker.schema import (
+    Attempt,
+    AttemptStatus,
+    BrokerError,
+    ErrorCode,
+    JobError,
+    JobRequest,
+    JobStatus,
+    Output,
+    RouteRef,
+    decode_data_uri,
+)
+from broker.store import JobRecord, Store
+from broker.store.base import AttemptHandle
+from pricing.catalog import RouteSpec
+from pricing.money import Money, UnknownPrice
+from pricing.quote import Quote
+
+log = structlog.get_logger("broker.runner")
+
+QuoteFn = Callable[[JobRecord, Collection[str]], Awaitable[Quote]]
+
+
+class CancelRequested(Exception):
+    """Raised out of a poll when the job's owner asked to cancel it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerOptions:
+    workers: int = 4
+    lease_s: float = 60.0
+    idle_wait_s: float = 1.0
+    max_attempts: int = 3
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        artifacts: ArtifactStore,
+        adapters: dict[str, Adapter],
+        routes: Collection[RouteSpec],
+        quote: QuoteFn,
+        session: aiohttp.ClientSession,
+        options: RunnerOptions,
+        max_attempts: Callable[[str], Awaitable[int]] | None = None,
+        clock: Clock,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.store, self.artifacts, self.adapters = store, artifacts, adapters
+        self.routes = {route.key: route for route in routes}
+        self.quote, self.session, self.options = quote, session, options
+        self.clock, self.sleep = clock, sleep
+        self._max_attempts = max_attempts
+        self.owner = f"runner-{secrets.token_hex(6)}"
+        self._wakeup = asyncio.Event()
+        self._webhooks: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return any(not task.done() for task in self._tasks)
+
+    def wake(self) -> None:
+        """A job was queued or changed: let an idle worker look now."""
+        self._wakeup.set()
+
+    def notify(self, provider_job_id: str) -> None:
+        """A provider webhook arrived for this task: poll it now rather than at the next interval."""
+        if (event := self._webhooks.get(provider_job_id)) is not None:
+            event.set()
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(self.options.workers)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                record = await self.store.claim_job(self.owner, self.clock(), self.options.lease_s)
+            except BrokerError as exc:  # the store is down: wait, it recovers by itself
+                log.warning("claim_failed", code=exc.code.value, error=exc.message)
+                record = None
+            if record is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self.options.idle_wait_s)
+                self._wakeup.clear()
+                continue
+            await self.run_job(record)
+
+    async def run_job(self, record: JobRecord) -> None:
+        """Carry one claimed job as far as it goes; errors are logged, never raised to the worker."""
+        work = JobWork(self.store, record, self.owner, self.clock, self.options.lease_s)
+        with structlog.contextvars.bound_contextvars(job_id=record.id, team=record.job.team):
+            try:
+                while not work.record.status.terminal:
+                    await self._step(work)
+            except LeaseLost:
+                log.info("lease_lost")
+            except BrokerError as exc:
+                log.warning("job_step_failed", code=exc.code.value, error=exc.message)
+            except Exception:
+                log.exception("job_step_crashed")
+
+    async def _step(self, work: JobWork) -> None:
+        attempt = work.active_attempt()
+        if work.record.cancel_requested:
+            await self._cancel(work, attempt)
+        elif attempt is None:
+            await self._start_attempt(work)
+        elif attempt.status is AttemptStatus.SUBMITTING:
+            await self._resolve_uncertain(work, attempt)
+        elif attempt.status is AttemptStatus.DOWNLOADING:
+            await self._download(work, attempt, None)
+        else:
+            await self._poll(work, attempt)
+
+    # Choosing and submitting --------------------------------------------------------------------
+    async def _limit(self, team: str) -> int:
+        return await self._max_attempts(team) if self._max_attempts else self.options.max_attempts
+
+    async def _next_route(self, work: JobWork) -> RouteSpec | JobError:
+        job = work.job
+        if not job.attempts and job.route is not None:
+            route = self.routes.get(f"{job.route.provider}/{job.route.model}")
+            if route is not None:
+                return route
+        if len(job.attempts) >= await self._limit(job.team):
+            return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="every allowed attempt failed")
+        quote = await self.quote(work.record, work.record.tried_routes)
+        if quote.chosen is None:
+            return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="no untried route can serve the job")
+        return quote.chosen.route
+
+    async def _start_attempt(self, work: JobWork) -> None:
+        route = await self._next_route(work)
+        if isinstance(route, JobError):
+            last = work.job.attempts[-1].error if work.job.attempts else None
+            await self._end(work, JobStatus.FAILED, last or route)
+            return
+        estimate = self._estimate(route, work.job.request)
+        attempt = Attempt(
+            id=f"att_{secrets.token_hex(8)}",
+            job_id=work.job.id,
+            provider=route.provider,
+            model=route.model,
+            status=AttemptStatus.SUBMITTING,
+            started_at=work.now(),
+            estimated_cost_usd=None if estimate is None else str(estimate),
+        )
+
+        def begin(record: JobRecord) -> JobRecord:
+            changed = with_attempt(record, attempt, work.now()).evolve(
+                status=JobStatus.RUNNING,
+                route=RouteRef(
+                    provider=route.provider, model=route.model, estimated_cost_usd=attempt.estimated_cost_usd
+                ),
+            )
+            return changed.model_copy(update={"tried_routes": [*record.tried_routes, route.key]})
+
+        await work.save(begin)
+        log.info("attempt_started", provider=route.provider, model=route.model, attempt=attempt.id)
+        await self._submit(work, attempt)
+
+    async def _submit(self, work: JobWork, attempt: Attempt) -> None:
+        adapter = self.adapters.get(attempt.provider)
+        if adapter is None:
+            error = ProviderUnavailable(
+                f"provider {attempt.provider} is not configured", provider=attempt.provider
+            )
+            await self._fail_attempt(work, attempt, error, Money.zero())
+            return
+        try:
+            image = await self._image(work.job.request, adapter)
+        except BrokerError as exc:
+            await self._fail_attempt(work, attempt, exc, Money.zero(), fallback=False)
+            return
+        task = RenderTask(attempt_id=attempt.id, model=attempt.model, request=work.job.request, image=image)
+        try:
+            submission = await adapter.submit(task)
+        except ProviderError as exc:
+            # Nothing was accepted, so nothing was charged (an uncertain submit is failed, not paid twice).
+            await self._fail_attempt(work, attempt, exc, Money.zero())
+            return
+        handle = submission.handle
+        submitted = attempt.model_copy(
+            update={"status": AttemptStatus.SUBMITTED, "provider_job_id": handle.provider_job_id}
+        )
+
+        def record_submit(record: JobRecord) -> JobRecord:
+            stored = AttemptHandle(
+                provider_job_id=handle.provider_job_id, model=handle.model, data=dict(handle.data)
+            )
+            changed = with_attempt(record, submitted, work.now())
+            return changed.model_copy(update={"handles": {**record.handles, attempt.id: stored}})
+
+        await work.save(record_submit)
+        log.info("attempt_submitted", provider=attempt.provider, provider_job_id=handle.provider_job_id)
+
+    async def _resolve_uncertain(self, work: JobWork, attempt: Attempt) -> None:
+        adapter = self.adapters.get(attempt.provider)
+        if adapter is not None and getattr(adapter, "idempotent_submit", False):
+            await self._submit(work, attempt)  # same attempt id, so the same idempotency key
+            return
+        error = SubmissionUncertain(
+            "the broker stopped while submitting; the provider may have the task, so it is not resent",
+            provider=attempt.provider,
+        )
+        await self._fail_attempt(work, attempt, error, Money.zero())
+
+    async def _image(self, request: JobRequest, adapter: Adapter) -> ImageInput | None:
+        if request.image_upload is not None:
+            data = self.artifacts.read_upload(request.image_upload)
+            return ImageInput(content_type=check_image(data).content_type, data=data)
+        if request.image_url is None:
+            return None
+        if request.image_url.startswith("data:"):
+            content_type, data = decode_data_uri(request.image_url)
+            return ImageInput(content_type=content_type, data=data)
+        if adapter.image_acceptance.url:
+            return ImageInput(content_type="image/*", url=request.image_url)
+        return await fetch_image(self.session, request.image_url)
+
+    # Polling and finishing ----------------------------------------------------------------------
+    async def _poll(self, work: JobWork, attempt: Attempt) -> None:
+        adapter = self.adapters.get(attempt.provider)
+        stored = work.record.handles.get(attempt.id)
+        if adapter is None or stored is None:
+            error = ProviderUnavailable(
+                f"cannot poll {attempt.provider}: not configured", provider=attempt.provider
+            )
+            await self._fail_attempt(work, attempt, error, Money.zero())
+            return
+        handle = TaskHandle(stored.provider_job_id, stored.model, stored.data)
+        wake = self._webhooks.setdefault(handle.provider_job_id, asyncio.Event())
+
+        async def sleep_or_webhook(seconds: float) -> None:
+            sleeper = asyncio.ensure_future(self.sleep(seconds))
+            waiter = asyncio.ensure_future(wake.wait())
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            for pending in (sleeper, waiter):
+                pending.cancel()
+            wake.clear()
+
+        async def on_status(status: TaskStatus) -> None:
+            if (await work.refresh()).cancel_requested:
+                raise CancelRequested
+            if status.state is TaskState.RUNNING and work.active_attempt() == attempt:
+                running = attempt.model_copy(update={"status": AttemptStatus.RUNNING})
+                await work.save(lambda r: with_attempt(r, running, work.now()))
+            else:
+                await work.renew_if_due()
+
+        try:
+            final = await poll_until_done(
+                adapter,
+                handle,
+                clock=self.clock,
+                sleep=sleep_or_webhook,
+                submitted_at=attempt.started_at.timestamp(),
+                on_status=on_status,
+            )
+        except CancelRequested:
+            return  # the next step cancels
+        except ProviderError as exc:  # timed out, or a poll error that cannot be waited out
+            await self._fail_attempt(work, attempt, exc, Money.zero())
+            return
+        finally:
+            self._webhooks.pop(handle.provider_job_id, None)
+        await self._finish(work, work.active_attempt() or attempt, final)
+
+    async def _finish(self, work: JobWork, attempt: Attempt, status: TaskStatus) -> None:
+        route = self.routes.get(f"{attempt.provider}/{attempt.model}")
+        if status.state is TaskState.SUCCEEDED:
+            await self._download(work, attempt, status)
+            return
+        cost = self._cost(route, status, attempt, succeeded=False)
+        error = status.error or ProviderUnavailable(
+            f"{attempt.provider} ended the task as {status.state.value}", provider=attempt.provider
+        )
+        await self._fail_attempt(work, attempt, error, cost)
+
+    async def _download(self, work: JobWork, attempt: Attempt, status: TaskStatus | None) -> None:
+        adapter = self.adapters[attempt.provider]
+        stored = work.record.handles[attempt.id]
+        if attempt.status is not AttemptStatus.DOWNLOADING:
+            attempt = attempt.model_copy(update={"status": AttemptStatus.DOWNLOADING})
+            downloading = attempt
+            await work.save(lambda r: with_attempt(r, downloading, work.now()))
+        if status is None:  # resumed after a restart: ask again where the output is
+            status = await adapter.status(TaskHandle(stored.provider_job_id, stored.model, stored.data))
+        partial = self.artifacts.partial_path(attempt.id)
+        try:
+            await adapter.fetch_output(status, partial)
+            info = await asyncio.to_thread(self.artifacts.commit_output, partial, work.job.id)
+        except BrokerError as exc:
+            cost = self._cost(
+                self.routes.get(f"{attempt.provider}/{attempt.model}"), status, attempt, succeeded=True
+            )
+            await self._fail_attempt(work, attempt, exc, cost, fallback=True)
+            return
+        route = self.routes.get(f"{attempt.provider}/{attempt.model}")
+        cost = self._cost(route, status, attempt, succeeded=True)
+        done = finish_attempt(attempt, AttemptStatus.SUCCEEDED, work.now(), cost)
+        output = Output(
+            url=f"/v1/jobs/{work.job.id}/output",
+            bytes=info.bytes,
+            width=info.width,
+            height=info.height,
+            duration_s=info.duration_s,
+            sha256=info.sha256,
+        )
+        await work.save(
+            lambda r: end_job(with_attempt(r, done, work.now()), JobStatus.SUCCEEDED, work.now()).evolve(
+                output=output
+            ),
+            release=True,
+        )
+        await self.store.settle_budget(work.job.id, Money.parse(work.job.cost_usd).micros)
+        log.info("job_succeeded", provider=attempt.provider, model=attempt.model, cost_usd=work.job.cost_usd)
+
+    # Failing, cancelling, ending ----------------------------------------------------------------
+    async def _fail_attempt(
+        self, work: JobWork, attempt: Attempt, exc: BrokerError, cost: Money, *, fallback: bool | None = None
+    ) -> None:
+        error = JobError(code=exc.code, message=exc.message)
+        failed = finish_attempt(attempt, AttemptStatus.FAILED, work.now(), cost, error)
+        can_fall_back = getattr(exc, "fallback", False) if fallback is None else fallback
+        log.warning("attempt_failed", provider=attempt.provider, code=exc.code.value, error=exc.message)
+        if can_fall_back and len(work.job.attempts) < await self._limit(work.job.team):
+            await work.save(lambda r: with_attempt(r, failed, work.now()))
+            return
+        await work.save(
+            lambda r: end_job(with_attempt(r, failed, work.now()), JobStatus.FAILED, work.now(), error),
+            release=True,
+        )
+        await self.store.settle_budget(work.job.id, Money.parse(work.job.cost_usd).micros)
+
+    async def _cancel(self, work: JobWork, attempt: Attempt | None) -> None:
+        cost = Money.zero()
+        if attempt is not None and (stored := work.record.handles.get(attempt.id)) is not None:
+            adapter = self.adapters.get(attempt.provider)
+            if adapter is not None:
+                handle = TaskHandle(stored.provider_job_id, stored.model, stored.data)
+                try:
+                    await adapter.cancel(handle)
+                    after = await adapter.status(handle)
+                    route = self.routes.get(f"{attempt.provider}/{attempt.model}")
+                    cost = self._cost(route, after, attempt, succeeded=False)
+                except ProviderError as exc:
+                    log.warning("provider_cancel_failed", code=exc.code.value, error=exc.message)
+
+        def cancel(record: JobRecord) -> JobRecord:
+            if attempt is not None:
+                ended = finish_attempt(attempt, AttemptStatus.CANCELLED, work.now(), cost)
+                record = with_attempt(record, ended, work.now())
+            return end_job(record, JobStatus.CANCELLED, work.now())
+
+        await work.save(cancel, release=True)
+        await self.store.settle_budget(work.job.id, Money.parse(work.job.cost_usd).micros)
+        log.info("job_cancelled", cost_usd=work.job.cost_usd)
+
+    async def _end(self, work: JobWork, status: JobStatus, error: JobError) -> None:
+        await work.save(lambda r: end_job(r, status, work.now(), error), release=True)
+        await self.store.settle_budget(work.job.id, Money.parse(work.job.cost_usd).micros)
+        log.warning("job_failed", code=error.code.value, error=error.message)
+
+    # Money --------------------------------------------------------------------------------------
+    @staticmethod
+    def _estimate(route: RouteSpec, request: JobRequest) -> Money | None:
+        if route.price is None:
+            return None
+        try:
+            return route.price.usd(request.duration_s, request.resolution, request.audio)
+        except UnknownPrice:
+            return None
+
+    @staticmethod
+    def _cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succeeded: bool) -> Money:
+        """What the attempt really cost: the provider's report if it can be converted, else the estimate
+        for a delivered video and nothing for a failed one (failed renders are refunded or unbilled)."""
+        if status.refunded:
+            return Money.zero()
+        if status.reported_cost is not None and route is not None and route.price is not None:
+            try:
+                return route.price.reported_to_money(status.reported_cost)
+            except UnknownPrice:
+                pass
+        if succeeded and attempt.estimated_cost_usd is not None:
+            return Money.parse(attempt.estimated_cost_usd)
+        return Money.zero()

@@ -1,0 +1,91 @@
+"""A fake provider for driving the runner in tests: scripted outcomes, recorded calls."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from adapters.base import (
+    AdapterContext,
+    ImageAcceptance,
+    PollSchedule,
+    RenderTask,
+    Submission,
+    TaskHandle,
+    TaskState,
+    TaskStatus,
+    WebhookEvent,
+)
+from adapters.emulators.media import make_mp4
+from adapters.errors import ProviderError, Rejected
+from pricing.units import CostUnit, ReportedCost
+
+_MP4 = make_mp4(64, 36, 1)
+
+
+@dataclass
+class Script:
+    """What the fake provider does with every task."""
+
+    polls_to_finish: int = 1
+    submit_error: ProviderError | None = None
+    fail_with: ProviderError | None = None
+    credits: Decimal | None = None  # reported cost in credits
+    output: bytes = _MP4
+
+
+@dataclass
+class FakeProvider:
+    name: str
+    script: Script = field(default_factory=Script)
+    submits: list[RenderTask] = field(default_factory=list)
+    status_calls: int = 0
+    cancels: list[str] = field(default_factory=list)
+    _polls: dict[str, int] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def build(self, ctx: AdapterContext) -> FakeAdapter:
+        return FakeAdapter(self)
+
+
+class FakeAdapter:
+    image_acceptance = ImageAcceptance(url=True, data_uri_max_bytes=5_000_000, file_max_bytes=10_000_000)
+    poll_schedule = PollSchedule(min_interval_s=0.01, max_interval_s=0.02, deadline_s=30)
+
+    def __init__(self, provider: FakeProvider) -> None:
+        self.fake = provider
+        self.provider = provider.name
+
+    async def submit(self, task: RenderTask) -> Submission:
+        if self.fake.script.submit_error is not None:
+            raise self.fake.script.submit_error
+        self.fake.submits.append(task)
+        task_id = f"{self.provider}-{next(self.fake._ids)}"
+        self.fake._polls[task_id] = 0
+        return Submission(handle=TaskHandle(task_id, task.model), estimated_seconds=0.01)
+
+    async def status(self, handle: TaskHandle) -> TaskStatus:
+        self.fake.status_calls += 1
+        seen = self.fake._polls[handle.provider_job_id] = self.fake._polls[handle.provider_job_id] + 1
+        script = self.fake.script
+        if seen < script.polls_to_finish:
+            return TaskStatus(state=TaskState.RUNNING, progress=seen / script.polls_to_finish)
+        cost = None if script.credits is None else ReportedCost(script.credits, CostUnit.CREDITS)
+        if script.fail_with is not None:
+            return TaskStatus(state=TaskState.FAILED, error=script.fail_with, reported_cost=cost)
+        return TaskStatus(
+            state=TaskState.SUCCEEDED, output_url=f"fake://{handle.provider_job_id}", reported_cost=cost
+        )
+
+    async def cancel(self, handle: TaskHandle) -> bool:
+        self.fake.cancels.append(handle.provider_job_id)
+        return True
+
+    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
+        dest.write_bytes(self.fake.script.output)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        raise Rejected("the fake provider sends no webhooks")

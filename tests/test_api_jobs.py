@@ -1,0 +1,218 @@
+"""The job API: auth, validation, limits, idempotency, visibility, and jobs through the runner."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+from PIL import Image
+
+from tests.conftest import ADMIN_KEY, STUDIO_KEY, auth
+from tests.fakes import FakeProvider
+
+Client = TestClient[Any, Any]
+
+
+def png(width: int = 64, height: int = 48) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 80, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def wait_for_status(
+    client: Client, job_id: str, *statuses: str, key: str | None = None
+) -> dict[str, Any]:
+    headers = auth(key) if key else auth()
+    for _ in range(400):
+        response = await client.get(f"/v1/jobs/{job_id}", headers=headers)
+        body: dict[str, Any] = await response.json()
+        if body["status"] in statuses:
+            return body
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"job {job_id} stayed {body['status']}")
+
+
+async def test_health_and_openapi_need_no_key(make_client: Any) -> None:
+    client = await make_client()
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    document = await (await client.get("/openapi.json")).json()
+    assert document["openapi"] == "3.1.0"
+    assert "/v1/jobs" in document["paths"]
+    assert "JobRequest" in document["components"]["schemas"]
+
+
+async def test_missing_or_wrong_key_is_401(make_client: Any) -> None:
+    client = await make_client()
+    missing = await client.post("/v1/jobs", json={"prompt": "x"})
+    wrong = await client.get("/v1/jobs", headers=auth("nope-not-a-key"))
+    assert missing.status == 401 and wrong.status == 401
+    assert (await missing.json())["error"]["code"] == "unauthorized"
+
+
+async def test_out_of_range_field_is_400_naming_the_field(make_client: Any) -> None:
+    client = await make_client()
+    response = await client.post("/v1/jobs", json={"prompt": "x", "duration_s": 99}, headers=auth())
+    body = await response.json()
+    assert response.status == 400
+    assert body["error"]["code"] == "invalid_request"
+    assert body["error"]["details"][0]["field"] == "duration_s"
+
+
+async def test_malformed_bodies_are_400_not_500(make_client: Any) -> None:
+    client = await make_client()
+    cases = [
+        ("{not json", "application/json", "invalid_json"),
+        ("[1, 2]", "application/json", "invalid_request"),
+        ('{"prompt": "x", "aspect_ratio": "5:4"}', "application/json", "invalid_request"),
+        ('{"prompt": "x", "image_url": "http://plain.example/a.png"}', "application/json", "invalid_request"),
+        ('{"prompt": "x", "mode": "image_to_video"}', "application/json", "invalid_request"),
+        ('{"prompt": "x", "surprise": 1}', "application/json", "invalid_request"),
+    ]
+    for body, content_type, code in cases:
+        response = await client.post("/v1/jobs", data=body, headers={**auth(), "Content-Type": content_type})
+        assert response.status == 400, body
+        assert (await response.json())["error"]["code"] == code, body
+    text = await client.post("/v1/jobs", data="prompt", headers={**auth(), "Content-Type": "text/plain"})
+    assert text.status == 415
+
+
+async def test_oversized_body_is_413(make_client: Any) -> None:
+    client = await make_client(max_body_bytes=2048)
+    response = await client.post("/v1/jobs", json={"prompt": "x" * 5000}, headers=auth())
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "payload_too_large"
+    listing = await client.get("/v1/jobs", headers=auth())
+    assert (await listing.json())["jobs"] == []
+
+
+async def test_job_runs_to_success_and_output_downloads(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    client = await make_client()
+    response = await client.post("/v1/jobs", json={"prompt": "a lighthouse, slow zoom in"}, headers=auth())
+    assert response.status == 202
+    job = await response.json()
+    assert job["status"] == "queued" and job["route"]["provider"] == "cheap"
+    assert job["estimated_cost_usd"] == "0.100000"
+    done = await wait_for_status(client, job["id"], "succeeded", "failed")
+    assert done["status"] == "succeeded", done
+    assert done["cost_usd"] == "0.100000"
+    assert [a["status"] for a in done["attempts"]] == ["succeeded"]
+    assert done["output"]["width"] == 64 and done["output"]["height"] == 36
+    video = await client.get(done["output"]["url"], headers=auth())
+    assert video.status == 200 and video.content_type == "video/mp4"
+    assert len(await video.read()) == done["output"]["bytes"]
+    assert len(providers["cheap"].submits) == 1
+
+
+async def test_multipart_upload_makes_image_to_video(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    client = await make_client()
+    form = aiohttp.FormData()
+    form.add_field("prompt", "pan left")
+    form.add_field("duration_s", "3")
+    form.add_field("constraints", '{"max_cost_usd": "0.20"}')
+    form.add_field("image", png(), filename="still.png", content_type="image/png")
+    response = await client.post("/v1/jobs", data=form, headers=auth())
+    assert response.status == 202, await response.text()
+    job = await response.json()
+    assert job["request"]["mode"] == "image_to_video" and job["request"]["duration_s"] == 3
+    await wait_for_status(client, job["id"], "succeeded")
+    task = providers["cheap"].submits[0]
+    assert task.image is not None and task.image.content_type == "image/png" and task.image.data == png()
+
+
+async def test_multipart_non_image_is_rejected(make_client: Any) -> None:
+    client = await make_client()
+    form = aiohttp.FormData()
+    form.add_field("prompt", "pan left")
+    form.add_field("image", b"GIF89a but not really", filename="x.gif", content_type="image/gif")
+    response = await client.post("/v1/jobs", data=form, headers=auth())
+    assert 400 <= response.status < 500
+    assert (await response.json())["error"]["code"] == "invalid_image"
+
+
+async def test_other_teams_job_is_404(make_client: Any) -> None:
+    client = await make_client()
+    job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
+    other = await client.get(f"/v1/jobs/{job['id']}", headers=auth(STUDIO_KEY))
+    assert other.status == 404
+    admin = await client.get(f"/v1/jobs/{job['id']}", headers=auth(ADMIN_KEY))
+    assert admin.status == 200
+    studio_list = await (await client.get("/v1/jobs", headers=auth(STUDIO_KEY))).json()
+    assert studio_list["jobs"] == []
+
+
+async def test_idempotency_key_same_body_same_job_other_body_409(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    client = await make_client()
+    headers = {**auth(), "Idempotency-Key": "order-42"}
+    first = await client.post("/v1/jobs", json={"prompt": "x"}, headers=headers)
+    second = await client.post("/v1/jobs", json={"prompt": "x"}, headers=headers)
+    third = await client.post("/v1/jobs", json={"prompt": "y"}, headers=headers)
+    assert first.status == 202 and second.status == 200
+    assert (await first.json())["id"] == (await second.json())["id"]
+    assert third.status == 409
+    assert (await third.json())["error"]["code"] == "idempotency_conflict"
+    await wait_for_status(client, (await first.json())["id"], "succeeded")
+    assert len(providers["cheap"].submits) == 1
+
+
+async def test_no_feasible_route_is_422_with_reasons(make_client: Any) -> None:
+    client = await make_client()
+    body = {"prompt": "x", "constraints": {"max_cost_usd": "0.01"}}
+    response = await client.post("/v1/jobs", json=body, headers=auth())
+    error = (await response.json())["error"]
+    assert response.status == 422 and error["code"] == "no_feasible_route"
+    assert {r["provider"] for r in error["details"]["rejected"]} == {"cheap", "dear"}
+    assert all(r["reasons"] for r in error["details"]["rejected"])
+
+
+async def test_list_pages_with_cursor_and_validates_query(make_client: Any) -> None:
+    client = await make_client()
+    ids = [
+        (await (await client.post("/v1/jobs", json={"prompt": f"p{i}"}, headers=auth())).json())["id"]
+        for i in range(3)
+    ]
+    page = await (await client.get("/v1/jobs?limit=2", headers=auth())).json()
+    assert [j["id"] for j in page["jobs"]] == [ids[2], ids[1]]
+    rest = await (await client.get(f"/v1/jobs?limit=2&cursor={page['next_cursor']}", headers=auth())).json()
+    assert [j["id"] for j in rest["jobs"]] == [ids[0]] and rest["next_cursor"] is None
+    assert (await client.get("/v1/jobs?limit=0", headers=auth())).status == 400
+    assert (await client.get("/v1/jobs?status=bogus", headers=auth())).status == 400
+
+
+async def test_output_before_success_is_409_and_unknown_route_404(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    providers["cheap"].script.polls_to_finish = 10_000
+    client = await make_client()
+    job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
+    early = await client.get(f"/v1/jobs/{job['id']}/output", headers=auth())
+    assert early.status == 409
+    nowhere = await client.get("/v1/nothing", headers=auth())
+    assert nowhere.status == 404 and (await nowhere.json())["error"]["code"] == "not_found"
+
+
+async def test_cancel_running_job_cancels_at_provider(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    providers["cheap"].script.polls_to_finish = 10_000
+    client = await make_client()
+    job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
+    await wait_for_status(client, job["id"], "running")
+    while not providers["cheap"].submits:
+        await asyncio.sleep(0.01)
+    response = await client.delete(f"/v1/jobs/{job['id']}", headers=auth())
+    assert response.status == 202
+    done = await wait_for_status(client, job["id"], "cancelled")
+    assert providers["cheap"].cancels == ["cheap-0"]
+    assert done["attempts"][0]["status"] == "cancelled"
+    again = await client.delete(f"/v1/jobs/{job['id']}", headers=auth())
+    assert again.status == 409
