@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
-from broker.appkeys import ADAPTERS, ARTIFACTS, AUTH, CLOCK, CONFIG, HTTP, RUNNER, SETTINGS, STORE
+from broker.appkeys import ADAPTERS, ARTIFACTS, AUTH, CLOCK, CONFIG, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
 from broker.config import BrokerConfig
@@ -69,6 +69,7 @@ def create_app(
     app[CONFIG] = config
     app[AUTH] = Authenticator(config, environment)
     app[CLOCK] = clock or time.time
+    app[OBSERVERS] = []
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         store = open_store(settings.store_url)
@@ -117,6 +118,7 @@ def _runner(app: web.Application, sleep: Sleep) -> JobRunner:
         max_attempts=max_attempts,
         clock=app[CLOCK],
         sleep=sleep,
+        observers=app[OBSERVERS],
     )
 
 

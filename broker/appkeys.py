@@ -11,6 +11,7 @@ from adapters.base import Adapter, Clock
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
 from broker.config import BrokerConfig
+from broker.events import JobObserver
 from broker.settings import Settings
 from broker.store import Store
 
@@ -26,3 +27,4 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 ADAPTERS = web.AppKey("adapters", dict[str, Adapter])
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 RUNNER: web.AppKey[JobRunner] = web.AppKey("runner")
+OBSERVERS = web.AppKey("observers", list[JobObserver])

@@ -7,10 +7,11 @@ change is applied again to the fresh record, as long as this worker still holds 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from adapters.base import Clock
+from broker.events import JobObserver, notify
 from broker.schema import Attempt, AttemptStatus, Job, JobError, JobStatus
 from broker.store import JobRecord, Store
 from pricing.money import Money
@@ -31,6 +32,7 @@ class JobWork:
     owner: str
     clock: Clock
     lease_s: float
+    observers: list[JobObserver] = field(default_factory=list)
 
     @property
     def job(self) -> Job:
@@ -48,7 +50,8 @@ class JobWork:
             )
             stored = await self.store.replace_job(candidate)
             if stored is not None:
-                self.record = stored
+                before, self.record = self.record, stored
+                notify(self.observers, before, stored)
                 return stored
             fresh = await self.store.get_job(self.record.id)
             if fresh is None or fresh.lease_owner != self.owner:

@@ -26,6 +26,7 @@ from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncert
 from adapters.images import check_image, fetch_image
 from adapters.polling import poll_until_done
 from broker.artifacts import ArtifactStore
+from broker.events import JobObserver
 from broker.jobwork import JobWork, LeaseLost, end_job, finish_attempt, with_attempt
 from broker.schema import (
     Attempt,
@@ -76,12 +77,14 @@ class JobRunner:
         max_attempts: Callable[[str], Awaitable[int]] | None = None,
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
+        observers: list[JobObserver] | None = None,
     ) -> None:
         self.store, self.artifacts, self.adapters = store, artifacts, adapters
         self.routes = {route.key: route for route in routes}
         self.quote, self.session, self.options = quote, session, options
         self.clock, self.sleep = clock, sleep
         self._max_attempts = max_attempts
+        self.observers = observers if observers is not None else []
         self.owner = f"runner-{secrets.token_hex(6)}"
         self._wakeup = asyncio.Event()
         self._webhooks: dict[str, asyncio.Event] = {}
@@ -127,7 +130,7 @@ class JobRunner:
 
     async def run_job(self, record: JobRecord) -> None:
         """Carry one claimed job as far as it goes; errors are logged, never raised to the worker."""
-        work = JobWork(self.store, record, self.owner, self.clock, self.options.lease_s)
+        work = JobWork(self.store, record, self.owner, self.clock, self.options.lease_s, self.observers)
         with structlog.contextvars.bound_contextvars(job_id=record.id, team=record.job.team):
             try:
                 while not work.record.status.terminal:

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from broker import budgets
-from broker.appkeys import ARTIFACTS, RUNNER, STORE
+from broker.appkeys import ARTIFACTS, OBSERVERS, RUNNER, STORE
 from broker.auth import Identity
 from broker.errors import Conflict, Forbidden, InvalidRequest, NoFeasibleRoute, NotFound
+from broker.events import notify
 from broker.handlers.common import identity_of, json_response
 from broker.intake import read_intake
 from broker.routing import current_policy, quote_for
@@ -95,6 +96,7 @@ async def submit_job(request: web.Request) -> web.Response:
     if not created:
         await store.settle_budget(job.id, 0)  # a replay: the first job holds the reservation
         return json_response(job_body(stored), status=200)
+    notify(app[OBSERVERS], None, stored)
     app[RUNNER].wake()
     return json_response(job_body(stored), status=202, headers={"Location": f"/v1/jobs/{stored.id}"})
 
@@ -152,6 +154,7 @@ async def request_cancel(store: Store, record: JobRecord) -> JobRecord:
 async def cancel_job(request: web.Request) -> web.Response:
     record = await visible_job(request, identity_of(request))
     stored = await request_cancel(request.app[STORE], record)
+    notify(request.app[OBSERVERS], record, stored)
     request.app[RUNNER].wake()
     return json_response(job_body(stored), status=202)
 
