@@ -39,13 +39,20 @@ class ProtocolError(Exception):
     """Raised by handlers; the middleware answers it in the provider's error format."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, extra: Mapping[str, Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
-        self.extra = dict(extra or {})
+        self.extra = dict(extra or {})  # more fields for the provider's error body
+        self.headers = dict(headers or {})
 
 
 class ProviderEmulator(abc.ABC):
@@ -220,7 +227,7 @@ async def _emulate(request: web.Request, handler: Any) -> web.StreamResponse:
             emulator.authenticate(request)
         response = await handler(request)
     except ProtocolError as error:
-        response = emulator.error_response(error)
+        response = emulator.error_response(error, error.headers)
     response.headers.update(emulator.extra_headers())
     if fault is not None:
         return _fault_after(request, fault, response)
