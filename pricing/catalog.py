@@ -46,7 +46,7 @@ class DurationRange(BaseModel):
     def describe(self) -> str:
         """Human form for reasons: "2–10 s" or "5, 10 s"."""
         if self.values is not None:
-            return ", ".join(str(value) for value in sorted(self.values)) + " s"
+            return ", ".join(map(str, sorted(self.values))) + " s"
         return f"{self.min}–{self.max} s"
 
 

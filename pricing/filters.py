@@ -1,8 +1,10 @@
-"""Route filters: one small object per constraint, each saying why it rejects a route.
+"""Route filters: one small object per constraint, each able to say why it rejects a route.
 
-A filter is called with a route and the route's price for the request (None when unpriced) and answers
-None to let it through, or a reason a person can act on. `build_filters` makes only the filters a
-request and its constraints switch on, so an unconstrained quote does no needless work.
+A filter sees a route and the route's price for the request (None when unpriced). `admits` decides;
+`reason` explains a rejection in words a person can act on. The two are apart because a quote checks
+every route against every filter but most callers read only the chosen route, so the explanations are
+written only when someone reads them. `build_filters` makes only the filters that a request and its
+constraints switch on.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ from pricing.money import Money
 
 
 class RouteFilter(Protocol):
-    """Answers None when the route may serve the request, else why it may not."""
+    """One constraint on routes."""
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None: ...
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        """Whether the route passes this constraint."""
+        ...
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
+        """Why the route fails this constraint; only asked of a route `admits` refused."""
+        ...
 
 
 def _listed(values: Collection[str]) -> str:
@@ -30,9 +38,10 @@ def _listed(values: Collection[str]) -> str:
 class ModeFilter:
     mode: Mode
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if self.mode in route.modes:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return self.mode in route.modes
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"mode {self.mode.value} not supported (supports {_listed(route.modes)})"
 
 
@@ -40,9 +49,10 @@ class ModeFilter:
 class DurationFilter:
     duration_s: int
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if route.durations.allows(self.duration_s):
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return route.durations.allows(self.duration_s)
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"duration {self.duration_s} s not supported (supports {route.durations.describe()})"
 
 
@@ -51,20 +61,22 @@ class AspectRatioFilter:
     aspect_ratio: AspectRatio
     mode: Mode
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        supported = route.aspect_ratios_for(self.mode)
-        if self.aspect_ratio in supported:
-            return None
-        return f"aspect ratio {self.aspect_ratio.value} not supported (supports {_listed(supported)})"
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return self.aspect_ratio in route.aspect_ratios_for(self.mode)
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
+        supported = _listed(route.aspect_ratios_for(self.mode))
+        return f"aspect ratio {self.aspect_ratio.value} not supported (supports {supported})"
 
 
 @dataclass(frozen=True, slots=True)
 class ResolutionFilter:
     resolution: Resolution
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if self.resolution in route.resolutions:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return self.resolution in route.resolutions
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"resolution {self.resolution.value} not supported (supports {_listed(route.resolutions)})"
 
 
@@ -72,9 +84,10 @@ class ResolutionFilter:
 class FeatureFilter:
     feature: Feature
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if self.feature in route.features:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return self.feature in route.features
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"feature {self.feature.value} not supported"
 
 
@@ -82,9 +95,10 @@ class FeatureFilter:
 class PricedFilter:
     """An unpriced route is never free and never chosen: its cost is unknown."""
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if cost is not None:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return cost is not None
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         if route.price is None:
             return "unpriced: the sources give no price for this route; an operator must set one"
         return "unpriced: no price for this resolution"
@@ -94,9 +108,11 @@ class PricedFilter:
 class MaxCostFilter:
     limit: Money
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if cost is None or cost <= self.limit:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        # An unpriced route is PricedFilter's to reject; this one judges known costs only.
+        return cost is None or cost.micros <= self.limit.micros
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"cost {cost} USD above max_cost_usd {self.limit}"
 
 
@@ -104,9 +120,10 @@ class MaxCostFilter:
 class MaxLatencyFilter:
     limit_s: int
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if route.expected_latency_s <= self.limit_s:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return route.expected_latency_s <= self.limit_s
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"expected latency {route.expected_latency_s} s above max_latency_s {self.limit_s}"
 
 
@@ -114,9 +131,10 @@ class MaxLatencyFilter:
 class MinQualityFilter:
     minimum: Quality
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if route.quality.rank >= self.minimum.rank:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return route.quality.rank >= self.minimum.rank
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"quality {route.quality.value} below min_quality {self.minimum.value}"
 
 
@@ -124,9 +142,10 @@ class MinQualityFilter:
 class AllowedProvidersFilter:
     allowed: frozenset[str]
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if route.provider in self.allowed:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return route.provider in self.allowed
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"provider {route.provider} not in the allowed providers ({_listed(self.allowed)})"
 
 
@@ -134,9 +153,10 @@ class AllowedProvidersFilter:
 class ExcludedProvidersFilter:
     excluded: frozenset[str]
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if route.provider not in self.excluded:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return route.provider not in self.excluded
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"provider {route.provider} is excluded"
 
 
@@ -149,9 +169,10 @@ def _names_model(names: frozenset[str], route: RouteSpec) -> bool:
 class AllowedModelsFilter:
     allowed: frozenset[str]
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if _names_model(self.allowed, route):
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return _names_model(self.allowed, route)
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"model {route.model} not in the allowed models ({_listed(self.allowed)})"
 
 
@@ -159,33 +180,38 @@ class AllowedModelsFilter:
 class ExcludedModelsFilter:
     excluded: frozenset[str]
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if not _names_model(self.excluded, route):
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return not _names_model(self.excluded, route)
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return f"model {route.model} is excluded"
 
 
 @dataclass(frozen=True, slots=True)
 class UnavailableFilter:
-    """Providers or routes the broker can't use now: no key, an open circuit, an image form it lacks."""
+    """Providers or routes the broker can't use now: no key, an open circuit, an image form it lacks.
+
+    `reasons` maps a provider name or a route key (`provider/model`) to why.
+    """
 
     reasons: Mapping[str, str]
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        by_route = self.reasons.get(route.key)
-        by_provider = self.reasons.get(route.provider)
-        if by_route is not None and by_provider is not None:
-            return f"{by_provider}; {by_route}"
-        return by_route if by_route is not None else by_provider
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return route.provider not in self.reasons and route.key not in self.reasons
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
+        found = [self.reasons[name] for name in (route.provider, route.key) if name in self.reasons]
+        return "; ".join(found)
 
 
 @dataclass(frozen=True, slots=True)
 class AlreadyTriedFilter:
     tried: frozenset[str]
 
-    def __call__(self, route: RouteSpec, cost: Money | None) -> str | None:
-        if route.key not in self.tried:
-            return None
+    def admits(self, route: RouteSpec, cost: Money | None) -> bool:
+        return route.key not in self.tried
+
+    def reason(self, route: RouteSpec, cost: Money | None) -> str:
         return "already tried for this job"
 
 

@@ -40,17 +40,44 @@ class QuotedRoute:
         }
 
 
-@dataclass(frozen=True, slots=True)
 class Rejection:
-    """A route that can't serve the request, with every reason why."""
+    """A route that can't serve the request, with every reason why.
 
-    provider: str
-    model: str
-    reasons: list[str]
+    The reasons are written when first read: a quote rejects most of the catalog, and most callers only
+    look at the chosen route.
+    """
+
+    __slots__ = ("_cost", "_failed", "_reasons", "route")
+
+    def __init__(self, route: RouteSpec, cost: Money | None, failed: Sequence[RouteFilter]) -> None:
+        self.route = route
+        self._cost = cost
+        self._failed = failed
+        self._reasons: list[str] | None = None
+
+    @property
+    def provider(self) -> str:
+        """The route's provider."""
+        return self.route.provider
+
+    @property
+    def model(self) -> str:
+        """The route's model id."""
+        return self.route.model
+
+    @property
+    def reasons(self) -> list[str]:
+        """Every constraint the route fails, in words, in filter order."""
+        if self._reasons is None:
+            self._reasons = [check.reason(self.route, self._cost) for check in self._failed]
+        return list(self._reasons)
 
     def to_json(self) -> dict[str, Any]:
         """The API's rejection shape."""
-        return {"provider": self.provider, "model": self.model, "reasons": list(self.reasons)}
+        return {"provider": self.provider, "model": self.model, "reasons": self.reasons}
+
+    def __repr__(self) -> str:
+        return f"Rejection({self.route.key!r}, {self.reasons!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +139,14 @@ def quote(
         unavailable=unavailable,
         exclude_routes=exclude_routes,
     )
+    checks = [(check, check.admits) for check in filters]
     feasible: list[QuotedRoute] = []
     rejected: list[Rejection] = []
     for route in catalog:
         cost = route_cost(route, request)
-        reasons = _reasons(filters, route, cost)
-        if reasons:
-            rejected.append(Rejection(route.provider, route.model, reasons))
+        failed = [check for check, admits in checks if not admits(route, cost)]
+        if failed:
+            rejected.append(Rejection(route, cost, failed))
         else:
             assert cost is not None  # PricedFilter lets no unpriced route through
             feasible.append(QuotedRoute(route, cost))
@@ -130,11 +158,3 @@ def quote(
         baseline=feasible[-1] if feasible else None,
     )
 
-
-def _reasons(filters: Sequence[RouteFilter], route: RouteSpec, cost: Money | None) -> list[str]:
-    reasons: list[str] = []
-    for check in filters:
-        reason = check(route, cost)
-        if reason is not None:
-            reasons.append(reason)
-    return reasons

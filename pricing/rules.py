@@ -8,6 +8,7 @@ Conversion to USD happens in `Decimal` and is rounded once, by `Money.from_decim
 
 from __future__ import annotations
 
+import weakref
 from decimal import Decimal
 from enum import StrEnum
 
@@ -19,6 +20,11 @@ from pricing.units import CostUnit, ReportedCost
 
 MICRO_CENT_USD = Decimal("0.000001")
 SECONDS_PER_HOUR = Decimal(3600)
+
+# Prices already worked out, per live rule. A rule is frozen, so its price for one request never changes;
+# quoting prices every route for every request, and Decimal arithmetic is most of that cost. Keyed by
+# id() because a rule holds dicts and can't be hashed; an entry is dropped when its rule is collected.
+_USD_MEMO: dict[int, dict[tuple[int, Resolution, bool], Money]] = {}
 
 
 class PriceUnit(StrEnum):
@@ -116,7 +122,15 @@ class PriceRule(BaseModel):
 
     def usd(self, duration_s: int, resolution: Resolution, audio: bool) -> Money:
         """The price in USD of one request on this route."""
-        return self.to_money(self.amount_for(duration_s, resolution, audio))
+        memo = _USD_MEMO.get(id(self))
+        if memo is None:
+            memo = _USD_MEMO[id(self)] = {}
+            weakref.finalize(self, _USD_MEMO.pop, id(self), None)
+        key = (duration_s, resolution, audio)
+        price = memo.get(key)
+        if price is None:
+            price = memo[key] = self.to_money(self.amount_for(duration_s, resolution, audio))
+        return price
 
     def to_money(self, amount: Decimal) -> Money:
         """Convert an amount in this rule's unit to USD (compute rules already give USD)."""
