@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import cast
 
-from adapters import runway
+from adapters import fal, runway
 from adapters.base import Adapter, AdapterContext, AdapterFactory
 
 
@@ -24,6 +24,7 @@ def _build_local(ctx: AdapterContext) -> Adapter:
 FACTORIES: Mapping[str, AdapterFactory] = MappingProxyType(
     {
         "runway": runway.build,
+        "fal": fal.build,
         "local": _build_local,
     }
 )

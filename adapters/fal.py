@@ -1,0 +1,312 @@
+"""fal.ai's queue (`queue.fal.run`), as `fal_client` speaks it.
+
+    POST {model}[?fal_webhook=]   the model's input as the bare JSON body
+                                  -> {request_id, status_url, response_url, cancel_url, queue_position}
+    GET  status_url               IN_QUEUE | IN_PROGRESS | COMPLETED (a failure is COMPLETED + error)
+    GET  response_url             the result: {"video": {"url"}} or {"video": "<url>"}
+    PUT  cancel_url               202 cancellation requested | 400 already completed
+
+`model` is the fal endpoint id (`fal-ai/kling-video/v2.5-turbo/pro/image-to-video`); status, result
+and cancel go to the URLs fal returned, which must share the configured origin (our key goes with
+them). fal reports no cost: the broker books the quote. A submit is never repeated once it may have
+reached fal. fal signs webhooks with ED25519 keys from its JWKS, which this adapter does not verify:
+the broker treats a webhook only as a cue to poll, and the status URL stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+from adapters.base import (
+    AdapterContext,
+    ImageAcceptance,
+    PollSchedule,
+    RenderTask,
+    Submission,
+    TaskHandle,
+    TaskState,
+    TaskStatus,
+    WebhookEvent,
+)
+from adapters.errors import (
+    ContentRejected,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    Rejected,
+    SubmissionUncertain,
+)
+from adapters.http import (
+    OUTPUT_MAX_BYTES,
+    OUTPUT_TIMEOUT_S,
+    REQUEST_TIMEOUT_S,
+    Reply,
+    RetryPolicy,
+    download,
+    json_answer,
+    retry_after_seconds,
+    send,
+    status_error,
+    with_retries,
+)
+from adapters.images import image_reference
+from broker.schema import Mode
+
+PROVIDER = "fal"
+# fal takes data URIs in its image fields; bigger images would need fal's storage upload.
+IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=10 * 1024 * 1024)
+POLL_SCHEDULE = PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0)
+SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
+POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
+
+CANCELLED = "request_cancelled"
+_CONTENT = frozenset({"content_policy_violation"})
+_UNAVAILABLE = frozenset(
+    {
+        "internal_server_error",
+        "internal_error",
+        "generation_timeout",
+        "downstream_service_error",
+        "downstream_service_unavailable",
+        "request_timeout",
+        "startup_timeout",
+        "rate_limited",
+    }
+)
+_INPUT = frozenset(
+    {
+        "validation_error",
+        "bad_request",
+        "image_too_small",
+        "image_too_large",
+        "image_load_error",
+        "file_download_error",
+        "file_too_large",
+        "face_detection_error",
+        "feature_not_supported",
+        "unsupported_image_format",
+    }
+)
+_URL_KEYS = ("status_url", "response_url", "cancel_url")
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """Which unified fields a fal endpoint takes, and how it spells duration and audio."""
+
+    duration: Callable[[int], str] | None = str
+    aspect_ratio: bool = False
+    resolution: bool = False
+    seed: bool = True
+    audio_field: str | None = None
+
+
+def _seconds_suffix(duration_s: int) -> str:
+    return f"{duration_s}s"
+
+
+_VEO = _Inputs(duration=_seconds_suffix, aspect_ratio=True, resolution=True, audio_field="generate_audio")
+_MODELS: dict[str, _Inputs] = {
+    "fal-ai/wan-25-preview/image-to-video": _Inputs(resolution=True),
+    "fal-ai/kling-video/v2.5-turbo/pro/image-to-video": _Inputs(seed=False),
+    "fal-ai/pixverse/v5.5/image-to-video": _Inputs(resolution=True, audio_field="generate_audio_switch"),
+    "fal-ai/veo3": _VEO,
+    "fal-ai/veo3/fast": _VEO,
+    "fal-ai/minimax/video-01/image-to-video": _Inputs(duration=None, seed=False),
+}
+_DEFAULT = _Inputs(aspect_ratio=True, resolution=True)
+
+
+def error_for(
+    status: int | None, error_type: str | None, message: str, retry_after_s: float | None = None
+) -> ProviderError:
+    """fal's failures in our hierarchy: by `error_type` first, then by HTTP status."""
+    common: dict[str, Any] = {"provider": PROVIDER, "provider_code": error_type, "status": status}
+    if error_type in _CONTENT:
+        return ContentRejected(message, **common)
+    if status == 429:
+        return RateLimited(message, retry_after_s=retry_after_s, **common)
+    if error_type in _UNAVAILABLE or (error_type or "").startswith("runner_"):
+        return ProviderUnavailable(message, **common)
+    if error_type in _INPUT or (error_type or "").startswith("unsupported_"):
+        return Rejected(message, **common)
+    if status is not None:
+        return status_error(PROVIDER, status, message, provider_code=error_type, retry_after_s=retry_after_s)
+    return ProviderError(message, **common)
+
+
+def _reply_error(reply: Reply) -> ProviderError:
+    body = reply.json_object() or {}
+    detail = body.get("detail")
+    error_type = body.get("error_type")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        # 422 validation details carry the type per field (content_policy_violation among them).
+        error_type = error_type or detail[0].get("type")
+    message = detail if isinstance(detail, str) else "see details"
+    return error_for(
+        reply.status,
+        error_type if isinstance(error_type, str) else None,
+        f"fal answered HTTP {reply.status}: {message}",
+        retry_after_seconds(reply.headers.get("Retry-After")),
+    )
+
+
+def request_body(task: RenderTask) -> dict[str, Any]:
+    """The bare JSON input of the fal endpoint `task.model`."""
+    request = task.request
+    inputs = _MODELS.get(task.model, _DEFAULT)
+    body: dict[str, Any] = {"prompt": request.prompt}
+    if inputs.duration is not None:
+        body["duration"] = inputs.duration(request.duration_s)
+    if inputs.aspect_ratio:
+        body["aspect_ratio"] = request.aspect_ratio.value
+    if inputs.resolution:
+        body["resolution"] = request.resolution.value
+    if inputs.seed and request.seed is not None:
+        body["seed"] = request.seed
+    if inputs.audio_field is not None:
+        body[inputs.audio_field] = request.audio
+    if request.resolved_mode is Mode.IMAGE_TO_VIDEO:
+        if task.image is None:
+            raise Rejected("image_to_video needs an image", provider=PROVIDER)
+        body["image_url"] = image_reference(task.image, IMAGE_ACCEPTANCE, PROVIDER)
+    return body
+
+
+def video_url(result: Mapping[str, Any]) -> str | None:
+    """The output URL of a fal result: `video.url`, or `video` itself where a model gives a string."""
+    video = result.get("video")
+    if isinstance(video, str):
+        return video
+    if isinstance(video, dict) and isinstance(video.get("url"), str):
+        return str(video["url"])
+    return None
+
+
+def _url(handle: TaskHandle, key: str) -> str:
+    url = handle.data.get(key)
+    if url is None:
+        raise ProviderError(f"fal task handle has no {key}", provider=PROVIDER)
+    return url
+
+
+class FalAdapter:
+    """The fal queue adapter over the app's shared session."""
+
+    provider = PROVIDER
+    image_acceptance = IMAGE_ACCEPTANCE
+    poll_schedule = POLL_SCHEDULE
+
+    def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self._ctx = ctx
+        self._base = ctx.base_url.rstrip("/")
+        self._origin = URL(self._base).origin()
+        self._timeout_s = timeout_s
+
+    async def _json(self, policy: RetryPolicy, method: str, url: str, *, submit: bool,
+                    body: Any = None, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        async def once() -> dict[str, Any]:
+            reply = await send(
+                self._ctx.session, method, url, provider=PROVIDER, uncertain_if_lost=submit,
+                timeout_s=self._timeout_s, headers=self._headers(), json_body=body, params=params,
+            )
+            return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
+
+        return await with_retries(once, policy, clock=self._ctx.clock, sleep=self._ctx.sleep)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Key {self._ctx.api_key or ''}"}
+
+    def _same_origin(self, url: Any) -> bool:
+        return isinstance(url, str) and URL(url).origin() == self._origin
+
+    async def submit(self, task: RenderTask) -> Submission:
+        """Queue the request; retried only on answers that prove it was not queued (429, 5xx)."""
+        params = {"fal_webhook": task.webhook_url} if task.webhook_url else None
+        answer = await self._json(SUBMIT_RETRY, "POST", f"{self._base}/{task.model.strip('/')}", submit=True,
+                                  body=request_body(task), params=params)
+        request_id = answer.get("request_id")
+        urls = {key: answer.get(key) for key in _URL_KEYS}
+        if not isinstance(request_id, str) or not all(self._same_origin(u) for u in urls.values()):
+            raise SubmissionUncertain("fal queued the request but its answer lacks usable URLs",
+                                      provider=PROVIDER)
+        data = {key: str(value) for key, value in urls.items()}
+        return Submission(handle=TaskHandle(provider_job_id=request_id, model=task.model, data=data))
+
+    async def status(self, handle: TaskHandle) -> TaskStatus:
+        """Read the request's status, and its result once it completed (both free)."""
+        answer = await self._json(POLL_RETRY, "GET", _url(handle, "status_url"), submit=False)
+        state = answer.get("status")
+        if state == "IN_QUEUE":
+            return TaskStatus(state=TaskState.QUEUED)
+        if state == "IN_PROGRESS":
+            return TaskStatus(state=TaskState.RUNNING)
+        if state != "COMPLETED":
+            raise ProviderUnavailable(f"fal request has unknown status {state!r}", provider=PROVIDER)
+        error_type = answer.get("error_type")
+        if error_type == CANCELLED:
+            return TaskStatus(state=TaskState.CANCELLED)
+        if answer.get("error") is not None or error_type is not None:
+            error = error_for(None, error_type if isinstance(error_type, str) else None,
+                              f"fal request failed: {answer.get('error')}")
+            return TaskStatus(state=TaskState.FAILED, error=error)
+        return await self._result(handle)
+
+    async def _result(self, handle: TaskHandle) -> TaskStatus:
+        try:
+            result = await self._json(POLL_RETRY, "GET", _url(handle, "response_url"), submit=False)
+        except (RateLimited, ProviderUnavailable):
+            raise
+        except ProviderError as exc:  # the request completed, and its result is its failure
+            return TaskStatus(state=TaskState.FAILED, error=exc)
+        url = video_url(result)
+        if url is None:
+            raise ProviderUnavailable("fal result has no video URL", provider=PROVIDER)
+        return TaskStatus(state=TaskState.SUCCEEDED, progress=1.0, output_url=url)
+
+    async def cancel(self, handle: TaskHandle) -> bool:
+        """Ask fal to cancel; False when the request already completed."""
+        reply = await send(self._ctx.session, "PUT", _url(handle, "cancel_url"), provider=PROVIDER,
+                           uncertain_if_lost=False, timeout_s=self._timeout_s, headers=self._headers())
+        if reply.ok:
+            return True
+        if reply.status in (400, 404):
+            return False
+        raise _reply_error(reply)
+
+    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
+        """Download the result's MP4 from fal's CDN (no auth header: it is a public URL)."""
+        if status.output_url is None:
+            raise ProviderError("fal request has no output URL", provider=PROVIDER)
+        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
+                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """Parse fal's `{request_id, status: OK|ERROR, payload, error}` (a cue to poll; unverified)."""
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise Rejected("fal webhook is not JSON", provider=PROVIDER) from exc
+        request_id = payload.get("request_id") if isinstance(payload, dict) else None
+        if not isinstance(request_id, str) or payload.get("status") not in ("OK", "ERROR"):
+            raise Rejected("fal webhook lacks request_id or status", provider=PROVIDER)
+        if payload["status"] == "OK":
+            result = payload.get("payload")
+            url = video_url(result) if isinstance(result, dict) else None
+            status = TaskStatus(state=TaskState.SUCCEEDED, output_url=url)
+        else:
+            status = TaskStatus(state=TaskState.FAILED,
+                                error=ProviderError(f"fal request failed: {payload.get('error')}",
+                                                    provider=PROVIDER))
+        return WebhookEvent(provider_job_id=request_id, status=status)
+
+
+def build(ctx: AdapterContext) -> FalAdapter:
+    """The fal adapter factory."""
+    return FalAdapter(ctx)
