@@ -148,3 +148,35 @@ def test_compute_rule_without_a_measured_speed_is_unknown_not_free() -> None:
 def test_credit_rule_needs_its_usd_per_credit() -> None:
     with pytest.raises(ValueError, match="usd_per_credit"):
         PriceRule(unit=PriceUnit.CREDITS_PER_VIDEO, amount=Decimal(55))
+
+
+@pytest.mark.parametrize(
+    ("unit", "amount", "usd_per_credit", "usd"),
+    [
+        (PriceUnit.CREDITS_PER_SECOND, "5", "0.01", "0.400000"),  # 8 s x 5 credits x $0.01
+        (PriceUnit.CREDITS_PER_VIDEO, "55", "0.001", "0.055000"),
+        (PriceUnit.USD_PER_SECOND, "0.05", None, "0.400000"),
+        (PriceUnit.USD_PER_VIDEO, "0.20", None, "0.200000"),
+        (PriceUnit.MICRO_CENTS_PER_SECOND, "100000", None, "0.800000"),
+        (PriceUnit.MICRO_CENTS_PER_VIDEO, "500000", None, "0.500000"),
+    ],
+)
+def test_every_unit_converts_to_usd_for_an_8_second_clip(
+    unit: PriceUnit, amount: str, usd_per_credit: str | None, usd: str
+) -> None:
+    rule = PriceRule(
+        unit=unit,
+        amount=Decimal(amount),
+        usd_per_credit=Decimal(usd_per_credit) if usd_per_credit else None,
+    )
+    assert str(rule.usd(8, Resolution.HD, False)) == usd
+    assert rule.reported_to_money(rule.billed(8, Resolution.HD, False)) == Money.parse(usd)
+
+
+def test_a_changed_copy_of_a_rule_is_priced_afresh() -> None:
+    """Prices are remembered per rule object; a copy with another amount must not reuse them."""
+    rule = PriceRule(unit=PriceUnit.USD_PER_SECOND, amount=Decimal("0.05"))
+    assert str(rule.usd(5, Resolution.HD, False)) == "0.250000"
+    dearer = rule.model_copy(update={"amount": Decimal("0.07")})
+    assert str(dearer.usd(5, Resolution.HD, False)) == "0.350000"
+    assert str(rule.usd(5, Resolution.HD, False)) == "0.250000"

@@ -186,3 +186,21 @@ def test_to_json_has_the_api_shape(catalog: list[RouteSpec]) -> None:
     assert all(set(entry) == {"provider", "model", "reasons"} for entry in body["rejected"])
     empty = quote(i2v(constraints={"max_cost_usd": "0"}), catalog).to_json()
     assert empty["chosen"] is None and empty["routes"] == []
+
+
+def test_reasons_from_provider_and_route_unavailability_are_both_kept(catalog: list[RouteSpec]) -> None:
+    unavailable = {"runway": "circuit open for runway", "runway/gen4_turbo": "image too large for gen4_turbo"}
+    result = quote(i2v(), catalog, unavailable=unavailable)
+    assert reasons_for(result, "runway/gen4_turbo") == [
+        "circuit open for runway; image too large for gen4_turbo"
+    ]
+    assert reasons_for(result, "runway/gen4.5") == ["circuit open for runway"]
+
+
+def test_reading_reasons_gives_a_copy_and_the_same_answer_each_time(catalog: list[RouteSpec]) -> None:
+    result = quote(i2v(duration_s=7), catalog)
+    rejection = next(r for r in result.rejected if r.model == "seedance")
+    first = rejection.reasons
+    first.append("tampered")
+    assert rejection.reasons == ["duration 7 s not supported (supports 5 s)"]
+    assert rejection.provider == "pixelapi"
