@@ -114,7 +114,7 @@ def _runner(app: web.Application, sleep: Sleep) -> JobRunner:
         routes=config.routes,
         quote=requote,
         session=app[HTTP],
-        options=RunnerOptions(workers=settings.workers),
+        options=RunnerOptions(workers=settings.workers, lease_s=settings.lease_s),
         max_attempts=max_attempts,
         clock=app[CLOCK],
         sleep=sleep,
