@@ -1,0 +1,236 @@
+"""PixelAPI's video endpoints (`api.pixelapi.dev`), from its pages (seeds 000 and 001).
+
+    model "seedance": POST /v1/seedance/generate, multipart prompt, resolution, duration (5),
+                      camera_fixed, image (file)                         -> GET /v1/seedance/{id}
+    model "video":    POST /v1/video/generate, JSON {prompt, resolution, duration}, or multipart
+                      with an `image` file part to animate it            -> GET /v1/video/{id}
+
+Answers: `{generation_id, status: processing|completed|failed, estimated_seconds, credits_used,
+output_url, error_message, ...}`. Clips are a fixed 5 s. A failed generation is refunded (its
+`credits_used` falls to 0). PixelAPI has no cancel endpoint and no documented webhook. Error codes
+(`error` in error bodies, `error_code` on failed jobs) are the emulator's definitions [none]; the
+status code decides where they are absent. A submit is never repeated once it may have landed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from adapters.base import (
+    AdapterContext,
+    ImageAcceptance,
+    ImageInput,
+    PollSchedule,
+    RenderTask,
+    Submission,
+    TaskHandle,
+    TaskState,
+    TaskStatus,
+    WebhookEvent,
+)
+from adapters.errors import (
+    ContentRejected,
+    InsufficientFunds,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    Rejected,
+    SubmissionUncertain,
+)
+from adapters.http import (
+    OUTPUT_MAX_BYTES,
+    OUTPUT_TIMEOUT_S,
+    REQUEST_TIMEOUT_S,
+    Reply,
+    RetryPolicy,
+    download,
+    json_answer,
+    retry_after_seconds,
+    send,
+    status_error,
+    with_retries,
+)
+from adapters.images import image_with_bytes
+from broker.schema import Mode
+from pricing.units import CostUnit, ReportedCost
+
+PROVIDER = "pixelapi"
+CLIP_SECONDS = 5
+IMAGE_ACCEPTANCE = ImageAcceptance(url=False, file_max_bytes=10 * 1024 * 1024)
+# PixelAPI suggests polling every 5 s; renders take 90-150 s and the submit gives an estimate.
+POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0)
+SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=90.0, max_delay_s=60.0)
+POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
+MODELS = ("seedance", "video")
+
+_STATES = {"processing": TaskState.RUNNING, "completed": TaskState.SUCCEEDED, "failed": TaskState.FAILED}
+
+
+def error_for(
+    status: int | None, code: str | None, message: str, retry_after_s: float | None = None
+) -> ProviderError:
+    """PixelAPI's failures in our hierarchy: by error code first, then by HTTP status."""
+    common: dict[str, Any] = {"provider": PROVIDER, "provider_code": code, "status": status}
+    if code == "content_blocked":
+        return ContentRejected(message, **common)
+    if code in ("rate_limited", "concurrent_limit"):
+        return RateLimited(message, retry_after_s=retry_after_s, **common)
+    if code == "insufficient_credits":
+        return InsufficientFunds(message, **common)
+    if code == "validation_error":
+        return Rejected(message, **common)
+    if code in ("generation_failed", "internal_error"):
+        return ProviderUnavailable(message, **common)
+    if status is not None:
+        return status_error(PROVIDER, status, message, provider_code=code, retry_after_s=retry_after_s)
+    return ProviderError(message, **common)
+
+
+def _reply_error(reply: Reply) -> ProviderError:
+    body = reply.json_object() or {}
+    code = body.get("error")
+    return error_for(
+        reply.status,
+        code if isinstance(code, str) else None,
+        f"pixelapi answered HTTP {reply.status}: {body.get('message') or 'no message'}",
+        retry_after_seconds(reply.headers.get("Retry-After")),
+    )
+
+
+def form_fields(task: RenderTask) -> dict[str, str]:
+    """The text fields of a generate call, as PixelAPI spells them."""
+    request = task.request
+    if task.model not in MODELS:
+        raise Rejected(f"pixelapi model {task.model!r} is not one of {', '.join(MODELS)}", provider=PROVIDER)
+    if request.duration_s != CLIP_SECONDS:
+        raise Rejected(f"pixelapi renders {CLIP_SECONDS} s clips only", provider=PROVIDER)
+    fields = {"prompt": request.prompt, "resolution": request.resolution.value, "duration": str(CLIP_SECONDS)}
+    if task.model == "seedance":
+        fields["camera_fixed"] = "true" if request.camera_fixed else "false"
+    return fields
+
+
+def _form(fields: Mapping[str, str], data: bytes, content_type: str) -> aiohttp.FormData:
+    """A fresh multipart body (aiohttp consumes a FormData when it is sent)."""
+    form = aiohttp.FormData()
+    for name, value in fields.items():
+        form.add_field(name, value)
+    extension = content_type.rpartition("/")[2] or "png"
+    form.add_field("image", data, filename=f"image.{extension}", content_type=content_type)
+    return form
+
+
+def parse_generation(payload: Mapping[str, Any]) -> TaskStatus:
+    """A generation answer (submit or poll) as a unified status."""
+    state = _STATES.get(str(payload.get("status")))
+    if state is None:
+        raise ProviderUnavailable(f"pixelapi generation has unknown status {payload.get('status')!r}",
+                                  provider=PROVIDER)
+    credits = payload.get("credits_used")
+    cost = (ReportedCost(Decimal(str(credits)), CostUnit.CREDITS)
+            if isinstance(credits, int | float) and not isinstance(credits, bool) else None)
+    estimate = payload.get("estimated_seconds")
+    output = payload.get("output_url")
+    error = None
+    if state is TaskState.FAILED:
+        code = payload.get("error_code")
+        error = error_for(None, code if isinstance(code, str) else None,
+                          f"pixelapi generation failed: {payload.get('error_message')}")
+    return TaskStatus(
+        state=state,
+        output_url=output if isinstance(output, str) and state is TaskState.SUCCEEDED else None,
+        reported_cost=cost,
+        # PixelAPI refunds every failed generation; credits_used then reads 0.
+        refunded=state is TaskState.FAILED and (cost is None or cost.amount == 0),
+        error=error,
+        estimated_seconds=float(estimate) if isinstance(estimate, int | float) and estimate > 0 else None,
+    )
+
+
+class PixelApiAdapter:
+    """The PixelAPI adapter over the app's shared session."""
+
+    provider = PROVIDER
+    image_acceptance = IMAGE_ACCEPTANCE
+    poll_schedule = POLL_SCHEDULE
+
+    def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self._ctx = ctx
+        self._base = ctx.base_url.rstrip("/")
+        self._timeout_s = timeout_s
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._ctx.api_key or ''}"}
+
+    async def submit(self, task: RenderTask) -> Submission:
+        """Start a generation: multipart with the image file, or JSON for text-only `video`."""
+        fields = form_fields(task)
+        image = await self._image(task)
+
+        async def once() -> dict[str, Any]:
+            body = _form(fields, image.data, image.content_type) if image and image.data else None
+            json_body = None if body is not None else {**fields, "duration": CLIP_SECONDS}
+            reply = await send(self._ctx.session, "POST", f"{self._base}/v1/{task.model}/generate",
+                               provider=PROVIDER, uncertain_if_lost=True, timeout_s=self._timeout_s,
+                               headers=self._headers(), data=body, json_body=json_body)
+            return json_answer(reply, _reply_error, provider=PROVIDER, submit=True)
+
+        answer = await with_retries(once, SUBMIT_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep)
+        generation_id = answer.get("generation_id")
+        if not isinstance(generation_id, str) or not generation_id:
+            raise SubmissionUncertain("pixelapi started a generation but its answer has no id",
+                                      provider=PROVIDER)
+        first = parse_generation(answer)
+        return Submission(
+            handle=TaskHandle(provider_job_id=generation_id, model=task.model),
+            estimated_seconds=first.estimated_seconds,
+            reported_cost=first.reported_cost,
+        )
+
+    async def _image(self, task: RenderTask) -> ImageInput | None:
+        """The image with its bytes (fetched from its URL if need be), or None for text-only `video`."""
+        if task.request.resolved_mode is Mode.IMAGE_TO_VIDEO:
+            if task.image is None:
+                raise Rejected("image_to_video needs an image", provider=PROVIDER)
+            return await image_with_bytes(self._ctx.session, task.image)
+        if task.model == "seedance":
+            raise Rejected("pixelapi seedance animates an image; text-only jobs use `video`",
+                           provider=PROVIDER)
+        return None
+
+    async def status(self, handle: TaskHandle) -> TaskStatus:
+        """Read the generation (free; safe to repeat)."""
+        url = f"{self._base}/v1/{handle.model}/{handle.provider_job_id}"
+
+        async def once() -> dict[str, Any]:
+            reply = await send(self._ctx.session, "GET", url, provider=PROVIDER, uncertain_if_lost=False,
+                               timeout_s=self._timeout_s, headers=self._headers())
+            return json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
+
+        return parse_generation(await with_retries(once, POLL_RETRY, clock=self._ctx.clock,
+                                                   sleep=self._ctx.sleep))
+
+    async def cancel(self, handle: TaskHandle) -> bool:
+        """PixelAPI cannot cancel a generation."""
+        return False
+
+    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
+        """Download the generation's MP4 from PixelAPI's CDN."""
+        if status.output_url is None:
+            raise ProviderError("pixelapi generation has no output URL", provider=PROVIDER)
+        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
+                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """PixelAPI documents no webhook body, so none is accepted."""
+        raise Rejected("pixelapi webhooks are not supported", provider=PROVIDER)
+
+
+def build(ctx: AdapterContext) -> PixelApiAdapter:
+    """The PixelAPI adapter factory."""
+    return PixelApiAdapter(ctx)
