@@ -143,6 +143,10 @@ class ProviderEmulator(abc.ABC):
         """The body and headers of `task`'s completion webhook; None where the provider sends none."""
         return None
 
+    async def endpoint_for(self, request: web.Request, named: Endpoint) -> Endpoint:
+        """The endpoint kind of a request; GraphQL providers refine the route's kind from the body."""
+        return named
+
     def extra_headers(self) -> dict[str, str]:
         """Headers on every provider answer (doitong's rate-limit headers)."""
         return {}
@@ -216,6 +220,7 @@ async def _emulate(request: web.Request, handler: Any) -> web.StreamResponse:
     if endpoint is None:
         response: web.StreamResponse = await handler(request)
         return response
+    endpoint = await emulator.endpoint_for(request, endpoint)
     await emulator.recorder.record(request, endpoint)
     fault = emulator.faults.take_http(endpoint) if endpoint != Endpoint.ANY else None
     try:
