@@ -21,6 +21,7 @@ from broker.routing import current_policy, quote_for
 from broker.runner import JobRunner, RunnerOptions
 from broker.settings import Settings
 from broker.store import JobRecord, open_store
+from broker.webhooks import TeamWebhooks
 from pricing.quote import Quote
 
 
@@ -81,6 +82,8 @@ def create_app(
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             app[HTTP] = session
+            webhooks = TeamWebhooks(session, settings.webhook_secret, sleep)
+            app[OBSERVERS].append(webhooks)
             app[ADAPTERS] = build_adapters(app, factories or default_factories(), environment)
             runner = _runner(app, sleep)
             app[RUNNER] = runner
@@ -89,6 +92,7 @@ def create_app(
                 yield
             finally:
                 await runner.stop()
+                await webhooks.close()
                 await store.close()
 
     app.cleanup_ctx.append(resources)

@@ -65,7 +65,7 @@ async def _serve(args: argparse.Namespace) -> None:
         from broker.sandbox import start_sandboxed
 
         sandbox, config, env = await start_sandboxed(config, env)
-    configure_logging(settings.log_level, secret_values(config, env))
+    configure_logging(settings.log_level, [*secret_values(config, env), settings.webhook_secret or ""])
     try:
         await serve_until_stopped(create_app(settings, config, env=env), settings.host, settings.port)
     finally:

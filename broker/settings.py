@@ -23,4 +23,5 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     public_url: str | None = Field(default=None, description="base URL providers can reach, for webhooks")
     log_level: str = "info"
+    webhook_secret: str | None = Field(default=None, description="signs the webhooks sent to teams")
     lease_s: float = Field(default=30.0, gt=0, description="how long a job claim lasts unrenewed")
