@@ -259,6 +259,7 @@ async def test_webhook_is_signed_over_the_raw_body(
     client = await aiohttp_client(create_app(emulator))
     variables = {"input": {**generate_input(), "webhookUrl": hook_url}}
     status, body = await graphql(client, GENERATE_MUTATION, variables)
+    assert status == 200
     clock.advance(60)
     [delivery] = await emulator.deliver_due_webhooks()
     [(signature, raw)] = received
