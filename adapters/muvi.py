@@ -1,0 +1,294 @@
+"""muvi / PixelByte's job API (`api.muvi.video`), from its docs (seed 002, providers.md).
+
+    POST /v1/jobs/submit          {"model", "input": {prompt, image_url, aspect_ratio, duration: "5"},
+                                   "webhookUrl"?} -> {jobId, status, estimatedCompletionTime, costMicroCents}
+    GET  /v1/jobs/{jobId}         pending | processing | completed | failed | cancelled
+    POST /v1/jobs/{jobId}/cancel  pending jobs only -> {jobId, status, refundedMicroCents}
+
+`model` is muvi's slug (`runway/gen-4/image-to-video`). muvi's "micro-cents" are micro-dollars (see
+pricing); the cost quoted at submit is what a finished job is charged unless the job answer says
+otherwise. The image must be an https URL. Webhooks carry `X-PixelByte-Timestamp` and
+`X-PixelByte-Signature: sha256=HMAC(secret, "<timestamp>." + raw body)` (the signed message as
+adapters/emulators/webhooks.py defines it) and are refused when stale. A submit is never repeated
+once it may have reached muvi.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from adapters.base import (
+    AdapterContext,
+    Clock,
+    ImageAcceptance,
+    PollSchedule,
+    RenderTask,
+    Submission,
+    TaskHandle,
+    TaskState,
+    TaskStatus,
+    WebhookEvent,
+)
+from adapters.errors import (
+    AuthFailed,
+    ContentRejected,
+    InsufficientFunds,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    Rejected,
+    SubmissionUncertain,
+)
+from adapters.http import (
+    OUTPUT_MAX_BYTES,
+    OUTPUT_TIMEOUT_S,
+    REQUEST_TIMEOUT_S,
+    Reply,
+    RetryPolicy,
+    download,
+    json_answer,
+    retry_after_seconds,
+    send,
+    status_error,
+    with_retries,
+)
+from adapters.images import image_reference
+from broker.schema import Mode
+from pricing.units import CostUnit, ReportedCost
+
+PROVIDER = "muvi"
+IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
+POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
+SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
+POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
+TIMESTAMP_HEADER = "X-PixelByte-Timestamp"
+SIGNATURE_HEADER = "X-PixelByte-Signature"
+WEBHOOK_TOLERANCE_S = 300.0
+_COST_KEY = "cost_micro_cents"
+
+_STATES = {
+    "pending": TaskState.QUEUED,
+    "processing": TaskState.RUNNING,
+    "completed": TaskState.SUCCEEDED,
+    "failed": TaskState.FAILED,
+    "cancelled": TaskState.CANCELLED,
+}
+_BY_CODE: dict[str, type[ProviderError]] = {
+    "INVALID_INPUT": Rejected,
+    "INSUFFICIENT_BALANCE": InsufficientFunds,
+    "MODEL_ACCESS_DENIED": AuthFailed,
+    "UNAUTHORIZED": AuthFailed,
+    "INTERNAL_ERROR": ProviderUnavailable,
+    "GENERATION_FAILED": ProviderUnavailable,
+    "CONTENT_POLICY_VIOLATION": ContentRejected,
+    "CONTENT_MODERATED": ContentRejected,
+}
+
+
+def error_for(
+    status: int | None, code: str | None, message: str, retry_after_s: float | None = None
+) -> ProviderError:
+    """muvi's failures in our hierarchy: by `error.code` first, then by HTTP status."""
+    common: dict[str, Any] = {"provider": PROVIDER, "provider_code": code, "status": status}
+    if code == "CONCURRENT_JOBS_EXCEEDED" or status == 429:
+        return RateLimited(message, retry_after_s=retry_after_s, **common)
+    error_class = _BY_CODE.get(code or "")
+    if error_class is None and (code or "").startswith("SAFETY"):
+        error_class = ContentRejected
+    if error_class is not None:
+        return error_class(message, **common)
+    if status is not None:
+        return status_error(PROVIDER, status, message, provider_code=code)
+    return ProviderError(message, **common)
+
+
+def _error_fields(error: Any) -> tuple[str | None, str]:
+    if not isinstance(error, dict):
+        return None, "no message"
+    code = error.get("code")
+    return (code if isinstance(code, str) else None), str(error.get("message") or "no message")
+
+
+def _reply_error(reply: Reply) -> ProviderError:
+    code, message = _error_fields((reply.json_object() or {}).get("error"))
+    return error_for(reply.status, code, f"muvi answered HTTP {reply.status}: {message}",
+                     retry_after_seconds(reply.headers.get("Retry-After")))
+
+
+def request_body(task: RenderTask) -> dict[str, Any]:
+    """muvi's submit body: the input nested, `duration` as a string."""
+    request = task.request
+    if request.resolved_mode is not Mode.IMAGE_TO_VIDEO or task.image is None:
+        raise Rejected("muvi's models animate an image; this job has none", provider=PROVIDER)
+    body: dict[str, Any] = {
+        "model": task.model,
+        "input": {
+            "prompt": request.prompt,
+            "image_url": image_reference(task.image, IMAGE_ACCEPTANCE, PROVIDER),
+            "aspect_ratio": request.aspect_ratio.value,
+            "duration": str(request.duration_s),
+        },
+    }
+    if task.webhook_url:
+        body["webhookUrl"] = task.webhook_url
+    return body
+
+
+def _micro_cents(value: Any) -> ReportedCost | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ReportedCost(Decimal(str(value)), CostUnit.MICRO_CENTS)
+    return None
+
+
+def _output(payload: Mapping[str, Any]) -> str | None:
+    output = payload.get("output")
+    if isinstance(output, str):
+        return output
+    outputs = payload.get("outputs")
+    if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict):
+        url = outputs[0].get("url")
+        return url if isinstance(url, str) else None
+    return None
+
+
+def parse_job(payload: Mapping[str, Any], quoted: ReportedCost | None) -> TaskStatus:
+    """A job answer (or webhook) as a unified status; `quoted` is the cost muvi gave at submit."""
+    state = _STATES.get(str(payload.get("status")))
+    if state is None:
+        raise ProviderUnavailable(f"muvi job has unknown status {payload.get('status')!r}", provider=PROVIDER)
+    charged = _micro_cents(payload.get("costMicroCents"))
+    if charged is None and state is TaskState.SUCCEEDED:
+        charged = quoted
+    if state is TaskState.CANCELLED:  # only pending jobs cancel, and muvi refunds them in full
+        charged = ReportedCost(Decimal(0), CostUnit.MICRO_CENTS)
+    error = None
+    if state is TaskState.FAILED:
+        code, message = _error_fields(payload.get("error"))
+        error = error_for(None, code, f"muvi job failed: {message}")
+    progress = payload.get("progress")
+    return TaskStatus(
+        state=state,
+        progress=progress / 100 if isinstance(progress, int | float) else None,
+        output_url=_output(payload) if state is TaskState.SUCCEEDED else None,
+        reported_cost=charged,
+        refunded=state in (TaskState.FAILED, TaskState.CANCELLED)
+        and charged is not None
+        and charged.amount == 0,
+        error=error,
+    )
+
+
+class MuviAdapter:
+    """The muvi adapter over the app's shared session. `wall_clock` reads Unix time."""
+
+    provider = PROVIDER
+    image_acceptance = IMAGE_ACCEPTANCE
+    poll_schedule = POLL_SCHEDULE
+
+    def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S,
+                 wall_clock: Clock = time.time) -> None:
+        self._ctx = ctx
+        self._base = ctx.base_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._wall_clock = wall_clock
+
+    async def _json(self, policy: RetryPolicy, method: str, path: str, *, submit: bool,
+                    body: Any = None) -> dict[str, Any]:
+        async def once() -> dict[str, Any]:
+            reply = await send(self._ctx.session, method, self._base + path, provider=PROVIDER,
+                               uncertain_if_lost=submit, timeout_s=self._timeout_s,
+                               headers={"Authorization": f"Bearer {self._ctx.api_key or ''}"}, json_body=body)
+            return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
+
+        return await with_retries(once, policy, clock=self._ctx.clock, sleep=self._ctx.sleep)
+
+    async def submit(self, task: RenderTask) -> Submission:
+        """Submit the job; retried only on answers that prove it was not created (429, 5xx)."""
+        body = request_body(task)
+        answer = await self._json(SUBMIT_RETRY, "POST", "/v1/jobs/submit", submit=True, body=body)
+        job_id = answer.get("jobId")
+        if not isinstance(job_id, str) or not job_id:
+            raise SubmissionUncertain("muvi accepted the submit but its answer has no jobId",
+                                      provider=PROVIDER)
+        cost = _micro_cents(answer.get("costMicroCents"))
+        data = {_COST_KEY: str(cost.amount)} if cost is not None else {}
+        return Submission(
+            handle=TaskHandle(provider_job_id=job_id, model=task.model, data=data),
+            estimated_seconds=self._seconds_until(answer.get("estimatedCompletionTime")),
+            reported_cost=cost,
+        )
+
+    def _seconds_until(self, iso_time: Any) -> float | None:
+        if not isinstance(iso_time, str):
+            return None
+        try:
+            moment = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            return None
+        return max(0.0, moment.timestamp() - self._wall_clock())
+
+    async def status(self, handle: TaskHandle) -> TaskStatus:
+        """Read the job (free; safe to repeat)."""
+        answer = await self._json(POLL_RETRY, "GET", f"/v1/jobs/{handle.provider_job_id}", submit=False)
+        quoted = handle.data.get(_COST_KEY)
+        return parse_job(answer, ReportedCost(Decimal(quoted), CostUnit.MICRO_CENTS) if quoted else None)
+
+    async def cancel(self, handle: TaskHandle) -> bool:
+        """Cancel a pending job; False once it is processing or done (muvi cancels only pending ones)."""
+        reply = await send(self._ctx.session, "POST", f"{self._base}/v1/jobs/{handle.provider_job_id}/cancel",
+                           provider=PROVIDER, uncertain_if_lost=False, timeout_s=self._timeout_s,
+                           headers={"Authorization": f"Bearer {self._ctx.api_key or ''}"})
+        if reply.ok:
+            return True
+        error = _reply_error(reply)
+        if error.provider_code in ("INVALID_INPUT", "JOB_NOT_FOUND"):
+            return False
+        raise error
+
+    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
+        """Download the job's MP4."""
+        if status.output_url is None:
+            raise ProviderError("muvi job has no output URL", provider=PROVIDER)
+        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
+                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """Verify the signature and freshness of a muvi webhook, then parse it."""
+        self._verify(headers, body)
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise Rejected("muvi webhook is not JSON", provider=PROVIDER) from exc
+        job_id = payload.get("jobId") if isinstance(payload, dict) else None
+        if not isinstance(job_id, str) or payload.get("status") not in _STATES:
+            raise Rejected("muvi webhook lacks jobId or a known status", provider=PROVIDER)
+        return WebhookEvent(provider_job_id=job_id, status=parse_job(payload, None))
+
+    def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        secret = self._ctx.webhook_secret
+        if not secret:
+            raise Rejected("no muvi webhook secret is configured, so no webhook can be trusted",
+                           provider=PROVIDER)
+        stamp = headers.get(TIMESTAMP_HEADER, "")
+        signature = headers.get(SIGNATURE_HEADER, "")
+        if not stamp.isdigit() or abs(self._wall_clock() - int(stamp)) > WEBHOOK_TOLERANCE_S:
+            raise Rejected("muvi webhook timestamp is missing or stale", provider=PROVIDER)
+        signed = stamp.encode() + b"." + body
+        expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise Rejected("muvi webhook signature does not match", provider=PROVIDER)
+
+
+def build(ctx: AdapterContext) -> MuviAdapter:
+    """The muvi adapter factory."""
+    return MuviAdapter(ctx)
