@@ -1,0 +1,53 @@
+"""Run one emulator standalone: `python -m adapters.emulators runway --port 8101`.
+
+Prints `listening on <base URL>` once it accepts connections (with `--port 0`, read the port from
+that line), then serves until SIGINT or SIGTERM. Faults are set over HTTP at /_emulator/faults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from adapters.emulators.sandbox import PROVIDERS, serve
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m adapters.emulators", description=__doc__)
+    parser.add_argument("provider", choices=sorted(PROVIDERS))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--api-key", action="append", dest="api_keys", help="a key to accept (repeatable)")
+    parser.add_argument("--render-seconds", type=float, default=6.0)
+    parser.add_argument("--webhook-secret", default=None)
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Serve one emulator until a stop signal."""
+    spec = PROVIDERS[args.provider]
+    options = {"api_keys": args.api_keys or ["emulator-key"], "render_seconds": args.render_seconds}
+    if args.webhook_secret is not None:  # otherwise the provider's own default (muvi, doitong sign)
+        options["webhook_secret"] = args.webhook_secret
+    emulator = spec.make_emulator(**options)
+    runner, base_url = await serve(spec.make_app(emulator), args.host, args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"listening on {base_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    asyncio.run(run(parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
