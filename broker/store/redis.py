@@ -47,11 +47,12 @@ from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ClusterError, OutOfMemoryError, ReadOnlyError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from broker.schema import JobStatus
@@ -70,6 +71,15 @@ from broker.store.base import (
 # The record fields a claim changes live in their own hash fields, so a script never rewrites JSON.
 _LEASE_FIELDS = {"version", "lease_owner", "lease_until"}
 _FETCH_CHUNK = 500
+# Redis is down, failing over, or full: callers may retry later (HTTP 503). Anything else is a bug.
+_OUTAGES = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    ClusterError,
+    SlotNotCoveredError,
+    OutOfMemoryError,
+)
 
 # Shared by every job script: ARGV[1] is the `{P:jobs}:` base every derived key starts with.
 _JOB_LUA = """
@@ -266,10 +276,10 @@ return n
 
 @contextmanager
 def _outage_as_unavailable() -> Iterator[None]:
-    """Turn Redis being unreachable (or a read-only replica after failover) into `StoreUnavailable`."""
+    """Turn Redis being unreachable, failing over or full into `StoreUnavailable`."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
+    except _OUTAGES as exc:
         # The message stays generic: redis-py's text names hosts, which callers need not see.
         raise StoreUnavailable(
             f"the job store (Redis) is unreachable ({type(exc).__name__}); retry shortly"
@@ -338,22 +348,29 @@ class _Keys:
 
 
 class RedisStore(Store):
-    """`redis://host:port/db` (or `rediss://`, `unix://`); several replicas may share one."""
+    """`redis://host:port/db` (or `rediss://`, `unix://`); several replicas may share one. With
+    `cluster=True` the URL names any node of a Redis Cluster and the cluster client routes by slot."""
 
-    def __init__(self, url: str, *, prefix: str = "broker", **client_options: Any) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "broker", cluster: bool = False, **client_options: Any
+    ) -> None:
         self._url = url
         self._keys = _Keys(prefix)
+        self._cluster = cluster
         self._options = client_options
-        self._client: aioredis.Redis | None = None
+        self._client: aioredis.Redis | RedisCluster | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "broker", **client_options: Any) -> RedisStore:
+    def from_url(
+        cls, url: str, prefix: str = "broker", *, cluster: bool = False, **client_options: Any
+    ) -> RedisStore:
         """A store on `url`; `client_options` go to redis-py (URL query options win over them)."""
-        return cls(url, prefix=prefix, **client_options)
+        return cls(url, prefix=prefix, cluster=cluster, **client_options)
 
     async def open(self) -> None:
-        """Build the client; it connects on first use, so a broker may start before Redis does."""
+        """Build the client. A single Redis is connected on first use (a broker may start before it);
+        a cluster's nodes are discovered here."""
         options: dict[str, Any] = {
             "decode_responses": True,
             # Short timeouts: a vanished Redis must become a 503 quickly, never a hung request.
@@ -364,7 +381,7 @@ class RedisStore(Store):
             "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 2, (RedisConnectionError,)),
             **self._options,
         }
-        client = aioredis.Redis.from_url(self._url, **options)
+        client = (RedisCluster if self._cluster else aioredis.Redis).from_url(self._url, **options)
         scripts = {
             "create": _CREATE,
             "replace": _REPLACE,
@@ -375,6 +392,11 @@ class RedisStore(Store):
             "put_policy": _PUT_POLICY,
         }
         self._scripts = {name: client.register_script(text) for name, text in scripts.items()}
+        if isinstance(client, RedisCluster):
+            # Discover the nodes now: redis-py 8.1 races when many first commands start the
+            # discovery at once (a connection's writer goes missing mid-handshake).
+            with _outage_as_unavailable():
+                await client.initialize()
         self._client = client
 
     async def close(self) -> None:
@@ -383,7 +405,7 @@ class RedisStore(Store):
         self._client = None
 
     @property
-    def _redis(self) -> aioredis.Redis:
+    def _redis(self) -> aioredis.Redis | RedisCluster:
         if self._client is None:
             raise StoreUnavailable("the store is not open")
         return self._client
