@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import cast
 
-from adapters import fal, muvi, pixelapi, runway
+from adapters import doitong, fal, muvi, pixelapi, runway
 from adapters.base import Adapter, AdapterContext, AdapterFactory
 
 
@@ -26,6 +26,7 @@ FACTORIES: Mapping[str, AdapterFactory] = MappingProxyType(
         "runway": runway.build,
         "fal": fal.build,
         "muvi": muvi.build,
+        "doitong": doitong.build,
         "pixelapi": pixelapi.build,
         "local": _build_local,
     }

@@ -1,0 +1,292 @@
+"""doitong's Runway image-to-video wrapper (`api.doitong.com`), over its GraphQL endpoint (seed 004).
+
+    POST /graphql  GENERATE   the seed's mutation; `Idempotency-Key: <attempt id>` on every submit
+                   JOB        our status query (the seed has none) [none]
+                   CANCEL     our cancel mutation [none]
+
+`model` is doitong's service id (`runway-i2v`). Errors are `errors[].extensions.code` with the HTTP
+status. doitong alone takes an idempotency key, so a submit whose answer was lost is repeated with
+the same key, which returns the job the first one created rather than a second. Costs are
+`creditCost` credits (0 once refunded); doitong's USD per credit is the operator's to set. Webhooks
+carry `X-Doitong-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from adapters.base import (
+    AdapterContext,
+    ImageAcceptance,
+    PollSchedule,
+    RenderTask,
+    Submission,
+    TaskHandle,
+    TaskState,
+    TaskStatus,
+    WebhookEvent,
+)
+from adapters.errors import (
+    AuthFailed,
+    ContentRejected,
+    InsufficientFunds,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    Rejected,
+    SubmissionUncertain,
+)
+from adapters.http import (
+    OUTPUT_MAX_BYTES,
+    OUTPUT_TIMEOUT_S,
+    REQUEST_TIMEOUT_S,
+    Reply,
+    RetryPolicy,
+    download,
+    retry_after_seconds,
+    send,
+    status_error,
+    with_retries,
+)
+from adapters.images import image_reference
+from broker.schema import AspectRatio, Mode
+from pricing.units import CostUnit, ReportedCost
+
+PROVIDER = "doitong"
+IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
+POLL_SCHEDULE = PollSchedule(min_interval_s=3.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
+# The submit is safe to repeat with its Idempotency-Key, so a lost answer is retried too.
+SUBMIT_RETRY = RetryPolicy(
+    attempts=4, max_elapsed_s=90.0, retry_on=(RateLimited, ProviderUnavailable, SubmissionUncertain)
+)
+POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
+SIGNATURE_HEADER = "X-Doitong-Signature"
+DURATIONS = (5, 10)
+ASPECT_RATIOS = (AspectRatio.WIDE, AspectRatio.TALL, AspectRatio.SQUARE)
+VERSION = "gen-4"
+
+GENERATE = (
+    "mutation Generate($input: GenerateInput!) { generate(input: $input) "
+    "{ id status type provider url metadata creditCost } }"
+)
+JOB = "query Job($id: ID!) { job(id: $id) { id status url creditCost metadata error } }"
+CANCEL = "mutation CancelJob($id: ID!) { cancelJob(id: $id) { id status creditCost } }"
+
+_STATES = {
+    "pending": TaskState.QUEUED,
+    "processing": TaskState.RUNNING,
+    "completed": TaskState.SUCCEEDED,
+    "failed": TaskState.FAILED,
+    "cancelled": TaskState.CANCELLED,
+}
+_BY_CODE: dict[str, type[ProviderError]] = {
+    "BAD_USER_INPUT": Rejected,
+    "GRAPHQL_VALIDATION_FAILED": Rejected,
+    "GRAPHQL_PARSE_FAILED": Rejected,
+    "IDEMPOTENCY_KEY_REUSED": Rejected,
+    "UNAUTHENTICATED": AuthFailed,
+    "FORBIDDEN": AuthFailed,
+    "INSUFFICIENT_CREDITS": InsufficientFunds,
+    "INTERNAL_SERVER_ERROR": ProviderUnavailable,
+    "GENERATION_FAILED": ProviderUnavailable,
+    "CONTENT_POLICY_VIOLATION": ContentRejected,
+    "CONTENT_MODERATED": ContentRejected,
+}
+
+
+def error_for(
+    status: int | None,
+    code: str | None,
+    message: str,
+    retry_after_s: float | None = None,
+    details: Any = None,
+) -> ProviderError:
+    """doitong's failures in our hierarchy: by `extensions.code` first, then by HTTP status."""
+    common: dict[str, Any] = {
+        "provider": PROVIDER, "provider_code": code, "status": status, "details": details
+    }
+    if code in ("RATE_LIMITED", "CONCURRENT_LIMIT_EXCEEDED") or status == 429:
+        return RateLimited(message, retry_after_s=retry_after_s, **common)
+    error_class = _BY_CODE.get(code or "")
+    if error_class is None and (code or "").startswith("SAFETY"):
+        error_class = ContentRejected
+    if error_class is not None:
+        return error_class(message, **common)
+    if status is not None and status >= 400:
+        return status_error(PROVIDER, status, message, provider_code=code, details=details)
+    return ProviderError(message, **common)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _graphql_error(reply: Reply, body: Mapping[str, Any]) -> ProviderError:
+    errors = body.get("errors")
+    first = _object(errors[0]) if isinstance(errors, list) and errors else {}
+    extensions = _object(first.get("extensions"))
+    code = extensions.get("code")
+    # Credits required/available travel on to the caller; they are not secrets.
+    details = {k: v for k, v in extensions.items() if k in ("creditsRequired", "creditsAvailable")} or None
+    return error_for(
+        reply.status,
+        code if isinstance(code, str) else None,
+        f"doitong answered HTTP {reply.status}: {first.get('message') or 'no message'}",
+        retry_after_seconds(reply.headers.get("Retry-After")),
+        details,
+    )
+
+
+def _data(reply: Reply, field: str, *, submit: bool) -> dict[str, Any]:
+    """`data.<field>` of a GraphQL answer; errors are raised in our hierarchy."""
+    body = reply.json_object()
+    if body is not None and (body.get("errors") or not reply.ok):
+        raise _graphql_error(reply, body)
+    if not reply.ok:
+        raise error_for(reply.status, None, f"doitong answered HTTP {reply.status}",
+                        retry_after_seconds(reply.headers.get("Retry-After")))
+    data = body.get("data") if body is not None else None
+    value = data.get(field) if isinstance(data, dict) else None
+    if not isinstance(value, dict):
+        error_class = SubmissionUncertain if submit else ProviderUnavailable
+        raise error_class(f"doitong answered without data.{field}", provider=PROVIDER, status=reply.status)
+    return value
+
+
+def generate_input(task: RenderTask) -> dict[str, Any]:
+    """The `GenerateInput` variables of a submit."""
+    request = task.request
+    if request.resolved_mode is not Mode.IMAGE_TO_VIDEO or task.image is None:
+        raise Rejected("doitong animates an image; this job has none", provider=PROVIDER)
+    if request.duration_s not in DURATIONS or request.aspect_ratio not in ASPECT_RATIOS:
+        raise Rejected("doitong renders 5 or 10 s at 16:9, 9:16 or 1:1 only", provider=PROVIDER)
+    media: dict[str, Any] = {"imageUrl": image_reference(task.image, IMAGE_ACCEPTANCE, PROVIDER)}
+    if request.prompt:
+        media["prompt"] = request.prompt  # [none]: the seed's GraphQL example has no prompt field
+    value: dict[str, Any] = {
+        "type": "VIDEO",
+        "provider": task.model,
+        "input": media,
+        "options": {
+            "duration": request.duration_s,
+            "aspectRatio": request.aspect_ratio.value,
+            "version": VERSION,
+            "motionIntensity": "low" if request.camera_fixed else "medium",
+        },
+    }
+    if task.webhook_url:
+        value["webhookUrl"] = task.webhook_url
+    return value
+
+
+def parse_job(job: Mapping[str, Any]) -> TaskStatus:
+    """A Job (GraphQL answer or webhook) as a unified status."""
+    state = _STATES.get(str(job.get("status")))
+    if state is None:
+        raise ProviderUnavailable(f"doitong job has unknown status {job.get('status')!r}", provider=PROVIDER)
+    credits = job.get("creditCost")
+    cost = (ReportedCost(Decimal(str(credits)), CostUnit.CREDITS)
+            if isinstance(credits, int | float) and not isinstance(credits, bool) else None)
+    error = None
+    if state is TaskState.FAILED:
+        failure = _object(job.get("error"))
+        code = failure.get("code")
+        error = error_for(None, code if isinstance(code, str) else None,
+                          f"doitong job failed: {failure.get('message') or 'no message'}")
+    url = job.get("url")
+    return TaskStatus(
+        state=state,
+        output_url=url if isinstance(url, str) and state is TaskState.SUCCEEDED else None,
+        reported_cost=cost,
+        refunded=state in (TaskState.FAILED, TaskState.CANCELLED) and cost is not None and cost.amount == 0,
+        error=error,
+    )
+
+
+class DoitongAdapter:
+    """The doitong adapter over the app's shared session."""
+
+    provider = PROVIDER
+    image_acceptance = IMAGE_ACCEPTANCE
+    poll_schedule = POLL_SCHEDULE
+
+    def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self._ctx = ctx
+        self._url = ctx.base_url.rstrip("/") + "/graphql"
+        self._timeout_s = timeout_s
+
+    async def _operation(self, query: str, variables: dict[str, Any], field: str, *, submit: bool,
+                         headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        reply = await send(self._ctx.session, "POST", self._url, provider=PROVIDER, uncertain_if_lost=submit,
+                           timeout_s=self._timeout_s,
+                           headers={"Authorization": f"Bearer {self._ctx.api_key or ''}", **(headers or {})},
+                           json_body={"query": query, "variables": variables})
+        return _data(reply, field, submit=submit)
+
+    async def submit(self, task: RenderTask) -> Submission:
+        """Generate, repeating a lost answer with the same Idempotency-Key (the attempt id)."""
+        variables = {"input": generate_input(task)}
+
+        async def once() -> dict[str, Any]:
+            return await self._operation(GENERATE, variables, "generate", submit=True,
+                                         headers={"Idempotency-Key": task.attempt_id})
+
+        job = await with_retries(once, SUBMIT_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep)
+        job_id = job.get("id")
+        if not isinstance(job_id, str) or not job_id:
+            raise SubmissionUncertain("doitong answered the submit without a job id", provider=PROVIDER)
+        return Submission(handle=TaskHandle(provider_job_id=job_id, model=task.model),
+                          reported_cost=parse_job(job).reported_cost)
+
+    async def status(self, handle: TaskHandle) -> TaskStatus:
+        """Read the job (free; safe to repeat)."""
+        async def once() -> dict[str, Any]:
+            return await self._operation(JOB, {"id": handle.provider_job_id}, "job", submit=False)
+
+        return parse_job(await with_retries(once, POLL_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep))
+
+    async def cancel(self, handle: TaskHandle) -> bool:
+        """Cancel a processing job; False when it already ended or is unknown."""
+        try:
+            await self._operation(CANCEL, {"id": handle.provider_job_id}, "cancelJob", submit=False)
+        except ProviderError as exc:
+            if exc.provider_code in ("NOT_CANCELLABLE", "NOT_FOUND"):
+                return False
+            raise
+        return True
+
+    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
+        """Download the job's MP4."""
+        if status.output_url is None:
+            raise ProviderError("doitong job has no output URL", provider=PROVIDER)
+        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
+                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """Verify `X-Doitong-Signature` over the raw body, then parse the job it reports."""
+        secret = self._ctx.webhook_secret
+        if not secret:
+            raise Rejected("no doitong webhook secret is configured, so no webhook can be trusted",
+                           provider=PROVIDER)
+        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER, "")):
+            raise Rejected("doitong webhook signature does not match", provider=PROVIDER)
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise Rejected("doitong webhook is not JSON", provider=PROVIDER) from exc
+        job_id = payload.get("id") if isinstance(payload, dict) else None
+        if not isinstance(job_id, str) or payload.get("status") not in _STATES:
+            raise Rejected("doitong webhook lacks id or a known status", provider=PROVIDER)
+        return WebhookEvent(provider_job_id=job_id, status=parse_job(payload))
+
+
+def build(ctx: AdapterContext) -> DoitongAdapter:
+    """The doitong adapter factory."""
+    return DoitongAdapter(ctx)
