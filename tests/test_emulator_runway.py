@@ -201,3 +201,34 @@ async def test_requests_are_recorded_with_headers_and_body(client: Client, emula
     assert submitted.json["seed"] == 7
     assert (polled.endpoint, polled.path) == ("status", f"/v1/tasks/{task_id}")
     assert emulator.recorder.count("status") == 1
+
+
+async def test_over_concurrency_tasks_wait_throttled(aiohttp_client: MakeClient, clock: ManualClock) -> None:
+    emulator = RunwayEmulator(api_keys=[KEY], render_seconds=100, clock=clock, max_concurrency=1)
+    client = await aiohttp_client(create_app(emulator))
+    first = await submit(client, i2v())
+    clock.advance(10)
+    second = await submit(client, i2v())
+    waiting = await task(client, second)
+    assert (waiting["status"], waiting["estimatedCost"]) == ("THROTTLED", {"credits": 25})
+    clock.advance(90)  # the first ends; the second's render begins now
+    assert (await task(client, first))["status"] == "SUCCEEDED"
+    assert (await task(client, second))["status"] == "PENDING"
+    clock.advance(50)
+    assert (await task(client, second))["status"] == "RUNNING"
+    clock.advance(50)
+    assert (await task(client, second))["status"] == "SUCCEEDED"
+
+
+async def test_task_behind_a_stuck_one_stays_throttled_until_cancelled(
+    aiohttp_client: MakeClient, clock: ManualClock
+) -> None:
+    emulator = RunwayEmulator(api_keys=[KEY], render_seconds=100, clock=clock, max_concurrency=1)
+    emulator.inject("never_finish")
+    client = await aiohttp_client(create_app(emulator))
+    await submit(client, i2v())
+    stuck = await submit(client, i2v())
+    clock.advance(1000)
+    assert (await task(client, stuck))["status"] == "THROTTLED"  # the slot is held forever
+    assert (await client.delete(f"/v1/tasks/{stuck}", headers=HEADERS)).status == 204
+    assert (await task(client, stuck))["status"] == "CANCELLED"

@@ -130,6 +130,16 @@ class ProviderEmulator(abc.ABC):
         now = self.clock()
         return sum(1 for t in self.tasks.values() if not t.deleted and not t.phase(now).terminal)
 
+    def next_free_slot(self, limit: int) -> float:
+        """When a task created now could begin under `limit` concurrent renders; math.inf: never."""
+        now = self.clock()
+        ends = sorted(
+            math.inf if t.ends_at is None else t.ends_at
+            for t in self.tasks.values()
+            if not t.deleted and not t.phase(now).terminal
+        )
+        return now if len(ends) < limit else ends[len(ends) - limit]
+
     # ---- provider protocol hooks -------------------------------------------------------------
     @abc.abstractmethod
     def error_response(self, error: ProtocolError, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -5,6 +5,7 @@
     DELETE /v1/tasks/{id}                          -> 204; cancels an active task, deletes a finished one
 
 Every request needs `Authorization: Bearer <key>` (401) and `X-Runway-Version: 2024-11-06` (400).
+Over the account's concurrency (`max_concurrency`) a new task is accepted and waits THROTTLED.
 Bodies are validated per model (ratios, durations, promptText, promptImage forms and the 5 MB data URI
 limit) with 400 `{"error", "issues": [{"path", "message"}]}`. Active tasks carry
 `estimatedCost.credits`; terminal ones `cost.credits`: the full price on success, 0 when failed or
@@ -73,10 +74,14 @@ MODELS_BY_ENDPOINT = {"image_to_video": IMAGE_TO_VIDEO, "text_to_video": TEXT_TO
 
 
 class RunwayEmulator(ProviderEmulator):
-    """Runway's state: tasks in credits."""
+    """Runway's state: tasks in credits; over `max_concurrency` running tasks, new ones wait THROTTLED."""
 
     provider = "runway"
     task_fail_code = "INTERNAL.BAD_OUTPUT.CODE01"
+
+    def __init__(self, *, max_concurrency: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_concurrency = max_concurrency
 
     def error_response(self, error: ProtocolError, headers: Mapping[str, str] | None = None) -> web.Response:
         body: dict[str, Any] = {"error": error.message, **error.extra}
@@ -184,9 +189,11 @@ async def _create(request: web.Request, endpoint: str) -> web.Response:
     audio = body.get("audio", True) is True
     width, height = (int(side) for side in body["ratio"].split(":"))
     out_w, out_h = size_for_ratio(width, height)
+    limit = emulator.max_concurrency
     task = emulator.create_task(
         request,
         body["model"],
+        begins_at=emulator.next_free_slot(limit) if limit is not None else None,
         duration_s=duration,
         width=out_w,
         height=out_h,
@@ -209,7 +216,8 @@ def task_json(task: EmulatedTask, now: float) -> dict[str, Any]:
     body: dict[str, Any] = {"id": task.id, "createdAt": iso(task.created_at)}
     phase = task.phase(now)
     if phase == Phase.QUEUED:
-        body.update(status="PENDING", estimatedCost={"credits": task.cost})
+        status = "THROTTLED" if task.throttled(now) else "PENDING"
+        body.update(status=status, estimatedCost={"credits": task.cost})
     elif phase == Phase.RUNNING:
         body.update(status="RUNNING", progress=task.progress(now), estimatedCost={"credits": task.cost})
     elif phase == Phase.SUCCEEDED:

@@ -1,8 +1,9 @@
 """An emulated render and its timeline: state is computed from the injected clock, never from timers.
 
-A task spends the first `queue_fraction` of `render_s` queued, then runs with progress rising to 1,
-then ends: succeeded, or failed with `fail_code`. A `never_finish` task runs forever. Each provider
-module maps these phases onto its own status words.
+A task may wait for a free slot until `begins_at` (throttled), then spends the first `queue_fraction`
+of `render_s` queued, then runs with progress rising to 1, then ends: succeeded, or failed with
+`fail_code`. A `never_finish` task runs forever. Each provider module maps these phases onto its own
+status words.
 """
 
 from __future__ import annotations
@@ -71,18 +72,28 @@ class EmulatedTask:
     webhook_url: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=new_id)
+    begins_at: float | None = None  # later than created_at while throttled by a concurrency limit
     cancelled_at: float | None = None
     webhook_sent: bool = False
     deleted: bool = False
 
     @property
+    def begins(self) -> float:
+        """When the task got its slot and its render timeline began."""
+        return self.created_at if self.begins_at is None else self.begins_at
+
+    @property
     def ends_at(self) -> float | None:
         """When the render ends on its own; None if it never does."""
-        return None if self.never_finish else self.created_at + self.render_s
+        return None if self.never_finish else self.begins + self.render_s
 
     @property
     def started_at(self) -> float:
-        return self.created_at + self.render_s * self.queue_fraction
+        return self.begins + self.render_s * self.queue_fraction
+
+    def throttled(self, now: float) -> bool:
+        """Still waiting for a concurrency slot at `now`."""
+        return self.phase(now) == Phase.QUEUED and now < self.begins
 
     def phase(self, now: float) -> Phase:
         """The task's phase at `now`."""
