@@ -507,6 +507,22 @@ async def test_store_contract_on_a_three_node_cluster(cluster_store: RedisStore,
     await getattr(contract, case)(cluster_store)
 
 
+async def test_drop_all_keys_reaches_every_cluster_node(
+    cluster_store: RedisStore, cluster_ports: list[int]
+) -> None:
+    await cluster_store.create_job(job_record())
+    await cluster_store.reserve_budget("job-1", 1, [BudgetWindow("t:day", 10)])
+    await cluster_store.put_policy("growth", {"a": 1}, expected_version=0, actor="ops", at=AT)
+    client = RedisCluster(host="127.0.0.1", port=cluster_ports[0], decode_responses=True)
+    try:
+        pattern = f"{{{cluster_store.prefix}:*"
+        assert len([key async for key in client.scan_iter(match=pattern)]) > 3
+        await cluster_store.drop_all_keys()
+        assert [key async for key in client.scan_iter(match=pattern)] == []
+    finally:
+        await client.aclose()
+
+
 async def test_cluster_refuses_a_script_that_leaves_its_slot(cluster_ports: list[int]) -> None:
     # The guard the layout relies on: a script touching a key held by another node fails, so the
     # contract passing above on a spread-out prefix means no store script ever does.

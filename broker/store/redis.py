@@ -405,6 +405,11 @@ class RedisStore(Store):
         self._client = None
 
     @property
+    def prefix(self) -> str:
+        """The namespace of every key this store writes."""
+        return self._keys.prefix
+
+    @property
     def _redis(self) -> aioredis.Redis | RedisCluster:
         if self._client is None:
             raise StoreUnavailable("the store is not open")
