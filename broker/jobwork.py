@@ -85,6 +85,11 @@ def with_attempt(record: JobRecord, attempt: Attempt, at: datetime) -> JobRecord
     return record.evolve(attempts=attempts, cost_usd=str(total), updated_at=at)
 
 
+def route_key(attempt: Attempt) -> str:
+    """The catalog key (`provider/model`) of the route an attempt went to."""
+    return f"{attempt.provider}/{attempt.model}"
+
+
 def finish_attempt(
     attempt: Attempt, status: AttemptStatus, at: datetime, cost: Money, error: JobError | None = None
 ) -> Attempt:

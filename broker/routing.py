@@ -1,14 +1,15 @@
-"""Quoting a job for a team: the team's current policy, the providers the app can reach, and the
-job's image decide which catalog routes are feasible (`pricing.quote` ranks them)."""
+"""Quoting a job for a team: the team's current policy, the providers the app can reach, their health,
+their free capacity and the job's image decide which catalog routes are feasible (`pricing.quote`
+ranks them). Observed latencies stand in for the catalog's expected ones once there are any."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from aiohttp import web
 
 from adapters.images import image_infeasibility
-from broker.appkeys import ADAPTERS, CONFIG, STORE
+from broker.appkeys import ADAPTERS, CONFIG, RUNNER, STORE
 from broker.schema import JobRequest, decode_data_uri
 from policies.effective import effective_constraints
 from policies.model import Policy
@@ -53,6 +54,15 @@ def unavailable_providers(
     return reasons
 
 
+def _merged(*sources: Mapping[str, str]) -> dict[str, str]:
+    """One reason per provider, every source's reason kept."""
+    merged: dict[str, str] = {}
+    for source in sources:
+        for name, reason in source.items():
+            merged[name] = f"{merged[name]}; {reason}" if name in merged else reason
+    return merged
+
+
 async def quote_for(
     app: web.Application,
     team: str,
@@ -61,13 +71,35 @@ async def quote_for(
     upload_bytes: int | None = None,
     exclude_routes: Collection[str] = (),
 ) -> Quote:
-    """Quote `request` for `team` under its policy, skipping routes in `exclude_routes`."""
+    """Quote `request` for `team` under its policy, skipping routes in `exclude_routes`.
+
+    Providers with an open circuit are rejected. Providers at capacity are rejected too when another
+    route can serve the job; when none can, the quote keeps them (the job waits for a slot).
+    """
     policy = await current_policy(app, team)
-    return quote(
-        request,
-        app[CONFIG].routes,
-        constraints=effective_constraints(policy, request.constraints),
-        exclude_models=policy.exclude_models,
-        unavailable=unavailable_providers(app, request, upload_bytes),
-        exclude_routes=exclude_routes,
-    )
+    unavailable = unavailable_providers(app, request, upload_bytes)
+    latency: Mapping[str, int] = {}
+    saturated: Mapping[str, str] = {}
+    runner = app.get(RUNNER)
+    if runner is not None:
+        runner.capacity.follow(app[CONFIG].providers)
+        unavailable = _merged(unavailable, runner.health.unavailable())
+        latency, saturated = runner.health.latency.expected(), runner.capacity.saturated()
+
+    def ranked(busy: Mapping[str, str]) -> Quote:
+        return quote(
+            request,
+            app[CONFIG].routes,
+            constraints=effective_constraints(policy, request.constraints),
+            exclude_models=policy.exclude_models,
+            unavailable=_merged(unavailable, busy),
+            exclude_routes=exclude_routes,
+            latency=latency,
+        )
+
+    answer = ranked(saturated)
+    if answer.chosen is None and saturated:
+        waiting = ranked({})
+        if waiting.chosen is not None:
+            return waiting
+    return answer

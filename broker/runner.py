@@ -26,8 +26,10 @@ from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncert
 from adapters.images import check_image, fetch_image
 from adapters.polling import poll_until_done
 from broker.artifacts import ArtifactStore
+from broker.capacity import Capacity
 from broker.events import JobObserver
-from broker.jobwork import JobWork, LeaseLost, end_job, finish_attempt, with_attempt
+from broker.health import ProviderHealth
+from broker.jobwork import JobWork, LeaseLost, end_job, finish_attempt, route_key, with_attempt
 from broker.schema import (
     Attempt,
     AttemptStatus,
@@ -61,6 +63,7 @@ class RunnerOptions:
     lease_s: float = 60.0
     idle_wait_s: float = 1.0
     max_attempts: int = 3
+    capacity_check_s: float = 5.0  # how often a job waiting for a slot looks again at worst
 
 
 class JobRunner:
@@ -78,6 +81,8 @@ class JobRunner:
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
         observers: list[JobObserver] | None = None,
+        health: ProviderHealth | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.store, self.artifacts, self.adapters = store, artifacts, adapters
         self.routes = {route.key: route for route in routes}
@@ -85,6 +90,8 @@ class JobRunner:
         self.clock, self.sleep = clock, sleep
         self._max_attempts = max_attempts
         self.observers = observers if observers is not None else []
+        self.health = health or ProviderHealth(clock)
+        self.capacity = capacity or Capacity(clock)
         self.owner = f"runner-{secrets.token_hex(6)}"
         self._wakeup = asyncio.Event()
         self._webhooks: dict[str, asyncio.Event] = {}
@@ -141,6 +148,8 @@ class JobRunner:
                 log.warning("job_step_failed", code=exc.code.value, error=exc.message)
             except Exception:
                 log.exception("job_step_crashed")
+            finally:
+                self.capacity.release_job(record.id)
 
     async def _step(self, work: JobWork) -> None:
         attempt = work.active_attempt()
@@ -159,28 +168,61 @@ class JobRunner:
     async def _limit(self, team: str) -> int:
         return await self._max_attempts(team) if self._max_attempts else self.options.max_attempts
 
-    async def _next_route(self, work: JobWork) -> RouteSpec | JobError:
-        job = work.job
-        if not job.attempts and job.route is not None:
-            route = self.routes.get(f"{job.route.provider}/{job.route.model}")
-            if route is not None:
+    async def _claim_route(self, work: JobWork, attempt_id: str) -> RouteSpec | JobError | None:
+        """The cheapest feasible untried route, with a capacity slot taken for `attempt_id`.
+
+        When every feasible route's provider is saturated the job waits here (still queued, or running
+        after a failed attempt) until a slot frees or its `max_latency_s` runs out. None: the owner
+        asked to cancel while it waited.
+        """
+        while True:
+            if len(work.job.attempts) >= await self._limit(work.job.team):
+                return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="every allowed attempt failed")
+            quote = await self.quote(work.record, work.record.tried_routes)
+            if quote.chosen is None:
+                message = "no untried route can serve the job"
+                return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message=message)
+            route = quote.chosen.route
+            if self.capacity.try_acquire(route.provider, attempt_id, work.job.id):
                 return route
-        if len(job.attempts) >= await self._limit(job.team):
-            return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="every allowed attempt failed")
-        quote = await self.quote(work.record, work.record.tried_routes)
-        if quote.chosen is None:
-            return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="no untried route can serve the job")
-        return quote.chosen.route
+            if (expired := self._capacity_deadline_passed(work, quote)) is not None:
+                return expired
+            await self._wait_for_capacity(work, route.provider)
+            if work.record.cancel_requested:
+                return None
+
+    def _capacity_deadline_passed(self, work: JobWork, quote: Quote) -> JobError | None:
+        """The job's error once waiting for capacity has used up its `max_latency_s`."""
+        max_latency = quote.constraints.max_latency_s if quote.constraints is not None else None
+        if max_latency is None or work.job.created_at.timestamp() + max_latency > self.clock():
+            return None
+        message = f"every feasible provider stayed at capacity past max_latency_s ({max_latency} s)"
+        return JobError(code=ErrorCode.TIMED_OUT, message=message)
+
+    async def _wait_for_capacity(self, work: JobWork, provider: str) -> None:
+        """Wait until a slot may have freed (or a while), keeping the lease and seeing cancel requests."""
+        log.info("waiting_for_capacity", provider=provider, reason=self.capacity.blocked(provider))
+        pause, refill = self.options.capacity_check_s, self.capacity.free_in(provider)
+        if refill is not None:
+            pause = min(pause, refill)
+        await self.capacity.wait_for_change(pause, self.sleep)
+        await work.refresh()
+        await work.renew_if_due()
 
     async def _start_attempt(self, work: JobWork) -> None:
-        route = await self._next_route(work)
+        attempt_id = f"att_{secrets.token_hex(8)}"
+        route = await self._claim_route(work, attempt_id)
+        if route is None:
+            return  # cancelled while waiting for capacity: the next step cancels
         if isinstance(route, JobError):
             last = work.job.attempts[-1].error if work.job.attempts else None
-            await self._end(work, JobStatus.FAILED, last or route)
+            # Out of routes after failures: the last failure says more than "no route".
+            use_last = last is not None and route.code is ErrorCode.NO_FEASIBLE_ROUTE
+            await self._end(work, JobStatus.FAILED, last if use_last and last is not None else route)
             return
         estimate = self._estimate(route, work.job.request)
         attempt = Attempt(
-            id=f"att_{secrets.token_hex(8)}",
+            id=attempt_id,
             job_id=work.job.id,
             provider=route.provider,
             model=route.model,
@@ -216,6 +258,8 @@ class JobRunner:
             await self._fail_attempt(work, attempt, exc, Money.zero(), fallback=False)
             return
         task = RenderTask(attempt_id=attempt.id, model=attempt.model, request=work.job.request, image=image)
+        self.capacity.hold(attempt.provider, attempt.id, work.job.id)
+        self.health.started(attempt.provider)
         try:
             submission = await adapter.submit(task)
         except ProviderError as exc:
@@ -271,6 +315,7 @@ class JobRunner:
             )
             await self._fail_attempt(work, attempt, error, Money.zero())
             return
+        self.capacity.hold(attempt.provider, attempt.id, work.job.id, new_submit=False)
         handle = TaskHandle(stored.provider_job_id, stored.model, stored.data)
         wake = self._webhooks.setdefault(handle.provider_job_id, asyncio.Event())
 
@@ -310,7 +355,7 @@ class JobRunner:
         await self._finish(work, work.active_attempt() or attempt, final)
 
     async def _finish(self, work: JobWork, attempt: Attempt, status: TaskStatus) -> None:
-        route = self.routes.get(f"{attempt.provider}/{attempt.model}")
+        route = self.routes.get(route_key(attempt))
         if status.state is TaskState.SUCCEEDED:
             await self._download(work, attempt, status)
             return
@@ -335,13 +380,16 @@ class JobRunner:
             info = await asyncio.to_thread(self.artifacts.commit_output, partial, work.job.id)
         except BrokerError as exc:
             cost = self._cost(
-                self.routes.get(f"{attempt.provider}/{attempt.model}"), status, attempt, succeeded=True
+                self.routes.get(route_key(attempt)), status, attempt, succeeded=True
             )
             await self._fail_attempt(work, attempt, exc, cost, fallback=True)
             return
-        route = self.routes.get(f"{attempt.provider}/{attempt.model}")
+        route = self.routes.get(route_key(attempt))
         cost = self._cost(route, status, attempt, succeeded=True)
         done = finish_attempt(attempt, AttemptStatus.SUCCEEDED, work.now(), cost)
+        self.capacity.release(attempt.id)
+        elapsed = self.clock() - attempt.started_at.timestamp()
+        self.health.succeeded(attempt.provider, route_key(attempt), elapsed)
         output = Output(
             url=f"/v1/jobs/{work.job.id}/output",
             bytes=info.bytes,
@@ -366,6 +414,8 @@ class JobRunner:
         error = JobError(code=exc.code, message=exc.message)
         failed = finish_attempt(attempt, AttemptStatus.FAILED, work.now(), cost, error)
         can_fall_back = getattr(exc, "fallback", False) if fallback is None else fallback
+        self.capacity.release(attempt.id)
+        self.health.failed(attempt.provider, exc)
         log.warning("attempt_failed", provider=attempt.provider, code=exc.code.value, error=exc.message)
         if can_fall_back and len(work.job.attempts) < await self._limit(work.job.team):
             await work.save(lambda r: with_attempt(r, failed, work.now()))
@@ -385,10 +435,14 @@ class JobRunner:
                 try:
                     await adapter.cancel(handle)
                     after = await adapter.status(handle)
-                    route = self.routes.get(f"{attempt.provider}/{attempt.model}")
+                    route = self.routes.get(route_key(attempt))
                     cost = self._cost(route, after, attempt, succeeded=False)
                 except ProviderError as exc:
                     log.warning("provider_cancel_failed", code=exc.code.value, error=exc.message)
+
+        if attempt is not None:
+            self.capacity.release(attempt.id)
+            self.health.abandoned(attempt.provider)
 
         def cancel(record: JobRecord) -> JobRecord:
             if attempt is not None:

@@ -89,6 +89,8 @@ class Quote:
     rejected: list[Rejection]
     # The priciest feasible route: what the job would have cost without routing, for savings reports.
     baseline: QuotedRoute | None
+    # The constraints the routes were filtered under (the request's own, or its effective ones).
+    constraints: Constraints | None = None
 
     @property
     def feasible(self) -> bool:
@@ -126,15 +128,19 @@ def quote(
     exclude_models: Collection[str] = (),
     unavailable: Mapping[str, str] | None = None,
     exclude_routes: Collection[str] = (),
+    latency: Mapping[str, int] | None = None,
 ) -> Quote:
     """Price and filter every route for the request; rank the feasible ones cheapest first.
 
     `constraints` defaults to the request's own; `unavailable` maps a provider name or a route key to
-    why it can't be used now; `exclude_routes` are route keys already tried for this job.
+    why it can't be used now; `exclude_routes` are route keys already tried for this job; `latency`
+    maps a route key to its observed latency in seconds, which then stands for the catalog's
+    `expected_latency_s` (in the latency filter, the ranking and the answer).
     """
+    applied = constraints if constraints is not None else request.constraints
     filters = build_filters(
         request,
-        constraints if constraints is not None else request.constraints,
+        applied,
         exclude_models=exclude_models,
         unavailable=unavailable,
         exclude_routes=exclude_routes,
@@ -143,6 +149,8 @@ def quote(
     feasible: list[QuotedRoute] = []
     rejected: list[Rejection] = []
     for route in catalog:
+        if latency and (observed := latency.get(route.key)) is not None:
+            route = route.model_copy(update={"expected_latency_s": observed})
         cost = route_cost(route, request)
         failed = [check for check, admits in checks if not admits(route, cost)]
         if failed:
@@ -156,5 +164,6 @@ def quote(
         routes=feasible,
         rejected=rejected,
         baseline=feasible[-1] if feasible else None,
+        constraints=applied,
     )
 
