@@ -264,3 +264,18 @@ async def test_build_gives_a_runway_adapter(rig: Rig) -> None:
     adapter = build(context("runway", rig.base_url, rig.session, rig.tmp, rig.fake, api_key=KEY))
     assert isinstance(adapter, RunwayAdapter)
     assert adapter.poll_schedule.min_interval_s >= 5.0
+
+
+async def test_a_throttled_task_reads_as_queued_and_still_finishes(tmp_path: Path) -> None:
+    fake = FakeTime()
+    emulator = RunwayEmulator(api_keys=(KEY,), render_seconds=20, clock=fake.clock, max_concurrency=1,
+                              webhook_tick_s=3600)
+    async with serving(create_app(emulator)) as server, aiohttp.ClientSession() as session:
+        ctx = context("runway", str(server.make_url("")), session, tmp_path, fake, api_key=KEY)
+        adapter = RunwayAdapter(ctx)
+        await adapter.submit(i2v())
+        waiting = await adapter.submit(i2v())
+        fake.now += 10
+        assert (await adapter.status(waiting.handle)).state is TaskState.QUEUED  # THROTTLED at Runway
+        final = await poll_until_done(adapter, waiting.handle, clock=fake.clock, sleep=fake.sleep)
+        assert final.state is TaskState.SUCCEEDED
