@@ -164,6 +164,8 @@ async def test_admin_endpoint_lists_requests_but_never_itself(
     ]
     assert recorded[0]["json"] == BODY
     assert recorded[0]["headers"]["X-Runway-Version"] == "2024-11-06"
+    assert recorded[0]["headers"]["Authorization"] == "Bearer ***"  # the key never leaves over HTTP
+    assert emulator.requests[0].headers["Authorization"] == f"Bearer {KEY}"  # tests in-process see it
     tasks = await (await client.get("/_emulator/tasks")).json()
     assert [t["phase"] for t in tasks] == ["queued"]
     assert (await client.delete("/_emulator/requests")).status == 204

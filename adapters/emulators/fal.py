@@ -184,7 +184,12 @@ async def _submit(request: web.Request) -> web.Response:
         webhook_url=request.query.get("fal_webhook"),
         params=params,
     )
-    answer = {"request_id": task.id, **urls(task), "queue_position": _queue_position(emulator, task)}
+    answer = {
+        "status": "IN_QUEUE",
+        "request_id": task.id,
+        **urls(task),
+        "queue_position": _queue_position(emulator, task),
+    }
     return web.json_response(answer, headers={"x-fal-request-id": task.id})
 
 

@@ -34,12 +34,12 @@ class RecordedRequest:
     files: dict[str, UploadedFile] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-safe view for the admin endpoint; file contents are reduced to their size."""
+        """A JSON-safe view for the admin endpoint: credentials masked, file contents reduced to sizes."""
         return {
             "method": self.method,
             "path": self.path,
             "query": self.query,
-            "headers": dict(self.headers),
+            "headers": {name: _masked(name, value) for name, value in self.headers.items()},
             "endpoint": self.endpoint.value,
             "json": self.json,
             "form": self.form,
@@ -48,6 +48,17 @@ class RecordedRequest:
                 for name, f in self.files.items()
             },
         }
+
+
+SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
+def _masked(name: str, value: str) -> str:
+    """Keep the auth scheme (tests check it) but never echo a credential over HTTP."""
+    if name.lower() not in SECRET_HEADERS:
+        return value
+    scheme, _, credential = value.partition(" ")
+    return f"{scheme} ***" if credential else "***"
 
 
 class Recorder:
