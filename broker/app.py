@@ -11,11 +11,14 @@ import aiohttp
 from aiohttp import web
 
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
+from broker import observability
 from broker.appkeys import ADAPTERS, ARTIFACTS, AUTH, CLOCK, CONFIG, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
 from broker.config import BrokerConfig
 from broker.handlers import callbacks, health, jobs, openapi
+from broker.handlers import metrics as metrics_handlers
+from broker.handlers import reports as report_handlers
 from broker.middleware import errors, request_context
 from broker.routing import current_policy, quote_for
 from broker.runner import JobRunner, RunnerOptions
@@ -71,6 +74,7 @@ def create_app(
     app[AUTH] = Authenticator(config, environment)
     app[CLOCK] = clock or time.time
     app[OBSERVERS] = []
+    trace = observability.install(app)  # metrics and transition logs observe jobs; provider calls traced
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         store = open_store(settings.store_url)
@@ -80,7 +84,7 @@ def create_app(
         artifacts.open()
         app[ARTIFACTS] = artifacts
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout, trace_configs=[trace]) as session:
             app[HTTP] = session
             webhooks = TeamWebhooks(session, settings.webhook_secret, sleep)
             app[OBSERVERS].append(webhooks)
@@ -96,7 +100,7 @@ def create_app(
                 await store.close()
 
     app.cleanup_ctx.append(resources)
-    for module in (jobs, health, openapi, callbacks):
+    for module in (jobs, health, openapi, callbacks, report_handlers, metrics_handlers):
         app.router.add_routes(module.routes)
     _add_pricing_routes(app)
     return app
