@@ -142,6 +142,8 @@ async def send(
         ) as response:
             body = await _read_capped(response, MAX_REPLY_BYTES)
             return Reply(response.status, response.headers, body)
+    except aiohttp.InvalidURL as exc:
+        raise ProviderError(f"{provider} URL is invalid: check its base_url", provider=provider) from exc
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         # The connection never opened, so the request never reached the provider.
         raise ProviderUnavailable(

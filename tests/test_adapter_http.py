@@ -204,6 +204,12 @@ async def test_a_refused_connection_is_unavailable_even_for_a_submit(session: ai
     assert not isinstance(caught.value, SubmissionUncertain)
 
 
+async def test_an_invalid_url_is_a_plain_provider_error(session: aiohttp.ClientSession) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await send(session, "POST", "http://[not-a-host/x", provider="p", uncertain_if_lost=True, timeout_s=5)
+    assert type(caught.value) is ProviderError
+
+
 async def test_download_streams_to_the_file(
     server: TestServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
