@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
 from adapters.emulators.faults import Endpoint
 from adapters.emulators.media import size_for_ratio
@@ -351,7 +352,7 @@ DOITONG_KEY = web.AppKey("doitong_emulator", DoitongEmulator)
 def create_app(emulator: DoitongEmulator | None = None) -> web.Application:
     """The doitong emulator app."""
     emulator = emulator or DoitongEmulator()
-    app = emulator.build_app()
+    app = base_app(emulator)
     app[DOITONG_KEY] = emulator
     app.router.add_post("/graphql", _graphql, name="submit:graphql")  # refined per operation
     app.router.add_post("/v1/image_to_video", _rest_submit, name="submit:rest")

@@ -1,16 +1,8 @@
-"""The part every provider emulator shares: tasks, recording, faults, downloads, webhooks, admin API.
+"""The state every provider emulator shares: keys, tasks, fault plan, recorded requests, webhooks.
 
 A provider module subclasses `ProviderEmulator` with its auth rule, its error body and its webhook
-body, and adds its routes to `build_app()`. Route names say the endpoint kind ("submit:...",
-"status", "cancel", "result"); the middleware records every provider request under that kind, then
-applies the fault plan, then authenticates, then runs the handler.
-
-Admin endpoints, for a test in another process (no auth, never recorded):
-    GET|POST|DELETE /_emulator/faults     list, add (one fault object or a list), clear
-    GET|DELETE      /_emulator/requests   list what was received, forget it
-    GET             /_emulator/webhooks   list the webhooks delivered
-    GET             /_emulator/tasks      list the tasks and their phases
-    GET             /_emulator/media/{id}.mp4   a finished task's video (the providers' output URLs)
+body, builds its app on `app.base_app()`, and raises `ProtocolError` from handlers to answer in the
+provider's error format.
 """
 
 from __future__ import annotations
@@ -27,12 +19,9 @@ import aiohttp
 from aiohttp import web
 
 from adapters.emulators.faults import Endpoint, Fault, FaultKind, FaultPlan
-from adapters.emulators.media import make_mp4
 from adapters.emulators.recorder import RecordedRequest, Recorder
 from adapters.emulators.tasks import Clock, EmulatedTask, Phase
 from adapters.emulators.webhooks import WebhookDelivery, deliver
-
-ADMIN_PREFIX = "/_emulator"
 
 
 class ProtocolError(Exception):
@@ -190,7 +179,8 @@ class ProviderEmulator(abc.ABC):
             await asyncio.sleep(self.webhook_tick_s)
             await self.deliver_due_webhooks()
 
-    async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        """The app's cleanup context: the webhook sender runs while the app does."""
         loop_task = asyncio.create_task(self._webhook_loop())
         yield
         loop_task.cancel()
@@ -199,164 +189,8 @@ class ProviderEmulator(abc.ABC):
         if self._session is not None:
             await self._session.close()
 
-    # ---- the app ---------------------------------------------------------------------------
-    def build_app(self) -> web.Application:
-        """The shared app: middleware, admin routes and downloads. Provider modules add their routes."""
-        app = web.Application(middlewares=[_emulate], client_max_size=32 * 1024 * 1024)
-        app[EMULATOR_KEY] = self
-        app.cleanup_ctx.append(self._lifecycle)
-        app.router.add_get(ADMIN_PREFIX + "/media/{task_id}.mp4", _download, name="download")
-        add_admin_routes(app)
-        return app
-
 
 EMULATOR_KEY = web.AppKey("emulator", ProviderEmulator)
-
-
-def endpoint_of(request: web.Request) -> Endpoint | None:
-    """The endpoint kind named by the matched route; None for admin routes."""
-    name = request.match_info.route.name
-    if name is None:
-        return Endpoint.ANY  # an unknown path: recorded, so a test sees a wrong URL was called
-    if name.startswith("admin"):
-        return None
-    return Endpoint(name.split(":")[0])
-
-
-@web.middleware
-async def _emulate(request: web.Request, handler: Any) -> web.StreamResponse:
-    emulator = request.app[EMULATOR_KEY]
-    endpoint = endpoint_of(request)
-    if endpoint is None:
-        response: web.StreamResponse = await handler(request)
-        return response
-    endpoint = await emulator.endpoint_for(request, endpoint)
-    await emulator.recorder.record(request, endpoint)
-    fault = emulator.faults.take_http(endpoint) if endpoint != Endpoint.ANY else None
-    try:
-        if fault is not None:
-            early = await _fault_before(emulator, request, fault)
-            if early is not None:
-                return early
-        if endpoint != Endpoint.DOWNLOAD:
-            emulator.authenticate(request)
-        response = await handler(request)
-    except ProtocolError as error:
-        response = emulator.error_response(error, error.headers)
-    response.headers.update(emulator.extra_headers())
-    if fault is not None:
-        return _fault_after(request, fault, response)
-    return response
-
-
-async def _fault_before(
-    emulator: ProviderEmulator, request: web.Request, fault: Fault
-) -> web.StreamResponse | None:
-    """Answer for a fault that replaces the handler; None to let the handler run."""
-    if fault.kind == FaultKind.RATE_LIMIT:
-        retry_after = str(max(0, math.ceil(fault.retry_after_s)))
-        code = fault.code or emulator.rate_limit_code
-        error = ProtocolError(429, code, fault.message or "Too many requests")
-        return emulator.error_response(error, {"Retry-After": retry_after, **emulator.extra_headers()})
-    if fault.kind in (FaultKind.SERVER_ERROR, FaultKind.HTTP_ERROR):
-        default_status, default_code = (503, emulator.server_error_code)
-        if fault.kind == FaultKind.HTTP_ERROR:
-            default_status, default_code = (400, "BAD_REQUEST")
-        status = fault.status or default_status
-        error = ProtocolError(status, fault.code or default_code, fault.message or f"emulated {status}")
-        return emulator.error_response(error, emulator.extra_headers())
-    if fault.kind == FaultKind.SLOW:
-        await asyncio.sleep(fault.delay_s)
-    elif fault.kind == FaultKind.DROP:
-        return _drop(request)
-    return None
-
-
-def _fault_after(request: web.Request, fault: Fault, response: web.StreamResponse) -> web.StreamResponse:
-    """Spoil an answer the handler already produced (its side effects stand)."""
-    if fault.kind == FaultKind.LOSE_ANSWER:
-        return _drop(request)
-    if fault.kind == FaultKind.MALFORMED:
-        return web.Response(
-            status=response.status, body=b'{"id": "truncated', content_type="application/json"
-        )
-    return response
-
-
-def _drop(request: web.Request) -> web.Response:
-    """Close the connection without an answer; the client sees a server disconnect."""
-    if request.transport is not None:
-        request.transport.close()
-    return web.Response(status=204)
-
-
-async def _download(request: web.Request) -> web.Response:
-    emulator = request.app[EMULATOR_KEY]
-    task = emulator.find_task(request.match_info["task_id"])
-    if task is None or emulator.phase(task) != Phase.SUCCEEDED:
-        return web.Response(status=404, text="Not Found")
-    body = make_mp4(task.width, task.height, task.duration_s)
-    return web.Response(body=body, content_type="video/mp4")
-
-
-def add_admin_routes(app: web.Application) -> None:
-    """The control endpoints other processes use to set faults and read what happened."""
-    faults = ADMIN_PREFIX + "/faults"
-    app.router.add_get(faults, _list_faults, name="admin:faults")
-    app.router.add_post(faults, _add_faults, name="admin:add-faults")
-    app.router.add_delete(faults, _clear_faults, name="admin:clear-faults")
-    app.router.add_get(ADMIN_PREFIX + "/requests", _list_requests, name="admin:requests")
-    app.router.add_delete(ADMIN_PREFIX + "/requests", _clear_requests, name="admin:clear-requests")
-    app.router.add_get(ADMIN_PREFIX + "/webhooks", _list_webhooks, name="admin:webhooks")
-    app.router.add_get(ADMIN_PREFIX + "/tasks", _list_tasks, name="admin:tasks")
-
-
-async def _list_faults(request: web.Request) -> web.Response:
-    return web.json_response([f.to_json() for f in request.app[EMULATOR_KEY].faults.pending])
-
-
-async def _add_faults(request: web.Request) -> web.Response:
-    emulator = request.app[EMULATOR_KEY]
-    try:
-        data = await request.json()
-        items = data if isinstance(data, list) else [data]
-        faults = [Fault.from_json(item) for item in items]
-    except (ValueError, TypeError) as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    for fault in faults:
-        emulator.faults.add(fault)
-    return web.json_response([f.to_json() for f in faults], status=201)
-
-
-async def _clear_faults(request: web.Request) -> web.Response:
-    request.app[EMULATOR_KEY].faults.clear()
-    return web.Response(status=204)
-
-
-async def _list_requests(request: web.Request) -> web.Response:
-    return web.json_response([r.summary() for r in request.app[EMULATOR_KEY].requests])
-
-
-async def _clear_requests(request: web.Request) -> web.Response:
-    request.app[EMULATOR_KEY].recorder.clear()
-    return web.Response(status=204)
-
-
-async def _list_webhooks(request: web.Request) -> web.Response:
-    deliveries = request.app[EMULATOR_KEY].webhooks
-    return web.json_response(
-        [{"task_id": d.task_id, "url": d.url, "status": d.status, "error": d.error} for d in deliveries]
-    )
-
-
-async def _list_tasks(request: web.Request) -> web.Response:
-    emulator = request.app[EMULATOR_KEY]
-    return web.json_response(
-        [
-            {"id": t.id, "model": t.model, "phase": emulator.phase(t).value, "deleted": t.deleted}
-            for t in emulator.tasks.values()
-        ]
-    )
 
 
 async def json_object(request: web.Request, code: str = "INVALID_INPUT") -> dict[str, Any]:

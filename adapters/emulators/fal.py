@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
 from adapters.emulators.media import make_mp4, size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase, iso
@@ -271,7 +272,7 @@ FAL_KEY = web.AppKey("fal_emulator", FalEmulator)
 def create_app(emulator: FalEmulator | None = None) -> web.Application:
     """The fal queue emulator app."""
     emulator = emulator or FalEmulator()
-    app = emulator.build_app()
+    app = base_app(emulator)
     app[FAL_KEY] = emulator
     requests = "/{owner}/{alias}/requests/{request_id}"
     app.router.add_get(requests + "/status", _status, name="status")

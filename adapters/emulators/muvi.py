@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
 from adapters.emulators.media import size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase, iso, new_id
@@ -217,7 +218,7 @@ MUVI_KEY = web.AppKey("muvi_emulator", MuviEmulator)
 def create_app(emulator: MuviEmulator | None = None) -> web.Application:
     """The muvi emulator app."""
     emulator = emulator or MuviEmulator()
-    app = emulator.build_app()
+    app = base_app(emulator)
     app[MUVI_KEY] = emulator
     app.router.add_post("/v1/jobs/submit", _submit, name="submit")
     app.router.add_get("/v1/jobs/{job_id}", _get_job, name="status")

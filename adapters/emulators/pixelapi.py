@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
+from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
 from adapters.emulators.media import size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase
@@ -186,7 +187,7 @@ PIXELAPI_KEY = web.AppKey("pixelapi_emulator", PixelApiEmulator)
 def create_app(emulator: PixelApiEmulator | None = None) -> web.Application:
     """The PixelAPI emulator app."""
     emulator = emulator or PixelApiEmulator()
-    app = emulator.build_app()
+    app = base_app(emulator)
     app[PIXELAPI_KEY] = emulator
     app.router.add_post("/v1/seedance/generate", _seedance_generate, name="submit:seedance")
     app.router.add_post("/v1/video/generate", _video_generate, name="submit:video")

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
 from adapters.emulators.media import size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase, iso
@@ -259,7 +260,7 @@ RUNWAY_KEY = web.AppKey("runway_emulator", RunwayEmulator)
 def create_app(emulator: RunwayEmulator | None = None) -> web.Application:
     """The Runway emulator app; pass an emulator to configure it and inspect it from tests."""
     emulator = emulator or RunwayEmulator()
-    app = emulator.build_app()
+    app = base_app(emulator)
     app[RUNWAY_KEY] = emulator
     app.router.add_post("/v1/image_to_video", _image_to_video, name="submit:image_to_video")
     app.router.add_post("/v1/text_to_video", _text_to_video, name="submit:text_to_video")
