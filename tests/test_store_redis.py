@@ -282,6 +282,15 @@ async def test_lease_owner_survives_round_trip_even_when_empty(redis_store: Redi
     assert fetched is not None and fetched.lease_owner == "" and fetched.lease_until == 5.5
 
 
+async def test_empty_idempotency_key_is_still_a_key(redis_store: RedisStore) -> None:
+    # As in SQLite, only None means "no key".
+    first, _ = await redis_store.create_job(job_record(idempotency_key=""))
+    again, created = await redis_store.create_job(job_record(idempotency_key=""))
+    assert not created and again.id == first.id
+    _, created_without_key = await redis_store.create_job(job_record())
+    assert created_without_key
+
+
 # Outages ------------------------------------------------------------------------------------------
 @pytest.mark.timeout(15)
 async def test_closed_port_is_store_unavailable_not_a_hang() -> None:

@@ -15,7 +15,7 @@ script touches carries the same hash tag, so each script runs inside one Redis C
     {P:jobs}:created-team:<team>       zset  the same, per team
     {P:jobs}:ready                     zset  claimable jobs with no live lease, by id
     {P:jobs}:leased                    zset  non-terminal jobs under a lease, scored by its expiry
-    {P:jobs}:claims                    hash  owner -> "<token> <job id>" of its last claim
+    {P:jobs}:claim:<token>             string the job a claim took, for 60 s (see replays below)
     {P:budget}:w:<window key>          hash  spent, reserved (integer micro-USD)
     {P:budget}:res:<job id>            hash  "w:<window key>" -> reserved amount, token -> write token
     {P:policy:<team>}:history          list  every policy version as JSON, oldest first
@@ -109,12 +109,13 @@ end
 """
 
 # KEYS: job hash, the team's idempotency hash. ARGV: base, id, team, status, claimable, version, record,
-# owner, lease, created score, idempotency key, request hash, token.
+# owner, lease, created score, idempotency key ("" or "=" + key), request hash, token.
 _CREATE = (
     _JOB_LUA
     + """
-local id, team, status, idem = ARGV[2], ARGV[3], ARGV[4], ARGV[11]
-if idem ~= '' then
+local id, team, status, idem = ARGV[2], ARGV[3], ARGV[4], string.sub(ARGV[11], 2)
+local has_idem = ARGV[11] ~= ''
+if has_idem then
   local existing = redis.call('HGET', KEYS[2], idem)
   if existing == id then return {'created'} end
   if existing then
@@ -130,7 +131,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('HSET', KEYS[1], 'r', ARGV[7], 'v', ARGV[6], 's', status, 't', team, 'h', ARGV[12], 'w', ARGV[13])
 set_lease(KEYS[1], ARGV[8], ARGV[9])
-if idem ~= '' then redis.call('HSET', KEYS[2], idem, id) end
+if has_idem then redis.call('HSET', KEYS[2], idem, id) end
 redis.call('ZADD', key('ids'), 0, id)
 redis.call('ZADD', key('team', team), 0, id)
 redis.call('ZADD', key('created'), ARGV[10], id)
@@ -167,24 +168,20 @@ return 1
 """
 )
 
-# KEYS: ready, leased, claims. ARGV: base, owner, now, lease until, token, encoded owner.
+# KEYS: ready, leased, this claim's token key. ARGV: base, now, lease until, token, encoded owner.
 _CLAIM = (
     _JOB_LUA
     + """
-local last = redis.call('HGET', KEYS[3], ARGV[2])
-if last then
-  local sep = string.find(last, ' ', 1, true)
-  if string.sub(last, 1, sep - 1) == ARGV[5] then
-    local id = string.sub(last, sep + 1)
-    local f = fields(key('job', id))
-    return {id, f[1], f[2], f[3], f[4]}
-  end
+local replayed = redis.call('GET', KEYS[3])
+if replayed then
+  local f = fields(key('job', replayed))
+  return {replayed, f[1], f[2], f[3], f[4]}
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])) do
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZADD', KEYS[1], 0, id)
 end
-local now, from = tonumber(ARGV[3]), '-'
+local now, from = tonumber(ARGV[2]), '-'
 while true do
   local batch = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, 50)
   if #batch == 0 then return false end
@@ -194,10 +191,11 @@ while true do
     -- A lease moved here by a caller whose clock ran ahead is still live for this caller.
     if (not lease) or tonumber(lease) < now then
       redis.call('HINCRBY', jk, 'v', 1)
-      redis.call('HSET', jk, 'o', ARGV[6], 'l', ARGV[4], 'w', ARGV[5])
+      redis.call('HSET', jk, 'o', ARGV[5], 'l', ARGV[3], 'w', ARGV[4])
       redis.call('ZREM', KEYS[1], id)
-      redis.call('ZADD', KEYS[2], ARGV[4], id)
-      redis.call('HSET', KEYS[3], ARGV[2], ARGV[5] .. ' ' .. id)
+      redis.call('ZADD', KEYS[2], ARGV[3], id)
+      -- Kept only as long as redis-py may resend this call.
+      redis.call('SET', KEYS[3], id, 'EX', 60)
       local f = fields(jk)
       return {id, f[1], f[2], f[3], f[4]}
     end
@@ -455,7 +453,7 @@ class RedisStore(Store):
                 _opt(record.lease_owner),
                 _float_arg(record.lease_until),
                 repr(record.job.created_at.timestamp()),
-                record.idempotency_key or "",
+                _opt(record.idempotency_key),
                 record.request_hash,
                 _token(),
             ],
@@ -542,11 +540,11 @@ class RedisStore(Store):
         return stored if written == 1 else None
 
     async def claim_job(self, owner: str, now: float, lease_s: float) -> JobRecord | None:
-        keys = self._keys
+        keys, token = self._keys, _token()
         reply = await self._run(
             "claim",
-            [keys.jobs_index("ready"), keys.jobs_index("leased"), keys.jobs_index("claims")],
-            [keys.jobs, owner, _float_arg(now), _float_arg(now + lease_s), _token(), _opt(owner)],
+            [keys.jobs_index("ready"), keys.jobs_index("leased"), keys.jobs_index("claim", token)],
+            [keys.jobs, _float_arg(now), _float_arg(now + lease_s), token, _opt(owner)],
         )
         return None if reply is None else _decode(reply[1:5])
 
