@@ -15,6 +15,7 @@ from adapters.emulators.sandbox import PROVIDERS, serve
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: which provider, where, and with which keys."""
     parser = argparse.ArgumentParser(prog="python -m adapters.emulators", description=__doc__)
     parser.add_argument("provider", choices=sorted(PROVIDERS))
     parser.add_argument("--host", default="127.0.0.1")
@@ -45,6 +46,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one emulator until stopped; the exit status."""
     asyncio.run(run(parse_args(argv)))
     return 0
 

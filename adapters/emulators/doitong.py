@@ -82,6 +82,7 @@ class DoitongEmulator(ProviderEmulator):
         self._window: deque[float] = deque()
 
     def charged(self, task: EmulatedTask) -> int:
+        """Credits the job costs in the end: refunded when it failed or was cancelled."""
         return 0 if self.phase(task) in (Phase.FAILED, Phase.CANCELLED) else task.cost
 
     def error_response(self, error: ProtocolError, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -182,6 +183,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_image(image: Any, field: str) -> None:
+    """Refuse anything but an https URL or an image data URI."""
     if not isinstance(image, str) or not image.startswith(("https://", "data:image/")):
         raise _bad_input("an image URL (https) or data URI is required", field)
 

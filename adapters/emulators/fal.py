@@ -81,6 +81,7 @@ class FalEmulator(ProviderEmulator):
         self.strict_models = models is not None
 
     def model(self, endpoint_id: str) -> FalModel:
+        """The input rules of an endpoint id; 404 for an unknown one when the model list is strict."""
         if endpoint_id in self.models:
             return self.models[endpoint_id]
         if self.strict_models:
@@ -150,6 +151,7 @@ def validate(model: FalModel, body: dict[str, Any]) -> None:
 
 
 def urls(task: EmulatedTask) -> dict[str, str]:
+    """The request's result, status and cancel URLs: on the emulator's origin, without the subpath."""
     base = f"{task.base_url}/{task.params['app']}/requests/{task.id}"
     return {"response_url": base, "status_url": base + "/status", "cancel_url": base + "/cancel"}
 

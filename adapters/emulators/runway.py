@@ -51,6 +51,7 @@ class RunwayModel:
     last_frame: bool = False  # accepts a promptImage with position "last"
 
     def credits(self, duration: int, audio: bool) -> int:
+        """The credits a render of `duration` seconds costs."""
         rate = self.credits_per_second
         if not audio and self.credits_per_second_silent is not None:
             rate = self.credits_per_second_silent

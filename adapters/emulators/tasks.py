@@ -50,6 +50,7 @@ def iso(timestamp: float) -> str:
 
 
 def new_id() -> str:
+    """A fresh task id (UUID4, as the providers use)."""
     return str(uuid.uuid4())
 
 

@@ -29,6 +29,7 @@ DOITONG_SIGNATURE_HEADER = "X-Doitong-Signature"
 
 
 def hmac_hex(secret: str, message: bytes) -> str:
+    """Lower-case hex HMAC-SHA256 of `message` under `secret`."""
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
@@ -47,6 +48,7 @@ def doitong_signature_headers(secret: str, body: bytes) -> dict[str, str]:
 
 
 def encode_body(payload: Any) -> bytes:
+    """The exact bytes a webhook POSTs (compact UTF-8 JSON); signatures cover these."""
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
