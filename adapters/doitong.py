@@ -177,7 +177,7 @@ def generate_input(task: RenderTask) -> dict[str, Any]:
             "duration": request.duration_s,
             "aspectRatio": request.aspect_ratio.value,
             "version": VERSION,
-            "motionIntensity": "low" if request.camera_fixed else "medium",
+            "motionIntensity": "medium",
         },
     }
     if task.webhook_url:
