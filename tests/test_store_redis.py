@@ -291,6 +291,15 @@ async def test_empty_idempotency_key_is_still_a_key(redis_store: RedisStore) -> 
     assert created_without_key
 
 
+async def test_second_reservation_of_a_job_adds_to_its_first(redis_store: RedisStore) -> None:
+    window = BudgetWindow("t:day", 100)
+    assert (await redis_store.reserve_budget("job-1", 30, [window])).ok
+    second = await redis_store.reserve_budget("job-1", 20, [window])
+    assert second.ok and second.remaining_micros == {"t:day": 50}
+    await redis_store.settle_budget("job-1", 10)
+    assert await redis_store.budget_usage(["t:day"]) == {"t:day": (10, 0)}
+
+
 # Outages ------------------------------------------------------------------------------------------
 @pytest.mark.timeout(15)
 async def test_closed_port_is_store_unavailable_not_a_hang() -> None:

@@ -33,9 +33,14 @@ the lowest id in `ready`; each expiry is moved once, so a claim costs O(log N) p
 
 redis-py retries a command after a dropped connection, which could run a script twice when only the
 reply was lost. Each write therefore carries a random token, stored with what it wrote: a replay finds
-its own token and reports the first run's result instead of acting again. Connection errors and
-timeouts become `StoreUnavailable` (HTTP 503 `store_unavailable`); the client reconnects by itself
-when Redis is back.
+its own token and reports the first run's result instead of acting again. Connection errors, timeouts,
+failovers and a full Redis become `StoreUnavailable` (HTTP 503 `store_unavailable`); the client
+reconnects by itself when Redis is back. A timed-out write may still have happened: the caller learns
+which by reading the job again (or by repeating a create with its idempotency key).
+
+A second reservation for a job adds to its first; settling releases all of it. Durability is Redis's:
+run it with `appendonly yes` so an acknowledged write survives a Redis restart. `cluster=True` uses
+redis-py's cluster client; the layout above needs nothing else from it.
 """
 
 from __future__ import annotations
