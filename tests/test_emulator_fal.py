@@ -131,15 +131,24 @@ async def test_failed_request_is_completed_with_error(
     assert (code, result["error_type"]) == (500, "internal_server_error")
 
 
-async def test_cancel_in_queue_then_already_completed(client: Client, clock: ManualClock) -> None:
-    submitted = await submit(client)
-    cancel_path = local(client, submitted["cancel_url"])
-    cancelled = await client.put(cancel_path, headers=HEADERS)
-    assert (cancelled.status, await cancelled.json()) == (202, {"status": "CANCELLATION_REQUESTED"})
-    _, status = await get_json(client, submitted["status_url"])
-    assert (status["status"], status["error_type"]) == ("COMPLETED", "request_cancelled")
-    again = await client.put(cancel_path, headers=HEADERS)
-    assert (again.status, await again.json()) == (400, {"status": "ALREADY_COMPLETED"})
+async def test_cancel_in_queue_in_progress_and_completed(client: Client, clock: ManualClock) -> None:
+    early = await submit(client)
+    clock.advance(50)
+    running = await submit(client)
+    clock.advance(30)  # `running` is past its queue phase; `early` is not done yet
+    fresh = await submit(client)
+    removed = await client.put(local(client, fresh["cancel_url"]), headers=HEADERS)
+    assert (removed.status, await removed.json()) == (200, {"status": "OK"})
+    requested = await client.put(local(client, running["cancel_url"]), headers=HEADERS)
+    assert (requested.status, await requested.json()) == (202, {"status": "CANCELLATION_REQUESTED"})
+    for cancelled in (fresh, running):
+        _, status = await get_json(client, cancelled["status_url"])
+        assert (status["status"], status["error_type"]) == ("COMPLETED", "request_cancelled")
+    clock.advance(20)
+    done = await client.put(local(client, early["cancel_url"]), headers=HEADERS)
+    assert (done.status, await done.json()) == (400, {"status": "ALREADY_COMPLETED"})
+    _, status = await get_json(client, early["status_url"])
+    assert "error" not in status
 
 
 async def test_string_video_models_and_strict_model_lists(

@@ -4,7 +4,9 @@
          -> {request_id, status_url, response_url, cancel_url, queue_position}
     GET  /{owner}/{alias}/requests/{id}/status[?logs=1]     IN_QUEUE | IN_PROGRESS | COMPLETED
     GET  /{owner}/{alias}/requests/{id}                     the result: {"video": {"url", ...}}
-    PUT  /{owner}/{alias}/requests/{id}/cancel              202 CANCELLATION_REQUESTED | 400 ALREADY_COMPLETED
+    PUT  /{owner}/{alias}/requests/{id}/cancel              200 OK (removed from the queue) |
+                                                            202 CANCELLATION_REQUESTED (in progress) |
+                                                            400 ALREADY_COMPLETED
 
 Status, result and cancel URLs never carry the submit's subpath; the returned URLs are built from the
 emulator's own origin, so a client that follows them stays on the emulator. Auth is
@@ -262,9 +264,12 @@ async def _cancel(request: web.Request) -> web.Response:
     emulator = request.app[FAL_KEY]
     task = _request_task(request)
     now = emulator.clock()
-    if task.phase(now).terminal:
+    phase = task.phase(now)
+    if phase.terminal:
         return web.json_response({"status": "ALREADY_COMPLETED"}, status=400)
-    task.cancelled_at = now
+    task.cancelled_at = now  # a running app stops at once here; real ones take a moment
+    if phase == Phase.QUEUED:
+        return web.json_response({"status": "OK"})
     return web.json_response({"status": "CANCELLATION_REQUESTED"}, status=202)
 
 
