@@ -120,9 +120,10 @@ class Workload:
 MakeWorkload = Callable[[], Awaitable[Workload]]
 
 
-@pytest.fixture
-async def workload_client(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[MakeWorkload]:
-    """Build the broker on the workload config, with the Runway emulator serving on loopback."""
+async def serve_workload(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[MakeWorkload]:
+    """Build the broker on the workload config, with the Runway emulator serving on loopback.
+
+    A module that needs it declares `workload_client = pytest.fixture(serve_workload)`."""
     emulator = RunwayEmulator(api_keys=(RUNWAY_KEY,), render_seconds=0.02)
     async with serving(create_runway_app(emulator)) as server:
 
@@ -146,6 +147,9 @@ async def workload_client(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[
             return Workload(client, providers, emulator, {})
 
         yield make
+
+
+workload_client = pytest.fixture(serve_workload)
 
 
 def money_by(jobs: list[dict[str, Any]], field: str) -> dict[str, Money]:
