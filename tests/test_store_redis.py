@@ -300,6 +300,28 @@ async def test_second_reservation_of_a_job_adds_to_its_first(redis_store: RedisS
     assert await redis_store.budget_usage(["t:day"]) == {"t:day": (10, 0)}
 
 
+async def test_three_replicas_share_budgets_and_claims_exactly(redis_store: RedisStore) -> None:
+    # Separate clients (separate connection pools), as three broker processes would have.
+    replicas = [RedisStore.from_url(REDIS_URL, prefix=redis_store.prefix) for _ in range(3)]
+    for replica in replicas:
+        await replica.open()
+    try:
+        window = BudgetWindow("growth:day", 1_000)
+        reservations = await asyncio.gather(
+            *(replicas[i % 3].reserve_budget(f"job-{i}", 100, [window]) for i in range(45))
+        )
+        assert sum(r.ok for r in reservations) == 10
+        assert await redis_store.budget_usage(["growth:day"]) == {"growth:day": (0, 1_000)}
+        for _ in range(20):
+            await redis_store.create_job(job_record())
+        claims = await asyncio.gather(*(replicas[i % 3].claim_job(f"r{i}", 1_000.0, 30) for i in range(30)))
+        claimed = [c.id for c in claims if c is not None]
+        assert len(claimed) == 20 and len(set(claimed)) == 20
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
 # Outages ------------------------------------------------------------------------------------------
 @pytest.mark.timeout(15)
 async def test_closed_port_is_store_unavailable_not_a_hang() -> None:
