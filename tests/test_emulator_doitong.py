@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
@@ -267,3 +268,33 @@ async def test_webhook_is_signed_over_the_raw_body(
     assert delivery.json["id"] == body["data"]["generate"]["id"]
     assert (delivery.json["status"], delivery.json["service"]) == ("completed", "runway-i2v")
     assert set(delivery.json) == {"id", "status", "url", "service", "createdAt", "completedAt", "metadata"}
+
+
+async def test_webhooks_go_out_on_their_own_and_failures_are_recorded(
+    aiohttp_client: MakeClient, aiohttp_server: MakeServer
+) -> None:
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        arrived.set()
+        return web.Response(status=200)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    hook_url = str((await aiohttp_server(receiver)).make_url("/hook"))
+    emulator = DoitongEmulator(api_keys=[KEY], render_seconds=0.05, webhook_tick_s=0.01)
+    client = await aiohttp_client(create_app(emulator))
+    for url in (hook_url, "http://127.0.0.1:9/unreachable"):
+        status, _ = await graphql(
+            client, GENERATE_MUTATION, {"input": {**generate_input(), "webhookUrl": url}}
+        )
+        assert status == 200
+    await asyncio.wait_for(arrived.wait(), timeout=5)
+
+    async def both_recorded() -> None:
+        while len(emulator.webhooks) < 2:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(both_recorded(), timeout=5)
+    outcomes = {d.url: (d.status, d.error is None) for d in emulator.webhooks}
+    assert outcomes == {hook_url: (200, True), "http://127.0.0.1:9/unreachable": (None, False)}
