@@ -26,7 +26,9 @@ async def test_idempotency_key_returns_first_job_or_conflicts(store: Store) -> N
     first, created = await store.create_job(job_record(idempotency_key="k1", prompt="one"))
     assert created
     again = job_record(idempotency_key="k1", prompt="one")
-    same, created_again = await store.create_job(again.model_copy(update={"request_hash": first.request_hash}))
+    same, created_again = await store.create_job(
+        again.model_copy(update={"request_hash": first.request_hash})
+    )
     assert not created_again and same.id == first.id
     with pytest.raises(IdempotencyConflict):
         await store.create_job(job_record(idempotency_key="k1", prompt="another body"))
