@@ -56,7 +56,7 @@ from adapters.http import (
     with_retries,
 )
 from adapters.images import image_reference
-from broker.schema import Mode
+from broker.schema import AspectRatio, Mode
 
 PROVIDER = "fal"
 # fal takes data URIs in its image fields; bigger images would need fal's storage upload.
@@ -96,31 +96,84 @@ _INPUT = frozenset(
 _URL_KEYS = ("status_url", "response_url", "cancel_url")
 
 
+Fields = dict[str, Any]
+_ANIMATEDIFF_FPS = 8
+_VIDEO_SIZES = {
+    AspectRatio.WIDE: "landscape_16_9",
+    AspectRatio.TALL: "portrait_16_9",
+    AspectRatio.SQUARE: "square",
+    AspectRatio.CLASSIC: "landscape_4_3",
+    AspectRatio.PORTRAIT: "portrait_4_3",
+}
+
+
+def _duration_string(duration_s: int) -> Fields:
+    return {"duration": str(duration_s)}
+
+
+def _duration_seconds(duration_s: int) -> Fields:
+    return {"duration": f"{duration_s}s"}
+
+
+def _duration_int(duration_s: int) -> Fields:
+    return {"duration": duration_s}
+
+
+def _duration_frames(duration_s: int) -> Fields:
+    return {"num_frames": duration_s * _ANIMATEDIFF_FPS, "fps": _ANIMATEDIFF_FPS}
+
+
+def _aspect_ratio(aspect: AspectRatio) -> Fields:
+    return {"aspect_ratio": aspect.value}
+
+
+def _video_size(aspect: AspectRatio) -> Fields:
+    return {"video_size": _VIDEO_SIZES.get(aspect, "landscape_16_9")}
+
+
 @dataclass(frozen=True, slots=True)
 class _Inputs:
-    """Which unified fields a fal endpoint takes, and how it spells duration and audio."""
+    """How one fal endpoint spells the unified fields; None leaves a field out (the model fixes it)."""
 
-    duration: Callable[[int], str] | None = str
-    aspect_ratio: bool = False
+    duration: Callable[[int], Fields] | None = _duration_string
+    aspect: Callable[[AspectRatio], Fields] | None = None
     resolution: bool = False
     seed: bool = True
     audio_field: str | None = None
 
 
-def _seconds_suffix(duration_s: int) -> str:
-    return f"{duration_s}s"
-
-
-_VEO = _Inputs(duration=_seconds_suffix, aspect_ratio=True, resolution=True, audio_field="generate_audio")
+# Per endpoint of the catalog, from fal's model pages: image-to-video endpoints mostly take the
+# image's own aspect; durations are strings ("5"), veo's carry a unit ("8s"); some models fix theirs.
+_VEO_T2V = _Inputs(_duration_seconds, _aspect_ratio, resolution=True, audio_field="generate_audio")
+_VEO_I2V = _Inputs(_duration_seconds, resolution=True, audio_field="generate_audio")
+_FIXED_LENGTH = _Inputs(duration=None)
 _MODELS: dict[str, _Inputs] = {
     "fal-ai/wan-25-preview/image-to-video": _Inputs(resolution=True),
+    "fal-ai/wan-25-preview/text-to-video": _Inputs(aspect=_aspect_ratio, resolution=True),
     "fal-ai/kling-video/v2.5-turbo/pro/image-to-video": _Inputs(seed=False),
+    "fal-ai/kling-video/v2.5-turbo/pro/text-to-video": _Inputs(aspect=_aspect_ratio, seed=False),
+    "fal-ai/kling-video/v1/standard/image-to-video": _Inputs(seed=False),
+    "fal-ai/kling-video/o3/standard/image-to-video": _Inputs(seed=False),
+    "fal-ai/veo3": _VEO_T2V,
+    "fal-ai/veo3/fast": _VEO_T2V,
+    "fal-ai/veo3/image-to-video": _VEO_I2V,
+    "fal-ai/veo3/fast/image-to-video": _VEO_I2V,
+    "fal-ai/ovi": _FIXED_LENGTH,
+    "fal-ai/ovi/image-to-video": _FIXED_LENGTH,
     "fal-ai/pixverse/v5.5/image-to-video": _Inputs(resolution=True, audio_field="generate_audio_switch"),
-    "fal-ai/veo3": _VEO,
-    "fal-ai/veo3/fast": _VEO,
+    "fal-ai/pixverse/v5.5/text-to-video": _Inputs(
+        aspect=_aspect_ratio, resolution=True, audio_field="generate_audio_switch"
+    ),
+    "fal-ai/pixverse/v4.5/image-to-video": _Inputs(resolution=True),
+    "fal-ai/pixverse/v5/text-to-video": _Inputs(aspect=_aspect_ratio, resolution=True),
+    "fal-ai/minimax-video/image-to-video": _Inputs(duration=None, seed=False),
     "fal-ai/minimax/video-01/image-to-video": _Inputs(duration=None, seed=False),
+    "fal-ai/luma-dream-machine/image-to-video": _Inputs(duration=None, aspect=_aspect_ratio, seed=False),
+    "fal-ai/pika/v2.2/image-to-video": _Inputs(_duration_int, resolution=True),
+    "fal-ai/vidu/image-to-video": _FIXED_LENGTH,
+    "fal-ai/fast-animatediff/text-to-video": _Inputs(_duration_frames, _video_size),
 }
-_DEFAULT = _Inputs(aspect_ratio=True, resolution=True)
+_DEFAULT = _Inputs(aspect=_aspect_ratio, resolution=True)
 
 
 def error_for(
@@ -163,9 +216,9 @@ def request_body(task: RenderTask) -> dict[str, Any]:
     inputs = _MODELS.get(task.model, _DEFAULT)
     body: dict[str, Any] = {"prompt": request.prompt}
     if inputs.duration is not None:
-        body["duration"] = inputs.duration(request.duration_s)
-    if inputs.aspect_ratio:
-        body["aspect_ratio"] = request.aspect_ratio.value
+        body.update(inputs.duration(request.duration_s))
+    if inputs.aspect is not None:
+        body.update(inputs.aspect(request.aspect_ratio))
     if inputs.resolution:
         body["resolution"] = request.resolution.value
     if inputs.seed and request.seed is not None:

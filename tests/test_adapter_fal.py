@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,10 +22,12 @@ from adapters.errors import (
     Rejected,
     SubmissionUncertain,
 )
-from adapters.fal import FalAdapter, build
+from adapters.fal import FalAdapter, build, request_body
 from adapters.polling import TaskTimedOut, poll_until_done
-from broker.schema import JobRequest
-from tests.test_adapter_support import FakeTime, context, is_mp4, serving
+from broker.config import load_config
+from broker.schema import JobRequest, Mode
+from pricing.catalog import RouteSpec
+from tests.test_adapter_support import CONFIG_PATH, FakeTime, context, is_mp4, serving
 
 KEY = "fal-test-key"
 KLING = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"
@@ -219,3 +222,42 @@ async def test_webhooks_parse_success_and_failure_and_refuse_garbage(rig: Rig) -
 
 async def test_build_gives_a_fal_adapter(rig: Rig) -> None:
     assert isinstance(build(context("fal", rig.base_url, rig.session, rig.tmp, rig.fake)), FalAdapter)
+
+
+FAL_ROUTES = [r for r in load_config(CONFIG_PATH).routes if r.provider == "fal"]
+
+
+@pytest.mark.parametrize("route", FAL_ROUTES, ids=[r.model for r in FAL_ROUTES])
+async def test_every_catalog_endpoint_is_accepted_by_the_queue(rig: Rig, route: RouteSpec) -> None:
+    mode = route.modes[0]
+    fields: dict[str, Any] = {
+        "duration_s": route.durations.all()[-1],
+        "aspect_ratio": route.aspect_ratios[0].value,
+        "resolution": route.resolutions[0].value,
+    }
+    image = IMAGE if mode is Mode.IMAGE_TO_VIDEO else None
+    _, state, url = await run(rig, task(route.model, image=image, **fields))
+    assert state is TaskState.SUCCEEDED and url is not None
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "expected"),
+    [
+        ("fal-ai/pika/v2.2/image-to-video", {"duration_s": 10}, {"duration": 10, "resolution": "720p"}),
+        ("fal-ai/veo3/image-to-video", {"duration_s": 8}, {"duration": "8s", "resolution": "720p"}),
+        ("fal-ai/ovi/image-to-video", {}, {}),
+        ("fal-ai/wan-25-preview/image-to-video", {"duration_s": 10, "resolution": "1080p"},
+         {"duration": "10", "resolution": "1080p"}),
+    ],
+)
+def test_duration_spelling_per_endpoint(
+    model: str, fields: dict[str, Any], expected: dict[str, object]
+) -> None:
+    body = request_body(task(model, **fields))
+    assert {k: v for k, v in body.items() if k in ("duration", "resolution", "num_frames")} == expected
+
+
+def test_animatediff_counts_frames_and_names_its_size() -> None:
+    render = task("fal-ai/fast-animatediff/text-to-video", image=None, duration_s=2, aspect_ratio="1:1")
+    body = request_body(render)
+    assert (body["num_frames"], body["fps"], body["video_size"]) == (16, 8, "square")
