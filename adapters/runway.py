@@ -86,10 +86,11 @@ class _Shape:
 
     ratios: Mapping[Resolution, Mapping[AspectRatio, str]]
     audio: bool = False
+    text_ratios: Mapping[Resolution, Mapping[AspectRatio, str]] | None = None  # when text-to-video differs
 
 
 _MODELS: dict[str, _Shape] = {
-    "gen4.5": _Shape({Resolution.HD: _GEN4}),
+    "gen4.5": _Shape({Resolution.HD: _GEN4}, text_ratios={Resolution.HD: _VEO_HD}),
     "gen4_turbo": _Shape({Resolution.HD: _GEN4}),
     "gen3a_turbo": _Shape({Resolution.HD: {AspectRatio.WIDE: "1280:768", AspectRatio.TALL: "768:1280"}}),
     "veo3.1": _Shape({Resolution.HD: _VEO_HD, Resolution.FULL_HD: _VEO_FULL_HD}, audio=True),
@@ -127,15 +128,19 @@ def _reply_error(reply: Reply) -> ProviderError:
     )
 
 
-def ratio_for(model: str, aspect_ratio: AspectRatio, resolution: Resolution) -> str:
+def ratio_for(
+    model: str, aspect_ratio: AspectRatio, resolution: Resolution, mode: Mode = Mode.IMAGE_TO_VIDEO
+) -> str:
     """Runway's `ratio` string for a model, e.g. gen4_turbo 16:9 720p -> "1280:720"."""
     shape = _MODELS.get(model)
     if shape is None:
         raise Rejected(f"runway model {model!r} is not one this adapter knows", provider=PROVIDER)
-    ratio = shape.ratios.get(resolution, {}).get(aspect_ratio)
+    table = shape.text_ratios if mode is Mode.TEXT_TO_VIDEO and shape.text_ratios else shape.ratios
+    ratio = table.get(resolution, {}).get(aspect_ratio)
     if ratio is None:
         raise Rejected(
-            f"runway {model} has no {aspect_ratio.value} output at {resolution.value}", provider=PROVIDER
+            f"runway {model} has no {aspect_ratio.value} {mode.value} output at {resolution.value}",
+            provider=PROVIDER,
         )
     return ratio
 
@@ -145,7 +150,7 @@ def request_body(task: RenderTask) -> dict[str, Any]:
     request = task.request
     body: dict[str, Any] = {
         "model": task.model,
-        "ratio": ratio_for(task.model, request.aspect_ratio, request.resolution),
+        "ratio": ratio_for(task.model, request.aspect_ratio, request.resolution, request.resolved_mode),
         "duration": request.duration_s,
     }
     if request.prompt:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,9 +26,18 @@ from adapters.errors import (
 )
 from adapters.polling import TaskTimedOut, poll_until_done
 from adapters.runway import RunwayAdapter, build, ratio_for
-from broker.schema import AspectRatio, JobRequest, Resolution
+from broker.config import load_config
+from broker.schema import AspectRatio, JobRequest, Mode, Resolution
 from pricing.units import CostUnit, ReportedCost
-from tests.test_adapter_support import FakeTime, context, is_mp4, png_bytes, price_rule, serving
+from tests.test_adapter_support import (
+    CONFIG_PATH,
+    FakeTime,
+    context,
+    is_mp4,
+    png_bytes,
+    price_rule,
+    serving,
+)
 
 PNG = png_bytes(64, 48)
 KEY = "runway-test-key"
@@ -279,3 +289,39 @@ async def test_a_throttled_task_reads_as_queued_and_still_finishes(tmp_path: Pat
         assert (await adapter.status(waiting.handle)).state is TaskState.QUEUED  # THROTTLED at Runway
         final = await poll_until_done(adapter, waiting.handle, clock=fake.clock, sleep=fake.sleep)
         assert final.state is TaskState.SUCCEEDED
+
+
+def test_gen45_text_to_video_has_only_landscape_and_portrait() -> None:
+    assert ratio_for("gen4.5", AspectRatio.TALL, Resolution.HD, Mode.TEXT_TO_VIDEO) == "720:1280"
+    assert ratio_for("gen4.5", AspectRatio.SQUARE, Resolution.HD, Mode.IMAGE_TO_VIDEO) == "960:960"
+    with pytest.raises(Rejected):
+        ratio_for("gen4.5", AspectRatio.SQUARE, Resolution.HD, Mode.TEXT_TO_VIDEO)
+
+
+RUNWAY_RUNS = [
+    (route.model, mode, route.durations.all()[-1], aspect, resolution)
+    for route in load_config(CONFIG_PATH).routes
+    if route.provider == "runway"
+    for mode in route.modes
+    for aspect in route.aspect_ratios
+    for resolution in route.resolutions
+]
+
+
+@pytest.mark.parametrize(("model", "mode", "duration", "aspect", "resolution"), RUNWAY_RUNS)
+async def test_every_catalog_combination_is_accepted_or_refused_before_sending(
+    rig: Rig, model: str, mode: Mode, duration: int, aspect: AspectRatio, resolution: Resolution
+) -> None:
+    fields: dict[str, Any] = {"prompt": "waves", "duration_s": duration, "aspect_ratio": aspect,
+                              "resolution": resolution, "mode": mode}
+    image = None
+    if mode is Mode.IMAGE_TO_VIDEO:
+        fields["image_url"] = "https://img.example/cat.png"
+        image = ImageInput(content_type="image/png", url="https://img.example/cat.png")
+    render = RenderTask("att", model, JobRequest.model_validate(fields), image)
+    try:
+        await rig.adapter.submit(render)
+    except Rejected:
+        assert rig.emulator.submit_count() == 0  # refused here, never a 400 from Runway
+    else:
+        assert rig.emulator.submit_count() == 1
