@@ -177,3 +177,23 @@ async def test_webhook_is_signed_over_timestamp_and_raw_body(
     assert delivery.json["output"].endswith(".mp4")
     wrong = hmac.new(b"other-secret", timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
     assert headers["X-PixelByte-Signature"] != f"sha256={wrong}"
+
+
+async def test_forge_webhook_fault_signs_with_a_wrong_secret(
+    aiohttp_client: MakeClient, emulator: MuviEmulator, clock: ManualClock
+) -> None:
+    client = await aiohttp_client(create_app(emulator))
+    emulator.inject("forge_webhook")
+    forged = (await submit(client, job(webhookUrl="http://127.0.0.1:9/hook")))["jobId"]
+    honest = (await submit(client, job(webhookUrl="http://127.0.0.1:9/hook")))["jobId"]
+    clock.advance(120)
+
+    def verifies(job_id: str) -> bool:
+        built = emulator.webhook_request(emulator.tasks[job_id])
+        assert built is not None
+        raw, headers = built
+        signed = headers["X-PixelByte-Timestamp"].encode() + b"." + raw
+        expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, headers["X-PixelByte-Signature"])
+
+    assert (verifies(forged), verifies(honest)) == (False, True)

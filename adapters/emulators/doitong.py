@@ -127,7 +127,8 @@ class DoitongEmulator(ProviderEmulator):
         job = job_json(self, task)
         body = {key: job[key] for key in ("id", "status", "url", "createdAt", "completedAt", "metadata")}
         raw = encode_body({**body, "service": SERVICE})
-        return raw, doitong_signature_headers(self.webhook_secret, raw) if self.webhook_secret else {}
+        secret = self.signing_secret(task)
+        return raw, doitong_signature_headers(secret, raw) if secret else {}
 
     def admit(self, cost: int) -> None:
         """Refuse a submit over the concurrency limit or the credit balance."""

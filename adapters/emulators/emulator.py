@@ -102,8 +102,10 @@ class ProviderEmulator(abc.ABC):
         if fault is not None and fault.kind == FaultKind.TASK_FAIL:
             task.fail_code = fault.code or self.task_fail_code
             task.fail_message = fault.message or f"emulated failure {task.fail_code}"
-        elif fault is not None:
+        elif fault is not None and fault.kind == FaultKind.NEVER_FINISH:
             task.never_finish = True
+        elif fault is not None:
+            task.forged_webhook = True
         self.tasks[task.id] = task
         return task
 
@@ -141,6 +143,12 @@ class ProviderEmulator(abc.ABC):
     def webhook_request(self, task: EmulatedTask) -> tuple[bytes, dict[str, str]] | None:
         """The body and headers of `task`'s completion webhook; None where the provider sends none."""
         return None
+
+    def signing_secret(self, task: EmulatedTask) -> str | None:
+        """The secret `task`'s webhook is signed with: a wrong one under a forge_webhook fault."""
+        if self.webhook_secret is None:
+            return None
+        return "forged-" + self.webhook_secret if task.forged_webhook else self.webhook_secret
 
     async def endpoint_for(self, request: web.Request, named: Endpoint) -> Endpoint:
         """The endpoint kind of a request; GraphQL providers refine the route's kind from the body."""

@@ -13,6 +13,7 @@ next tasks created by submits:
     malformed      handle the request, then answer its status with a body that is not valid JSON
     task_fail      the next created tasks fail at the end of their render with provider `code`
     never_finish   the next created tasks stay running forever
+    forge_webhook  the next created tasks sign their webhook with a wrong secret (muvi, doitong)
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ class FaultKind(StrEnum):
     MALFORMED = "malformed"
     TASK_FAIL = "task_fail"
     NEVER_FINISH = "never_finish"
+    FORGE_WEBHOOK = "forge_webhook"
 
     @property
     def is_task_fault(self) -> bool:
-        return self in (FaultKind.TASK_FAIL, FaultKind.NEVER_FINISH)
+        return self in (FaultKind.TASK_FAIL, FaultKind.NEVER_FINISH, FaultKind.FORGE_WEBHOOK)
 
 
 class Endpoint(StrEnum):

@@ -111,10 +111,11 @@ class MuviEmulator(ProviderEmulator):
             body["error"] = {"code": task.fail_code, "message": task.fail_message}
         body["completedAt"] = iso(task.finished_at(self.clock()) or self.clock())
         raw = encode_body(body)
-        if self.webhook_secret is None:
+        secret = self.signing_secret(task)
+        if secret is None:
             return raw, {}
         # Signed at real wall time, as a real sender would, whatever clock drives the renders.
-        return raw, muvi_signature_headers(self.webhook_secret, raw, int(time.time()))
+        return raw, muvi_signature_headers(secret, raw, int(time.time()))
 
 
 def _invalid(field: str, message: str) -> ProtocolError:

@@ -70,6 +70,7 @@ class EmulatedTask:
     fail_code: str | None = None
     fail_message: str | None = None
     never_finish: bool = False
+    forged_webhook: bool = False  # sign its webhook with a wrong secret
     webhook_url: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=new_id)
