@@ -16,7 +16,7 @@ from broker.appkeys import ADAPTERS, ARTIFACTS, AUTH, CLOCK, CONFIG, HTTP, OBSER
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
 from broker.config import BrokerConfig
-from broker.handlers import callbacks, health, jobs, openapi
+from broker.handlers import callbacks, health, jobs, openapi, policies
 from broker.handlers import metrics as metrics_handlers
 from broker.handlers import reports as report_handlers
 from broker.middleware import errors, request_context
@@ -100,7 +100,7 @@ def create_app(
                 await store.close()
 
     app.cleanup_ctx.append(resources)
-    for module in (jobs, health, openapi, callbacks, report_handlers, metrics_handlers):
+    for module in (jobs, health, openapi, callbacks, report_handlers, metrics_handlers, policies):
         app.router.add_routes(module.routes)
     _add_pricing_routes(app)
     return app

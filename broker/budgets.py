@@ -34,3 +34,22 @@ async def reserve(store: Store, job_id: str, estimate: Money, windows: list[Budg
             f"the job's estimate of {estimate} USD does not fit the team's budget",
             details={"estimated_cost_usd": str(estimate), "remaining_usd": remaining},
         )
+
+
+async def budget_status(store: Store, team: str, policy: Policy, at: datetime) -> list[dict[str, str]]:
+    """Each of the team's budget windows at `at`: its limit, what is spent, reserved and remaining."""
+    windows = budget_windows(team, policy, at)
+    usage = await store.budget_usage([window.key for window in windows]) if windows else {}
+    status = []
+    for window in windows:
+        spent, reserved = usage.get(window.key, (0, 0))
+        status.append(
+            {
+                "window": window.key,
+                "limit_usd": str(Money(window.limit_micros)),
+                "spent_usd": str(Money(spent)),
+                "reserved_usd": str(Money(reserved)),
+                "remaining_usd": str(Money(max(0, window.limit_micros - spent - reserved))),
+            }
+        )
+    return status

@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from broker import __version__
 from broker.handlers.common import json_response
 from broker.schema import Job, JobRequest
+from policies.model import Policy
 
 routes = web.RouteTableDef()
 _REF = "#/components/schemas/{model}"
@@ -49,6 +50,54 @@ def _json(model: str, description: str) -> dict[str, Any]:
 
 _COMMON_ERRORS = {"400": _error("invalid request"), "401": _error("missing or bad key")}
 _JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_TEAM = [{"name": "team", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _policy_edit_schema() -> dict[str, Any]:
+    """The policy's fields, plus the `version` read (an alternative to If-Match)."""
+    schema = Policy.model_json_schema()
+    schema["properties"]["version"] = {"type": "integer", "minimum": 0, "description": "the version read"}
+    return schema
+
+
+def _policy_paths() -> dict[str, Any]:
+    read_errors = {"403": _error("another team's policy"), "404": _error("no such team"), **_COMMON_ERRORS}
+    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+    return {
+        "/v1/policies": {
+            "get": {
+                "summary": "Every team's policy (admin) or the caller's own",
+                "responses": {"200": {"description": "policies"}, **_COMMON_ERRORS},
+            }
+        },
+        "/v1/policies/{team}": {
+            "get": {
+                "summary": "A team's policy, effective policy, version and budgets",
+                "parameters": _TEAM,
+                "responses": {"200": {"description": "the policy; ETag is its version"}, **read_errors},
+            },
+            "put": {
+                "summary": "Replace a team's policy (admin key), as the next version",
+                "parameters": [*_TEAM, if_match],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _policy_edit_schema()}},
+                },
+                "responses": {
+                    "200": {"description": "the new version"},
+                    "409": _error("the policy changed since the version read"),
+                    **read_errors,
+                },
+            },
+        },
+        "/v1/policies/{team}/history": {
+            "get": {
+                "summary": "Every version of a team's policy: who changed what and when",
+                "parameters": _TEAM,
+                "responses": {"200": {"description": "versions, oldest first"}, **read_errors},
+            }
+        },
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -135,6 +184,8 @@ def _paths() -> dict[str, Any]:
         "/v1/pricing": {
             "get": {"summary": "Every route's price", "responses": {"200": {"description": "prices"}}}
         },
+        **_policy_paths(),
+        **_report_paths(),
         "/healthz": {
             "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}
         },
@@ -143,6 +194,41 @@ def _paths() -> dict[str, Any]:
                 "summary": "Readiness",
                 "security": [],
                 "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
+            }
+        },
+    }
+
+
+def _report_paths() -> dict[str, Any]:
+    def query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+        described = {"name": name, "in": "query", "description": description}
+        return {**described, "schema": {"type": "string", **schema}}
+
+    costs = {
+        "description": "groups and totals",
+        "content": {"application/json": {}, "text/csv": {}},
+    }
+    return {
+        "/v1/reports/costs": {
+            "get": {
+                "summary": "Spend, estimates, unbilled amounts and savings per provider, team, model or day",
+                "parameters": [
+                    query("from", "first day or instant, ISO 8601 (default: start of the month)"),
+                    query("to", "last day, inclusive, or instant, exclusive (default: now)"),
+                    query("group_by", "comma-separated: provider, team, model, day (default: provider)"),
+                    query("format", "json or csv", enum=["json", "csv"]),
+                    query("team", "one team only (a team key sees only its own)"),
+                ],
+                "responses": {"200": costs, "403": _error("another team's report"), **_COMMON_ERRORS},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {
+                    "200": {"description": "text exposition format", "content": {"text/plain": {}}}
+                },
             }
         },
     }

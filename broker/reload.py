@@ -1,0 +1,67 @@
+"""Re-reading config.yaml while the broker runs (on SIGHUP): routes, prices, teams, keys, policies and
+capacity limits change in place; jobs in flight keep running. A file that does not load or validate
+leaves the running configuration as it was. Providers' endpoints and keys are read when adapters are
+built, so those changes wait for a restart (the log says so)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+from aiohttp import web
+
+from broker.appkeys import AUTH, CONFIG, RUNNER
+from broker.auth import Authenticator
+from broker.config import BrokerConfig, ConfigError, load_config
+
+log = structlog.get_logger("broker.reload")
+
+T = TypeVar("T")
+
+
+def _swap(app: web.Application, key: web.AppKey[T], value: T) -> None:
+    # aiohttp warns that changing a started app's state is deprecated; swapping these values whole is
+    # the point of a reload, and every reader looks them up per request, so the warning is expected.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Changing state of started", category=DeprecationWarning)
+        app[key] = value
+
+
+def _restart_only_changes(old: BrokerConfig, new: BrokerConfig) -> list[str]:
+    """Providers whose endpoint or key settings changed: their adapters are rebuilt only at start."""
+    changed = []
+    for name in sorted(set(old.providers) | set(new.providers)):
+        before, after = old.providers.get(name), new.providers.get(name)
+        if before is None or after is None or (
+            (before.base_url, before.api_key_env, before.webhook_secret_env)
+            != (after.base_url, after.api_key_env, after.webhook_secret_env)
+        ):
+            changed.append(name)
+    return changed
+
+
+def reload_config(app: web.Application, path: Path, env: Mapping[str, str] | None = None) -> bool:
+    """Load `path` and put it in force; False (and the old config kept) when it cannot be used.
+
+    `env` is where team and admin keys are read (the process environment by default).
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc))
+        return False
+    old = app[CONFIG]
+    authenticator = Authenticator(config, env)
+    _swap(app, CONFIG, config)
+    _swap(app, AUTH, authenticator)
+    runner = app.get(RUNNER)
+    if runner is not None:
+        runner.routes = {route.key: route for route in config.routes}
+        runner.capacity.follow(config.providers)
+    if pending := _restart_only_changes(old, config):
+        log.warning("config_reload_needs_restart", providers=pending)
+    log.info("config_reloaded", path=str(path), routes=len(config.routes), teams=len(config.teams))
+    return True
