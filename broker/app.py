@@ -77,7 +77,9 @@ def create_app(
     trace = observability.install(app)  # metrics and transition logs observe jobs; provider calls traced
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        store = open_store(settings.store_url)
+        store = open_store(
+            settings.store_url, redis_prefix=settings.redis_prefix, redis_cluster=settings.redis_cluster
+        )
         await store.open()
         app[STORE] = store
         artifacts = ArtifactStore(settings.data_dir)

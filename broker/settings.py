@@ -15,6 +15,8 @@ class Settings(BaseSettings):
 
     config: Path = Path("config.yaml")
     store_url: str = "sqlite:///data/broker.db"
+    redis_prefix: str = Field(default="broker", description="key prefix of a Redis store")
+    redis_cluster: bool = Field(default=False, description="the Redis store URL names a Redis Cluster")
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)

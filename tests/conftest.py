@@ -27,7 +27,7 @@ def _sqlite(tmp_path: Path) -> Store:
 
 
 def _redis(tmp_path: Path) -> Store:
-    from broker.store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
+    from broker.store.redis import RedisStore
 
     # Each test gets its own key prefix; the fixture deletes its keys afterwards.
     store: Store = RedisStore.from_url(REDIS_URL, prefix=f"test-{uuid.uuid4().hex[:12]}")
@@ -36,7 +36,7 @@ def _redis(tmp_path: Path) -> Store:
 
 STORE_KINDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
 try:
-    import broker.store.redis  # noqa: F401  # type: ignore[import-not-found,unused-ignore]
+    import broker.store.redis  # noqa: F401
 
     STORE_KINDS["redis"] = _redis
 except ImportError:

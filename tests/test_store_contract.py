@@ -155,3 +155,18 @@ async def test_policy_versions_are_compare_and_set_with_history(store: Store) ->
     assert current is not None and current.policy == {"max_cost_usd": "0.50"} and current.actor == "fin"
     history = await store.policy_history("growth")
     assert [h.version for h in history] == [1, 2]
+
+
+async def test_repeated_reservation_adds_and_settle_releases_all(store: Store) -> None:
+    window = BudgetWindow("t:day", 1_000)
+    assert (await store.reserve_budget("job-1", 100, [window])).ok
+    assert (await store.reserve_budget("job-1", 50, [window])).ok
+    assert await store.budget_usage(["t:day"]) == {"t:day": (0, 150)}
+    await store.settle_budget("job-1", 20)
+    assert await store.budget_usage(["t:day"]) == {"t:day": (20, 0)}
+
+
+async def test_duplicate_job_id_is_a_conflict(store: Store) -> None:
+    record, _ = await store.create_job(job_record())
+    with pytest.raises(VersionConflict):
+        await store.create_job(record)

@@ -14,16 +14,16 @@ from broker.store.base import (
 )
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, redis_prefix: str = "broker", redis_cluster: bool = False) -> Store:
     """Build (not yet open) the store a `BROKER_STORE_URL` names."""
     if url.startswith("sqlite:///"):
         from broker.store.sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from broker.store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
+        from broker.store.redis import RedisStore
 
-        return RedisStore.from_url(url)  # type: ignore[no-any-return,unused-ignore]
+        return RedisStore.from_url(url, prefix=redis_prefix, cluster=redis_cluster)
     raise ValueError(f"unsupported store URL {url.split(':', 1)[0]}:... (use sqlite:/// or redis://)")
 
 

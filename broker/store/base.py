@@ -155,7 +155,8 @@ class Store(ABC):
     async def reserve_budget(
         self, job_id: str, amount_micros: int, windows: list[BudgetWindow]
     ) -> Reservation:
-        """Atomically reserve `amount_micros` in every window, or in none if any would overflow."""
+        """Atomically reserve `amount_micros` in every window, or in none if any would overflow.
+        A second reservation for the same job adds to its first; settling releases all of it."""
 
     @abstractmethod
     async def settle_budget(self, job_id: str, actual_micros: int) -> None:

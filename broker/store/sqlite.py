@@ -88,6 +88,8 @@ class SQLiteStore(Store):
         db = self._db
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+        except sqlite3.IntegrityError as exc:
+            raise VersionConflict(f"the write conflicts with stored state: {exc}") from exc
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"the job store failed: {exc}") from exc
 
@@ -279,7 +281,9 @@ class SQLiteStore(Store):
                         (amount_micros, window.key),
                     )
                     db.execute(
-                        "INSERT INTO budget_reservations (job_id, key, amount) VALUES (?, ?, ?)",
+                        "INSERT INTO budget_reservations (job_id, key, amount) VALUES (?, ?, ?)"
+                        " ON CONFLICT(job_id, key) DO UPDATE SET settled = 0, amount = excluded.amount"
+                        " + CASE WHEN settled THEN 0 ELSE amount END",
                         (job_id, window.key, amount_micros),
                     )
                     remaining[window.key] -= amount_micros
