@@ -259,3 +259,11 @@ async def test_bad_parameters_are_400_naming_the_parameter(
 async def test_report_needs_a_key(make_client: Callable[..., Awaitable[Client]]) -> None:
     client = await make_client()
     assert (await client.get("/v1/reports/costs")).status == 401
+
+
+async def test_openapi_lists_the_report_and_metrics(make_client: Callable[..., Awaitable[Client]]) -> None:
+    client = await make_client()
+    paths = (await (await client.get("/openapi.json")).json())["paths"]
+    report_get = paths["/v1/reports/costs"]["get"]
+    assert {p["name"] for p in report_get["parameters"]} == {"from", "to", "group_by", "format", "team"}
+    assert paths["/metrics"]["get"]["security"] == []
