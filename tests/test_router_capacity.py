@@ -1,0 +1,174 @@
+"""Provider capacity: concurrency and submit-rate slots, skipping a saturated provider when another
+route can serve the job, and waiting (queued) for a slot until the job's max_latency_s runs out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from broker.app import create_app
+from broker.appkeys import RUNNER, STORE
+from broker.capacity import Capacity, Limits
+from broker.config import BrokerConfig, ProviderConfig, parse_config
+from broker.settings import Settings
+from tests.conftest import TEST_ENV, auth, fake_route
+from tests.fakes import FakeProvider
+from tests.test_adapter_support import FakeTime
+from tests.test_api_jobs import wait_for_status
+
+
+def test_a_provider_takes_no_more_than_its_concurrency() -> None:
+    capacity = Capacity(FakeTime().clock, {"p": Limits(max_concurrency=2)})
+    assert capacity.try_acquire("p", "a1", "j1") and capacity.try_acquire("p", "a2", "j2")
+    assert not capacity.try_acquire("p", "a3", "j3")
+    assert capacity.saturated() == {"p": "provider p at capacity (2 of 2 running)"}
+    capacity.release("a1")
+    capacity.release("a1")  # twice is harmless
+    assert capacity.in_flight("p") == 1 and capacity.try_acquire("p", "a3", "j3")
+    capacity.release_job("j3")
+    capacity.release_job("j2")
+    assert capacity.in_flight("p") == 0 and capacity.saturated() == {}
+    assert capacity.try_acquire("unlimited", "a4", "j4")  # no limits configured: never saturated
+
+
+def test_the_submit_rate_is_a_rolling_minute() -> None:
+    time = FakeTime()
+    capacity = Capacity(time.clock, {"p": Limits(max_concurrency=5, requests_per_minute=2)})
+    for attempt in ("a1", "a2"):
+        assert capacity.try_acquire("p", attempt, "j")
+        capacity.release(attempt)
+        time.now += 10
+    assert capacity.blocked("p") == "provider p at its rate limit (2 submits a minute)"
+    assert capacity.free_in("p") == 40
+    capacity.hold("p", "resumed", "j", new_submit=False)  # already at the provider: not a new submit
+    time.now += 40
+    assert capacity.blocked("p") is None and capacity.free_in("p") is None
+
+
+def test_limits_follow_config_and_held_slots_survive_a_change() -> None:
+    capacity = Capacity(FakeTime().clock)
+    providers = {"p": ProviderConfig(max_concurrency=1)}
+    capacity.follow(providers)
+    assert capacity.try_acquire("p", "a1", "j1") and not capacity.try_acquire("p", "a2", "j2")
+    capacity.follow({"p": ProviderConfig(max_concurrency=2)})
+    assert capacity.in_flight("p") == 1 and capacity.try_acquire("p", "a2", "j2")
+
+
+async def test_a_waiter_wakes_when_a_slot_is_given_back() -> None:
+    capacity = Capacity(FakeTime().clock, {"p": Limits(max_concurrency=1)})
+    capacity.hold("p", "a1", "j1")
+    never = asyncio.Event()
+
+    async def no_timeout(seconds: float) -> None:
+        await never.wait()
+
+    waiter = asyncio.create_task(capacity.wait_for_change(60, no_timeout))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    capacity.release("a1")
+    await asyncio.wait_for(waiter, 1)
+    assert capacity.blocked("p") is None
+
+
+def limited_config(**cheap: Any) -> BrokerConfig:
+    return parse_config(
+        {
+            "providers": {"cheap": cheap, "dear": {}},
+            "routes": [fake_route("cheap", "c1", "0.10"), fake_route("dear", "d1", "0.50")],
+            "admin": {"api_key_env": "BROKER_ADMIN_KEY"},
+            "teams": [{"name": "growth", "api_key_env": "BROKER_KEY_GROWTH", "policy": "growth"}],
+            "policies": {"default": {"max_attempts": 3}, "growth": {"daily_budget_usd": "10.00"}},
+        },
+        "limited",
+    )
+
+
+async def submit(client: Any, **body: Any) -> dict[str, Any]:
+    response = await client.post("/v1/jobs", json={"prompt": "a pan", **body}, headers=auth())
+    assert response.status == 202, await response.text()
+    job: dict[str, Any] = await response.json()
+    return job
+
+
+async def job(client: Any, job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = await (await client.get(f"/v1/jobs/{job_id}", headers=auth())).json()
+    return body
+
+
+async def test_a_saturated_provider_is_skipped_then_waited_for_when_nothing_else_fits(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    cheap = providers["cheap"]
+    cheap.script.polls_to_finish = 10**6
+    client = await make_client(limited_config(max_concurrency=1), workers=3)
+    first = await submit(client)
+    await wait_for_status(client, first["id"], "running")
+    while not cheap.submits:
+        await asyncio.sleep(0.01)
+
+    quote = await (await client.post("/v1/quotes", json={"prompt": "a pan"}, headers=auth())).json()
+    assert quote["chosen"]["provider"] == "dear"
+    assert quote["rejected"] == [
+        {"provider": "cheap", "model": "c1", "reasons": ["provider cheap at capacity (1 of 1 running)"]}
+    ]
+    skipped = await submit(client)
+    assert skipped["route"]["provider"] == "dear"
+    assert (await wait_for_status(client, skipped["id"], "succeeded"))["attempts"][0]["provider"] == "dear"
+
+    waiting = await submit(client, constraints={"providers": ["cheap"]})
+    assert waiting["route"]["provider"] == "cheap"  # nothing else fits: it waits for cheap
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        assert (await job(client, waiting["id"]))["status"] == "queued"
+        assert (await job(client, first["id"]))["status"] == "running"
+    assert len(cheap.submits) == 1
+
+    assert (await client.delete(f"/v1/jobs/{first['id']}", headers=auth())).status == 202
+    await wait_for_status(client, first["id"], "cancelled")
+    moved = await wait_for_status(client, waiting["id"], "running")
+    assert [a["provider"] for a in moved["attempts"]] == ["cheap"]
+    while len(cheap.submits) < 2:
+        await asyncio.sleep(0.01)
+    assert (await client.delete(f"/v1/jobs/{waiting['id']}", headers=auth())).status == 202
+    await wait_for_status(client, waiting["id"], "cancelled")
+    assert client.app[RUNNER].capacity.in_flight("cheap") == 0
+
+
+async def test_the_submit_rate_limit_sends_the_next_job_elsewhere(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    client = await make_client(limited_config(requests_per_minute=1))
+    first = await submit(client)
+    assert (await wait_for_status(client, first["id"], "succeeded"))["attempts"][0]["provider"] == "cheap"
+    second = await submit(client)
+    assert second["route"]["provider"] == "dear"
+    await wait_for_status(client, second["id"], "succeeded")
+    assert len(providers["cheap"].submits) == 1
+
+
+async def test_a_job_waiting_for_capacity_fails_when_its_max_latency_runs_out(
+    aiohttp_client: Any, tmp_path: Path, providers: dict[str, FakeProvider]
+) -> None:
+    fake = FakeTime(start=time.time())
+    settings = Settings(store_url=f"sqlite:///{tmp_path}/broker.db", data_dir=tmp_path / "data", workers=1)
+    app = create_app(
+        settings,
+        limited_config(max_concurrency=1),
+        env=TEST_ENV,
+        factories={name: fake_provider.build for name, fake_provider in providers.items()},
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+    client = await aiohttp_client(app)
+    app[RUNNER].capacity.hold("cheap", "att_elsewhere", "job_elsewhere")  # cheap is busy throughout
+
+    waiting = await submit(client, constraints={"providers": ["cheap"], "max_latency_s": 40})
+    done = await wait_for_status(client, waiting["id"], "failed")
+    assert done["attempts"] == [] and done["error"]["code"] == "timed_out"
+    assert "max_latency_s (40 s)" in done["error"]["message"]
+    assert fake.sleeps and max(fake.sleeps) <= 5.0  # it looked again at least every 5 s
+    assert providers["cheap"].submits == []
+    key = f"growth:day:{done['created_at'][:10]}"
+    assert await app[STORE].budget_usage([key]) == {key: (0, 0)}
