@@ -126,6 +126,7 @@ async def refresh_gauges(app: web.Application) -> None:
         elif status is JobStatus.QUEUED:
             metrics.queue_depth.set(count)
     now = datetime.fromtimestamp(app[CLOCK](), UTC)
+    metrics.budget_remaining.clear()  # a team or budget dropped by a config reload leaves no stale series
     for team in config.teams:
         windows = budgets.budget_windows(team.name, await current_policy(app, team.name), now)
         usage = await store.budget_usage([w.key for w in windows])
