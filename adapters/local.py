@@ -1,0 +1,221 @@
+"""The bundled local backend as a provider: renders on this machine, metered in compute seconds.
+
+Renders run in-process (see `local_backend.scheduler`): a restarted broker has lost them, so an
+unknown handle reports FAILED with `ProviderUnavailable` and the router may fall back. Text-to-video
+needs model weights and is refused; so is audio. A bad image is `Rejected` with the image error's
+machine code (`invalid_image`, `image_too_large`) as `provider_code`. No webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from adapters.base import (
+    AdapterContext,
+    ImageAcceptance,
+    PollSchedule,
+    RenderTask,
+    Submission,
+    TaskHandle,
+    TaskState,
+    TaskStatus,
+    WebhookEvent,
+)
+from adapters.errors import ProviderError, ProviderUnavailable, Rejected
+from broker.schema import Mode
+from local_backend.formats import FormatError, expected_render_seconds, frame_count, frame_size
+from local_backend.generator import ClipRequest, ClipResult, ProgressFn, RenderOptions, render_clip
+from local_backend.image import DEFAULT_MAX_PIXELS, ImageError, decode_image, probe_image
+from local_backend.scheduler import RenderJob, RenderScheduler, RenderState
+from pricing.units import CostUnit, ReportedCost
+
+PROVIDER = "local"
+MODEL = "camera-motion"
+IMAGE_MAX_BYTES = 20 * 1024 * 1024
+# Renders take seconds: poll often, and give up long after any sane render would have finished.
+POLL_SCHEDULE = PollSchedule(min_interval_s=0.5, max_interval_s=2.0, backoff=1.5, deadline_s=900.0)
+
+_STATES = {
+    RenderState.QUEUED: TaskState.QUEUED,
+    RenderState.RUNNING: TaskState.RUNNING,
+    RenderState.SUCCEEDED: TaskState.SUCCEEDED,
+    RenderState.FAILED: TaskState.FAILED,
+    RenderState.CANCELLED: TaskState.CANCELLED,
+}
+_MILLI = Decimal("0.001")
+
+
+def seed_for(attempt_id: str) -> int:
+    """A stable seed for a request that gave none: the same attempt renders the same clip."""
+    return int.from_bytes(hashlib.sha256(attempt_id.encode()).digest()[:4], "big")
+
+
+class LocalAdapter:
+    """Renders image-to-video jobs with `local_backend` under `data_dir/local`."""
+
+    provider = PROVIDER
+    image_acceptance = ImageAcceptance(url=False, file_max_bytes=IMAGE_MAX_BYTES)
+    poll_schedule = POLL_SCHEDULE
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        options: RenderOptions | None = None,
+        concurrency: int = 1,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.root = data_dir / "local"
+        self.options = options or RenderOptions()
+        self.max_pixels = max_pixels
+        self.scheduler = RenderScheduler(concurrency, clock) if clock else RenderScheduler(concurrency)
+
+    async def submit(self, task: RenderTask) -> Submission:
+        """Check the request and the image, then queue the render; returns at once."""
+        clip = self._clip_request(task)
+        data = self._image_bytes(task)
+        try:
+            await asyncio.to_thread(probe_image, data, self.max_pixels)
+        except ImageError as exc:
+            raise Rejected(exc.message, provider=PROVIDER, provider_code=exc.code, status=422) from exc
+        self.root.mkdir(parents=True, exist_ok=True)
+        job_id = uuid.uuid4().hex
+        dest = self.root / f"{job_id}.mp4"
+
+        def work(progress: ProgressFn, stop: threading.Event) -> ClipResult:
+            image = decode_image(data, self.max_pixels)
+            return render_clip(image, clip, dest, self.options, progress, stop)
+
+        device = self.options.device.type
+        ahead = self.scheduler.count(device, RenderState.RUNNING) + self.scheduler.count(
+            device, RenderState.QUEUED
+        )
+        self.scheduler.submit(job_id, device, work)
+        estimate = expected_render_seconds(clip.duration_s, clip.resolution) * (1 + ahead)
+        return Submission(handle=TaskHandle(job_id, task.model), estimated_seconds=estimate)
+
+    async def status(self, handle: TaskHandle) -> TaskStatus:
+        """The render's state and progress; FAILED with ProviderUnavailable if this process never ran it."""
+        job = self.scheduler.get(handle.provider_job_id)
+        if job is None:
+            error = ProviderUnavailable(
+                "the local render is unknown to this process (the broker restarted while it ran)",
+                provider=PROVIDER,
+                provider_code="render_lost",
+            )
+            return TaskStatus(TaskState.FAILED, error=error)
+        state = _STATES[job.state]
+        cost = _metered(job) if state.terminal else None
+        if state is TaskState.SUCCEEDED:
+            assert job.result is not None
+            return TaskStatus(state, progress=1.0, output_url=job.result.path.as_uri(), reported_cost=cost)
+        if state is TaskState.FAILED:
+            return TaskStatus(state, progress=job.progress, reported_cost=cost, error=_failure(job))
+        return TaskStatus(state, progress=job.progress, reported_cost=cost)
+
+    async def cancel(self, handle: TaskHandle) -> bool:
+        """Cancel a queued render, or stop a running one at its next batch."""
+        return self.scheduler.cancel(handle.provider_job_id)
+
+    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
+        """Move the finished MP4 to `dest`; the render directory keeps no copy."""
+        source = self._output_path(status)
+        if not source.is_file():
+            raise ProviderUnavailable(
+                "the rendered file is gone", provider=PROVIDER, provider_code="output_missing"
+            )
+        await asyncio.to_thread(shutil.move, source, dest)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """The local backend sends no webhooks, so every callback is refused."""
+        raise Rejected("the local backend sends no webhooks", provider=PROVIDER, provider_code="no_webhooks")
+
+    async def close(self) -> None:
+        """Stop unfinished renders; the app calls this when it shuts down."""
+        await self.scheduler.close()
+
+    def _clip_request(self, task: RenderTask) -> ClipRequest:
+        request = task.request
+        if request.resolved_mode is not Mode.IMAGE_TO_VIDEO:
+            raise Rejected(
+                "the local backend animates an image; text-to-video needs model weights it does not ship",
+                provider=PROVIDER,
+                provider_code="text_to_video_unsupported",
+            )
+        if request.audio:
+            raise Rejected(
+                "the local backend renders no audio", provider=PROVIDER, provider_code="audio_unsupported"
+            )
+        if task.model != MODEL:
+            raise Rejected(
+                f"unknown local model {task.model!r}", provider=PROVIDER, provider_code="unknown_model"
+            )
+        clip = ClipRequest(
+            prompt=request.prompt,
+            duration_s=request.duration_s,
+            aspect_ratio=request.aspect_ratio.value,
+            resolution=request.resolution.value,
+            camera_fixed=request.camera_fixed,
+            seed=request.seed if request.seed is not None else seed_for(task.attempt_id),
+        )
+        try:
+            frame_size(clip.aspect_ratio, clip.resolution)
+            frame_count(clip.duration_s)
+        except FormatError as exc:
+            raise Rejected(str(exc), provider=PROVIDER, provider_code="unsupported_format") from exc
+        return clip
+
+    @staticmethod
+    def _image_bytes(task: RenderTask) -> bytes:
+        if task.image is None or task.image.data is None:
+            raise Rejected(
+                "the local backend needs the image's bytes", provider=PROVIDER, provider_code="image_required"
+            )
+        if len(task.image.data) > IMAGE_MAX_BYTES:
+            raise Rejected(
+                f"the image is over {IMAGE_MAX_BYTES} bytes",
+                provider=PROVIDER,
+                provider_code="image_too_large",
+            )
+        return task.image.data
+
+    def _output_path(self, status: TaskStatus) -> Path:
+        url = urlparse(status.output_url or "")
+        path = Path(unquote(url.path)).resolve()
+        # Only ever move files this adapter rendered, whatever a status object claims.
+        if url.scheme != "file" or path.parent != self.root.resolve():
+            raise Rejected(
+                "not an output of the local backend", provider=PROVIDER, provider_code="foreign_output"
+            )
+        return path
+
+
+def _metered(job: RenderJob) -> ReportedCost:
+    seconds = Decimal(repr(job.compute_s)).quantize(_MILLI, rounding=ROUND_HALF_UP)
+    return ReportedCost(seconds, CostUnit.COMPUTE_SECONDS)
+
+
+def _failure(job: RenderJob) -> ProviderError:
+    error = job.error
+    if isinstance(error, ImageError):
+        return Rejected(error.message, provider=PROVIDER, provider_code=error.code, status=422)
+    if isinstance(error, FormatError):
+        return Rejected(str(error), provider=PROVIDER, provider_code="unsupported_format")
+    kind = type(error).__name__ if error is not None else "an unexpected error"
+    return ProviderUnavailable(
+        f"the local render failed: {kind}", provider=PROVIDER, provider_code="render_failed"
+    )
+
+
+def build(ctx: AdapterContext) -> LocalAdapter:
+    """The adapter for the app: renders under `ctx.data_dir/local`, metered by `ctx.clock`."""
+    return LocalAdapter(ctx.data_dir, clock=ctx.clock)

@@ -1,0 +1,200 @@
+"""Frames from a source and a camera path, rendered in batches straight into YUV 4:2:0 bytes.
+
+Moves without depth (push, pull, pan, tilt) map the output to the source by a per-frame scale and
+offset, which is separable: each frame is two 1-D gathers and lerps, the cheapest bilinear there is.
+Moves that displace pixels unevenly (orbit, parallax, the locked camera's ambient motion) build a
+sampling grid as one small matrix product per batch, coefficients per frame times fixed coordinate
+maps, and sample it with `grid_sample`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from local_backend.motion import CameraPath
+from local_backend.source import Source
+
+_PIXELS_PER_BATCH = 6_000_000
+_AMBIENT_WAVES = 3
+_AMBIENT_AMPLITUDE = 0.004  # of the short side: a few pixels of drift, no more
+
+
+def batch_size(width: int, height: int) -> int:
+    """Frames per batch: enough to amortise the per-batch work, small enough to stay in cache and RAM."""
+    return max(1, min(16, _PIXELS_PER_BATCH // (width * height)))
+
+
+def _separable_coords(
+    path: CameraPath, frames: slice, out_size: int, src_size: int, axis: str
+) -> torch.Tensor:
+    """Source pixel coordinates [B, out_size] along one axis for each frame in the slice."""
+    centre = (path.cx if axis == "x" else path.cy)[frames]
+    zoom = path.zoom[frames]
+    unit = (torch.arange(out_size, dtype=torch.float64) + 0.5) / out_size - 0.5
+    normalised = centre[:, None] + unit[None, :] / zoom[:, None]
+    return (normalised * src_size - 0.5).clamp(0.0, src_size - 1.0)
+
+
+def _lerp_taps(coords: torch.Tensor, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    low = coords.floor().clamp(max=size - 2)
+    weight = (coords - low).to(device=device, dtype=torch.float32)
+    return low.to(device=device, dtype=torch.long), weight
+
+
+class FrameRenderer:
+    """Renders frames of one clip; `render(start, stop)` returns YUV 4:2:0 bytes [B, h*3/2, w]."""
+
+    def __init__(
+        self, source: Source, path: CameraPath, width: int, height: int, nearness: torch.Tensor, seed: int
+    ) -> None:
+        self.source, self.path = source, path
+        self.width, self.height = width, height
+        self.device = source.luma.device
+        self.warped = bool(path.shift.abs().max() > 0 or path.ambient.abs().max() > 0)
+        self._ambient = _ambient_waves(seed) if path.ambient.abs().max() > 0 else None
+        self._luma_maps: torch.Tensor | None = None
+        self._chroma_maps: torch.Tensor | None = None
+        if self.warped:
+            self._luma_maps = self._maps(width, height, nearness)
+            self._chroma_maps = self._maps(width // 2, height // 2, nearness)
+
+    def render(self, start: int, stop: int) -> torch.Tensor:
+        """Frames [start, stop) as uint8 [B, h*3/2, w] on the CPU, Y then U then V per frame."""
+        frames = slice(start, stop)
+        count = stop - start
+        w, h = self.width, self.height
+        area, quarter = w * h, (w // 2) * (h // 2)
+        out = torch.empty(count, area + 2 * quarter, dtype=torch.uint8, device=self.device)
+        luma_out = out[:, :area].view(count, h, w)
+        u_out = out[:, area : area + quarter].view(count, h // 2, w // 2)
+        v_out = out[:, area + quarter :].view(count, h // 2, w // 2)
+        if self.warped:
+            luma_maps, chroma_maps = self._luma_maps, self._chroma_maps
+            assert luma_maps is not None and chroma_maps is not None
+            coefficients = self._coefficients(frames)
+            luma_out.copy_(self._warp(self.source.luma[None], coefficients, luma_maps, h, w)[0])
+            chroma = self._warp(self.source.chroma, coefficients, chroma_maps, h // 2, w // 2)
+            u_out.copy_(chroma[0])
+            v_out.copy_(chroma[1])
+        else:
+            self._separable(self.source.luma, luma_out, frames)
+            self._separable(self.source.chroma[0], u_out, frames)
+            self._separable(self.source.chroma[1], v_out, frames)
+        return out.view(count, h * 3 // 2, w).cpu()
+
+    def _separable(self, plane: torch.Tensor, out: torch.Tensor, frames: slice) -> None:
+        src_h, src_w = plane.shape
+        out_h, out_w = out.shape[1:]
+        ys, wy = _lerp_taps(_separable_coords(self.path, frames, out_h, src_h, "y"), src_h, self.device)
+        xs, wx = _lerp_taps(_separable_coords(self.path, frames, out_w, src_w, "x"), src_w, self.device)
+        for index in range(out.shape[0]):
+            top, low_y = ys[index], wy[index][:, None]
+            rows = torch.lerp(plane.index_select(0, top), plane.index_select(0, top + 1), low_y)
+            left = xs[index]
+            values = torch.lerp(rows.index_select(1, left), rows.index_select(1, left + 1), wx[index])
+            # +0.5 then the truncating cast rounds; bilinear never leaves the source's 16..240 range.
+            out[index].copy_(values.add_(0.5))
+
+    @staticmethod
+    def _warp(
+        planes: torch.Tensor, coefficients: torch.Tensor, maps: torch.Tensor, out_h: int, out_w: int
+    ) -> torch.Tensor:
+        """Sample [C, h, w] planes on this batch's grids: [C, B, out_h, out_w], rounded on the cast."""
+        count = coefficients.shape[0]
+        # The maps hold (x, y) pairs already interleaved, so the product is grid_sample's layout, and
+        # all frames of the batch share one source: their grids stack down the height, one call.
+        grid = (coefficients @ maps).view(1, count * out_h, out_w, 2)
+        sampled = F.grid_sample(
+            planes[None], grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        return sampled[0].view(planes.shape[0], count, out_h, out_w).add_(0.5)
+
+    def _coefficients(self, frames: slice) -> torch.Tensor:
+        """Per-frame weights [B, k] of the coordinate maps, in grid_sample's -1..1 units."""
+        path = self.path
+        zoom, shift = path.zoom[frames], path.shift[frames]
+        weights = [
+            2.0 / zoom,
+            2.0 / zoom,
+            2.0 * path.cx[frames] - 1.0,
+            2.0 * path.cy[frames] - 1.0,
+            2.0 * shift,
+        ]
+        if self._ambient is not None:
+            for speed in self._ambient.speeds:
+                phase = 2.0 * math.pi * speed * path.ambient[frames]
+                weights += [torch.cos(phase), torch.sin(phase)]
+        return torch.stack(weights, dim=1).to(self.device, torch.float32)
+
+    def _maps(self, width: int, height: int, nearness: torch.Tensor) -> torch.Tensor:
+        """Coordinate maps [k, h*w*2] of (x, y) pairs: x, y, ones for each, depth, ambient waves."""
+        u = ((torch.arange(width, dtype=torch.float32) + 0.5) / width - 0.5)[None, :].expand(height, width)
+        v = ((torch.arange(height, dtype=torch.float32) + 0.5) / height - 0.5)[:, None].expand(height, width)
+        zero, one = torch.zeros(height, width), torch.ones(height, width)
+        depth = self._nearness_on_screen(nearness, width, height) - self.path.depth_pivot
+        pairs = [(u, zero), (zero, v), (one, zero), (zero, one), (depth, zero)]
+        if self._ambient is not None:
+            pairs += self._ambient.maps(width, height)
+        return (
+            torch.stack([torch.stack(pair, dim=-1) for pair in pairs]).reshape(len(pairs), -1).to(self.device)
+        )
+
+    def _nearness_on_screen(self, nearness: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """The depth map as the mid-clip frame sees it; the window barely moves in a depth move."""
+        middle = self.path.frames // 2
+        zoom = float(self.path.zoom[middle])
+        u = (torch.arange(width, dtype=torch.float32) + 0.5) / width - 0.5
+        v = (torch.arange(height, dtype=torch.float32) + 0.5) / height - 0.5
+        gx = (2.0 * float(self.path.cx[middle]) - 1.0 + 2.0 * u / zoom)[None, :].expand(height, width)
+        gy = (2.0 * float(self.path.cy[middle]) - 1.0 + 2.0 * v / zoom)[:, None].expand(height, width)
+        grid = torch.stack([gx, gy], dim=-1)[None]
+        small = nearness.float().cpu()[None, None]
+        return F.grid_sample(small, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+
+
+@dataclass(frozen=True, slots=True)
+class _AmbientWaves:
+    """A few slow travelling waves of displacement, seeded; edges stay locked to the frame."""
+
+    angles: tuple[float, ...]
+    frequencies: tuple[float, ...]
+    phases: tuple[float, ...]
+    speeds: tuple[float, ...]
+    amplitudes: tuple[float, ...]
+
+    def maps(self, width: int, height: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per wave, its sin and cos maps of (x, y) displacement in grid units."""
+        short = min(width, height)
+        x = (torch.arange(width, dtype=torch.float32) + 0.5) / short
+        y = (torch.arange(height, dtype=torch.float32) + 0.5) / short
+        yy, xx = torch.meshgrid(y, x, indexing="ij")
+        # sqrt(sin) falls to zero only at the border: the frame's edges never move.
+        window = (torch.sin(math.pi * xx * short / width) * torch.sin(math.pi * yy * short / height)).sqrt()
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for angle, freq, phase, amp in zip(
+            self.angles, self.frequencies, self.phases, self.amplitudes, strict=True
+        ):
+            spatial = 2.0 * math.pi * freq * (math.cos(angle) * xx + math.sin(angle) * yy) + phase
+            # Displace across the wave front, like wind through grass; grid units are 2 per frame side.
+            scale_x = -2.0 * amp * short / width * math.sin(angle)
+            scale_y = 2.0 * amp * short / height * math.cos(angle)
+            sine, cosine = torch.sin(spatial) * window, torch.cos(spatial) * window
+            # sin(P + wt) = sin P cos wt + cos P sin wt: the frame's (cos wt, sin wt) weight these maps.
+            pairs += [(sine * scale_x, sine * scale_y), (cosine * scale_x, cosine * scale_y)]
+        return pairs
+
+
+def _ambient_waves(seed: int) -> _AmbientWaves:
+    rng = torch.Generator().manual_seed(seed ^ 0x5EED)
+    draws = torch.rand(5, _AMBIENT_WAVES, generator=rng, dtype=torch.float64).tolist()
+    return _AmbientWaves(
+        angles=tuple(2.0 * math.pi * a for a in draws[0]),
+        frequencies=tuple(1.0 + 2.0 * f for f in draws[1]),
+        phases=tuple(2.0 * math.pi * p for p in draws[2]),
+        speeds=tuple(0.5 + s for s in draws[3]),
+        amplitudes=tuple(_AMBIENT_AMPLITUDE * (0.5 + a) / _AMBIENT_WAVES for a in draws[4]),
+    )
