@@ -128,6 +128,7 @@ class AdapterContext:
     session: aiohttp.ClientSession
     data_dir: Path
     webhook_secret: str | None = None
+    timeout_s: float = 30.0  # per provider request, from `providers.<name>.timeout_s`
     clock: Clock = time.monotonic
     sleep: Sleep = asyncio.sleep
 
@@ -138,6 +139,8 @@ class Adapter(Protocol):
     provider: str
     image_acceptance: ImageAcceptance
     poll_schedule: PollSchedule
+    # True only where a lost submit may be sent again safely (the provider takes an idempotency key).
+    idempotent_submit: bool
 
     async def submit(self, task: RenderTask) -> Submission:
         """Start a render. Raises a `ProviderError`; `SubmissionUncertain` if the answer was lost."""

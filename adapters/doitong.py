@@ -109,7 +109,10 @@ def error_for(
 ) -> ProviderError:
     """doitong's failures in our hierarchy: by `extensions.code` first, then by HTTP status."""
     common: dict[str, Any] = {
-        "provider": PROVIDER, "provider_code": code, "status": status, "details": details
+        "provider": PROVIDER,
+        "provider_code": code,
+        "status": status,
+        "details": details,
     }
     if code in ("RATE_LIMITED", "CONCURRENT_LIMIT_EXCEEDED") or status == 429:
         return RateLimited(message, retry_after_s=retry_after_s, **common)
@@ -149,8 +152,12 @@ def _data(reply: Reply, field: str, *, submit: bool) -> dict[str, Any]:
     if body is not None and (body.get("errors") or not reply.ok):
         raise _graphql_error(reply, body)
     if not reply.ok:
-        raise error_for(reply.status, None, f"doitong answered HTTP {reply.status}",
-                        retry_after_seconds(reply.headers.get("Retry-After")))
+        raise error_for(
+            reply.status,
+            None,
+            f"doitong answered HTTP {reply.status}",
+            retry_after_seconds(reply.headers.get("Retry-After")),
+        )
     data = body.get("data") if body is not None else None
     value = data.get(field) if isinstance(data, dict) else None
     if not isinstance(value, dict):
@@ -191,14 +198,20 @@ def parse_job(job: Mapping[str, Any]) -> TaskStatus:
     if state is None:
         raise ProviderUnavailable(f"doitong job has unknown status {job.get('status')!r}", provider=PROVIDER)
     credits = job.get("creditCost")
-    cost = (ReportedCost(Decimal(str(credits)), CostUnit.CREDITS)
-            if isinstance(credits, int | float) and not isinstance(credits, bool) else None)
+    cost = (
+        ReportedCost(Decimal(str(credits)), CostUnit.CREDITS)
+        if isinstance(credits, int | float) and not isinstance(credits, bool)
+        else None
+    )
     error = None
     if state is TaskState.FAILED:
         failure = _object(job.get("error"))
         code = failure.get("code")
-        error = error_for(None, code if isinstance(code, str) else None,
-                          f"doitong job failed: {failure.get('message') or 'no message'}")
+        error = error_for(
+            None,
+            code if isinstance(code, str) else None,
+            f"doitong job failed: {failure.get('message') or 'no message'}",
+        )
     url = job.get("url")
     return TaskStatus(
         state=state,
@@ -212,6 +225,8 @@ def parse_job(job: Mapping[str, Any]) -> TaskStatus:
 class DoitongAdapter:
     """The doitong adapter over the app's shared session."""
 
+    idempotent_submit = True
+
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
     poll_schedule = POLL_SCHEDULE
@@ -221,12 +236,25 @@ class DoitongAdapter:
         self._url = ctx.base_url.rstrip("/") + "/graphql"
         self._timeout_s = timeout_s
 
-    async def _operation(self, query: str, variables: dict[str, Any], field: str, *, submit: bool,
-                         headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-        reply = await send(self._ctx.session, "POST", self._url, provider=PROVIDER, uncertain_if_lost=submit,
-                           timeout_s=self._timeout_s,
-                           headers={"Authorization": f"Bearer {self._ctx.api_key or ''}", **(headers or {})},
-                           json_body={"query": query, "variables": variables})
+    async def _operation(
+        self,
+        query: str,
+        variables: dict[str, Any],
+        field: str,
+        *,
+        submit: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        reply = await send(
+            self._ctx.session,
+            "POST",
+            self._url,
+            provider=PROVIDER,
+            uncertain_if_lost=submit,
+            timeout_s=self._timeout_s,
+            headers={"Authorization": f"Bearer {self._ctx.api_key or ''}", **(headers or {})},
+            json_body={"query": query, "variables": variables},
+        )
         return _data(reply, field, submit=submit)
 
     async def submit(self, task: RenderTask) -> Submission:
@@ -234,18 +262,22 @@ class DoitongAdapter:
         variables = {"input": generate_input(task)}
 
         async def once() -> dict[str, Any]:
-            return await self._operation(GENERATE, variables, "generate", submit=True,
-                                         headers={"Idempotency-Key": task.attempt_id})
+            return await self._operation(
+                GENERATE, variables, "generate", submit=True, headers={"Idempotency-Key": task.attempt_id}
+            )
 
         job = await with_retries(once, SUBMIT_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep)
         job_id = job.get("id")
         if not isinstance(job_id, str) or not job_id:
             raise SubmissionUncertain("doitong answered the submit without a job id", provider=PROVIDER)
-        return Submission(handle=TaskHandle(provider_job_id=job_id, model=task.model),
-                          reported_cost=parse_job(job).reported_cost)
+        return Submission(
+            handle=TaskHandle(provider_job_id=job_id, model=task.model),
+            reported_cost=parse_job(job).reported_cost,
+        )
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the job (free; safe to repeat)."""
+
         async def once() -> dict[str, Any]:
             return await self._operation(JOB, {"id": handle.provider_job_id}, "job", submit=False)
 
@@ -265,15 +297,22 @@ class DoitongAdapter:
         """Download the job's MP4."""
         if status.output_url is None:
             raise ProviderError("doitong job has no output URL", provider=PROVIDER)
-        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
-                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+        await download(
+            self._ctx.session,
+            status.output_url,
+            dest,
+            provider=PROVIDER,
+            max_bytes=OUTPUT_MAX_BYTES,
+            timeout_s=OUTPUT_TIMEOUT_S,
+        )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify `X-Doitong-Signature` over the raw body, then parse the job it reports."""
         secret = self._ctx.webhook_secret
         if not secret:
-            raise Rejected("no doitong webhook secret is configured, so no webhook can be trusted",
-                           provider=PROVIDER)
+            raise Rejected(
+                "no doitong webhook secret is configured, so no webhook can be trusted", provider=PROVIDER
+            )
         expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER, "")):
             raise Rejected("doitong webhook signature does not match", provider=PROVIDER)
@@ -289,4 +328,4 @@ class DoitongAdapter:
 
 def build(ctx: AdapterContext) -> DoitongAdapter:
     """The doitong adapter factory."""
-    return DoitongAdapter(ctx)
+    return DoitongAdapter(ctx, timeout_s=ctx.timeout_s)

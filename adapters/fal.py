@@ -252,6 +252,8 @@ def _url(handle: TaskHandle, key: str) -> str:
 class FalAdapter:
     """The fal queue adapter over the app's shared session."""
 
+    idempotent_submit = False
+
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
     poll_schedule = POLL_SCHEDULE
@@ -262,12 +264,27 @@ class FalAdapter:
         self._origin = URL(self._base).origin()
         self._timeout_s = timeout_s
 
-    async def _json(self, policy: RetryPolicy, method: str, url: str, *, submit: bool,
-                    body: Any = None, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+    async def _json(
+        self,
+        policy: RetryPolicy,
+        method: str,
+        url: str,
+        *,
+        submit: bool,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
             reply = await send(
-                self._ctx.session, method, url, provider=PROVIDER, uncertain_if_lost=submit,
-                timeout_s=self._timeout_s, headers=self._headers(), json_body=body, params=params,
+                self._ctx.session,
+                method,
+                url,
+                provider=PROVIDER,
+                uncertain_if_lost=submit,
+                timeout_s=self._timeout_s,
+                headers=self._headers(),
+                json_body=body,
+                params=params,
             )
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
 
@@ -282,13 +299,20 @@ class FalAdapter:
     async def submit(self, task: RenderTask) -> Submission:
         """Queue the request; retried only on answers that prove it was not queued (429, 5xx)."""
         params = {"fal_webhook": task.webhook_url} if task.webhook_url else None
-        answer = await self._json(SUBMIT_RETRY, "POST", f"{self._base}/{task.model.strip('/')}", submit=True,
-                                  body=request_body(task), params=params)
+        answer = await self._json(
+            SUBMIT_RETRY,
+            "POST",
+            f"{self._base}/{task.model.strip('/')}",
+            submit=True,
+            body=request_body(task),
+            params=params,
+        )
         request_id = answer.get("request_id")
         urls = {key: answer.get(key) for key in _URL_KEYS}
         if not isinstance(request_id, str) or not all(self._same_origin(u) for u in urls.values()):
-            raise SubmissionUncertain("fal queued the request but its answer lacks usable URLs",
-                                      provider=PROVIDER)
+            raise SubmissionUncertain(
+                "fal queued the request but its answer lacks usable URLs", provider=PROVIDER
+            )
         data = {key: str(value) for key, value in urls.items()}
         return Submission(handle=TaskHandle(provider_job_id=request_id, model=task.model, data=data))
 
@@ -306,8 +330,11 @@ class FalAdapter:
         if error_type == CANCELLED:
             return TaskStatus(state=TaskState.CANCELLED)
         if answer.get("error") is not None or error_type is not None:
-            error = error_for(None, error_type if isinstance(error_type, str) else None,
-                              f"fal request failed: {answer.get('error')}")
+            error = error_for(
+                None,
+                error_type if isinstance(error_type, str) else None,
+                f"fal request failed: {answer.get('error')}",
+            )
             return TaskStatus(state=TaskState.FAILED, error=error)
         return await self._result(handle)
 
@@ -325,8 +352,15 @@ class FalAdapter:
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """Ask fal to cancel; False when the request already completed."""
-        reply = await send(self._ctx.session, "PUT", _url(handle, "cancel_url"), provider=PROVIDER,
-                           uncertain_if_lost=False, timeout_s=self._timeout_s, headers=self._headers())
+        reply = await send(
+            self._ctx.session,
+            "PUT",
+            _url(handle, "cancel_url"),
+            provider=PROVIDER,
+            uncertain_if_lost=False,
+            timeout_s=self._timeout_s,
+            headers=self._headers(),
+        )
         if reply.ok:
             return True
         if reply.status in (400, 404):
@@ -337,8 +371,14 @@ class FalAdapter:
         """Download the result's MP4 from fal's CDN (no auth header: it is a public URL)."""
         if status.output_url is None:
             raise ProviderError("fal request has no output URL", provider=PROVIDER)
-        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
-                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+        await download(
+            self._ctx.session,
+            status.output_url,
+            dest,
+            provider=PROVIDER,
+            max_bytes=OUTPUT_MAX_BYTES,
+            timeout_s=OUTPUT_TIMEOUT_S,
+        )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Parse fal's `{request_id, status: OK|ERROR, payload, error}` (a cue to poll; unverified)."""
@@ -354,12 +394,13 @@ class FalAdapter:
             url = video_url(result) if isinstance(result, dict) else None
             status = TaskStatus(state=TaskState.SUCCEEDED, output_url=url)
         else:
-            status = TaskStatus(state=TaskState.FAILED,
-                                error=ProviderError(f"fal request failed: {payload.get('error')}",
-                                                    provider=PROVIDER))
+            status = TaskStatus(
+                state=TaskState.FAILED,
+                error=ProviderError(f"fal request failed: {payload.get('error')}", provider=PROVIDER),
+            )
         return WebhookEvent(provider_job_id=request_id, status=status)
 
 
 def build(ctx: AdapterContext) -> FalAdapter:
     """The fal adapter factory."""
-    return FalAdapter(ctx)
+    return FalAdapter(ctx, timeout_s=ctx.timeout_s)

@@ -151,9 +151,7 @@ async def send(
         ) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         error_class = SubmissionUncertain if uncertain_if_lost else ProviderUnavailable
-        raise error_class(
-            f"{provider} did not answer ({type(exc).__name__})", provider=provider
-        ) from exc
+        raise error_class(f"{provider} did not answer ({type(exc).__name__})", provider=provider) from exc
 
 
 def json_answer(
@@ -169,8 +167,11 @@ def json_answer(
     body = reply.json_object()
     if body is None:
         error_class = SubmissionUncertain if submit else ProviderUnavailable
-        raise error_class(f"{provider} answered HTTP {reply.status} with a malformed body",
-                          provider=provider, status=reply.status)
+        raise error_class(
+            f"{provider} answered HTTP {reply.status} with a malformed body",
+            provider=provider,
+            status=reply.status,
+        )
     return body
 
 
@@ -214,8 +215,9 @@ async def download(
                 async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK_BYTES):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise OutputInvalid(f"{provider} output is larger than {max_bytes} bytes",
-                                            provider=provider)
+                        raise OutputInvalid(
+                            f"{provider} output is larger than {max_bytes} bytes", provider=provider
+                        )
                     handle.write(chunk)
     except (aiohttp.ClientError, TimeoutError) as exc:
         part.unlink(missing_ok=True)

@@ -133,8 +133,12 @@ def image_reference(image: ImageInput, acceptance: ImageAcceptance, provider: st
     cap = acceptance.data_uri_max_bytes
     if image.data is not None and cap is not None and data_uri_size(len(image.data)) <= cap:
         return to_data_uri(image)
-    reason = image_infeasibility(acceptance, image.url is not None, image.data is not None,
-                                 None if image.data is None else len(image.data))
+    reason = image_infeasibility(
+        acceptance,
+        image.url is not None,
+        image.data is not None,
+        None if image.data is None else len(image.data),
+    )
     raise Rejected(reason or f"{provider} cannot take this image", provider=provider)
 
 

@@ -119,8 +119,12 @@ def _error_fields(error: Any) -> tuple[str | None, str]:
 
 def _reply_error(reply: Reply) -> ProviderError:
     code, message = _error_fields((reply.json_object() or {}).get("error"))
-    return error_for(reply.status, code, f"muvi answered HTTP {reply.status}: {message}",
-                     retry_after_seconds(reply.headers.get("Retry-After")))
+    return error_for(
+        reply.status,
+        code,
+        f"muvi answered HTTP {reply.status}: {message}",
+        retry_after_seconds(reply.headers.get("Retry-After")),
+    )
 
 
 def request_body(task: RenderTask) -> dict[str, Any]:
@@ -189,23 +193,34 @@ def parse_job(payload: Mapping[str, Any], quoted: ReportedCost | None) -> TaskSt
 class MuviAdapter:
     """The muvi adapter over the app's shared session. `wall_clock` reads Unix time."""
 
+    idempotent_submit = False
+
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
     poll_schedule = POLL_SCHEDULE
 
-    def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S,
-                 wall_clock: Clock = time.time) -> None:
+    def __init__(
+        self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S, wall_clock: Clock = time.time
+    ) -> None:
         self._ctx = ctx
         self._base = ctx.base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._wall_clock = wall_clock
 
-    async def _json(self, policy: RetryPolicy, method: str, path: str, *, submit: bool,
-                    body: Any = None) -> dict[str, Any]:
+    async def _json(
+        self, policy: RetryPolicy, method: str, path: str, *, submit: bool, body: Any = None
+    ) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
-            reply = await send(self._ctx.session, method, self._base + path, provider=PROVIDER,
-                               uncertain_if_lost=submit, timeout_s=self._timeout_s,
-                               headers={"Authorization": f"Bearer {self._ctx.api_key or ''}"}, json_body=body)
+            reply = await send(
+                self._ctx.session,
+                method,
+                self._base + path,
+                provider=PROVIDER,
+                uncertain_if_lost=submit,
+                timeout_s=self._timeout_s,
+                headers={"Authorization": f"Bearer {self._ctx.api_key or ''}"},
+                json_body=body,
+            )
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
 
         return await with_retries(once, policy, clock=self._ctx.clock, sleep=self._ctx.sleep)
@@ -216,8 +231,9 @@ class MuviAdapter:
         answer = await self._json(SUBMIT_RETRY, "POST", "/v1/jobs/submit", submit=True, body=body)
         job_id = answer.get("jobId")
         if not isinstance(job_id, str) or not job_id:
-            raise SubmissionUncertain("muvi accepted the submit but its answer has no jobId",
-                                      provider=PROVIDER)
+            raise SubmissionUncertain(
+                "muvi accepted the submit but its answer has no jobId", provider=PROVIDER
+            )
         cost = _micro_cents(answer.get("costMicroCents"))
         data = {_COST_KEY: str(cost.amount)} if cost is not None else {}
         return Submission(
@@ -245,9 +261,15 @@ class MuviAdapter:
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """Cancel a pending job; False once it is processing or done (muvi cancels only pending ones)."""
-        reply = await send(self._ctx.session, "POST", f"{self._base}/v1/jobs/{handle.provider_job_id}/cancel",
-                           provider=PROVIDER, uncertain_if_lost=False, timeout_s=self._timeout_s,
-                           headers={"Authorization": f"Bearer {self._ctx.api_key or ''}"})
+        reply = await send(
+            self._ctx.session,
+            "POST",
+            f"{self._base}/v1/jobs/{handle.provider_job_id}/cancel",
+            provider=PROVIDER,
+            uncertain_if_lost=False,
+            timeout_s=self._timeout_s,
+            headers={"Authorization": f"Bearer {self._ctx.api_key or ''}"},
+        )
         if reply.ok:
             return True
         error = _reply_error(reply)
@@ -259,8 +281,14 @@ class MuviAdapter:
         """Download the job's MP4."""
         if status.output_url is None:
             raise ProviderError("muvi job has no output URL", provider=PROVIDER)
-        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
-                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+        await download(
+            self._ctx.session,
+            status.output_url,
+            dest,
+            provider=PROVIDER,
+            max_bytes=OUTPUT_MAX_BYTES,
+            timeout_s=OUTPUT_TIMEOUT_S,
+        )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify the signature and freshness of a muvi webhook, then parse it."""
@@ -277,8 +305,9 @@ class MuviAdapter:
     def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
         secret = self._ctx.webhook_secret
         if not secret:
-            raise Rejected("no muvi webhook secret is configured, so no webhook can be trusted",
-                           provider=PROVIDER)
+            raise Rejected(
+                "no muvi webhook secret is configured, so no webhook can be trusted", provider=PROVIDER
+            )
         stamp = headers.get(TIMESTAMP_HEADER, "")
         signature = headers.get(SIGNATURE_HEADER, "")
         if not stamp.isdigit() or abs(self._wall_clock() - int(stamp)) > WEBHOOK_TOLERANCE_S:
@@ -291,4 +320,4 @@ class MuviAdapter:
 
 def build(ctx: AdapterContext) -> MuviAdapter:
     """The muvi adapter factory."""
-    return MuviAdapter(ctx)
+    return MuviAdapter(ctx, timeout_s=ctx.timeout_s)

@@ -129,18 +129,25 @@ def parse_generation(payload: Mapping[str, Any]) -> TaskStatus:
     """A generation answer (submit or poll) as a unified status."""
     state = _STATES.get(str(payload.get("status")))
     if state is None:
-        raise ProviderUnavailable(f"pixelapi generation has unknown status {payload.get('status')!r}",
-                                  provider=PROVIDER)
+        raise ProviderUnavailable(
+            f"pixelapi generation has unknown status {payload.get('status')!r}", provider=PROVIDER
+        )
     credits = payload.get("credits_used")
-    cost = (ReportedCost(Decimal(str(credits)), CostUnit.CREDITS)
-            if isinstance(credits, int | float) and not isinstance(credits, bool) else None)
+    cost = (
+        ReportedCost(Decimal(str(credits)), CostUnit.CREDITS)
+        if isinstance(credits, int | float) and not isinstance(credits, bool)
+        else None
+    )
     estimate = payload.get("estimated_seconds")
     output = payload.get("output_url")
     error = None
     if state is TaskState.FAILED:
         code = payload.get("error_code")
-        error = error_for(None, code if isinstance(code, str) else None,
-                          f"pixelapi generation failed: {payload.get('error_message')}")
+        error = error_for(
+            None,
+            code if isinstance(code, str) else None,
+            f"pixelapi generation failed: {payload.get('error_message')}",
+        )
     return TaskStatus(
         state=state,
         output_url=output if isinstance(output, str) and state is TaskState.SUCCEEDED else None,
@@ -154,6 +161,8 @@ def parse_generation(payload: Mapping[str, Any]) -> TaskStatus:
 
 class PixelApiAdapter:
     """The PixelAPI adapter over the app's shared session."""
+
+    idempotent_submit = False
 
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
@@ -175,16 +184,25 @@ class PixelApiAdapter:
         async def once() -> dict[str, Any]:
             body = _form(fields, image.data, image.content_type) if image and image.data else None
             json_body = None if body is not None else {**fields, "duration": CLIP_SECONDS}
-            reply = await send(self._ctx.session, "POST", f"{self._base}/v1/{task.model}/generate",
-                               provider=PROVIDER, uncertain_if_lost=True, timeout_s=self._timeout_s,
-                               headers=self._headers(), data=body, json_body=json_body)
+            reply = await send(
+                self._ctx.session,
+                "POST",
+                f"{self._base}/v1/{task.model}/generate",
+                provider=PROVIDER,
+                uncertain_if_lost=True,
+                timeout_s=self._timeout_s,
+                headers=self._headers(),
+                data=body,
+                json_body=json_body,
+            )
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=True)
 
         answer = await with_retries(once, SUBMIT_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep)
         generation_id = answer.get("generation_id")
         if not isinstance(generation_id, str) or not generation_id:
-            raise SubmissionUncertain("pixelapi started a generation but its answer has no id",
-                                      provider=PROVIDER)
+            raise SubmissionUncertain(
+                "pixelapi started a generation but its answer has no id", provider=PROVIDER
+            )
         first = parse_generation(answer)
         return Submission(
             handle=TaskHandle(provider_job_id=generation_id, model=task.model),
@@ -199,8 +217,9 @@ class PixelApiAdapter:
                 raise Rejected("image_to_video needs an image", provider=PROVIDER)
             return await image_with_bytes(self._ctx.session, task.image)
         if task.model == "seedance":
-            raise Rejected("pixelapi seedance animates an image; text-only jobs use `video`",
-                           provider=PROVIDER)
+            raise Rejected(
+                "pixelapi seedance animates an image; text-only jobs use `video`", provider=PROVIDER
+            )
         return None
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
@@ -208,12 +227,20 @@ class PixelApiAdapter:
         url = f"{self._base}/v1/{handle.model}/{handle.provider_job_id}"
 
         async def once() -> dict[str, Any]:
-            reply = await send(self._ctx.session, "GET", url, provider=PROVIDER, uncertain_if_lost=False,
-                               timeout_s=self._timeout_s, headers=self._headers())
+            reply = await send(
+                self._ctx.session,
+                "GET",
+                url,
+                provider=PROVIDER,
+                uncertain_if_lost=False,
+                timeout_s=self._timeout_s,
+                headers=self._headers(),
+            )
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
 
-        return parse_generation(await with_retries(once, POLL_RETRY, clock=self._ctx.clock,
-                                                   sleep=self._ctx.sleep))
+        return parse_generation(
+            await with_retries(once, POLL_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep)
+        )
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """PixelAPI cannot cancel a generation."""
@@ -223,8 +250,14 @@ class PixelApiAdapter:
         """Download the generation's MP4 from PixelAPI's CDN."""
         if status.output_url is None:
             raise ProviderError("pixelapi generation has no output URL", provider=PROVIDER)
-        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
-                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+        await download(
+            self._ctx.session,
+            status.output_url,
+            dest,
+            provider=PROVIDER,
+            max_bytes=OUTPUT_MAX_BYTES,
+            timeout_s=OUTPUT_TIMEOUT_S,
+        )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """PixelAPI documents no webhook body, so none is accepted."""
@@ -233,4 +266,4 @@ class PixelApiAdapter:
 
 def build(ctx: AdapterContext) -> PixelApiAdapter:
     """The PixelAPI adapter factory."""
-    return PixelApiAdapter(ctx)
+    return PixelApiAdapter(ctx, timeout_s=ctx.timeout_s)

@@ -201,6 +201,8 @@ def parse_task(payload: dict[str, Any]) -> TaskStatus:
 class RunwayAdapter:
     """The Runway adapter over the app's shared session."""
 
+    idempotent_submit = False
+
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
     poll_schedule = POLL_SCHEDULE
@@ -225,8 +227,9 @@ class RunwayAdapter:
             json_body=body,
         )
 
-    async def _retrying(self, policy: RetryPolicy, method: str, path: str, *, submit: bool,
-                        body: Any = None) -> dict[str, Any]:
+    async def _retrying(
+        self, policy: RetryPolicy, method: str, path: str, *, submit: bool, body: Any = None
+    ) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
             reply = await self._call(method, path, submit=submit, body=body)
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
@@ -240,8 +243,9 @@ class RunwayAdapter:
         answer = await self._retrying(SUBMIT_RETRY, "POST", path, submit=True, body=body)
         task_id = answer.get("id")
         if not isinstance(task_id, str) or not task_id:
-            raise SubmissionUncertain("runway accepted the submit but its answer has no task id",
-                                      provider=PROVIDER)
+            raise SubmissionUncertain(
+                "runway accepted the submit but its answer has no task id", provider=PROVIDER
+            )
         return Submission(handle=TaskHandle(provider_job_id=task_id, model=task.model))
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
@@ -262,8 +266,14 @@ class RunwayAdapter:
         """Download the task's MP4 (Runway's output URLs are signed; no auth header)."""
         if status.output_url is None:
             raise ProviderError("runway task has no output URL", provider=PROVIDER)
-        await download(self._ctx.session, status.output_url, dest, provider=PROVIDER,
-                       max_bytes=OUTPUT_MAX_BYTES, timeout_s=OUTPUT_TIMEOUT_S)
+        await download(
+            self._ctx.session,
+            status.output_url,
+            dest,
+            provider=PROVIDER,
+            max_bytes=OUTPUT_MAX_BYTES,
+            timeout_s=OUTPUT_TIMEOUT_S,
+        )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Runway sends no webhooks, so anything claiming to be one is refused."""
@@ -272,4 +282,4 @@ class RunwayAdapter:
 
 def build(ctx: AdapterContext) -> RunwayAdapter:
     """The Runway adapter factory."""
-    return RunwayAdapter(ctx)
+    return RunwayAdapter(ctx, timeout_s=ctx.timeout_s)

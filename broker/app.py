@@ -52,6 +52,7 @@ def build_adapters(
             session=app[HTTP],
             data_dir=settings.data_dir,
             webhook_secret=secret,
+            timeout_s=provider.timeout_s,
         )
         built[name] = factories[name](context)
     return built

@@ -52,6 +52,7 @@ class FakeProvider:
 
 
 class FakeAdapter:
+    idempotent_submit = False
     image_acceptance = ImageAcceptance(url=True, data_uri_max_bytes=5_000_000, file_max_bytes=10_000_000)
     poll_schedule = PollSchedule(min_interval_s=0.01, max_interval_s=0.02, deadline_s=30)
 
