@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from pricing.money import Money
+from tests.test_reports_sandbox import Rig, run_mixed, sandbox_rig
 from tests.test_reports_workload import MakeWorkload, money_by, serve_workload
 
 workload_client = pytest.fixture(serve_workload)
@@ -127,3 +128,25 @@ async def test_label_values_stay_bounded(workload_client: MakeWorkload) -> None:
     assert not any("job " in v for v in values)  # no prompt
     providers = {s.labels.get("provider") for samples in metrics.values() for s in samples} - {None}
     assert providers <= {"cheap", "dear", "runway"}
+
+
+sandbox = pytest.fixture(sandbox_rig)
+
+
+async def test_every_emulated_provider_gets_latency_and_error_series(sandbox: Rig) -> None:
+    await run_mixed(sandbox)
+    metrics = await scrape(sandbox.client)
+    endpoints = {
+        (s.labels["provider"], s.labels["endpoint"])
+        for s in metrics["broker_provider_request_duration_seconds"]
+        if s.name.endswith("_count")
+    }
+    assert {("pixelapi", "POST /v1/seedance/generate"), ("pixelapi", "GET /v1/seedance/{id}")} <= endpoints
+    assert {p for p, _ in endpoints} == {"pixelapi", "fal"}
+    assert all("{id}" in e or not e.startswith("GET") for _, e in endpoints if "media" not in e)
+    errors = metrics["broker_provider_errors"]
+    failures = {
+        (s.labels["provider"], s.labels["error"]): s.value for s in errors if s.name.endswith("_total")
+    }
+    assert failures[("pixelapi", "provider_unavailable")] == 4  # the four injected PixelAPI failures
+    assert sum(v for (p, _), v in failures.items() if p == "fal") == 2
