@@ -31,7 +31,7 @@ _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|(?=[^/]*\d)[A-Za-z0-9_.~:-]{1
 
 
 def path_template(path: str) -> str:
-    """"/v1/tasks/3f2c...-9a" -> "/v1/tasks/{id}"; at most `MAX_SEGMENTS` segments kept."""
+    """ "/v1/tasks/3f2c...-9a" -> "/v1/tasks/{id}"; at most `MAX_SEGMENTS` segments kept."""
     segments = [s for s in path.split("/") if s]
     shown = ["{id}" if _ID_SEGMENT.match(s) else s for s in segments[:MAX_SEGMENTS]]
     if len(segments) > MAX_SEGMENTS:
@@ -72,7 +72,7 @@ class ProviderResolver:
         return None
 
     def endpoint(self, provider: str, method: str, url: URL) -> str:
-        """"GET /v1/tasks/{id}"; "other" once the provider has `MAX_ENDPOINTS` distinct ones."""
+        """ "GET /v1/tasks/{id}"; "other" once the provider has `MAX_ENDPOINTS` distinct ones."""
         label = f"{method.upper()} {path_template(url.path)}"
         seen = self._endpoints.setdefault(provider, set())
         if label not in seen:
@@ -82,32 +82,41 @@ class ProviderResolver:
         return label
 
 
-def _status_class(status: int) -> str:
-    return f"{status // 100}xx"
+class ProviderCallTracer:
+    """Times, counts and logs each provider request; `trace_config()` hooks it onto a session."""
 
-
-def provider_trace_config(
-    resolver: ProviderResolver, metrics: BrokerMetrics, clock: Callable[[], float] = time.perf_counter
-) -> aiohttp.TraceConfig:
-    """A `TraceConfig` that times, counts and logs each provider request on the session it is given to."""
-    trace: aiohttp.TraceConfig = aiohttp.TraceConfig()
-
-    async def started(
-        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+    def __init__(
+        self,
+        resolver: ProviderResolver,
+        metrics: BrokerMetrics,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        ctx.provider = resolver.provider_of(params.url)
-        ctx.started = clock()
+        self.resolver, self.metrics, self.clock = resolver, metrics, clock
 
-    async def ended(
-        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+    def trace_config(self) -> aiohttp.TraceConfig:
+        """A `TraceConfig` for the `ClientSession` whose provider calls should be traced."""
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(self._started)
+        trace.on_request_end.append(self._ended)
+        trace.on_request_exception.append(self._failed)
+        return trace
+
+    async def _started(
+        self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        ctx.provider = self.resolver.provider_of(params.url)
+        ctx.started = self.clock()
+
+    async def _ended(
+        self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams
     ) -> None:
         if ctx.provider is None:
             return
-        seconds = clock() - ctx.started
+        seconds = self.clock() - ctx.started
         status = params.response.status
-        endpoint = resolver.endpoint(ctx.provider, params.method, params.url)
-        metrics.provider_latency.labels(ctx.provider, endpoint).observe(seconds)
-        metrics.provider_requests.labels(ctx.provider, endpoint, _status_class(status)).inc()
+        endpoint = self.resolver.endpoint(ctx.provider, params.method, params.url)
+        self.metrics.provider_latency.labels(ctx.provider, endpoint).observe(seconds)
+        self.metrics.provider_requests.labels(ctx.provider, endpoint, f"{status // 100}xx").inc()
         log.info(
             "provider_call",
             provider=ctx.provider,
@@ -117,14 +126,17 @@ def provider_trace_config(
             duration_s=round(seconds, 4),
         )
 
-    async def failed(
-        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestExceptionParams
+    async def _failed(
+        self,
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestExceptionParams,
     ) -> None:
         if ctx.provider is None:
             return
-        seconds = clock() - ctx.started
-        endpoint = resolver.endpoint(ctx.provider, params.method, params.url)
-        metrics.provider_requests.labels(ctx.provider, endpoint, "error").inc()
+        seconds = self.clock() - ctx.started
+        endpoint = self.resolver.endpoint(ctx.provider, params.method, params.url)
+        self.metrics.provider_requests.labels(ctx.provider, endpoint, "error").inc()
         log.warning(
             "provider_call",
             provider=ctx.provider,
@@ -135,7 +147,9 @@ def provider_trace_config(
             duration_s=round(seconds, 4),
         )
 
-    trace.on_request_start.append(started)
-    trace.on_request_end.append(ended)
-    trace.on_request_exception.append(failed)
-    return trace
+
+def provider_trace_config(
+    resolver: ProviderResolver, metrics: BrokerMetrics, clock: Callable[[], float] = time.perf_counter
+) -> aiohttp.TraceConfig:
+    """A `TraceConfig` that times, counts and logs each provider request on the session it is given to."""
+    return ProviderCallTracer(resolver, metrics, clock).trace_config()
