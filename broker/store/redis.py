@@ -5,7 +5,8 @@ script touches carries the same hash tag, so each script runs inside one Redis C
 
     {P:jobs}:job:<id>                  hash  r=record JSON (without the three fields below), v=version,
                                              o="=" + lease owner, l=lease until (unix s), s=status,
-                                             t=team, h=request hash, w=token of the last write
+                                             t=team, h=request hash, w=token of the last write,
+                                             e=its dispatch stream entry, d=1 once the stream delivered it
     {P:jobs}:idem:<team>               hash  idempotency key -> job id
     {P:jobs}:ids                       zset  every job id (score 0: ordered by id, i.e. by time)
     {P:jobs}:team:<team>               zset  the team's job ids
@@ -13,8 +14,10 @@ script touches carries the same hash tag, so each script runs inside one Redis C
     {P:jobs}:team-status:<team>:<st>   zset  job ids per team and status
     {P:jobs}:created                   zset  job ids scored by created_at (unix s)
     {P:jobs}:created-team:<team>       zset  the same, per team
-    {P:jobs}:ready                     zset  claimable jobs with no live lease, by id
-    {P:jobs}:leased                    zset  non-terminal jobs under a lease, scored by its expiry
+    {P:jobs}:dispatch                  stream one entry (job=<id>) per unfinished job; consumer group
+                                             `runners`, one consumer per runner (its owner name)
+    {P:jobs}:ready                     zset  delivered, unfinished jobs with no live lease, by id
+    {P:jobs}:leased                    zset  unfinished jobs under a lease, scored by its expiry
     {P:jobs}:claim:<token>             string the job a claim took, for 60 s (see replays below)
     {P:budget}:w:<window key>          hash  spent, reserved (integer micro-USD)
     {P:budget}:res:<job id>            hash  "w:<window key>" -> reserved amount, token -> write token
@@ -28,8 +31,25 @@ keys, so budgets share `{P:budget}`. A policy write only touches its own team, s
 per team. Scripts derive per-job and per-index key names from the tag they were given, so no script
 ever leaves its slot.
 
-A claim first moves jobs whose lease expired (scored below `now` in `leased`) into `ready`, then leases
-the lowest id in `ready`; each expiry is moved once, so a claim costs O(log N) plus the expiries.
+Dispatch is a Redis Stream read by one consumer group, and the lease in the job hash is the lock.
+Creating an unfinished job XADDs its id. A claim (one script, so nothing happens between its steps):
+  1. moves jobs whose lease expired by the caller's clock (scored below `now` in `leased`) into
+     `ready`, and leases the lowest id there whose lease is dead: a job released unfinished, or one
+     whose owner stopped renewing (a replica that died). XCLAIM hands its pending entry to the claimer;
+  2. otherwise reads the next new entry with XREADGROUP (never blocking) and leases that job, acking
+     and deleting entries of jobs that ended before anyone read them.
+Every write of a lease XCLAIMs the job's entry for the lease owner (JUSTID), so XPENDING shows which
+replica holds which job and for how long it has not written it. A job reaching a terminal status
+XACKs and XDELs its entry, so the stream holds only unfinished jobs. Consumers of stopped replicas stay
+listed with nothing pending (XGROUP DELCONSUMER tidies them).
+
+Why a dead replica's jobs are found through `leased`, not XAUTOCLAIM: a stream entry's idle time is
+measured by Redis's clock from the last delivery, while a lease is judged by the claimer's clock (the
+runner's injected clock, the contract suite's fixed times) and a live owner renews it by writing the
+job. XAUTOCLAIM would take a job whose owner renews on time but whose clock differs, or miss one whose
+lease ran out by the claimer's clock, and would move entries before it knew whether their lease was
+dead. The expiry index answers exactly "whose lease is dead now", in O(log N); XCLAIM then moves the
+entry, so the stream's view never disagrees with the lease for longer than one script.
 
 redis-py retries a command after a dropped connection, which could run a script twice when only the
 reply was lost. Each write therefore carries a random token, stored with what it wrote: a replay finds
@@ -99,16 +119,41 @@ local function set_lease(jk, owner, lease)
   if owner == '' then redis.call('HDEL', jk, 'o') else redis.call('HSET', jk, 'o', owner) end
   if lease == '' then redis.call('HDEL', jk, 'l') else redis.call('HSET', jk, 'l', lease) end
 end
-local function place(id, claimable, lease)
+local STREAM, GROUP = key('dispatch'), 'runners'
+local function dispatch(jk, id)
+  if redis.call('EXISTS', STREAM) == 0 then
+    redis.call('XGROUP', 'CREATE', STREAM, GROUP, '0', 'MKSTREAM')
+  end
+  redis.call('HSET', jk, 'e', redis.call('XADD', STREAM, '*', 'job', id))
+  redis.call('HDEL', jk, 'd')
+end
+-- The pending entry follows the lease owner, and its idle time restarts with every write.
+local function hand_to_owner(jk)
+  local f = redis.call('HMGET', jk, 'e', 'd', 'o')
+  if f[1] and f[2] and f[3] then redis.call('XCLAIM', STREAM, GROUP, f[3], 0, f[1], 'JUSTID') end
+end
+local function retire_entry(jk)
+  local e = redis.call('HGET', jk, 'e')
+  if e then
+    redis.call('XACK', STREAM, GROUP, e)
+    redis.call('XDEL', STREAM, e)
+    redis.call('HDEL', jk, 'e', 'd')
+  end
+end
+local function place(jk, id, claimable, lease)
+  if claimable == '1' and redis.call('HEXISTS', jk, 'e') == 0 then dispatch(jk, id) end
   if claimable == '1' and lease == '' then
     redis.call('ZREM', key('leased'), id)
-    redis.call('ZADD', key('ready'), 0, id)
+    -- A job the stream has not delivered yet is still waiting there.
+    if redis.call('HEXISTS', jk, 'd') == 1 then redis.call('ZADD', key('ready'), 0, id) end
   elseif claimable == '1' then
     redis.call('ZREM', key('ready'), id)
     redis.call('ZADD', key('leased'), lease, id)
+    hand_to_owner(jk)
   else
     redis.call('ZREM', key('ready'), id)
     redis.call('ZREM', key('leased'), id)
+    retire_entry(jk)
   end
 end
 """
@@ -143,7 +188,7 @@ redis.call('ZADD', key('created'), ARGV[10], id)
 redis.call('ZADD', key('created-team', team), ARGV[10], id)
 redis.call('ZADD', key('status', status), 0, id)
 redis.call('ZADD', key('team-status', team, status), 0, id)
-place(id, ARGV[5], ARGV[9])
+place(KEYS[1], id, ARGV[5], ARGV[9])
 return {'created'}
 """
 )
@@ -168,7 +213,7 @@ if cur[2] ~= ARGV[5] then
   redis.call('ZADD', key('status', ARGV[5]), 0, id)
   redis.call('ZADD', key('team-status', cur[3], ARGV[5]), 0, id)
 end
-place(id, ARGV[6], ARGV[8])
+place(jk, id, ARGV[6], ARGV[8])
 return 1
 """
 )
@@ -182,31 +227,56 @@ if replayed then
   local f = fields(key('job', replayed))
   return {replayed, f[1], f[2], f[3], f[4]}
 end
+local now, owner = tonumber(ARGV[2]), ARGV[5]
+local function take(id)
+  local jk = key('job', id)
+  redis.call('HINCRBY', jk, 'v', 1)
+  redis.call('HSET', jk, 'o', owner, 'l', ARGV[3], 'w', ARGV[4])
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+  hand_to_owner(jk)
+  -- Kept only as long as redis-py may resend this call.
+  redis.call('SET', KEYS[3], id, 'EX', 60)
+  local f = fields(jk)
+  return {id, f[1], f[2], f[3], f[4]}
+end
+local function lease_dead(jk)
+  -- A lease moved here by a caller whose clock ran ahead is still live for this caller.
+  local lease = redis.call('HGET', jk, 'l')
+  return (not lease) or tonumber(lease) < now
+end
+-- 1. Delivered jobs free again (released, or their owner stopped renewing), oldest first.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])) do
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZADD', KEYS[1], 0, id)
 end
-local now, from = tonumber(ARGV[2]), '-'
+local from = '-'
 while true do
   local batch = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, 50)
-  if #batch == 0 then return false end
+  if #batch == 0 then break end
   for _, id in ipairs(batch) do
-    local jk = key('job', id)
-    local lease = redis.call('HGET', jk, 'l')
-    -- A lease moved here by a caller whose clock ran ahead is still live for this caller.
-    if (not lease) or tonumber(lease) < now then
-      redis.call('HINCRBY', jk, 'v', 1)
-      redis.call('HSET', jk, 'o', ARGV[5], 'l', ARGV[3], 'w', ARGV[4])
-      redis.call('ZREM', KEYS[1], id)
-      redis.call('ZADD', KEYS[2], ARGV[3], id)
-      -- Kept only as long as redis-py may resend this call.
-      redis.call('SET', KEYS[3], id, 'EX', 60)
-      local f = fields(jk)
-      return {id, f[1], f[2], f[3], f[4]}
-    end
+    if lease_dead(key('job', id)) then return take(id) end
   end
   from = '(' .. batch[#batch]
 end
+-- 2. New jobs, in the order they were created, from the dispatch stream.
+if redis.call('EXISTS', STREAM) == 0 then return false end
+for _ = 1, 100 do
+  local reply = redis.call('XREADGROUP', 'GROUP', GROUP, owner, 'COUNT', 1, 'STREAMS', STREAM, '>')
+  if not reply then return false end
+  local entry = reply[1][2][1]
+  local e, id = entry[1], entry[2][2]
+  local jk = key('job', id)
+  if redis.call('HGET', jk, 'e') ~= e then
+    redis.call('XACK', STREAM, GROUP, e)  -- the job ended or is gone: nothing to deliver
+    redis.call('XDEL', STREAM, e)
+  else
+    redis.call('HSET', jk, 'd', '1')
+    if lease_dead(jk) then return take(id) end
+    -- Written with a live lease: it stays pending here until its owner's next write moves it.
+  end
+end
+return false
 """
 )
 
