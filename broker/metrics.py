@@ -110,7 +110,7 @@ class MetricsObserver:
 
 
 def _window_kind(key: str) -> str:
-    """"growth:day:2026-11-21" -> "day": the date itself would make the label unbounded."""
+    """ "growth:day:2026-11-21" -> "day": the date itself would make the label unbounded."""
     parts = key.split(":")
     return parts[1] if len(parts) == 3 and parts[1] in ("day", "month") else "other"
 
@@ -126,13 +126,15 @@ async def refresh_gauges(app: web.Application) -> None:
         elif status is JobStatus.QUEUED:
             metrics.queue_depth.set(count)
     now = datetime.fromtimestamp(app[CLOCK](), UTC)
-    metrics.budget_remaining.clear()  # a team or budget dropped by a config reload leaves no stale series
+    remaining: dict[tuple[str, str], Money] = {}
     for team in config.teams:
         windows = budgets.budget_windows(team.name, await current_policy(app, team.name), now)
         usage = await store.budget_usage([w.key for w in windows])
         for window in windows:
             spent, reserved = usage.get(window.key, (0, 0))
-            kind = _window_kind(window.key)
-            metrics.budget_remaining.labels(team.name, kind).set(
-                _usd(Money(window.limit_micros - spent - reserved))
-            )
+            remaining[team.name, _window_kind(window.key)] = Money(window.limit_micros - spent - reserved)
+    # Replaced whole, with no await in between, so a concurrent scrape never sees half the series, and
+    # a team or budget dropped by a config reload leaves no stale one.
+    metrics.budget_remaining.clear()
+    for (team_name, kind), left in remaining.items():
+        metrics.budget_remaining.labels(team_name, kind).set(_usd(left))

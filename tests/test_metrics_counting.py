@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -11,11 +12,15 @@ from aiohttp import web
 from structlog.testing import capture_logs
 from yarl import URL
 
+from broker.appkeys import CLOCK, CONFIG, STORE
+from broker.budgets import budget_windows
 from broker.config import ProviderConfig
-from broker.metrics import BrokerMetrics, MetricsObserver
+from broker.metrics import METRICS, BrokerMetrics, MetricsObserver, refresh_gauges
 from broker.provider_calls import MAX_ENDPOINTS, ProviderResolver, path_template, provider_trace_config
 from broker.schema import Attempt, AttemptStatus, ErrorCode, JobError, JobStatus, RouteRef
 from broker.store import JobRecord
+from broker.store.sqlite import SQLiteStore
+from tests.conftest import fake_config
 from tests.factories import job_record
 from tests.test_adapter_support import serving
 
@@ -163,3 +168,27 @@ async def test_a_failed_connection_is_counted_and_logged_as_an_error() -> None:
     labels = {"provider": "runway", "endpoint": "GET /v1/tasks/{id}", "status_class": "error"}
     assert sample(metrics, "broker_provider_requests_total", **labels) == 1
     assert [(e["event"], e["error"]) for e in logs] == [("provider_call", "ClientConnectorError")]
+
+
+async def test_budget_gauges_follow_the_config_and_drop_stale_series(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "broker.db")
+    await store.open()
+    app = web.Application()
+    app[METRICS], app[STORE], app[CLOCK] = BrokerMetrics(), store, AT.timestamp
+    try:
+        app[CONFIG] = fake_config(growth={"daily_budget_usd": "20.00", "monthly_budget_usd": "300.00"})
+        windows = budget_windows("growth", app[CONFIG].policy_for("growth"), AT)
+        await store.reserve_budget("job_1", 1_500_000, windows)
+        await refresh_gauges(app)
+        for window, left in (("day", 18.5), ("month", 298.5)):
+            assert sample(app[METRICS], "broker_budget_remaining_usd", team="growth", window=window) == left
+        app[CONFIG] = fake_config()  # a reload dropped growth's budgets
+        await refresh_gauges(app)
+        assert (
+            app[METRICS].registry.get_sample_value(
+                "broker_budget_remaining_usd", {"team": "growth", "window": "day"}
+            )
+            is None
+        )
+    finally:
+        await store.close()
