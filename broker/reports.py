@@ -45,6 +45,8 @@ class BadParameter(ValueError):
 
 
 class Dimension(StrEnum):
+    """What a report can group by (`group_by=`)."""
+
     PROVIDER = "provider"
     TEAM = "team"
     MODEL = "model"
@@ -130,6 +132,8 @@ FIGURES = tuple(Tally().to_json())  # the column order of every rendering
 
 @dataclass(frozen=True, slots=True)
 class CostReport:
+    """A report over jobs created in [start, end): groups sorted by key, and the totals."""
+
     start: datetime
     end: datetime
     group_by: tuple[Dimension, ...]
@@ -172,7 +176,7 @@ def _job_dims(record: JobRecord) -> dict[Dimension, str]:
         Dimension.PROVIDER: job.route.provider if job.route else NO_ROUTE,
         Dimension.MODEL: job.route.model if job.route else NO_ROUTE,
         Dimension.TEAM: job.team,
-        Dimension.DAY: job.created_at.date().isoformat(),
+        Dimension.DAY: job.created_at.astimezone(UTC).date().isoformat(),
     }
 
 
