@@ -39,11 +39,16 @@ TITLES = {
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `broker report`, for a parser of its own or a `broker` subcommand."""
     parser.add_argument(
-        "--from", dest="start", help="first day or instant, ISO (default: start of the month)"
+        "--from", dest="start", metavar="DATE", help="first day or instant, ISO (default: start of the month)"
     )
-    parser.add_argument("--to", dest="end", help="last day (inclusive) or instant (exclusive); default now")
     parser.add_argument(
-        "--by", default="provider", help="group by any of provider,team,model,day (comma-separated)"
+        "--to", dest="end", metavar="DATE", help="last day (inclusive) or instant (exclusive); default now"
+    )
+    parser.add_argument(
+        "--by",
+        default="provider",
+        metavar="DIMS",
+        help="group by any of provider,team,model,day (comma-separated)",
     )
     parser.add_argument("--team", help="only this team's jobs")
     parser.add_argument("--csv", action="store_true", help="print CSV instead of a table")
