@@ -80,8 +80,11 @@ class RenderScheduler:
         if job is None or job.state.terminal:
             return False
         job.stop.set()
-        if job.state is RenderState.QUEUED and job.task is not None:
-            job.task.cancel()
+        if job.state is RenderState.QUEUED:
+            # Settled here: a task cancelled before its first step never runs its own handler.
+            job.state = RenderState.CANCELLED
+            if job.task is not None:
+                job.task.cancel()
         return True
 
     def count(self, device: str, state: RenderState) -> int:
