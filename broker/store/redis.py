@@ -96,6 +96,8 @@ from broker.store.base import (
 # The record fields a claim changes live in their own hash fields, so a script never rewrites JSON.
 _LEASE_FIELDS = {"version", "lease_owner", "lease_until"}
 _FETCH_CHUNK = 500
+_POOL_SIZE = 64  # connections per replica; commands take milliseconds, so waiting for one is short
+_POOL_WAIT_S = 5.0  # then the store counts as unavailable
 # Redis is down, failing over, or full: callers may retry later (HTTP 503). Anything else is a bug.
 _OUTAGES = (
     RedisConnectionError,
@@ -452,9 +454,22 @@ class RedisStore(Store):
             "health_check_interval": 15,
             # Retry only a dropped connection (scripts are replay-safe); a timeout fails fast.
             "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 2, (RedisConnectionError,)),
-            **self._options,
         }
-        client = (RedisCluster if self._cluster else aioredis.Redis).from_url(self._url, **options)
+        client: aioredis.Redis | RedisCluster
+        if self._cluster:
+            # Per node; the cluster client fails at once beyond it, so it must cover every worker.
+            client = RedisCluster.from_url(self._url, **{"max_connections": 1000, **options, **self._options})
+        else:
+            # A busy replica (many workers, many requests) queues for a connection instead of failing.
+            pool_options = {
+                "max_connections": _POOL_SIZE,
+                "timeout": _POOL_WAIT_S,
+                **options,
+                **self._options,
+            }
+            client = aioredis.Redis.from_pool(
+                aioredis.BlockingConnectionPool.from_url(self._url, **pool_options)
+            )
         scripts = {
             "create": _CREATE,
             "replace": _REPLACE,

@@ -1,0 +1,79 @@
+"""Three `broker serve` processes on one Redis and one emulator: 300 jobs, one replica killed with
+SIGKILL mid-way. Every job ends `succeeded`, the provider saw exactly one submit per attempt, and the
+killed replica's jobs were taken over by the others (through the dispatch stream's pending entries)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from broker.store.redis import RedisStore
+from tests.conftest import REDIS_URL
+from tests.procs import Cluster, assert_one_submit_per_attempt, wait_for_phases, wait_until_settled
+
+JOBS = 300
+WORKERS = 100  # per replica: all 300 jobs are claimed at once, so none waits to be submitted
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A fresh key prefix; its keys are deleted after the test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    store = RedisStore.from_url(REDIS_URL, prefix=name)
+    await store.open()
+    await store.drop_all_keys()
+    await store.close()
+
+
+async def pending_by_consumer(prefix: str) -> dict[str, int]:
+    """Per runner: how many unfinished jobs the dispatch stream has delivered to it."""
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        summary = await client.xpending(f"{{{prefix}:jobs}}:dispatch", "runners")
+    finally:
+        await client.aclose()
+    return {row["name"]: int(row["pending"]) for row in summary["consumers"]}
+
+
+@pytest.mark.timeout(150)
+async def test_three_replicas_finish_every_job_after_one_is_killed(tmp_path: Path, prefix: str) -> None:
+    async with Cluster(tmp_path) as cluster:
+        fal = await cluster.emulator("fal", render_seconds=1.0)
+        config = cluster.write_config({"fal": fal.base_url})
+        shared = {"store_url": REDIS_URL, "data_dir": tmp_path / "data", "redis_prefix": prefix}
+        replicas = [await cluster.broker(config, workers=WORKERS, **shared) for _ in range(3)]
+        limit = asyncio.Semaphore(32)
+
+        async def submit(i: int) -> str:
+            async with limit:
+                return str((await replicas[i % 3].submit({"prompt": f"shot {i}"}))["id"])
+
+        ids = await asyncio.gather(*(submit(i) for i in range(JOBS)))
+        # Kill once no job waits to be submitted or is half-way through a submit: the crash then
+        # catches jobs rendering, downloading or done, never a submit whose fate is unknown.
+        at_kill = await wait_for_phases(
+            replicas[1], lambda c: c["queued"] == 0 and c["submitting"] == 0, timeout_s=60
+        )
+        replicas[0].kill()
+        held = await pending_by_consumer(prefix)
+
+        # Each replica held unfinished jobs, so the killed one's could only finish by takeover.
+        assert len(held) == 3 and all(count > 0 for count in held.values()), (held, at_kill)
+        assert at_kill["succeeded"] < JOBS
+        done = await wait_until_settled(replicas, ids, timeout_s=90)
+
+        assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}
+        assert all(len(job["attempts"]) == 1 for job in done.values())
+        await assert_one_submit_per_attempt([fal], list(done.values()))
+        assert sum((await pending_by_consumer(prefix)).values()) == 0
+        # Any replica serves any job's output: the artifact directory is shared.
+        for job_id in ids[:3]:
+            status, video = await replicas[2].request("GET", f"/v1/jobs/{job_id}/output")
+            assert status == 200 and len(video) == done[job_id]["output"]["bytes"]
