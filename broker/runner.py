@@ -1,13 +1,16 @@
 """The job runner: background workers that claim queued jobs and carry each one to its end.
 
 One step at a time, each written to the store before the next side effect:
-  no active attempt  -> pick a route (the quoted one, then re-quotes without tried routes) and submit
+  no active attempt  -> quote again without the tried routes (open circuits and saturated providers
+                        left out), take a capacity slot on the cheapest (or wait for one, still
+                        queued, until `max_latency_s` runs out) and submit
   submitting         -> after a crash: resubmit only where the provider takes an idempotency key,
                         else fail the attempt with `submission_uncertain` (never paid for twice)
   submitted/running  -> poll on the adapter's schedule (a provider webhook only wakes the poll early)
   downloading        -> fetch the MP4 into the artifact store, check it, book the cost, settle budget
 A failure another route could fix (rate limited, unavailable, timed out, out of funds, bad key) moves
 on to the next cheapest route, at most `max_attempts` routes per job; anything else ends the job.
+Every attempt's end is reported to provider health (`broker.health`) and gives back its capacity slot.
 """
 
 from __future__ import annotations
@@ -183,7 +186,11 @@ class JobRunner:
                 message = "no untried route can serve the job"
                 return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message=message)
             route = quote.chosen.route
-            if self.capacity.try_acquire(route.provider, attempt_id, work.job.id):
+            # A half-open circuit's probe may have gone to another worker since the quote; it is checked
+            # again here, with no await before the slot is taken, so at most one probe goes out.
+            probe_taken = self.health.breaker(route.provider).blocked() is not None
+            if not probe_taken and self.capacity.try_acquire(route.provider, attempt_id, work.job.id):
+                self.health.started(route.provider)
                 return route
             if (expired := self._capacity_deadline_passed(work, quote)) is not None:
                 return expired
@@ -259,7 +266,6 @@ class JobRunner:
             return
         task = RenderTask(attempt_id=attempt.id, model=attempt.model, request=work.job.request, image=image)
         self.capacity.hold(attempt.provider, attempt.id, work.job.id)
-        self.health.started(attempt.provider)
         try:
             submission = await adapter.submit(task)
         except ProviderError as exc:
