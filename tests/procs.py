@@ -265,6 +265,15 @@ class Cluster:
         await self._wait_until_up(proc, f"{broker.url}/healthz")
         return broker
 
+    async def brokers(
+        self, count: int, config: Path, *, store_url: str, data_dir: Path, **options: Any
+    ) -> list[Broker]:
+        """Start `count` brokers at once on one store and one artifact directory."""
+        started = await asyncio.gather(
+            *(self.broker(config, store_url=store_url, data_dir=data_dir, **options) for _ in range(count))
+        )
+        return list(started)
+
     async def _wait_until_up(self, proc: Proc, url: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

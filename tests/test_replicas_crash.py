@@ -47,8 +47,10 @@ async def test_three_replicas_finish_every_job_after_one_is_killed(tmp_path: Pat
     async with Cluster(tmp_path) as cluster:
         fal = await cluster.emulator("fal", render_seconds=1.0)
         config = cluster.write_config({"fal": fal.base_url})
-        shared = {"store_url": REDIS_URL, "data_dir": tmp_path / "data", "redis_prefix": prefix}
-        replicas = [await cluster.broker(config, workers=WORKERS, **shared) for _ in range(3)]
+        data_dir = tmp_path / "data"  # one artifact directory for every replica
+        replicas = await cluster.brokers(
+            3, config, store_url=REDIS_URL, data_dir=data_dir, workers=WORKERS, redis_prefix=prefix
+        )
         limit = asyncio.Semaphore(32)
 
         async def submit(i: int) -> str:

@@ -1,0 +1,116 @@
+"""A broker process whose Redis goes away: every store-backed path answers 503 `store_unavailable`
+while it is gone, the job runner's workers live through it, and when Redis returns the broker recovers
+by itself and finishes every job, old and new. Redis is cut off by stopping a loopback proxy in
+front of it, never by stopping the machine's Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.store.redis import RedisStore
+from tests.conftest import REDIS_URL
+from tests.procs import (
+    ADMIN_KEY,
+    TEAM_KEY,
+    Broker,
+    Cluster,
+    assert_one_submit_per_attempt,
+    wait_for_phases,
+    wait_until_settled,
+)
+from tests.test_store_redis import TcpProxy, _host_port
+
+JOBS_BEFORE = 8
+LEASE_S = 2.0
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    """A running proxy to the machine's Redis; whatever keys go through it are deleted afterwards."""
+    instance = TcpProxy(_host_port(REDIS_URL))
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        if instance.running:
+            await instance.stop()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    store = RedisStore.from_url(REDIS_URL, prefix=name)
+    await store.open()
+    await store.drop_all_keys()
+    await store.close()
+
+
+async def assert_store_unavailable(
+    broker: Broker, method: str, path: str, *, json: Any = None, key: str = TEAM_KEY
+) -> None:
+    started = time.monotonic()
+    status, body = await broker.request(method, path, json=json, key=key)
+    assert status == 503, (method, path, status, body)
+    assert body["error"]["code"] == "store_unavailable"
+    assert "127.0.0.1" not in body["error"]["message"]  # no addresses in error bodies
+    assert time.monotonic() - started < 5.0  # an answer, not a hang
+
+
+async def wait_until_ready(broker: Broker, timeout_s: float) -> float:
+    """Seconds until /readyz answers 200 again."""
+    started = time.monotonic()
+    while (await broker.request("GET", "/readyz"))[0] != 200:
+        assert time.monotonic() - started < timeout_s, "the broker did not recover"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+@pytest.mark.timeout(90)
+async def test_outage_answers_503_and_recovers_without_losing_a_job(
+    tmp_path: Path, proxy: TcpProxy, prefix: str
+) -> None:
+    async with Cluster(tmp_path) as cluster:
+        fal = await cluster.emulator("fal", render_seconds=0.5)
+        config = cluster.write_config({"fal": fal.base_url})
+        broker = await cluster.broker(
+            config,
+            store_url=proxy.url,
+            data_dir=tmp_path / "data",
+            lease_s=LEASE_S,
+            workers=4,
+            redis_prefix=prefix,
+        )
+        before = [await broker.submit({"prompt": f"before {i}"}) for i in range(JOBS_BEFORE)]
+        # Cut Redis off while jobs render and wait in the queue, with no submit half-way through.
+        await wait_for_phases(broker, lambda c: c["submitted"] + c["running"] == 4 and c["submitting"] == 0)
+        await proxy.stop()
+
+        await assert_store_unavailable(broker, "POST", "/v1/jobs", json={"prompt": "during"})
+        await assert_store_unavailable(broker, "GET", f"/v1/jobs/{before[0]['id']}")
+        await assert_store_unavailable(broker, "GET", "/v1/jobs")
+        await assert_store_unavailable(broker, "GET", "/v1/jobs", key=ADMIN_KEY)
+        await assert_store_unavailable(broker, "DELETE", f"/v1/jobs/{before[1]['id']}")
+        await assert_store_unavailable(broker, "GET", f"/v1/jobs/{before[0]['id']}/output")
+        await assert_store_unavailable(broker, "POST", "/v1/quotes", json={"prompt": "during"})
+        await assert_store_unavailable(broker, "GET", "/readyz")
+        assert (await broker.request("GET", "/healthz"))[0] == 200  # alive, just not ready
+        # Stay down past the lease, so the workers' own writes and claims fail too.
+        await asyncio.sleep(LEASE_S * 1.5)
+        assert broker.proc.alive
+
+        await proxy.start()
+        await wait_until_ready(broker, timeout_s=15)
+        after = [await broker.submit({"prompt": f"after {i}"}) for i in range(4)]
+        done = await wait_until_settled([broker], [job["id"] for job in before + after], timeout_s=60)
+
+        assert {job["status"] for job in done.values()} == {"succeeded"}
+        assert all(len(job["attempts"]) == 1 for job in done.values())
+        await assert_one_submit_per_attempt([fal], list(done.values()))
