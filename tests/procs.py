@@ -345,3 +345,11 @@ async def assert_one_submit_per_attempt(emulators: list[Emulator], jobs: list[di
     assert None not in provider_ids
     assert len(set(provider_ids)) == len(provider_ids) == len(tasks) == submits
     assert set(provider_ids) == set(tasks)
+
+
+async def wait_for_tasks(emulator: Emulator, count: int, timeout_s: float = 10.0) -> None:
+    """Wait until the emulator holds `count` tasks."""
+    deadline = time.monotonic() + timeout_s
+    while len(await emulator.admin("tasks")) < count:
+        assert time.monotonic() < deadline, f"{emulator.provider} never reached {count} tasks"
+        await asyncio.sleep(0.1)

@@ -1,5 +1,6 @@
-"""A single broker on SQLite killed with SIGKILL while jobs are queued and rendering, then restarted:
-every job ends `succeeded` and the provider saw exactly one submit per job."""
+"""A single broker on SQLite killed with SIGKILL and restarted. Jobs queued or rendering at the kill
+all end `succeeded` with exactly one submit each; a submit cut off half-way is never sent again, except
+to doitong, which takes it again under the same Idempotency-Key and so makes no second task."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Cluster, assert_one_submit_per_attempt, wait_for_phases, wait_until_settled
+from tests.procs import (
+    Cluster,
+    assert_one_submit_per_attempt,
+    wait_for_phases,
+    wait_for_tasks,
+    wait_until_settled,
+)
 
 JOBS = 50
 WORKERS = 20
@@ -41,3 +48,65 @@ async def test_killed_broker_resumes_every_job_without_a_second_submit(tmp_path:
         # The output is served after the restart, whichever process wrote it.
         status, video = await second.request("GET", f"/v1/jobs/{submitted[0]['id']}/output")
         assert status == 200 and len(video) == done[submitted[0]["id"]]["output"]["bytes"]
+
+
+@pytest.mark.timeout(60)
+async def test_broker_killed_during_a_submit_never_sends_it_again(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        fal = await cluster.emulator("fal", render_seconds=0.2)
+        # The provider holds the submit, so the broker is killed while its answer is outstanding.
+        await fal.add_faults([{"kind": "slow", "endpoint": "submit", "delay_s": 1.5}])
+        config = cluster.write_config({"fal": fal.base_url})
+        store_url, data_dir = f"sqlite:///{tmp_path}/broker.db", tmp_path / "data"
+        first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
+        job = await first.submit({"prompt": "x"})
+        await wait_for_phases(first, lambda c: c["submitting"] == 1)
+        first.kill()
+        await wait_for_tasks(fal, 1)  # the held submit went through: the provider has the task
+
+        second = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
+        done = (await wait_until_settled([second], [job["id"]], timeout_s=30))[job["id"]]
+
+        assert done["status"] == "failed" and done["error"]["code"] == "submission_uncertain"
+        assert [a["status"] for a in done["attempts"]] == ["failed"]
+        submits = [r for r in await fal.admin("requests") if r["endpoint"] == "submit"]
+        assert len(submits) == 1 and len(await fal.admin("tasks")) == 1
+
+
+DOITONG_ROUTE = {
+    "provider": "doitong",
+    "model": "runway-i2v",
+    "modes": ["image_to_video"],
+    "durations": {"values": [5]},
+    "aspect_ratios": ["16:9", "9:16", "1:1"],
+    "resolutions": ["720p"],
+    "features": [],
+    "quality": "standard",
+    "expected_latency_s": 1,
+    "price": {"unit": "credits_per_video", "amount": "20", "usd_per_credit": "0.01"},
+}
+
+
+@pytest.mark.timeout(60)
+async def test_interrupted_doitong_submit_is_repeated_with_its_key_and_makes_one_task(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        doitong = await cluster.emulator("doitong", render_seconds=0.2)
+        await doitong.add_faults([{"kind": "slow", "endpoint": "submit", "delay_s": 1.5}])
+        config = cluster.write_config({"doitong": doitong.base_url}, routes=[DOITONG_ROUTE])
+        store_url, data_dir = f"sqlite:///{tmp_path}/broker.db", tmp_path / "data"
+        first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
+        # doitong takes image URLs, which the broker passes on without fetching.
+        job = await first.submit({"prompt": "x", "image_url": "https://127.0.0.1:9/harbour.png"})
+        await wait_for_phases(first, lambda c: c["submitting"] == 1)
+        first.kill()
+        await wait_for_tasks(doitong, 1)
+
+        second = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
+        done = (await wait_until_settled([second], [job["id"]], timeout_s=30))[job["id"]]
+
+        assert done["status"] == "succeeded" and len(done["attempts"]) == 1
+        tasks = await doitong.admin("tasks")
+        assert [t["id"] for t in tasks] == [done["attempts"][0]["provider_job_id"]]
+        submits = [r for r in await doitong.admin("requests") if r["endpoint"] == "submit"]
+        keys = {r["headers"].get("Idempotency-Key") for r in submits}
+        assert len(submits) == 2 and keys == {done["attempts"][0]["id"]}
