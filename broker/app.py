@@ -50,7 +50,7 @@ def build_adapters(
             base_url=provider.base_url,
             api_key=key,
             session=app[HTTP],
-            data_dir=settings.data_dir,
+            data_dir=settings.data_dir.resolve(),
             webhook_secret=secret,
             timeout_s=provider.timeout_s,
         )

@@ -16,6 +16,7 @@ from aiohttp import web
 from broker.app import create_app
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.logging import configure_logging
+from broker.report_cli import add_report_arguments, report_from_args
 from broker.settings import Settings
 
 log = structlog.get_logger("broker")
@@ -85,8 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo = commands.add_parser("demo", help="animate the bundled sample image on the local backend")
     demo.add_argument("--out", type=Path, default=Path("demo.mp4"), help="where to write the MP4")
-    demo.add_argument("--prompt", default="slow push in on the harbour at dusk")
+    demo.add_argument("--prompt", default="slow push in over the mountains at sunrise")
     demo.add_argument("--duration", type=int, default=5)
+    report = commands.add_parser("report", help="print the cost report per provider, team, model or day")
+    add_report_arguments(report)
     return parser
 
 
@@ -98,3 +101,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         from broker.demo import run_demo
 
         raise SystemExit(asyncio.run(run_demo(args.out, args.prompt, args.duration)))
+    elif args.command == "report":
+        raise SystemExit(report_from_args(args))
