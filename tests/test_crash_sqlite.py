@@ -19,13 +19,13 @@ from tests.procs import (
 )
 
 JOBS = 50
-WORKERS = 20
+WORKERS = 25
 
 
 @pytest.mark.timeout(120)
 async def test_killed_broker_resumes_every_job_without_a_second_submit(tmp_path: Path) -> None:
     async with Cluster(tmp_path) as cluster:
-        fal = await cluster.emulator("fal", render_seconds=1.0)
+        fal = await cluster.emulator("fal", render_seconds=3.0)
         config = cluster.write_config({"fal": fal.base_url})
         store_url, data_dir = f"sqlite:///{tmp_path}/broker.db", tmp_path / "data"
         first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=WORKERS)

@@ -78,7 +78,7 @@ async def test_outage_answers_503_and_recovers_without_losing_a_job(
     tmp_path: Path, proxy: TcpProxy, prefix: str
 ) -> None:
     async with Cluster(tmp_path) as cluster:
-        fal = await cluster.emulator("fal", render_seconds=0.5)
+        fal = await cluster.emulator("fal", render_seconds=2.0)
         config = cluster.write_config({"fal": fal.base_url})
         broker = await cluster.broker(
             config,

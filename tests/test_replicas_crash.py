@@ -45,7 +45,7 @@ async def pending_by_consumer(prefix: str) -> dict[str, int]:
 @pytest.mark.timeout(150)
 async def test_three_replicas_finish_every_job_after_one_is_killed(tmp_path: Path, prefix: str) -> None:
     async with Cluster(tmp_path) as cluster:
-        fal = await cluster.emulator("fal", render_seconds=1.0)
+        fal = await cluster.emulator("fal", render_seconds=2.0)
         config = cluster.write_config({"fal": fal.base_url})
         data_dir = tmp_path / "data"  # one artifact directory for every replica
         replicas = await cluster.brokers(
