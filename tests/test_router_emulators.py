@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from adapters import fal, runway
 from adapters.base import Adapter, AdapterContext, AdapterFactory
@@ -57,7 +57,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     retry_sleeps: list[float] = []
 
     async def record_sleep(seconds: float) -> None:  # the adapters' retry back-off, not waited out
@@ -80,7 +80,9 @@ async def rig(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Rig]:
             factories={"fal": quick(fal.build), "runway": quick(runway.build)},
             sleep=fast_sleep,
         )
-        yield Rig(await aiohttp_client(app), sandbox, retry_sleeps)
+        # The broker stops before the emulators do, so no poll is cut off mid-request.
+        async with TestClient(TestServer(app)) as client:
+            yield Rig(client, sandbox, retry_sleeps)
 
 
 async def test_a_503ing_cheapest_provider_hands_the_job_to_the_next_cheapest(rig: Rig) -> None:
