@@ -4,12 +4,20 @@ ends releases what it did not spend."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
+import redis.asyncio as redis
+
+from broker.app import create_app
 from broker.appkeys import STORE
+from broker.settings import Settings
+from broker.store.redis import RedisStore
 from pricing.money import Money
-from tests.conftest import ADMIN_KEY, auth, fake_config
+from tests.conftest import ADMIN_KEY, REDIS_URL, TEST_ENV, auth, fake_config, fast_sleep
 from tests.fakes import FakeProvider
 from tests.test_api_jobs import wait_for_status
 
@@ -21,7 +29,8 @@ def today() -> str:
 
 
 async def usage(client: Any) -> tuple[int, int]:
-    return (await client.app[STORE].budget_usage([today()])).get(today(), (0, 0))
+    found: dict[str, tuple[int, int]] = await client.app[STORE].budget_usage([today()])
+    return found.get(today(), (0, 0))
 
 
 async def test_200_concurrent_submits_against_a_budget_for_50_accept_exactly_50(
@@ -100,3 +109,42 @@ async def test_a_job_over_the_budget_is_402_with_what_remains(make_client: Any) 
     remaining = error["details"]["remaining_usd"]
     assert remaining[today()] == "0.200000"
     assert remaining[f"growth:month:{datetime.now(UTC):%Y-%m}"] == "8.900000"
+
+
+async def test_two_replicas_sharing_a_redis_store_accept_exactly_50_between_them(
+    aiohttp_client: Any, tmp_path: Path, providers: dict[str, FakeProvider]
+) -> None:
+    probe = redis.Redis.from_url(REDIS_URL)
+    try:
+        await probe.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    finally:
+        await probe.aclose()
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    replicas = []
+    for index in range(2):
+        data_dir = tmp_path / f"data{index}"
+        settings = Settings(store_url=REDIS_URL, redis_prefix=prefix, data_dir=data_dir, workers=2)
+        app = create_app(
+            settings,
+            fake_config(growth={"daily_budget_usd": "5.00"}),
+            env=TEST_ENV,
+            factories={name: fake.build for name, fake in providers.items()},
+            sleep=fast_sleep,
+        )
+        replicas.append(await aiohttp_client(app))
+    try:
+        answers = await asyncio.gather(
+            *(replicas[i % 2].post("/v1/jobs", json={"prompt": f"{i}"}, headers=auth()) for i in range(200))
+        )
+        statuses = [answer.status for answer in answers]
+        assert statuses.count(202) == 50 and statuses.count(402) == 150
+        accepted = [(await a.json())["id"] for a in answers if a.status == 202]
+        for job_id in accepted:
+            await wait_for_status(replicas[0], job_id, "succeeded")
+        assert await usage(replicas[1]) == (BUDGET, 0)
+    finally:
+        store = replicas[0].app[STORE]
+        assert isinstance(store, RedisStore)
+        await store.drop_all_keys()

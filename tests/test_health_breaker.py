@@ -20,14 +20,19 @@ def breaker(time: FakeTime) -> CircuitBreaker:
     return CircuitBreaker(SETTINGS, time.clock)
 
 
+def state(circuit: CircuitBreaker) -> BreakerState:
+    """Read afresh each time: the state moves with the clock."""
+    return circuit.state
+
+
 def test_opens_when_the_failure_share_reaches_the_ratio_over_enough_calls() -> None:
     time = FakeTime()
     circuit = breaker(time)
     for ok in (False, False, False):
         circuit.record(ok)
-    assert circuit.state is BreakerState.CLOSED  # three calls: below min_calls
+    assert state(circuit) is BreakerState.CLOSED  # three calls: below min_calls
     circuit.record(True)
-    assert circuit.state is BreakerState.OPEN  # 3 of 4 failed
+    assert state(circuit) is BreakerState.OPEN  # 3 of 4 failed
     reason = circuit.blocked()
     assert reason is not None and reason.startswith("circuit open: 3 of the last 4 attempts failed")
 
@@ -36,7 +41,7 @@ def test_stays_closed_while_most_calls_succeed() -> None:
     circuit = breaker(FakeTime())
     for ok in (True, False, True, True, False, True, True):
         circuit.record(ok)
-    assert circuit.state is BreakerState.CLOSED and circuit.blocked() is None
+    assert state(circuit) is BreakerState.CLOSED and circuit.blocked() is None
 
 
 def test_failures_older_than_the_window_do_not_count() -> None:
@@ -46,7 +51,7 @@ def test_failures_older_than_the_window_do_not_count() -> None:
         circuit.record(False)
     time.now += 61
     circuit.record(False)
-    assert circuit.state is BreakerState.CLOSED  # only one failure is in the window
+    assert state(circuit) is BreakerState.CLOSED  # only one failure is in the window
 
 
 def test_half_open_lets_one_probe_through_and_its_success_closes() -> None:
@@ -55,13 +60,13 @@ def test_half_open_lets_one_probe_through_and_its_success_closes() -> None:
     for _ in range(4):
         circuit.record(False)
     time.now += 29
-    assert circuit.state is BreakerState.OPEN
+    assert state(circuit) is BreakerState.OPEN
     time.now += 1
-    assert circuit.state is BreakerState.HALF_OPEN and circuit.blocked() is None
+    assert state(circuit) is BreakerState.HALF_OPEN and circuit.blocked() is None
     circuit.started()
     assert circuit.blocked() == "circuit half-open: a probe attempt is in flight"
     circuit.record(True)
-    assert circuit.state is BreakerState.CLOSED and circuit.blocked() is None
+    assert state(circuit) is BreakerState.CLOSED and circuit.blocked() is None
 
 
 def test_a_failed_probe_opens_the_circuit_for_another_cooldown() -> None:
@@ -72,9 +77,9 @@ def test_a_failed_probe_opens_the_circuit_for_another_cooldown() -> None:
     time.now += 30
     circuit.started()
     circuit.record(False)
-    assert circuit.state is BreakerState.OPEN
+    assert state(circuit) is BreakerState.OPEN
     time.now += 30
-    assert circuit.state is BreakerState.HALF_OPEN
+    assert state(circuit) is BreakerState.HALF_OPEN
 
 
 def test_a_probe_that_never_reports_stops_blocking_after_its_timeout() -> None:

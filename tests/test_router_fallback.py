@@ -32,7 +32,8 @@ def budgeted() -> BrokerConfig:
 async def usage(client: Any) -> tuple[int, int]:
     """(spent, reserved) in micro-USD of growth's budget today."""
     key = f"growth:day:{datetime.now(UTC):%Y-%m-%d}"
-    return (await client.app[STORE].budget_usage([key])).get(key, (0, 0))
+    found: dict[str, tuple[int, int]] = await client.app[STORE].budget_usage([key])
+    return found.get(key, (0, 0))
 
 
 async def submit(client: Any, **body: Any) -> dict[str, Any]:
