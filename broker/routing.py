@@ -82,6 +82,7 @@ async def quote_for(
     saturated: Mapping[str, str] = {}
     runner = app.get(RUNNER)
     if runner is not None:
+        # Limits come from the config in force, so a reload changes them before the next route is picked.
         runner.capacity.follow(app[CONFIG].providers)
         unavailable = _merged(unavailable, runner.health.unavailable())
         latency, saturated = runner.health.latency.expected(), runner.capacity.saturated()
