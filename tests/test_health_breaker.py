@@ -3,13 +3,19 @@ show them."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 from adapters.errors import ContentRejected, ProviderUnavailable, RateLimited
+from broker.app import create_app
+from broker.appkeys import RUNNER
 from broker.errors import InvalidRequest
 from broker.health import BreakerSettings, BreakerState, CircuitBreaker, LatencyTracker, ProviderHealth
-from tests.conftest import auth
-from tests.fakes import FakeProvider
+from broker.settings import Settings
+from tests.conftest import TEST_ENV, auth, fake_config, fast_sleep
+from tests.fakes import FakeProvider, Script
 from tests.test_adapter_support import FakeTime
 from tests.test_api_jobs import wait_for_status
 
@@ -156,3 +162,39 @@ async def test_observed_latency_replaces_the_catalogs_in_quotes(
     assert after["chosen"]["provider"] == "cheap"
     assert after["chosen"]["expected_latency_s"] < 10  # the fake renders in well under a second
     assert [r["provider"] for r in after["rejected"]] == ["dear"]  # no data yet: still 30 s
+
+
+async def test_after_the_cooldown_one_probe_goes_through_and_its_success_closes_the_circuit(
+    aiohttp_client: Any, tmp_path: Path, providers: dict[str, FakeProvider]
+) -> None:
+    fake = FakeTime(start=time.time())
+    settings = Settings(store_url=f"sqlite:///{tmp_path}/broker.db", data_dir=tmp_path / "data", workers=2)
+    factories = {name: provider.build for name, provider in providers.items()}
+    app = create_app(
+        settings, fake_config(), env=TEST_ENV, factories=factories, clock=fake.clock, sleep=fast_sleep
+    )
+    client = await aiohttp_client(app)
+    cheap = providers["cheap"]
+    cheap.script.submit_error = ProviderUnavailable("503", provider="cheap", status=503)
+    for _ in range(BreakerSettings().min_calls):
+        job = await (await client.post("/v1/jobs", json={"prompt": "a pan"}, headers=auth())).json()
+        await wait_for_status(client, job["id"], "succeeded")
+    assert (await quote(client))["chosen"]["provider"] == "dear"
+
+    fake.now += BreakerSettings().cooldown_s
+    cheap.script = Script(polls_to_finish=10**6)  # healthy again, and the probe stays in flight
+    probe = await (await client.post("/v1/jobs", json={"prompt": "probe"}, headers=auth())).json()
+    assert probe["route"]["provider"] == "cheap"
+    await wait_for_status(client, probe["id"], "running")
+    while not cheap.submits:
+        await asyncio.sleep(0.01)
+    during = await quote(client)
+    assert during["chosen"]["provider"] == "dear"
+    assert {r["provider"]: r["reasons"] for r in during["rejected"]}["cheap"] == [
+        "circuit half-open: a probe attempt is in flight"
+    ]
+    cheap.script.polls_to_finish = 1
+    done = await wait_for_status(client, probe["id"], "succeeded", "failed")
+    assert [a["provider"] for a in done["attempts"]] == ["cheap"]
+    assert (await quote(client))["chosen"]["provider"] == "cheap"  # closed again
+    assert app[RUNNER].health.states()["cheap"] is BreakerState.CLOSED
