@@ -37,6 +37,8 @@ class Mp4Writer:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, fps)
         stream.codec_context.thread_count = settings.threads
+        # Frame threads, as the ffmpeg CLI uses: PyAV defaults to slice threads, measurably slower here.
+        stream.codec_context.thread_type = "FRAME"
         stream.options = {
             "crf": str(settings.crf),
             "preset": settings.preset,

@@ -19,6 +19,7 @@ from local_backend.motion import CameraPath
 from local_backend.source import Source
 
 _PIXELS_PER_BATCH = 6_000_000
+_TILE_FLOATS = 160_000  # a band of rows per buffer that, with its three siblings, fits a core's L2 cache
 _AMBIENT_WAVES = 3
 _AMBIENT_AMPLITUDE = 0.004  # of the short side: a few pixels of drift, no more
 
@@ -70,40 +71,52 @@ class FrameRenderer:
         area, quarter = w * h, (w // 2) * (h // 2)
         out = torch.empty(count, area + 2 * quarter, dtype=torch.uint8, device=self.device)
         luma_out = out[:, :area].view(count, h, w)
-        u_out = out[:, area : area + quarter].view(count, h // 2, w // 2)
-        v_out = out[:, area + quarter :].view(count, h // 2, w // 2)
+        # U sits right above V in each frame's bytes, as the source stacks them: one plane to sample.
+        chroma_out = out[:, area:].view(count, 2, h // 2, w // 2)
         if self.warped:
             luma_maps, chroma_maps = self._luma_maps, self._chroma_maps
             assert luma_maps is not None and chroma_maps is not None
             coefficients = self._coefficients(frames)
             luma_out.copy_(self._warp(self.source.luma[None], coefficients, luma_maps, h, w)[0])
             chroma = self._warp(self.source.chroma, coefficients, chroma_maps, h // 2, w // 2)
-            u_out.copy_(chroma[0])
-            v_out.copy_(chroma[1])
+            chroma_out.copy_(chroma.transpose(0, 1))
         else:
-            self._separable(self.source.luma, luma_out, frames)
-            self._separable(self.source.chroma[0], u_out, frames)
-            self._separable(self.source.chroma[1], v_out, frames)
+            self._separable(self.source.luma[None], luma_out[:, None], frames)
+            self._separable(self.source.chroma, chroma_out, frames)
         return out.view(count, h * 3 // 2, w).cpu()
 
-    def _separable(self, plane: torch.Tensor, out: torch.Tensor, frames: slice) -> None:
-        src_h, src_w = plane.shape
-        out_h, out_w = out.shape[1:]
+    def _separable(self, planes: torch.Tensor, out: torch.Tensor, frames: slice) -> None:
+        """Scale and offset [C, h, w] planes into `out` [B, C, h', w']: two 1-D lerps per frame.
+
+        The planes are handled as one 2-D stack ([C*h, w], rows of plane c offset by c*h): torch's
+        fast gathers are 2-D, and the work goes in bands of rows small enough to stay in cache.
+        """
+        channels, src_h, src_w = planes.shape
+        out_h, out_w = out.shape[2:]
+        stack = planes.view(channels * src_h, src_w)
         ys, wy = _lerp_taps(_separable_coords(self.path, frames, out_h, src_h, "y"), src_h, self.device)
         xs, wx = _lerp_taps(_separable_coords(self.path, frames, out_w, src_w, "x"), src_w, self.device)
-        for index in range(out.shape[0]):
-            top, low_y = ys[index], wy[index][:, None]
-            rows = torch.lerp(plane.index_select(0, top), plane.index_select(0, top + 1), low_y)
-            left = xs[index]
-            values = torch.lerp(rows.index_select(1, left), rows.index_select(1, left + 1), wx[index])
-            # +0.5 then the truncating cast rounds; bilinear never leaves the source's 16..240 range.
-            out[index].copy_(values.add_(0.5))
+        offsets = (torch.arange(channels, device=self.device) * src_h)[:, None]
+        ys = (ys[:, None, :] + offsets).flatten(1)
+        wy = wy.repeat(1, channels)[:, :, None]
+        tile = max(8, _TILE_FLOATS // src_w)
+        scratch = _Scratch(tile, src_w, out_w, self.device)
+        for index in range(ys.shape[0]):
+            # Only the columns this frame reads go through the vertical pass (coordinates increase).
+            first, last = int(xs[index, 0]), int(xs[index, -1]) + 2
+            left = xs[index] - first
+            columns = (left, left + 1, wx[index])
+            band = stack[:, first:last]
+            target = out[index].view(channels * out_h, out_w)
+            for start in range(0, channels * out_h, tile):
+                rows = (ys[index, start : start + tile], wy[index, start : start + tile])
+                scratch.lerp(band, rows, columns, target[start : start + tile])
 
     @staticmethod
     def _warp(
         planes: torch.Tensor, coefficients: torch.Tensor, maps: torch.Tensor, out_h: int, out_w: int
     ) -> torch.Tensor:
-        """Sample [C, h, w] planes on this batch's grids: [C, B, out_h, out_w], rounded on the cast."""
+        """Sample [C, h, w] planes on this batch's grids: [C, B, out_h, out_w]."""
         count = coefficients.shape[0]
         # The maps hold (x, y) pairs already interleaved, so the product is grid_sample's layout, and
         # all frames of the batch share one source: their grids stack down the height, one call.
@@ -111,7 +124,7 @@ class FrameRenderer:
         sampled = F.grid_sample(
             planes[None], grid, mode="bilinear", padding_mode="border", align_corners=False
         )
-        return sampled[0].view(planes.shape[0], count, out_h, out_w).add_(0.5)
+        return sampled[0].view(planes.shape[0], count, out_h, out_w)
 
     def _coefficients(self, frames: slice) -> torch.Tensor:
         """Per-frame weights [B, k] of the coordinate maps, in grid_sample's -1..1 units."""
@@ -154,6 +167,36 @@ class FrameRenderer:
         grid = torch.stack([gx, gy], dim=-1)[None]
         small = nearness.float().cpu()[None, None]
         return F.grid_sample(small, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+
+
+class _Scratch:
+    """Reused buffers for one tile of rows: the cache-sized working set of a separable resample."""
+
+    def __init__(self, rows: int, src_w: int, out_w: int, device: torch.device) -> None:
+        self._top = torch.empty(rows * src_w, device=device)
+        self._bottom = torch.empty(rows * src_w, device=device)
+        self._left = torch.empty(rows, out_w, device=device)
+        self._right = torch.empty(rows, out_w, device=device)
+
+    def lerp(
+        self,
+        band: torch.Tensor,
+        rows: tuple[torch.Tensor, torch.Tensor],
+        columns: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        out: torch.Tensor,
+    ) -> None:
+        """out = bilinear sample of `band` at the tile's row and column taps (cast by truncation)."""
+        (top, down), (left, right, across) = rows, columns
+        count, width = top.shape[0], band.shape[1]
+        upper = self._top[: count * width].view(count, width)
+        lower = self._bottom[: count * width].view(count, width)
+        torch.index_select(band, 0, top, out=upper)
+        torch.index_select(band, 0, top + 1, out=lower)
+        upper.lerp_(lower, down)
+        west, east = self._left[:count], self._right[:count]
+        torch.index_select(upper, 1, left, out=west)
+        torch.index_select(upper, 1, right, out=east)
+        out.copy_(west.lerp_(east, across))
 
 
 @dataclass(frozen=True, slots=True)

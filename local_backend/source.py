@@ -20,6 +20,9 @@ from local_backend.depth import estimate_nearness, focus_point
 _KR, _KB = 0.2126, 0.0722
 _KG = 1.0 - _KR - _KB
 MAX_SOURCE_SCALE = 1.6
+# Planes carry half a code value: frames are cast to uint8 by truncation, which then rounds. Resampling
+# is a weighted mean, so the offset passes through it unchanged.
+ROUNDING = 0.5
 _ANALYSIS_SIDE = 160  # long side of the thumbnail the depth and focus cues are computed on
 
 
@@ -27,8 +30,8 @@ _ANALYSIS_SIDE = 160  # long side of the thumbnail the depth and focus cues are 
 class Source:
     """Planes ready to sample, all float32 on the render device."""
 
-    luma: torch.Tensor  # [h, w], 16..235
-    chroma: torch.Tensor  # [2, h/2, w/2], 16..240
+    luma: torch.Tensor  # [h, w], 16..235 (+ ROUNDING)
+    chroma: torch.Tensor  # [2, h/2, w/2], 16..240 (+ ROUNDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +58,13 @@ def source_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 
 def rgb_to_yuv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[3, h, w] RGB in 0..1 -> luma [h, w] and 2x2-averaged chroma [2, h/2, w/2], 0..255 scale."""
+    """[3, h, w] RGB in 0..1 -> luma [h, w] and 2x2-averaged chroma [2, h/2, w/2], 0..255 + ROUNDING."""
     red, green, blue = rgb[0], rgb[1], rgb[2]
     luma01 = _KR * red + _KG * green + _KB * blue
     cb = (blue - luma01) / (2.0 * (1.0 - _KB))
     cr = (red - luma01) / (2.0 * (1.0 - _KR))
-    chroma = F.avg_pool2d(torch.stack([cb, cr])[None], 2)[0] * 224.0 + 128.0
-    return luma01 * 219.0 + 16.0, chroma
+    chroma = F.avg_pool2d(torch.stack([cb, cr])[None], 2)[0] * 224.0 + (128.0 + ROUNDING)
+    return luma01 * 219.0 + (16.0 + ROUNDING), chroma
 
 
 def _to_rgb_tensor(image: Image.Image, device: torch.device) -> torch.Tensor:
