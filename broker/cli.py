@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -16,6 +17,7 @@ from aiohttp import web
 from broker.app import create_app
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.logging import configure_logging
+from broker.reload import reload_config
 from broker.report_cli import add_report_arguments, report_from_args
 from broker.settings import Settings
 
@@ -39,8 +41,11 @@ def load_or_exit(path: Path) -> BrokerConfig:
         raise SystemExit(2) from None
 
 
-async def serve_until_stopped(app: web.Application, host: str, port: int) -> None:
-    """Run the app until SIGINT or SIGTERM, then shut down cleanly (jobs stay in the store)."""
+async def serve_until_stopped(
+    app: web.Application, host: str, port: int, *, on_hangup: Callable[[], object] | None = None
+) -> None:
+    """Run the app until SIGINT or SIGTERM, then shut down cleanly (jobs stay in the store);
+    SIGHUP calls `on_hangup` (a config reload) without stopping anything."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -51,6 +56,8 @@ async def serve_until_stopped(app: web.Application, host: str, port: int) -> Non
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if on_hangup is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -59,7 +66,8 @@ async def serve_until_stopped(app: web.Application, host: str, port: int) -> Non
 async def _serve(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
-    config = load_or_exit(args.config or settings.config)
+    path = args.config or settings.config
+    config = load_or_exit(path)
     env: dict[str, str] = dict(os.environ)
     sandbox = None
     if args.sandbox:
@@ -68,7 +76,9 @@ async def _serve(args: argparse.Namespace) -> None:
         sandbox, config, env = await start_sandboxed(config, env)
     configure_logging(settings.log_level, [*secret_values(config, env), settings.webhook_secret or ""])
     try:
-        await serve_until_stopped(create_app(settings, config, env=env), settings.host, settings.port)
+        app = create_app(settings, config, env=env)
+        reload = functools.partial(reload_config, app, path, env)
+        await serve_until_stopped(app, settings.host, settings.port, on_hangup=reload)
     finally:
         if sandbox is not None:
             await sandbox.close()
