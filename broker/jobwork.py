@@ -6,15 +6,25 @@ change is applied again to the fresh record, as long as this worker still holds 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from adapters.base import Clock
+import structlog
+
+from adapters.base import Clock, Sleep
 from broker.events import JobObserver, notify
 from broker.schema import Attempt, AttemptStatus, Job, JobError, JobStatus
 from broker.store import JobRecord, Store
+from broker.store.base import StoreUnavailable
 from pricing.money import Money
+
+log = structlog.get_logger("broker.jobwork")
+T = TypeVar("T")
+STORE_RETRY_MAX_S = 5.0
 
 
 class LeaseLost(Exception):
@@ -33,6 +43,7 @@ class JobWork:
     clock: Clock
     lease_s: float
     observers: list[JobObserver] = field(default_factory=list)
+    sleep: Sleep = asyncio.sleep
 
     @property
     def job(self) -> Job:
@@ -48,19 +59,36 @@ class JobWork:
             candidate = change(self.record).model_copy(
                 update={"lease_owner": lease[0], "lease_until": lease[1]}
             )
-            stored = await self.store.replace_job(candidate)
+            stored = await self._through_outage(functools.partial(self.store.replace_job, candidate))
             if stored is not None:
                 before, self.record = self.record, stored
                 notify(self.observers, before, stored)
                 return stored
-            fresh = await self.store.get_job(self.record.id)
+            fresh = await self._through_outage(lambda: self.store.get_job(self.record.id))
             if fresh is None or fresh.lease_owner != self.owner:
                 raise LeaseLost(self.record.id)
             self.record = fresh
 
+    async def _through_outage(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Repeat a store call until the store answers, keeping the job through an outage.
+
+        A save records a side effect that already happened (a provider accepted a submit); giving up
+        would leave the attempt looking uncertain. Repeating is safe: the write is compare-and-set, so
+        a job another runner took meanwhile ends here as `LeaseLost`, and a write whose reply was lost
+        is found in the re-read record, to which the change is applied once more.
+        """
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                log.warning("store_unavailable_retrying", job_id=self.record.id, error=exc.message)
+                await self.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
+
     async def refresh(self) -> JobRecord:
         """Re-read the record (to see a cancel request); `LeaseLost` if it is no longer ours."""
-        fresh = await self.store.get_job(self.record.id)
+        fresh = await self._through_outage(lambda: self.store.get_job(self.record.id))
         if fresh is None or fresh.lease_owner != self.owner:
             raise LeaseLost(self.record.id)
         self.record = fresh
@@ -91,10 +119,21 @@ def route_key(attempt: Attempt) -> str:
 
 
 def finish_attempt(
-    attempt: Attempt, status: AttemptStatus, at: datetime, cost: Money, error: JobError | None = None
+    attempt: Attempt,
+    status: AttemptStatus,
+    at: datetime,
+    cost: Money,
+    error: JobError | None = None,
+    refunded: Money | None = None,
 ) -> Attempt:
     return attempt.model_copy(
-        update={"status": status, "finished_at": at, "cost_usd": str(cost), "error": error}
+        update={
+            "status": status,
+            "finished_at": at,
+            "cost_usd": str(cost),
+            "error": error,
+            "refunded_usd": None if refunded is None else str(refunded),
+        }
     )
 
 

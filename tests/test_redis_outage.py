@@ -23,6 +23,7 @@ from tests.procs import (
     Cluster,
     assert_one_submit_per_attempt,
     wait_for_phases,
+    wait_for_tasks,
     wait_until_settled,
 )
 from tests.test_store_redis import TcpProxy, _host_port
@@ -114,3 +115,32 @@ async def test_outage_answers_503_and_recovers_without_losing_a_job(
         assert {job["status"] for job in done.values()} == {"succeeded"}
         assert all(len(job["attempts"]) == 1 for job in done.values())
         await assert_one_submit_per_attempt([fal], list(done.values()))
+
+
+@pytest.mark.timeout(60)
+async def test_outage_as_a_submit_is_answered_keeps_the_providers_task(
+    tmp_path: Path, proxy: TcpProxy, prefix: str
+) -> None:
+    async with Cluster(tmp_path) as cluster:
+        fal = await cluster.emulator("fal", render_seconds=0.2)
+        await fal.add_faults([{"kind": "slow", "endpoint": "submit", "delay_s": 2.0}])
+        config = cluster.write_config({"fal": fal.base_url})
+        broker = await cluster.broker(
+            config,
+            store_url=proxy.url,
+            data_dir=tmp_path / "data",
+            lease_s=LEASE_S,
+            workers=1,
+            redis_prefix=prefix,
+        )
+        job = await broker.submit({"prompt": "x"})
+        await wait_for_phases(broker, lambda c: c["submitting"] == 1)
+        await proxy.stop()
+        await wait_for_tasks(fal, 1)  # the provider accepted it; the broker cannot record that yet
+        await asyncio.sleep(LEASE_S * 1.5)
+        await proxy.start()
+
+        done = (await wait_until_settled([broker], [job["id"]], timeout_s=30))[job["id"]]
+        # The handle was written once Redis returned, so the job went on instead of failing as uncertain.
+        assert done["status"] == "succeeded" and len(done["attempts"]) == 1
+        await assert_one_submit_per_attempt([fal], [done])
