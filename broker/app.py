@@ -19,6 +19,7 @@ from broker.config import BrokerConfig
 from broker.handlers import callbacks, health, jobs, openapi, policies
 from broker.handlers import metrics as metrics_handlers
 from broker.handlers import reports as report_handlers
+from broker.logging import scrubber, secret_values
 from broker.middleware import errors, request_context
 from broker.routing import current_policy, quote_for
 from broker.runner import JobRunner, RunnerOptions
@@ -92,7 +93,7 @@ def create_app(
             webhooks = TeamWebhooks(session, settings.webhook_secret, sleep)
             app[OBSERVERS].append(webhooks)
             app[ADAPTERS] = build_adapters(app, factories or default_factories(), environment)
-            runner = _runner(app, sleep)
+            runner = _runner(app, sleep, environment)
             app[RUNNER] = runner
             await runner.start()
             try:
@@ -109,7 +110,7 @@ def create_app(
     return app
 
 
-def _runner(app: web.Application, sleep: Sleep) -> JobRunner:
+def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> JobRunner:
     settings, config = app[SETTINGS], app[CONFIG]
 
     async def requote(record: JobRecord, tried: Collection[str]) -> Quote:
@@ -130,6 +131,7 @@ def _runner(app: web.Application, sleep: Sleep) -> JobRunner:
         clock=app[CLOCK],
         sleep=sleep,
         observers=app[OBSERVERS],
+        scrub=scrubber([*secret_values(config, env), settings.webhook_secret or ""]),
     )
 
 

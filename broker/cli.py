@@ -8,7 +8,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -16,21 +16,12 @@ from aiohttp import web
 
 from broker.app import create_app
 from broker.config import BrokerConfig, ConfigError, load_config
-from broker.logging import configure_logging
+from broker.logging import configure_logging, secret_values
 from broker.reload import reload_config
 from broker.report_cli import add_report_arguments, report_from_args
 from broker.settings import Settings
 
 log = structlog.get_logger("broker")
-
-
-def secret_values(config: BrokerConfig, env: Mapping[str, str]) -> list[str]:
-    """Every secret the config points at, so the log redactor can blank it wherever it appears."""
-    names = [p.api_key_env for p in config.providers.values()]
-    names += [p.webhook_secret_env for p in config.providers.values()]
-    names += [t.api_key_env for t in config.teams]
-    names.append(config.admin.api_key_env if config.admin else None)
-    return [env[name] for name in names if name and env.get(name)]
 
 
 def load_or_exit(path: Path) -> BrokerConfig:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
+
+from broker.config import BrokerConfig
 
 _SECRET_FIELDS = re.compile(r"(authorization|api[_-]?key|secret|token|password|signature)", re.I)
 _DATA_URI = re.compile(r"data:[^;,\s]+;base64,[A-Za-z0-9+/=]{16,}")
@@ -21,22 +23,21 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
-    def _clean(self, value: Any) -> Any:
+    def clean(self, value: Any) -> Any:
+        """`value` with secrets and image data replaced, recursively."""
         if isinstance(value, str):
             for secret in self._secrets:
                 value = value.replace(secret, REDACTED)
             return _DATA_URI.sub("data:[image data omitted]", value)
         if isinstance(value, dict):
-            return {
-                k: REDACTED if _SECRET_FIELDS.search(str(k)) else self._clean(v) for k, v in value.items()
-            }
+            return {k: REDACTED if _SECRET_FIELDS.search(str(k)) else self.clean(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self._clean(v) for v in value]
+            return [self.clean(v) for v in value]
         return value
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key in list(event):
-            event[key] = REDACTED if _SECRET_FIELDS.search(key) else self._clean(event[key])
+            event[key] = REDACTED if _SECRET_FIELDS.search(key) else self.clean(event[key])
         return event
 
 
@@ -54,3 +55,18 @@ def configure_logging(level: str = "info", secrets: Iterable[str] = ()) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=False,
     )
+
+
+def secret_values(config: BrokerConfig, env: Mapping[str, str]) -> list[str]:
+    """Every secret the config points at, so the redactor can blank it wherever it appears."""
+    names = [p.api_key_env for p in config.providers.values()]
+    names += [p.webhook_secret_env for p in config.providers.values()]
+    names += [t.api_key_env for t in config.teams]
+    names.append(config.admin.api_key_env if config.admin else None)
+    return [env[name] for name in names if name and env.get(name)]
+
+
+def scrubber(secrets: Iterable[str]) -> Callable[[str], str]:
+    """A function that blanks secrets and image data in a text (for error messages shown to callers)."""
+    redactor = Redactor(secrets)
+    return lambda text: str(redactor.clean(text))

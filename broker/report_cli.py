@@ -29,6 +29,7 @@ TITLES = {
     "attempts": "attempts",
     "spend_usd": "spend $",
     "estimate_usd": "estimate $",
+    "refunds_usd": "refunds $",
     "unbilled_usd": "unbilled $",
     "avg_cost_per_success_usd": "$ per clip",
     "baseline_usd": "baseline $",

@@ -10,10 +10,9 @@ Attribution, so that every micro-dollar lands in exactly one group:
   * team and day are the job's (day is the UTC date the job was created).
 Hence the spend of all groups is the sum of every job's `cost_usd`, to the micro-dollar.
 
-Refunds: an attempt stores only what it finally cost (0 when the provider refunded it), not the
-amount refunded, so the report cannot tell a refund from a render the provider never billed. It
-reports `unbilled_usd` instead: the estimate of every attempt that reached a provider and ended
-failed or cancelled without a charge, i.e. what was refunded or never billed.
+Refunds: `refunds_usd` sums what providers reported giving back (an attempt's `refunded_usd`).
+`unbilled_usd` is wider: the estimate of every attempt that reached a provider and ended failed or
+cancelled without a charge, i.e. what was refunded or never billed.
 """
 
 from __future__ import annotations
@@ -66,6 +65,7 @@ class Tally:
     spend: Money = field(default_factory=Money.zero)
     estimate: Money = field(default_factory=Money.zero)
     unbilled: Money = field(default_factory=Money.zero)
+    refunds: Money = field(default_factory=Money.zero)
     baseline: Money = field(default_factory=Money.zero)  # of succeeded jobs that have one
     baseline_actual: Money = field(default_factory=Money.zero)  # what those same jobs really cost
 
@@ -92,6 +92,8 @@ class Tally:
         self.attempts += 1
         cost = Money.zero() if attempt.cost_usd is None else Money.parse(attempt.cost_usd)
         self.spend += cost
+        if attempt.refunded_usd is not None:
+            self.refunds += Money.parse(attempt.refunded_usd)
         ended_unpaid = attempt.status in (AttemptStatus.FAILED, AttemptStatus.CANCELLED)
         if ended_unpaid and attempt.provider_job_id and cost.micros == 0 and attempt.estimated_cost_usd:
             self.unbilled += Money.parse(attempt.estimated_cost_usd)
@@ -120,6 +122,7 @@ class Tally:
             "attempts": self.attempts,
             "spend_usd": str(self.spend),
             "estimate_usd": str(self.estimate),
+            "refunds_usd": str(self.refunds),
             "unbilled_usd": str(self.unbilled),
             "avg_cost_per_success_usd": None if average is None else str(average),
             "baseline_usd": str(self.baseline),

@@ -67,6 +67,7 @@ class RunnerOptions:
     idle_wait_s: float = 1.0
     max_attempts: int = 3
     capacity_check_s: float = 5.0  # how often a job waiting for a slot looks again at worst
+    max_crashes: int = 3  # unexpected errors on one job before it is failed rather than retried
 
 
 class JobRunner:
@@ -86,6 +87,7 @@ class JobRunner:
         observers: list[JobObserver] | None = None,
         health: ProviderHealth | None = None,
         capacity: Capacity | None = None,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self.store, self.artifacts, self.adapters = store, artifacts, adapters
         self.routes = {route.key: route for route in routes}
@@ -96,6 +98,8 @@ class JobRunner:
         self.health = health or ProviderHealth(clock)
         self.capacity = capacity or Capacity(clock)
         self.owner = f"runner-{secrets.token_hex(6)}"
+        self._scrub = scrub
+        self._crashes: dict[str, int] = {}
         self._wakeup = asyncio.Event()
         self._webhooks: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -151,8 +155,22 @@ class JobRunner:
                 log.warning("job_step_failed", code=exc.code.value, error=exc.message)
             except Exception:
                 log.exception("job_step_crashed")
+                await self._after_crash(work)
             finally:
                 self.capacity.release_job(record.id)
+
+    async def _after_crash(self, work: JobWork) -> None:
+        """A bug, not a provider's failure: retry the job after its lease runs out, a few times only."""
+        crashes = self._crashes[work.job.id] = self._crashes.get(work.job.id, 0) + 1
+        if crashes < self.options.max_crashes:
+            return
+        self._crashes.pop(work.job.id, None)
+        error = JobError(
+            code=ErrorCode.INTERNAL, message="the broker failed on this job repeatedly; it is logged"
+        )
+        with contextlib.suppress(LeaseLost, BrokerError):
+            await work.refresh()
+            await self._end(work, JobStatus.FAILED, error)
 
     async def _step(self, work: JobWork) -> None:
         attempt = work.active_attempt()
@@ -369,7 +387,7 @@ class JobRunner:
         error = status.error or ProviderUnavailable(
             f"{attempt.provider} ended the task as {status.state.value}", provider=attempt.provider
         )
-        await self._fail_attempt(work, attempt, error, cost)
+        await self._fail_attempt(work, attempt, error, cost, refunded=self._refund(route, status, attempt))
 
     async def _download(self, work: JobWork, attempt: Attempt, status: TaskStatus | None) -> None:
         adapter = self.adapters[attempt.provider]
@@ -385,9 +403,7 @@ class JobRunner:
             await adapter.fetch_output(status, partial)
             info = await asyncio.to_thread(self.artifacts.commit_output, partial, work.job.id)
         except BrokerError as exc:
-            cost = self._cost(
-                self.routes.get(route_key(attempt)), status, attempt, succeeded=True
-            )
+            cost = self._cost(self.routes.get(route_key(attempt)), status, attempt, succeeded=True)
             await self._fail_attempt(work, attempt, exc, cost, fallback=True)
             return
         route = self.routes.get(route_key(attempt))
@@ -415,10 +431,17 @@ class JobRunner:
 
     # Failing, cancelling, ending ----------------------------------------------------------------
     async def _fail_attempt(
-        self, work: JobWork, attempt: Attempt, exc: BrokerError, cost: Money, *, fallback: bool | None = None
+        self,
+        work: JobWork,
+        attempt: Attempt,
+        exc: BrokerError,
+        cost: Money,
+        *,
+        fallback: bool | None = None,
+        refunded: Money | None = None,
     ) -> None:
-        error = JobError(code=exc.code, message=exc.message)
-        failed = finish_attempt(attempt, AttemptStatus.FAILED, work.now(), cost, error)
+        error = JobError(code=exc.code, message=self._scrub(exc.message))
+        failed = finish_attempt(attempt, AttemptStatus.FAILED, work.now(), cost, error, refunded)
         can_fall_back = getattr(exc, "fallback", False) if fallback is None else fallback
         self.capacity.release(attempt.id)
         self.health.failed(attempt.provider, exc)
@@ -433,7 +456,7 @@ class JobRunner:
         await self.store.settle_budget(work.job.id, Money.parse(work.job.cost_usd).micros)
 
     async def _cancel(self, work: JobWork, attempt: Attempt | None) -> None:
-        cost = Money.zero()
+        cost, refunded = Money.zero(), None
         if attempt is not None and (stored := work.record.handles.get(attempt.id)) is not None:
             adapter = self.adapters.get(attempt.provider)
             if adapter is not None:
@@ -443,6 +466,7 @@ class JobRunner:
                     after = await adapter.status(handle)
                     route = self.routes.get(route_key(attempt))
                     cost = self._cost(route, after, attempt, succeeded=False)
+                    refunded = self._refund(route, after, attempt)
                 except ProviderError as exc:
                     log.warning("provider_cancel_failed", code=exc.code.value, error=exc.message)
 
@@ -452,7 +476,7 @@ class JobRunner:
 
         def cancel(record: JobRecord) -> JobRecord:
             if attempt is not None:
-                ended = finish_attempt(attempt, AttemptStatus.CANCELLED, work.now(), cost)
+                ended = finish_attempt(attempt, AttemptStatus.CANCELLED, work.now(), cost, refunded=refunded)
                 record = with_attempt(record, ended, work.now())
             return end_job(record, JobStatus.CANCELLED, work.now())
 
@@ -474,6 +498,18 @@ class JobRunner:
             return route.price.usd(request.duration_s, request.resolution, request.audio)
         except UnknownPrice:
             return None
+
+    @staticmethod
+    def _refund(route: RouteSpec | None, status: TaskStatus, attempt: Attempt) -> Money | None:
+        """What the provider gave back (its reported charge, else the estimate); None without a refund."""
+        if not status.refunded:
+            return None
+        if status.reported_cost is not None and route is not None and route.price is not None:
+            with contextlib.suppress(UnknownPrice):
+                refunded = route.price.reported_to_money(status.reported_cost)
+                if refunded.micros > 0:
+                    return refunded
+        return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
 
     @staticmethod
     def _cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succeeded: bool) -> Money:

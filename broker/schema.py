@@ -294,6 +294,7 @@ class Attempt(_Model):
     finished_at: datetime | None = None
     estimated_cost_usd: str | None = None
     cost_usd: str | None = None
+    refunded_usd: str | None = None  # what the provider charged and gave back for this attempt
     error: JobError | None = None
 
 

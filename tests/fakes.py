@@ -34,6 +34,7 @@ class Script:
     submit_error: ProviderError | None = None
     fail_with: ProviderError | None = None
     credits: Decimal | None = None  # reported cost in credits
+    status_raises: Exception | None = None  # a bug in an adapter, not a provider failure
     output: bytes = _MP4
 
 
@@ -70,6 +71,8 @@ class FakeAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         self.fake.status_calls += 1
+        if self.fake.script.status_raises is not None:
+            raise self.fake.script.status_raises
         seen = self.fake._polls[handle.provider_job_id] = self.fake._polls[handle.provider_job_id] + 1
         script = self.fake.script
         if seen < script.polls_to_finish:

@@ -210,6 +210,9 @@ async def test_savings_positive_where_the_cheaper_route_was_chosen_and_refunds_s
     # Runway refunded the failed render of the three-attempt job: its estimate shows as unbilled.
     assert groups["runway", "growth"]["unbilled_usd"] == "0.250000"
     assert groups["runway", "growth"]["spend_usd"] == "0.000000"
+    # ... and the report says it was a refund, with the amount given back.
+    assert groups["runway", "growth"]["refunds_usd"] == "0.250000"
+    assert groups["cheap", "growth"]["refunds_usd"] == "0.000000"
 
 
 async def test_csv_and_json_agree_and_team_keys_see_only_their_team(workload_client: MakeWorkload) -> None:

@@ -1,0 +1,36 @@
+"""The runner under bugs and hostile provider text: bounded retries, no secrets in job bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.errors import Rejected
+from tests.conftest import GROWTH_KEY, STUDIO_KEY, auth
+from tests.fakes import FakeProvider
+from tests.test_api_jobs import wait_for_status
+
+
+async def test_provider_text_echoing_a_secret_is_scrubbed(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    image = "data:image/png;base64," + "QUJD" * 40
+    providers["cheap"].script.fail_with = Rejected(f"refused key {GROWTH_KEY} and {STUDIO_KEY} for {image}")
+    client = await make_client()
+    job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
+    done = await wait_for_status(client, job["id"], "failed")
+    text = await (await client.get(f"/v1/jobs/{job['id']}", headers=auth())).text()
+    assert done["error"]["code"] == "rejected"
+    assert GROWTH_KEY not in text and STUDIO_KEY not in text and "QUJDQUJD" not in text
+    assert "refused key" in done["error"]["message"]
+
+
+async def test_a_step_that_keeps_crashing_fails_the_job_after_bounded_retries(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    providers["cheap"].script.status_raises = RuntimeError("adapter bug")
+    client = await make_client(lease_s=0.05, workers=1)
+    job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
+    done = await wait_for_status(client, job["id"], "failed")
+    assert done["error"]["code"] == "internal"
+    assert providers["cheap"].status_calls == 3
+    assert len(providers["cheap"].submits) == 1
