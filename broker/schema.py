@@ -190,7 +190,11 @@ class JobRequest(_Model):
     prompt: str = Field(default="", max_length=PROMPT_MAX_CHARS)
     image_url: str | None = Field(default=None, max_length=DATA_URI_MAX_BYTES * 4 // 3 + 64)
     # Set by the API for a multipart upload; the bytes themselves live in the artifact store.
-    image_upload: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
+    image_upload: str | None = Field(
+        default=None,
+        pattern=r"^[a-f0-9]{64}$",
+        json_schema_extra={"readOnly": True, "description": "SHA-256 of the uploaded image; set by the broker"},
+    )
     mode: Mode | None = None
     duration_s: int = Field(default=5, ge=DURATION_MIN_S, le=DURATION_MAX_S)
     aspect_ratio: AspectRatio = AspectRatio.WIDE

@@ -196,6 +196,28 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
             }
         },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
+        "/v1/callbacks/{provider}": {
+            "post": {
+                "summary": "A provider's webhook (signature-checked where the provider signs)",
+                "security": [],
+                "parameters": [
+                    {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {}}},
+                "responses": {
+                    "200": {"description": "received"},
+                    "404": _error("no such provider"),
+                    "422": _error("bad signature or body"),
+                },
+            }
+        },
     }
 
 
