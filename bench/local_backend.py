@@ -6,7 +6,8 @@ compute seconds per output second (what `compute_s_per_output_s` in `config.yaml
 the peak resident memory so far. Then, when an `ffmpeg` with the zoompan filter is on PATH, it makes
 the same eased push-in with `zoompan` from the same image at the same size, encoder and settings,
 plainly and from a 4x enlarged input (the usual cure for zoompan's whole-pixel wobble, which the local
-backend's sub-pixel sampling does not have), and prints how many times faster the local backend is.
+backend's sub-pixel sampling does not have), and prints how many times faster the local backend is;
+last, it counts the frames in which a thin bar on a test card steps backwards during each push-in.
 Run it on an idle machine:
 
     python -m bench.local_backend [--repeat 3] [--prompt "zoom in"] [--resolutions 720p,1080p]
@@ -24,6 +25,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw
 
 from local_backend.assets import SAMPLE_IMAGE
 from local_backend.encode import EncodeSettings
@@ -127,6 +132,41 @@ def bench_zoompan(local: Timing, repeat: int, workdir: Path, supersample: int = 
     return Timing(local.width, local.height, walls, cpus)
 
 
+def backward_steps(video: Path) -> int:
+    """Frames in which the test card's bar moves against its overall travel: a smooth zoom has none."""
+    positions = []
+    with av.open(str(video)) as container:
+        for frame in container.decode(video=0):
+            rows = np.asarray(frame.to_ndarray(format="gray"), np.float64)
+            profile = np.clip(
+                rows[rows.shape[0] // 3 : 2 * rows.shape[0] // 3].mean(axis=0) - 140.0, 0.0, None
+            )
+            positions.append(float((profile * np.arange(profile.size)).sum() / profile.sum()))
+    steps = np.diff(np.array(positions))
+    return int((steps * np.sign(positions[-1] - positions[0]) < -0.05).sum())
+
+
+def bench_wobble(workdir: Path) -> None:
+    """Track a thin bar through the same push-in made by the local backend and by zoompan."""
+    card = Image.new("RGB", (1280, 720), (128, 128, 128))
+    ImageDraw.Draw(card).rectangle((200, 0, 203, 719), fill=(255, 255, 255))
+    card_path = workdir / "card.png"
+    card.save(card_path)
+    local = render_clip(card, ClipRequest(duration_s=DURATION_S, seed=1), workdir / "card-local.mp4").path
+    counts = [f"local {backward_steps(local)}"]
+    if shutil.which("ffmpeg") is not None:
+        for supersample in (1, 4):
+            made = workdir / f"card-zoompan-{supersample}.mp4"
+            subprocess.run(
+                zoompan_command(card_path, made, 1280, 720, EncodeSettings(), supersample), check=True
+            )
+            counts.append(
+                f"zoompan{'' if supersample == 1 else f' on a {supersample}x input'} {backward_steps(made)}"
+            )
+    frames = FPS * DURATION_S - 1
+    print(f"wobble, frames (of {frames}) where a thin bar moves against the zoom: {', '.join(counts)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print one block per resolution."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -165,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"CPU {min(zoompan.cpus):.2f} s; local is {ratio:.2f}x faster (best), "
                     f"{median_ratio:.2f}x (median), {cpu_ratio:.2f}x in CPU"
                 )
+        if compare:
+            bench_wobble(workdir)
     return 0
 
 
