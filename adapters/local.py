@@ -30,6 +30,7 @@ from adapters.base import (
     WebhookEvent,
 )
 from adapters.errors import ProviderError, ProviderUnavailable, Rejected
+from adapters.images import IMAGE_MAX_BYTES
 from broker.schema import Mode
 from local_backend.formats import FormatError, expected_render_seconds, frame_count, frame_size
 from local_backend.generator import ClipRequest, ClipResult, ProgressFn, RenderOptions, render_clip
@@ -39,7 +40,6 @@ from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "local"
 MODEL = "camera-motion"
-IMAGE_MAX_BYTES = 20 * 1024 * 1024
 # Renders take seconds: poll often, and give up long after any sane render would have finished.
 POLL_SCHEDULE = PollSchedule(min_interval_s=0.5, max_interval_s=2.0, backoff=1.5, deadline_s=900.0)
 

@@ -18,7 +18,7 @@ RESOLUTIONS = tuple(_SHORT_SIDE)
 
 # Measured wall seconds of rendering per second of output on the reference 2-core CPU (see
 # bench/local_backend.py); used for estimates before a run, never for billing.
-EXPECTED_COMPUTE_S_PER_OUTPUT_S = {"720p": 0.25, "1080p": 0.55}
+EXPECTED_COMPUTE_S_PER_OUTPUT_S = {"720p": 0.2, "1080p": 0.5}
 
 
 class FormatError(ValueError):

@@ -56,6 +56,8 @@ class ClipRequest:
 
 @dataclass(frozen=True, slots=True)
 class ClipResult:
+    """The finished clip and how it was made."""
+
     path: Path
     width: int
     height: int
@@ -67,6 +69,8 @@ class ClipResult:
 
 @dataclass(frozen=True, slots=True)
 class RenderOptions:
+    """Where and how to render: the device, the encoder settings, CPU threads."""
+
     device: torch.device = field(default_factory=lambda: default_device())
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     # One intra-op thread renders while x264 takes the other core; two torch threads contending

@@ -59,8 +59,9 @@ class FrameRenderer:
         self.source, self.path = source, path
         self.width, self.height = width, height
         self.device = source.luma.device
-        self.warped = bool(path.shift.abs().max() > 0 or path.ambient.abs().max() > 0)
+        self._depth = bool(path.shift.abs().max() > 0)
         self._ambient = _ambient_waves(seed) if path.ambient.abs().max() > 0 else None
+        self.warped = self._depth or self._ambient is not None
         self._luma_maps: torch.Tensor | None = None
         self._chroma_maps: torch.Tensor | None = None
         if self.warped:
@@ -133,14 +134,10 @@ class FrameRenderer:
     def _coefficients(self, frames: slice) -> torch.Tensor:
         """Per-frame weights [B, k] of the coordinate maps, in grid_sample's -1..1 units."""
         path = self.path
-        zoom, shift = path.zoom[frames], path.shift[frames]
-        weights = [
-            2.0 / zoom,
-            2.0 / zoom,
-            2.0 * path.cx[frames] - 1.0,
-            2.0 * path.cy[frames] - 1.0,
-            2.0 * shift,
-        ]
+        zoom = path.zoom[frames]
+        weights = [2.0 / zoom, 2.0 / zoom, 2.0 * path.cx[frames] - 1.0, 2.0 * path.cy[frames] - 1.0]
+        if self._depth:
+            weights.append(2.0 * path.shift[frames])
         if self._ambient is not None:
             for speed in self._ambient.speeds:
                 phase = 2.0 * math.pi * speed * path.ambient[frames]
@@ -151,14 +148,14 @@ class FrameRenderer:
         """Coordinate maps [k, h*w*2] of (x, y) pairs: x, y, ones for each, depth, ambient waves."""
         u = ((torch.arange(width, dtype=torch.float32) + 0.5) / width - 0.5)[None, :]
         v = ((torch.arange(height, dtype=torch.float32) + 0.5) / height - 0.5)[:, None]
-        depth = self._nearness_on_screen(nearness, width, height) - self.path.depth_pivot
         pairs: list[tuple[torch.Tensor | float, torch.Tensor | float]] = [
             (u, 0.0),
             (0.0, v),
             (1.0, 0.0),
             (0.0, 1.0),
-            (depth, 0.0),
         ]
+        if self._depth:
+            pairs.append((self._nearness_on_screen(nearness, width, height) - self.path.depth_pivot, 0.0))
         waves = self._ambient.maps(width, height) if self._ambient is not None else iter(())
         count = len(pairs) + (2 * len(self._ambient.speeds) if self._ambient is not None else 0)
         # Filled in place, one map at a time: at 1080p each map is 16 MB, so no stacking of copies.
