@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
@@ -72,12 +73,12 @@ class LocalAdapter:
         options: RenderOptions | None = None,
         concurrency: int = 1,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = data_dir / "local"
         self.options = options or RenderOptions()
         self.max_pixels = max_pixels
-        self.scheduler = RenderScheduler(concurrency, clock) if clock else RenderScheduler(concurrency)
+        self.scheduler = RenderScheduler(concurrency, clock)
 
     async def submit(self, task: RenderTask) -> Submission:
         """Check the request and the image, then queue the render; returns at once."""
@@ -96,11 +97,13 @@ class LocalAdapter:
             return render_clip(image, clip, dest, self.options, progress, stop)
 
         device = self.options.device.type
-        ahead = self.scheduler.count(device, RenderState.RUNNING) + self.scheduler.count(
-            device, RenderState.QUEUED
+        ahead = sum(
+            self.scheduler.count(device, state) for state in (RenderState.RUNNING, RenderState.QUEUED)
         )
         self.scheduler.submit(job_id, device, work)
-        estimate = expected_render_seconds(clip.duration_s, clip.resolution) * (1 + ahead)
+        # Renders ahead of this one share the device's slots; assume they are like this one.
+        rounds = 1 + ahead // self.scheduler.concurrency
+        estimate = expected_render_seconds(clip.duration_s, clip.resolution) * rounds
         return Submission(handle=TaskHandle(job_id, task.model), estimated_seconds=estimate)
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
