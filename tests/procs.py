@@ -51,7 +51,25 @@ FAL_TEXT_ROUTE: dict[str, Any] = {
     "expected_latency_s": 1,
     "price": {"unit": "usd_per_second", "amount": "0.05"},
 }
+DOITONG_ROUTE: dict[str, Any] = {
+    "provider": "doitong",
+    "model": "runway-i2v",
+    "modes": ["image_to_video"],
+    "durations": {"values": [5]},
+    "aspect_ratios": ["16:9", "9:16", "1:1"],
+    "resolutions": ["720p"],
+    "features": [],
+    "quality": "standard",
+    "expected_latency_s": 1,
+    "price": {"unit": "credits_per_video", "amount": "20", "usd_per_credit": "0.01"},
+}
+# doitong takes image URLs, which the broker passes on without fetching; nothing listens here.
+IMAGE_URL = "https://127.0.0.1:9/harbour.png"
 START_TIMEOUT_S = 30.0
+# Longer than the emulated renders' waits between polls: the runner renews a lease when a poll answers,
+# so a shorter lease would lapse under a live worker (see tests/test_crash_lease.py); short enough that
+# a killed broker's jobs are taken over within seconds.
+LEASE_S = 5.0
 
 
 def free_port() -> int:
@@ -242,7 +260,7 @@ class Cluster:
         *,
         store_url: str,
         data_dir: Path,
-        lease_s: float = 2.0,
+        lease_s: float = LEASE_S,
         workers: int = 32,
         **settings: str,
     ) -> Broker:

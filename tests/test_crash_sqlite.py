@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.procs import (
+    DOITONG_ROUTE,
+    IMAGE_URL,
     Cluster,
     assert_one_submit_per_attempt,
     wait_for_phases,
@@ -73,20 +75,6 @@ async def test_broker_killed_during_a_submit_never_sends_it_again(tmp_path: Path
         assert len(submits) == 1 and len(await fal.admin("tasks")) == 1
 
 
-DOITONG_ROUTE = {
-    "provider": "doitong",
-    "model": "runway-i2v",
-    "modes": ["image_to_video"],
-    "durations": {"values": [5]},
-    "aspect_ratios": ["16:9", "9:16", "1:1"],
-    "resolutions": ["720p"],
-    "features": [],
-    "quality": "standard",
-    "expected_latency_s": 1,
-    "price": {"unit": "credits_per_video", "amount": "20", "usd_per_credit": "0.01"},
-}
-
-
 @pytest.mark.timeout(60)
 async def test_interrupted_doitong_submit_is_repeated_with_its_key_and_makes_one_task(tmp_path: Path) -> None:
     async with Cluster(tmp_path) as cluster:
@@ -95,8 +83,7 @@ async def test_interrupted_doitong_submit_is_repeated_with_its_key_and_makes_one
         config = cluster.write_config({"doitong": doitong.base_url}, routes=[DOITONG_ROUTE])
         store_url, data_dir = f"sqlite:///{tmp_path}/broker.db", tmp_path / "data"
         first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
-        # doitong takes image URLs, which the broker passes on without fetching.
-        job = await first.submit({"prompt": "x", "image_url": "https://127.0.0.1:9/harbour.png"})
+        job = await first.submit({"prompt": "x", "image_url": IMAGE_URL})
         await wait_for_phases(first, lambda c: c["submitting"] == 1)
         first.kill()
         await wait_for_tasks(doitong, 1)

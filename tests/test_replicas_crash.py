@@ -15,7 +15,14 @@ import redis.asyncio as aioredis
 
 from broker.store.redis import RedisStore
 from tests.conftest import REDIS_URL
-from tests.procs import Cluster, assert_one_submit_per_attempt, wait_for_phases, wait_until_settled
+from tests.procs import (
+    DOITONG_ROUTE,
+    IMAGE_URL,
+    Cluster,
+    assert_one_submit_per_attempt,
+    wait_for_phases,
+    wait_until_settled,
+)
 
 JOBS = 300
 WORKERS = 100  # per replica: all 300 jobs are claimed at once, so none waits to be submitted
@@ -79,3 +86,39 @@ async def test_three_replicas_finish_every_job_after_one_is_killed(tmp_path: Pat
         for job_id in ids[:3]:
             status, video = await replicas[2].request("GET", f"/v1/jobs/{job_id}/output")
             assert status == 200 and len(video) == done[job_id]["output"]["bytes"]
+
+
+@pytest.mark.timeout(150)
+async def test_replica_killed_at_any_moment_loses_nothing_on_an_idempotent_provider(
+    tmp_path: Path, prefix: str
+) -> None:
+    # Fewer workers than jobs, so jobs keep being submitted: the kill lands wherever it lands,
+    # possibly between a submit and its record, which doitong's Idempotency-Key makes safe to repeat.
+    async with Cluster(tmp_path) as cluster:
+        doitong = await cluster.emulator("doitong", render_seconds=0.5)
+        config = cluster.write_config({"doitong": doitong.base_url}, routes=[DOITONG_ROUTE])
+        replicas = await cluster.brokers(
+            3, config, store_url=REDIS_URL, data_dir=tmp_path / "data", workers=40, redis_prefix=prefix
+        )
+        limit = asyncio.Semaphore(32)
+
+        async def submit(i: int) -> str:
+            async with limit:
+                job = await replicas[i % 3].submit({"prompt": f"shot {i}", "image_url": IMAGE_URL})
+                return str(job["id"])
+
+        ids = await asyncio.gather(*(submit(i) for i in range(JOBS)))
+        at_kill = await wait_for_phases(replicas[1], lambda c: c["succeeded"] >= JOBS // 3, timeout_s=60)
+        replicas[0].kill()
+        assert at_kill["succeeded"] < JOBS, at_kill
+        done = await wait_until_settled(replicas, ids, timeout_s=90)
+
+        assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}, at_kill
+        attempts = [a for job in done.values() for a in job["attempts"]]
+        assert len(attempts) == JOBS
+        # One task per attempt; a submit sent again after the kill carried its attempt's key.
+        tasks = {task["id"] for task in await doitong.admin("tasks")}
+        assert tasks == {a["provider_job_id"] for a in attempts} and len(tasks) == JOBS
+        submits = [r for r in await doitong.admin("requests") if r["endpoint"] == "submit"]
+        assert {r["headers"].get("Idempotency-Key") for r in submits} == {a["id"] for a in attempts}
+        assert sum((await pending_by_consumer(prefix)).values()) == 0
