@@ -50,7 +50,8 @@ class Mp4Writer:
     def write(self, frames: NDArray[np.uint8]) -> None:
         """Encode a batch [B, h*3/2, w] of YUV 4:2:0 frames (Y, then U, then V, per frame)."""
         for planes in frames:
-            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            # No copy: x264 copies the picture in before encode() returns, and `frames` outlives it.
+            frame = av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")
             frame.pts = self.frames
             self.frames += 1
             for packet in self._stream.encode(frame):

@@ -57,14 +57,22 @@ def source_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return 2 * round(width * scale / 2.0), 2 * round(height * scale / 2.0)
 
 
+# Rows: Y', Cb, Cr from R, G, B (BT.709), scaled to limited range; one matrix product converts a frame.
+_TO_YUV = (
+    (219.0 * _KR, 219.0 * _KG, 219.0 * _KB),
+    (-112.0 * _KR / (1.0 - _KB), -112.0 * _KG / (1.0 - _KB), 112.0),
+    (112.0, -112.0 * _KG / (1.0 - _KR), -112.0 * _KB / (1.0 - _KR)),
+)
+_YUV_OFFSET = (16.0 + ROUNDING, 128.0 + ROUNDING, 128.0 + ROUNDING)
+
+
 def rgb_to_yuv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[3, h, w] RGB in 0..1 -> luma [h, w] and 2x2-averaged chroma [2, h/2, w/2], 0..255 + ROUNDING."""
-    red, green, blue = rgb[0], rgb[1], rgb[2]
-    luma01 = _KR * red + _KG * green + _KB * blue
-    cb = (blue - luma01) / (2.0 * (1.0 - _KB))
-    cr = (red - luma01) / (2.0 * (1.0 - _KR))
-    chroma = F.avg_pool2d(torch.stack([cb, cr])[None], 2)[0] * 224.0 + (128.0 + ROUNDING)
-    return luma01 * 219.0 + (16.0 + ROUNDING), chroma
+    channels, height, width = rgb.shape
+    matrix = torch.tensor(_TO_YUV, dtype=rgb.dtype, device=rgb.device)
+    offset = torch.tensor(_YUV_OFFSET, dtype=rgb.dtype, device=rgb.device)[:, None]
+    yuv = torch.addmm(offset, matrix, rgb.reshape(channels, -1)).view(3, height, width)
+    return yuv[0].contiguous(), F.avg_pool2d(yuv[None, 1:], 2)[0]
 
 
 def _to_rgb_tensor(image: Image.Image, device: torch.device) -> torch.Tensor:
