@@ -220,3 +220,18 @@ async def test_build_renders_under_the_data_dir(tmp_path: Path) -> None:
         adapter = build(ctx)
     assert adapter.provider == "local" and adapter.root == tmp_path / "local"
     assert adapter.image_acceptance.url is False and adapter.image_acceptance.file_max_bytes
+
+
+async def test_the_event_loop_keeps_running_while_a_clip_renders(adapter: LocalAdapter) -> None:
+    # About a second of rendering: a render on the loop would show up as one gap that long.
+    submission = await adapter.submit(task(duration_s=3, resolution="1080p", prompt="orbit"))
+    loop = asyncio.get_running_loop()
+    gaps, last = [], loop.time()
+    async with asyncio.timeout(60):
+        while not (await adapter.status(submission.handle)).state.terminal:
+            await asyncio.sleep(0.005)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+    assert len(gaps) > 10  # the loop ticked all through the render
+    assert max(gaps) < 0.15  # the render never held it for long
