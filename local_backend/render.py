@@ -2,9 +2,10 @@
 
 Moves without depth (push, pull, pan, tilt) map the output to the source by a per-frame scale and
 offset, which is separable: each frame is two 1-D gathers and lerps, the cheapest bilinear there is.
-Moves that displace pixels unevenly (orbit, parallax, the locked camera's ambient motion) build a
-sampling grid as one small matrix product per batch, coefficients per frame times fixed coordinate
-maps, and sample it with `grid_sample`.
+Orbit and parallax move pixels along x only, by shift times depth: rows stay separable and only the
+horizontal pass gathers per pixel. The locked camera's ambient motion moves pixels both ways: it
+builds a sampling grid as one small matrix product per batch, coefficients per frame times fixed
+coordinate maps, and samples it with `grid_sample`.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ def batch_size(width: int, height: int) -> int:
 
 
 def _separable_coords(
-    path: CameraPath, frames: slice, out_size: int, src_size: int, axis: str
+    path: CameraPath, frames: slice, out_size: int, src_size: int, axis: str, clamp: bool = True
 ) -> torch.Tensor:
     """Source pixel coordinates [B, out_size] along one axis for each frame in the slice."""
     centre = (path.cx if axis == "x" else path.cy)[frames]
     zoom = path.zoom[frames]
     unit = (torch.arange(out_size, dtype=torch.float64) + 0.5) / out_size - 0.5
-    normalised = centre[:, None] + unit[None, :] / zoom[:, None]
-    return (normalised * src_size - 0.5).clamp(0.0, src_size - 1.0)
+    coords = (centre[:, None] + unit[None, :] / zoom[:, None]) * src_size - 0.5
+    return coords.clamp(0.0, src_size - 1.0) if clamp else coords
 
 
 def _lerp_taps(coords: torch.Tensor, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,12 +62,20 @@ class FrameRenderer:
         self.device = source.luma.device
         self._depth = bool(path.shift.abs().max() > 0)
         self._ambient = _ambient_waves(seed) if path.ambient.abs().max() > 0 else None
-        self.warped = self._depth or self._ambient is not None
+        self.warped = self._ambient is not None
         self._luma_maps: torch.Tensor | None = None
         self._chroma_maps: torch.Tensor | None = None
+        self._luma_depth: torch.Tensor | None = None
+        self._chroma_depth: torch.Tensor | None = None
         if self.warped:
             self._luma_maps = self._maps(width, height, nearness)
             self._chroma_maps = self._maps(width // 2, height // 2, nearness)
+        elif self._depth:
+            # Depth moves displace along x only: rows stay separable, columns move pixel by pixel.
+            pivot = self.path.depth_pivot
+            self._luma_depth = (self._nearness_on_screen(nearness, width, height) - pivot).to(self.device)
+            chroma_depth = self._nearness_on_screen(nearness, width // 2, height // 2) - pivot
+            self._chroma_depth = torch.cat([chroma_depth, chroma_depth]).to(self.device)
 
     def render(self, start: int, stop: int) -> torch.Tensor:
         """Frames [start, stop) as uint8 [B, h*3/2, w] on the CPU, Y then U then V per frame."""
@@ -86,36 +95,39 @@ class FrameRenderer:
             chroma = self._warp(self.source.chroma, coefficients, chroma_maps, h // 2, w // 2)
             chroma_out.copy_(chroma.transpose(0, 1))
         else:
-            self._separable(self.source.luma[None], luma_out[:, None], frames)
-            self._separable(self.source.chroma, chroma_out, frames)
+            self._separable(self.source.luma[None], luma_out[:, None], frames, self._luma_depth)
+            self._separable(self.source.chroma, chroma_out, frames, self._chroma_depth)
         return out.view(count, h * 3 // 2, w).cpu()
 
-    def _separable(self, planes: torch.Tensor, out: torch.Tensor, frames: slice) -> None:
+    def _separable(
+        self, planes: torch.Tensor, out: torch.Tensor, frames: slice, depth: torch.Tensor | None = None
+    ) -> None:
         """Scale and offset [C, h, w] planes into `out` [B, C, h', w']: two 1-D lerps per frame.
 
         The planes are handled as one 2-D stack ([C*h, w], rows of plane c offset by c*h): torch's
-        fast gathers are 2-D, and the work goes in bands of rows small enough to stay in cache.
+        fast gathers are 2-D, and the work goes in bands of rows small enough to stay in cache. With
+        `depth` ([C*h', w'] nearness minus pivot), each pixel's column also moves by shift * depth.
         """
         channels, src_h, src_w = planes.shape
         out_h, out_w = out.shape[2:]
         stack = planes.view(channels * src_h, src_w)
         ys, wy = _lerp_taps(_separable_coords(self.path, frames, out_h, src_h, "y"), src_h, self.device)
-        xs, wx = _lerp_taps(_separable_coords(self.path, frames, out_w, src_w, "x"), src_w, self.device)
         offsets = (torch.arange(channels, device=self.device) * src_h)[:, None]
         ys = (ys[:, None, :] + offsets).flatten(1)
         wy = wy.repeat(1, channels)[:, :, None]
+        columns = _ColumnPlan(self.path, frames, out_w, src_w, depth, self.device)
         tile = max(8, _TILE_FLOATS // src_w)
         scratch = _Scratch(tile, src_w, out_w, self.device)
         for index in range(ys.shape[0]):
-            # Only the columns this frame reads go through the vertical pass (coordinates increase).
-            first, last = int(xs[index, 0]), int(xs[index, -1]) + 2
-            left = xs[index] - first
-            columns = (left, left + 1, wx[index])
+            # Only the columns this frame reads go through the vertical pass.
+            first, last = columns.span(index)
             band = stack[:, first:last]
             target = out[index].view(channels * out_h, out_w)
             for start in range(0, channels * out_h, tile):
-                rows = (ys[index, start : start + tile], wy[index, start : start + tile])
-                scratch.lerp(band, rows, columns, target[start : start + tile])
+                upper = scratch.rows(band, ys[index, start : start + tile], wy[index, start : start + tile])
+                columns.sample(
+                    scratch, upper, index, first, slice(start, start + tile), target[start : start + tile]
+                )
 
     @staticmethod
     def _warp(
@@ -178,6 +190,43 @@ class FrameRenderer:
         return F.grid_sample(small, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
 
 
+class _ColumnPlan:
+    """Where each frame's output columns read from: one coordinate per column, or per pixel in depth."""
+
+    def __init__(
+        self,
+        path: CameraPath,
+        frames: slice,
+        out_w: int,
+        src_w: int,
+        depth: torch.Tensor | None,
+        device: torch.device,
+    ) -> None:
+        self.src_w, self.depth, self.device = src_w, depth, device
+        self.centres = _separable_coords(path, frames, out_w, src_w, "x", clamp=depth is None)
+        self.taps = _lerp_taps(self.centres, src_w, device)
+        self.shifts = (path.shift[frames] * src_w).tolist()
+        self.reach = float(depth.abs().max()) if depth is not None else 0.0
+
+    def span(self, index: int) -> tuple[int, int]:
+        """The source columns [first, last) frame `index` reads (coordinates increase along a row)."""
+        spread = abs(self.shifts[index]) * self.reach
+        first = max(0, math.floor(float(self.centres[index, 0]) - spread))
+        last = min(self.src_w, math.floor(float(self.centres[index, -1]) + spread) + 2)
+        return first, max(last, first + 2)
+
+    def sample(
+        self, scratch: _Scratch, upper: torch.Tensor, index: int, first: int, rows: slice, out: torch.Tensor
+    ) -> None:
+        """Write the horizontal pass of one tile of rows (already resampled vertically) into `out`."""
+        if self.depth is None:
+            left, across = self.taps[0][index] - first, self.taps[1][index]
+            scratch.columns(upper, left, across, out)
+            return
+        base = (self.centres[index] - first).to(self.device, torch.float32)
+        scratch.displaced(upper, base, self.shifts[index], self.depth[rows], out)
+
+
 class _Scratch:
     """Reused buffers for one tile of rows: the cache-sized working set of a separable resample."""
 
@@ -186,26 +235,41 @@ class _Scratch:
         self._bottom = torch.empty(rows * src_w, device=device)
         self._left = torch.empty(rows, out_w, device=device)
         self._right = torch.empty(rows, out_w, device=device)
+        self._where = torch.empty(rows, out_w, device=device)
+        self._floor = torch.empty(rows, out_w, device=device)
+        self._index = torch.empty(rows, out_w, dtype=torch.long, device=device)
 
-    def lerp(
-        self,
-        band: torch.Tensor,
-        rows: tuple[torch.Tensor, torch.Tensor],
-        columns: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        out: torch.Tensor,
-    ) -> None:
-        """out = bilinear sample of `band` at the tile's row and column taps (cast by truncation)."""
-        (top, down), (left, right, across) = rows, columns
+    def rows(self, band: torch.Tensor, top: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        """The vertical pass: rows `top` and `top + 1` of `band`, mixed by `down` [n, 1]."""
         count, width = top.shape[0], band.shape[1]
         upper = self._top[: count * width].view(count, width)
         lower = self._bottom[: count * width].view(count, width)
         torch.index_select(band, 0, top, out=upper)
         torch.index_select(band, 0, top + 1, out=lower)
-        upper.lerp_(lower, down)
+        return upper.lerp_(lower, down)
+
+    def columns(
+        self, upper: torch.Tensor, left: torch.Tensor, across: torch.Tensor, out: torch.Tensor
+    ) -> None:
+        """The horizontal pass at one coordinate per column (cast to `out` by truncation)."""
+        count = upper.shape[0]
         west, east = self._left[:count], self._right[:count]
         torch.index_select(upper, 1, left, out=west)
-        torch.index_select(upper, 1, right, out=east)
+        torch.index_select(upper, 1, left + 1, out=east)
         out.copy_(west.lerp_(east, across))
+
+    def displaced(
+        self, upper: torch.Tensor, base: torch.Tensor, shift: float, depth: torch.Tensor, out: torch.Tensor
+    ) -> None:
+        """The horizontal pass with each pixel's column moved by `shift` * its depth."""
+        count, width = upper.shape
+        where = torch.add(base, depth, alpha=shift, out=self._where[:count]).clamp_(0.0, width - 1.0)
+        low = torch.floor(where, out=self._floor[:count]).clamp_(max=width - 2.0)
+        index = self._index[:count]
+        index.copy_(low)
+        west = torch.gather(upper, 1, index, out=self._left[:count])
+        east = torch.gather(upper, 1, index.add_(1), out=self._right[:count])
+        out.copy_(west.lerp_(east, where.sub_(low)))
 
 
 @dataclass(frozen=True, slots=True)
