@@ -81,6 +81,9 @@ async def test_dead_owners_job_moves_to_the_claimer_with_its_entry(
     assert taken is not None and taken.id == record.id and taken.lease_owner == "alive"
     pending = await _pending(raw, a)
     assert [row["consumer"] for row in pending] == ["=alive"]
+    # The dead runner held nothing else, so the group no longer lists it.
+    consumers = await raw.xinfo_consumers(_stream(a), "runners")
+    assert [c["name"] for c in consumers] == ["=alive"]
     # The dead owner's late write loses: the version moved on.
     assert await b.replace_job(first.evolve(status=JobStatus.FAILED)) is None
 
@@ -140,3 +143,19 @@ async def test_many_claimers_on_three_replicas_take_each_job_once(replicas: list
     claims = await asyncio.gather(*(replicas[i % 3].claim_job(f"r{i % 3}", 1_000.0, 30) for i in range(90)))
     ids = [c.id for c in claims if c is not None]
     assert len(ids) == 60 and len(set(ids)) == 60
+
+
+async def test_runner_still_holding_jobs_stays_in_the_group(
+    replicas: list[RedisStore], raw: aioredis.Redis
+) -> None:
+    a, b, _ = replicas
+    await a.create_job(job_record())
+    await a.create_job(job_record())
+    assert await a.claim_job("slow", 1_000.0, 10) is not None  # lease until 1010
+    assert await a.claim_job("slow", 1_005.0, 10) is not None  # lease until 1015
+    taken = await b.claim_job("other", 1_012.0, 10)  # only the first lease ran out
+    assert taken is not None
+    held = {row["consumer"]: row for row in await _pending(raw, a)}
+    assert sorted(held) == ["=other", "=slow"]
+    names = {c["name"] for c in await raw.xinfo_consumers(_stream(a), "runners")}
+    assert names == {"=other", "=slow"}

@@ -40,8 +40,9 @@ Creating an unfinished job XADDs its id. A claim (one script, so nothing happens
      and deleting entries of jobs that ended before anyone read them.
 Every write of a lease XCLAIMs the job's entry for the lease owner (JUSTID), so XPENDING shows which
 replica holds which job and for how long it has not written it. A job reaching a terminal status
-XACKs and XDELs its entry, so the stream holds only unfinished jobs. Consumers of stopped replicas stay
-listed with nothing pending (XGROUP DELCONSUMER tidies them).
+XACKs and XDELs its entry, so the stream holds only unfinished jobs. A claim that takes a job from
+another runner deletes that runner's consumer once nothing is pending for it, so dead replicas do not
+pile up in XINFO CONSUMERS (a live one with nothing pending is simply created again on its next read).
 
 Why a dead replica's jobs are found through `leased`, not XAUTOCLAIM: a stream entry's idle time is
 measured by Redis's clock from the last delivery, while a lease is judged by the claimer's clock (the
@@ -230,13 +231,22 @@ if replayed then
   return {replayed, f[1], f[2], f[3], f[4]}
 end
 local now, owner = tonumber(ARGV[2]), ARGV[5]
+-- A runner that lost its last job to others is gone (or idle): drop it from the group's listing.
+local function forget_if_idle(consumer)
+  if consumer and consumer ~= owner and redis.call('EXISTS', STREAM) == 1
+    and #redis.call('XPENDING', STREAM, GROUP, '-', '+', 1, consumer) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', STREAM, GROUP, consumer)
+  end
+end
 local function take(id)
   local jk = key('job', id)
+  local previous = redis.call('HGET', jk, 'o')
   redis.call('HINCRBY', jk, 'v', 1)
   redis.call('HSET', jk, 'o', owner, 'l', ARGV[3], 'w', ARGV[4])
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZADD', KEYS[2], ARGV[3], id)
   hand_to_owner(jk)
+  forget_if_idle(previous)
   -- Kept only as long as redis-py may resend this call.
   redis.call('SET', KEYS[3], id, 'EX', 60)
   local f = fields(jk)
