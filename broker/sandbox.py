@@ -1,0 +1,32 @@
+"""`broker serve --sandbox`: every provider's emulator started in-process, and the providers pointed at
+them, so routing across all providers can be watched without any provider key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+
+from adapters.emulators.sandbox import Sandbox, start_sandbox
+from broker.config import BrokerConfig
+
+log = structlog.get_logger("broker.sandbox")
+
+
+def point_at(config: BrokerConfig, base_urls: Mapping[str, str]) -> BrokerConfig:
+    """The config with each emulated provider's `base_url` replaced by its emulator's."""
+    providers = {
+        name: provider.model_copy(update={"base_url": base_urls[name]}) if name in base_urls else provider
+        for name, provider in config.providers.items()
+    }
+    return config.model_copy(update={"providers": providers})
+
+
+async def start_sandboxed(
+    config: BrokerConfig, env: Mapping[str, str], *, render_seconds: float = 6.0
+) -> tuple[Sandbox, BrokerConfig, dict[str, str]]:
+    """Start the emulators; return them with the config and environment that route to them."""
+    sandbox = await start_sandbox(render_seconds=render_seconds)
+    for name, url in sandbox.base_urls().items():
+        log.info("sandbox_provider", provider=name, base_url=url)
+    return sandbox, point_at(config, sandbox.base_urls()), {**env, **sandbox.env()}
