@@ -371,3 +371,11 @@ async def wait_for_tasks(emulator: Emulator, count: int, timeout_s: float = 10.0
     while len(await emulator.admin("tasks")) < count:
         assert time.monotonic() < deadline, f"{emulator.provider} never reached {count} tasks"
         await asyncio.sleep(0.1)
+
+
+async def wait_for_requests(emulator: Emulator, endpoint: str, count: int, timeout_s: float = 10.0) -> None:
+    """Wait until the emulator has received `count` requests to `endpoint` (submit, status...)."""
+    deadline = time.monotonic() + timeout_s
+    while sum(1 for r in await emulator.admin("requests") if r["endpoint"] == endpoint) < count:
+        assert time.monotonic() < deadline, f"{emulator.provider} never got {count} {endpoint} requests"
+        await asyncio.sleep(0.05)

@@ -16,6 +16,7 @@ from tests.procs import (
     Cluster,
     assert_one_submit_per_attempt,
     wait_for_phases,
+    wait_for_requests,
     wait_for_tasks,
     wait_until_settled,
 )
@@ -63,6 +64,7 @@ async def test_broker_killed_during_a_submit_never_sends_it_again(tmp_path: Path
         first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
         job = await first.submit({"prompt": "x"})
         await wait_for_phases(first, lambda c: c["submitting"] == 1)
+        await wait_for_requests(fal, "submit", 1)  # the provider holds it
         first.kill()
         await wait_for_tasks(fal, 1)  # the held submit went through: the provider has the task
 
@@ -85,6 +87,7 @@ async def test_interrupted_doitong_submit_is_repeated_with_its_key_and_makes_one
         first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
         job = await first.submit({"prompt": "x", "image_url": IMAGE_URL})
         await wait_for_phases(first, lambda c: c["submitting"] == 1)
+        await wait_for_requests(doitong, "submit", 1)  # the provider holds it
         first.kill()
         await wait_for_tasks(doitong, 1)
 

@@ -23,6 +23,7 @@ from tests.procs import (
     Cluster,
     assert_one_submit_per_attempt,
     wait_for_phases,
+    wait_for_requests,
     wait_for_tasks,
     wait_until_settled,
 )
@@ -132,6 +133,7 @@ async def test_outage_as_a_submit_is_answered_keeps_the_providers_task(
         )
         job = await broker.submit({"prompt": "x"})
         await wait_for_phases(broker, lambda c: c["submitting"] == 1)
+        await wait_for_requests(fal, "submit", 1)  # held there, so the broker has nothing else in flight
         await proxy.stop()
         await wait_for_tasks(fal, 1)  # the provider accepted it; the broker cannot record that yet
         await asyncio.sleep(OUTAGE_S)
