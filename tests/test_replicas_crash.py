@@ -39,14 +39,20 @@ async def prefix() -> AsyncIterator[str]:
     await store.close()
 
 
-async def pending_by_consumer(prefix: str) -> dict[str, int]:
-    """Per runner: how many unfinished jobs the dispatch stream has delivered to it."""
+async def pending_by_runner(prefix: str) -> dict[str, int]:
+    """Per broker process: how many unfinished jobs the dispatch stream has delivered to it.
+
+    Consumers are lease owners, `=runner-<process token>` or `=runner-<process token>-<worker>`.
+    """
     client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
         summary = await client.xpending(f"{{{prefix}:jobs}}:dispatch", "runners")
     finally:
         await client.aclose()
-    return {row["name"]: int(row["pending"]) for row in summary["consumers"]}
+    held: Counter[str] = Counter()
+    for row in summary["consumers"]:
+        held[str(row["name"]).split("-")[1]] += int(row["pending"])
+    return dict(held)
 
 
 @pytest.mark.timeout(150)
@@ -71,7 +77,7 @@ async def test_three_replicas_finish_every_job_after_one_is_killed(tmp_path: Pat
             replicas[1], lambda c: c["queued"] == 0 and c["submitting"] == 0, timeout_s=60
         )
         replicas[0].kill()
-        held = await pending_by_consumer(prefix)
+        held = await pending_by_runner(prefix)
 
         # Each replica held unfinished jobs, so the killed one's could only finish by takeover.
         assert len(held) == 3 and all(count > 0 for count in held.values()), (held, at_kill)
@@ -81,7 +87,7 @@ async def test_three_replicas_finish_every_job_after_one_is_killed(tmp_path: Pat
         assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}
         assert all(len(job["attempts"]) == 1 for job in done.values())
         await assert_one_submit_per_attempt([fal], list(done.values()))
-        assert sum((await pending_by_consumer(prefix)).values()) == 0
+        assert sum((await pending_by_runner(prefix)).values()) == 0
         # Any replica serves any job's output: the artifact directory is shared.
         for job_id in ids[:3]:
             status, video = await replicas[2].request("GET", f"/v1/jobs/{job_id}/output")
@@ -121,4 +127,4 @@ async def test_replica_killed_at_any_moment_loses_nothing_on_an_idempotent_provi
         assert tasks == {a["provider_job_id"] for a in attempts} and len(tasks) == JOBS
         submits = [r for r in await doitong.admin("requests") if r["endpoint"] == "submit"]
         assert {r["headers"].get("Idempotency-Key") for r in submits} == {a["id"] for a in attempts}
-        assert sum((await pending_by_consumer(prefix)).values()) == 0
+        assert sum((await pending_by_runner(prefix)).values()) == 0
