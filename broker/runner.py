@@ -119,7 +119,8 @@ class JobRunner:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(self.options.workers)
+            asyncio.create_task(self._worker(f"{self.owner}-{i}"), name=f"job-worker-{i}")
+            for i in range(self.options.workers)
         ]
 
     async def stop(self) -> None:
@@ -128,10 +129,12 @@ class JobRunner:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def _worker(self) -> None:
+    async def _worker(self, owner: str) -> None:
+        # Each worker claims under its own name, so a job whose lease lapsed and went to a sibling
+        # worker is seen as lost by the first at its next write.
         while True:
             try:
-                record = await self.store.claim_job(self.owner, self.clock(), self.options.lease_s)
+                record = await self.store.claim_job(owner, self.clock(), self.options.lease_s)
             except BrokerError as exc:  # the store is down: wait, it recovers by itself
                 log.warning("claim_failed", code=exc.code.value, error=exc.message)
                 record = None
@@ -144,7 +147,8 @@ class JobRunner:
 
     async def run_job(self, record: JobRecord) -> None:
         """Carry one claimed job as far as it goes; errors are logged, never raised to the worker."""
-        work = JobWork(self.store, record, self.owner, self.clock, self.options.lease_s, self.observers)
+        owner = record.lease_owner or self.owner
+        work = JobWork(self.store, record, owner, self.clock, self.options.lease_s, self.observers)
         with structlog.contextvars.bound_contextvars(job_id=record.id, team=record.job.team):
             try:
                 while not work.record.status.terminal:
@@ -227,7 +231,8 @@ class JobRunner:
     async def _wait_for_capacity(self, work: JobWork, provider: str) -> None:
         """Wait until a slot may have freed (or a while), keeping the lease and seeing cancel requests."""
         log.info("waiting_for_capacity", provider=provider, reason=self.capacity.blocked(provider))
-        pause, refill = self.options.capacity_check_s, self.capacity.free_in(provider)
+        pause = min(self.options.capacity_check_s, self.options.lease_s / 3)
+        refill = self.capacity.free_in(provider)
         if refill is not None:
             pause = min(pause, refill)
         await self.capacity.wait_for_change(pause, self.sleep)
@@ -344,11 +349,18 @@ class JobRunner:
         wake = self._webhooks.setdefault(handle.provider_job_id, asyncio.Event())
 
         async def sleep_or_webhook(seconds: float) -> None:
-            sleeper = asyncio.ensure_future(self.sleep(seconds))
-            waiter = asyncio.ensure_future(wake.wait())
-            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            for pending in (sleeper, waiter):
-                pending.cancel()
+            # Waits in slices shorter than the lease, renewing it, so a long wait between polls never
+            # lets the lease lapse while this worker still holds the job.
+            remaining = seconds
+            while remaining > 0 and not wake.is_set():
+                piece = min(remaining, self.options.lease_s / 3)
+                sleeper = asyncio.ensure_future(self.sleep(piece))
+                waiter = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                for pending in (sleeper, waiter):
+                    pending.cancel()
+                remaining -= piece
+                await work.renew_if_due()
             wake.clear()
 
         async def on_status(status: TaskStatus) -> None:

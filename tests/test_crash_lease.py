@@ -12,11 +12,6 @@ import pytest
 from tests.procs import Cluster, wait_until_settled
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner renews a lease only when a poll answers, so a lease shorter than the wait between "
-    "polls lapses and an idle worker of the same runner (same owner name) takes the job too",
-)
 @pytest.mark.timeout(60)
 async def test_lease_shorter_than_the_poll_interval_is_kept_by_its_worker(tmp_path: Path) -> None:
     async with Cluster(tmp_path) as cluster:
