@@ -129,6 +129,7 @@ class AdapterContext:
     data_dir: Path
     webhook_secret: str | None = None
     timeout_s: float = 30.0  # per provider request, from `providers.<name>.timeout_s`
+    max_concurrency: int = 1  # from `providers.<name>.max_concurrency`
     clock: Clock = time.monotonic
     sleep: Sleep = asyncio.sleep
 

@@ -1,7 +1,9 @@
 """The bundled local backend as a provider: renders on this machine, metered in compute seconds.
 
-Renders run in-process (see `local_backend.scheduler`): a restarted broker has lost them, so an
-unknown handle reports FAILED with `ProviderUnavailable` and the router may fall back. Text-to-video
+Renders run in-process (see `local_backend.scheduler`). Each render's inputs (request and image) are
+written under `data_dir/local` before it is queued, so a broker restarted mid-render renders the same
+clip again when asked about it (the output is deterministic and costs nothing external); only a render
+whose inputs are gone reports FAILED with `ProviderUnavailable`, and the router may fall back. Text-to-video
 needs model weights and is refused; so is audio. A bad image is `Rejected` with the image error's
 machine code (`invalid_image`, `image_too_large`) as `provider_code`. No webhooks.
 """
@@ -9,7 +11,9 @@ machine code (`invalid_image`, `image_too_large`) as `provider_code`. No webhook
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import shutil
 import threading
 import time
@@ -22,6 +26,7 @@ from urllib.parse import unquote, urlparse
 from adapters.base import (
     AdapterContext,
     ImageAcceptance,
+    ImageInput,
     PollSchedule,
     RenderTask,
     Submission,
@@ -32,7 +37,7 @@ from adapters.base import (
 )
 from adapters.errors import ProviderError, ProviderUnavailable, Rejected
 from adapters.images import IMAGE_MAX_BYTES
-from broker.schema import Mode
+from broker.schema import JobRequest, Mode
 from local_backend.formats import FormatError, expected_render_seconds, frame_count, frame_size
 from local_backend.generator import ClipRequest, ClipResult, ProgressFn, RenderOptions, render_clip
 from local_backend.image import DEFAULT_MAX_PIXELS, ImageError, decode_image, probe_image
@@ -65,6 +70,8 @@ class LocalAdapter:
     provider = PROVIDER
     image_acceptance = ImageAcceptance(url=False, file_max_bytes=IMAGE_MAX_BYTES)
     poll_schedule = POLL_SCHEDULE
+    # Sending a lost submit again renders the same clip for free: nothing can be paid twice.
+    idempotent_submit = True
 
     def __init__(
         self,
@@ -90,6 +97,45 @@ class LocalAdapter:
             raise Rejected(exc.message, provider=PROVIDER, provider_code=exc.code, status=422) from exc
         self.root.mkdir(parents=True, exist_ok=True)
         job_id = uuid.uuid4().hex
+        await asyncio.to_thread(self._keep_inputs, job_id, task, data)
+        estimate = self._enqueue(job_id, clip, data)
+        return Submission(handle=TaskHandle(job_id, task.model), estimated_seconds=estimate)
+
+    def _inputs(self, job_id: str) -> tuple[Path, Path]:
+        return self.root / f"{job_id}.task.json", self.root / f"{job_id}.image"
+
+    def _keep_inputs(self, job_id: str, task: RenderTask, data: bytes) -> None:
+        """Write what the render needs, so a restarted process can render it again."""
+        spec, image = self._inputs(job_id)
+        image.write_bytes(data)
+        body = {
+            "attempt_id": task.attempt_id,
+            "model": task.model,
+            "request": task.request.model_dump(mode="json"),
+        }
+        spec.write_text(json.dumps(body))
+
+    def _drop_inputs(self, job_id: str) -> None:
+        for path in self._inputs(job_id):
+            # Clean-up only: a file that cannot be removed must not fail the render's answer.
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+    async def _resume(self, job_id: str) -> bool:
+        """Queue again a render a previous process accepted; False if its inputs are gone."""
+        spec, image = self._inputs(job_id)
+        try:
+            body = json.loads(await asyncio.to_thread(spec.read_text))
+            data = await asyncio.to_thread(image.read_bytes)
+        except (OSError, ValueError):
+            return False
+        request = JobRequest.model_validate(body["request"])
+        task = RenderTask(body["attempt_id"], body["model"], request, ImageInput("image/*", data=data))
+        self._enqueue(job_id, self._clip_request(task), data)
+        return True
+
+    def _enqueue(self, job_id: str, clip: ClipRequest, data: bytes) -> float:
+        """Queue the render on its device; returns the expected wait in seconds."""
         dest = self.root / f"{job_id}.mp4"
 
         def work(progress: ProgressFn, stop: threading.Event) -> ClipResult:
@@ -103,15 +149,16 @@ class LocalAdapter:
         self.scheduler.submit(job_id, device, work)
         # Renders ahead of this one share the device's slots; assume they are like this one.
         rounds = 1 + ahead // self.scheduler.concurrency
-        estimate = expected_render_seconds(clip.duration_s, clip.resolution) * rounds
-        return Submission(handle=TaskHandle(job_id, task.model), estimated_seconds=estimate)
+        return expected_render_seconds(clip.duration_s, clip.resolution) * rounds
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """The render's state and progress; FAILED with ProviderUnavailable if this process never ran it."""
         job = self.scheduler.get(handle.provider_job_id)
+        if job is None and await self._resume(handle.provider_job_id):
+            job = self.scheduler.get(handle.provider_job_id)
         if job is None:
             error = ProviderUnavailable(
-                "the local render is unknown to this process (the broker restarted while it ran)",
+                "the local render is unknown to this process and its inputs are gone",
                 provider=PROVIDER,
                 provider_code="render_lost",
             )
@@ -122,12 +169,15 @@ class LocalAdapter:
             assert job.result is not None
             return TaskStatus(state, progress=1.0, output_url=job.result.path.as_uri(), reported_cost=cost)
         if state is TaskState.FAILED:
+            await asyncio.to_thread(self._drop_inputs, handle.provider_job_id)
             return TaskStatus(state, progress=job.progress, reported_cost=cost, error=_failure(job))
         return TaskStatus(state, progress=job.progress, reported_cost=cost)
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """Cancel a queued render, or stop a running one at its next batch."""
-        return self.scheduler.cancel(handle.provider_job_id)
+        cancelled = self.scheduler.cancel(handle.provider_job_id)
+        await asyncio.to_thread(self._drop_inputs, handle.provider_job_id)
+        return cancelled
 
     async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
         """Move the finished MP4 to `dest`; the render directory keeps no copy."""
@@ -137,6 +187,7 @@ class LocalAdapter:
                 "the rendered file is gone", provider=PROVIDER, provider_code="output_missing"
             )
         await asyncio.to_thread(shutil.move, source, dest)
+        await asyncio.to_thread(self._drop_inputs, source.stem)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """The local backend sends no webhooks, so every callback is refused."""
@@ -221,4 +272,4 @@ def _failure(job: RenderJob) -> ProviderError:
 
 def build(ctx: AdapterContext) -> LocalAdapter:
     """The adapter for the app: renders under `ctx.data_dir/local`, metered by `ctx.clock`."""
-    return LocalAdapter(ctx.data_dir, clock=ctx.clock)
+    return LocalAdapter(ctx.data_dir, clock=ctx.clock, concurrency=ctx.max_concurrency)

@@ -54,6 +54,7 @@ def build_adapters(
             data_dir=settings.data_dir.resolve(),
             webhook_secret=secret,
             timeout_s=provider.timeout_s,
+            max_concurrency=provider.max_concurrency,
         )
         built[name] = factories[name](context)
     return built
@@ -101,6 +102,11 @@ def create_app(
             finally:
                 await runner.stop()
                 await webhooks.close()
+                for adapter in app[ADAPTERS].values():
+                    # Only adapters holding work of their own (local renders) have something to stop.
+                    close = getattr(adapter, "close", None)
+                    if close is not None:
+                        await close()
                 await store.close()
 
     app.cleanup_ctx.append(resources)

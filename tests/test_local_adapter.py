@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -155,7 +156,7 @@ async def test_a_render_that_breaks_fails_as_unavailable_so_the_router_can_fall_
 ) -> None:
     submission = await adapter.submit(task())
     # The render has not started yet (nothing awaited since): take its output directory away.
-    adapter.root.rmdir()
+    shutil.rmtree(adapter.root)
     adapter.root.write_bytes(b"a file where the render directory was")
     status = await finish(adapter, submission.handle)
     assert status.state is TaskState.FAILED
@@ -176,12 +177,26 @@ async def test_text_to_video_audio_and_missing_bytes_are_rejected(adapter: Local
     assert caught.value.provider_code == "image_required"
 
 
-async def test_after_a_restart_an_unknown_render_fails_as_unavailable(tmp_path: Path) -> None:
+async def test_after_a_restart_a_lost_render_is_rendered_again_from_its_kept_inputs(tmp_path: Path) -> None:
+    first = LocalAdapter(tmp_path)
+    submission = await first.submit(task(seed=7))
+    await first.close()  # the process dies mid-render
+    restarted = LocalAdapter(tmp_path)
+    status = await finish(restarted, submission.handle)
+    assert status.state is TaskState.SUCCEEDED, status.error
+    await restarted.fetch_output(status, tmp_path / "resumed.mp4")
+    _, reference = await render(LocalAdapter(tmp_path / "other"), tmp_path / "reference.mp4", seed=7)
+    assert decode(tmp_path / "resumed.mp4")[0][-1].tobytes() == decode(reference)[0][-1].tobytes()
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == []  # inputs dropped once delivered
+
+
+async def test_after_a_restart_a_render_without_inputs_fails_as_unavailable(tmp_path: Path) -> None:
     first = LocalAdapter(tmp_path)
     submission = await first.submit(task())
     await first.close()
-    restarted = LocalAdapter(tmp_path)
-    status = await restarted.status(submission.handle)
+    for kept in (tmp_path / "local").glob(f"{submission.handle.provider_job_id}.*"):
+        kept.unlink()
+    status = await LocalAdapter(tmp_path).status(submission.handle)
     assert status.state is TaskState.FAILED
     assert isinstance(status.error, ProviderUnavailable) and status.error.fallback is True
 
