@@ -139,8 +139,11 @@ class JobRunner:
                 log.warning("claim_failed", code=exc.code.value, error=exc.message)
                 record = None
             if record is None:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that
+                # stops the runner when the wake-up lands at the same moment, and stop() then hangs.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self.options.idle_wait_s)
+                    async with asyncio.timeout(self.options.idle_wait_s):
+                        await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
             await self.run_job(record)
@@ -356,9 +359,11 @@ class JobRunner:
                 piece = min(remaining, self.options.lease_s / 3)
                 sleeper = asyncio.ensure_future(self.sleep(piece))
                 waiter = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                for pending in (sleeper, waiter):
-                    pending.cancel()
+                try:
+                    await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for pending in (sleeper, waiter):
+                        pending.cancel()
                 remaining -= piece
                 await work.renew_if_due()
             wake.clear()
