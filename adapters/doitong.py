@@ -43,12 +43,10 @@ from adapters.errors import (
     SubmissionUncertain,
 )
 from adapters.http import (
-    OUTPUT_MAX_BYTES,
-    OUTPUT_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
     Reply,
     RetryPolicy,
-    download,
+    download_output,
     retry_after_seconds,
     send,
     status_error,
@@ -295,16 +293,7 @@ class DoitongAdapter:
 
     async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
         """Download the job's MP4."""
-        if status.output_url is None:
-            raise ProviderError("doitong job has no output URL", provider=PROVIDER)
-        await download(
-            self._ctx.session,
-            status.output_url,
-            dest,
-            provider=PROVIDER,
-            max_bytes=OUTPUT_MAX_BYTES,
-            timeout_s=OUTPUT_TIMEOUT_S,
-        )
+        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify `X-Doitong-Signature` over the raw body, then parse the job it reports."""

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from adapters.base import Clock, Sleep
+from adapters.base import Clock, Sleep, TaskStatus
 from adapters.errors import (
     AuthFailed,
     InsufficientFunds,
@@ -230,6 +230,22 @@ async def download(
         raise OutputInvalid(f"{provider} output is empty", provider=provider)
     part.replace(dest)
     return size
+
+
+async def download_output(
+    session: aiohttp.ClientSession, status: TaskStatus, dest: Path, *, provider: str
+) -> None:
+    """Download a finished task's MP4 from its output URL (signed or public: no auth header sent)."""
+    if status.output_url is None:
+        raise ProviderError(f"{provider} task has no output URL", provider=provider)
+    await download(
+        session,
+        status.output_url,
+        dest,
+        provider=provider,
+        max_bytes=OUTPUT_MAX_BYTES,
+        timeout_s=OUTPUT_TIMEOUT_S,
+    )
 
 
 @dataclass(frozen=True, slots=True)

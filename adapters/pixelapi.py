@@ -43,12 +43,10 @@ from adapters.errors import (
     SubmissionUncertain,
 )
 from adapters.http import (
-    OUTPUT_MAX_BYTES,
-    OUTPUT_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
     Reply,
     RetryPolicy,
-    download,
+    download_output,
     json_answer,
     retry_after_seconds,
     send,
@@ -248,16 +246,7 @@ class PixelApiAdapter:
 
     async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
         """Download the generation's MP4 from PixelAPI's CDN."""
-        if status.output_url is None:
-            raise ProviderError("pixelapi generation has no output URL", provider=PROVIDER)
-        await download(
-            self._ctx.session,
-            status.output_url,
-            dest,
-            provider=PROVIDER,
-            max_bytes=OUTPUT_MAX_BYTES,
-            timeout_s=OUTPUT_TIMEOUT_S,
-        )
+        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """PixelAPI documents no webhook body, so none is accepted."""

@@ -36,12 +36,10 @@ from adapters.errors import (
     SubmissionUncertain,
 )
 from adapters.http import (
-    OUTPUT_MAX_BYTES,
-    OUTPUT_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
     Reply,
     RetryPolicy,
-    download,
+    download_output,
     json_answer,
     retry_after_seconds,
     send,
@@ -264,16 +262,7 @@ class RunwayAdapter:
 
     async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
         """Download the task's MP4 (Runway's output URLs are signed; no auth header)."""
-        if status.output_url is None:
-            raise ProviderError("runway task has no output URL", provider=PROVIDER)
-        await download(
-            self._ctx.session,
-            status.output_url,
-            dest,
-            provider=PROVIDER,
-            max_bytes=OUTPUT_MAX_BYTES,
-            timeout_s=OUTPUT_TIMEOUT_S,
-        )
+        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Runway sends no webhooks, so anything claiming to be one is refused."""
