@@ -379,3 +379,12 @@ async def wait_for_requests(emulator: Emulator, endpoint: str, count: int, timeo
     while sum(1 for r in await emulator.admin("requests") if r["endpoint"] == endpoint) < count:
         assert time.monotonic() < deadline, f"{emulator.provider} never got {count} {endpoint} requests"
         await asyncio.sleep(0.05)
+
+
+def failures(jobs: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, Any]]:
+    """(id, status, error) of every job that did not succeed, for assertion messages."""
+    return [
+        (job_id, job["status"], job.get("error"))
+        for job_id, job in jobs.items()
+        if job["status"] != "succeeded"
+    ]

@@ -15,6 +15,7 @@ from tests.procs import (
     IMAGE_URL,
     Cluster,
     assert_one_submit_per_attempt,
+    failures,
     wait_for_phases,
     wait_for_requests,
     wait_for_tasks,
@@ -45,7 +46,7 @@ async def test_killed_broker_resumes_every_job_without_a_second_submit(tmp_path:
         second = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=WORKERS)
         done = await wait_until_settled([second], [job["id"] for job in submitted], timeout_s=60)
 
-        assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}
+        assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}, failures(done)
         assert all(len(job["attempts"]) == 1 for job in done.values())
         await assert_one_submit_per_attempt([fal], list(done.values()))
         # The output is served after the restart, whichever process wrote it.
@@ -71,7 +72,7 @@ async def test_broker_killed_during_a_submit_never_sends_it_again(tmp_path: Path
         second = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
         done = (await wait_until_settled([second], [job["id"]], timeout_s=30))[job["id"]]
 
-        assert done["status"] == "failed" and done["error"]["code"] == "submission_uncertain"
+        assert done["status"] == "failed" and done["error"]["code"] == "submission_uncertain", done
         assert [a["status"] for a in done["attempts"]] == ["failed"]
         submits = [r for r in await fal.admin("requests") if r["endpoint"] == "submit"]
         assert len(submits) == 1 and len(await fal.admin("tasks")) == 1
@@ -94,7 +95,7 @@ async def test_interrupted_doitong_submit_is_repeated_with_its_key_and_makes_one
         second = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
         done = (await wait_until_settled([second], [job["id"]], timeout_s=30))[job["id"]]
 
-        assert done["status"] == "succeeded" and len(done["attempts"]) == 1
+        assert done["status"] == "succeeded" and len(done["attempts"]) == 1, done
         tasks = await doitong.admin("tasks")
         assert [t["id"] for t in tasks] == [done["attempts"][0]["provider_job_id"]]
         submits = [r for r in await doitong.admin("requests") if r["endpoint"] == "submit"]

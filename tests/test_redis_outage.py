@@ -22,6 +22,7 @@ from tests.procs import (
     Broker,
     Cluster,
     assert_one_submit_per_attempt,
+    failures,
     wait_for_phases,
     wait_for_requests,
     wait_for_tasks,
@@ -111,7 +112,7 @@ async def test_outage_answers_503_and_recovers_without_losing_a_job(
         after = [await broker.submit({"prompt": f"after {i}"}) for i in range(4)]
         done = await wait_until_settled([broker], [job["id"] for job in before + after], timeout_s=60)
 
-        assert {job["status"] for job in done.values()} == {"succeeded"}
+        assert {job["status"] for job in done.values()} == {"succeeded"}, failures(done)
         assert all(len(job["attempts"]) == 1 for job in done.values())
         await assert_one_submit_per_attempt([fal], list(done.values()))
 
@@ -141,5 +142,5 @@ async def test_outage_as_a_submit_is_answered_keeps_the_providers_task(
 
         done = (await wait_until_settled([broker], [job["id"]], timeout_s=30))[job["id"]]
         # The handle was written once Redis returned, so the job went on instead of failing as uncertain.
-        assert done["status"] == "succeeded" and len(done["attempts"]) == 1
+        assert done["status"] == "succeeded" and len(done["attempts"]) == 1, done
         await assert_one_submit_per_attempt([fal], [done])

@@ -16,7 +16,7 @@ import pytest
 from broker.store.redis import RedisStore
 from pricing.money import Money
 from tests.conftest import REDIS_URL
-from tests.procs import Cluster, wait_until_settled
+from tests.procs import Cluster, failures, wait_until_settled
 
 BUDGET_USD = "2.00"
 JOB_USD = "0.25"  # the fal route: $0.05/s for the default 5 s
@@ -64,7 +64,7 @@ async def test_three_replicas_never_accept_more_than_the_budget(tmp_path: Path, 
         done = await wait_until_settled(
             replicas, [body["id"] for status, body in replies if status == 202], timeout_s=60
         )
-        assert {job["status"] for job in done.values()} == {"succeeded"}
+        assert {job["status"] for job in done.values()} == {"succeeded"}, failures(done)
         total = sum(Money.parse(job["cost_usd"]).micros for job in done.values())
         assert (await store.budget_usage([window]))[window] == (total, 0)
         assert total <= Money.parse(BUDGET_USD).micros

@@ -20,6 +20,7 @@ from tests.procs import (
     IMAGE_URL,
     Cluster,
     assert_one_submit_per_attempt,
+    failures,
     wait_for_phases,
     wait_until_settled,
 )
@@ -84,7 +85,7 @@ async def test_three_replicas_finish_every_job_after_one_is_killed(tmp_path: Pat
         assert at_kill["succeeded"] < JOBS
         done = await wait_until_settled(replicas, ids, timeout_s=90)
 
-        assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}
+        assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}, failures(done)
         assert all(len(job["attempts"]) == 1 for job in done.values())
         await assert_one_submit_per_attempt([fal], list(done.values()))
         assert sum((await pending_by_runner(prefix)).values()) == 0
@@ -119,7 +120,10 @@ async def test_replica_killed_at_any_moment_loses_nothing_on_an_idempotent_provi
         assert at_kill["succeeded"] < JOBS, at_kill
         done = await wait_until_settled(replicas, ids, timeout_s=90)
 
-        assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}, at_kill
+        assert Counter(job["status"] for job in done.values()) == {"succeeded": JOBS}, (
+            at_kill,
+            failures(done),
+        )
         attempts = [a for job in done.values() for a in job["attempts"]]
         assert len(attempts) == JOBS
         # One task per attempt; a submit sent again after the kill carried its attempt's key.
