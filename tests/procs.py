@@ -66,9 +66,8 @@ DOITONG_ROUTE: dict[str, Any] = {
 # doitong takes image URLs, which the broker passes on without fetching; nothing listens here.
 IMAGE_URL = "https://127.0.0.1:9/harbour.png"
 START_TIMEOUT_S = 30.0
-# Longer than the emulated renders' waits between polls: the runner renews a lease when a poll answers,
-# so a shorter lease would lapse under a live worker (see tests/test_crash_lease.py); short enough that
-# a killed broker's jobs are taken over within seconds.
+# Short enough that a killed broker's jobs are taken over within seconds; long enough that a busy
+# 2-core machine never delays a live worker's renewal (or a submit and its record) past it.
 LEASE_S = 5.0
 
 
