@@ -1,6 +1,7 @@
-"""A single broker on SQLite killed with SIGKILL and restarted. Jobs queued or rendering at the kill
-all end `succeeded` with exactly one submit each; a submit cut off half-way is never sent again, except
-to doitong, which takes it again under the same Idempotency-Key and so makes no second task."""
+"""A single broker on SQLite killed with SIGKILL and restarted. Jobs queued, rendering or downloading
+at the kill all end `succeeded` with exactly one submit each; a submit cut off half-way is never sent
+again, except to doitong, which takes it again under the same Idempotency-Key and so makes no second
+task."""
 
 from __future__ import annotations
 
@@ -76,6 +77,30 @@ async def test_broker_killed_during_a_submit_never_sends_it_again(tmp_path: Path
         assert [a["status"] for a in done["attempts"]] == ["failed"]
         submits = [r for r in await fal.admin("requests") if r["endpoint"] == "submit"]
         assert len(submits) == 1 and len(await fal.admin("tasks")) == 1
+
+
+@pytest.mark.timeout(60)
+async def test_broker_killed_while_downloading_fetches_the_output_again(tmp_path: Path) -> None:
+    async with Cluster(tmp_path) as cluster:
+        fal = await cluster.emulator("fal", render_seconds=0.2)
+        await fal.add_faults([{"kind": "slow", "endpoint": "download", "delay_s": 3.0}])
+        config = cluster.write_config({"fal": fal.base_url})
+        store_url, data_dir = f"sqlite:///{tmp_path}/broker.db", tmp_path / "data"
+        first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
+        job = await first.submit({"prompt": "x"})
+        await wait_for_phases(first, lambda c: c["downloading"] == 1)
+        await wait_for_requests(fal, "download", 1)  # the provider holds the download
+        first.kill()
+
+        second = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
+        done = (await wait_until_settled([second], [job["id"]], timeout_s=30))[job["id"]]
+
+        assert done["status"] == "succeeded" and len(done["attempts"]) == 1, done
+        await assert_one_submit_per_attempt([fal], [done])
+        downloads = [r for r in await fal.admin("requests") if r["endpoint"] == "download"]
+        assert len(downloads) == 2  # the cut-off one, then the one after the restart
+        status, video = await second.request("GET", f"/v1/jobs/{job['id']}/output")
+        assert status == 200 and len(video) == done["output"]["bytes"]
 
 
 @pytest.mark.timeout(60)
