@@ -193,7 +193,10 @@ class JobRequest(_Model):
     image_upload: str | None = Field(
         default=None,
         pattern=r"^[a-f0-9]{64}$",
-        json_schema_extra={"readOnly": True, "description": "SHA-256 of the uploaded image; set by the broker"},
+        json_schema_extra={
+            "readOnly": True,
+            "description": "SHA-256 of the uploaded image; set by the broker",
+        },
     )
     mode: Mode | None = None
     duration_s: int = Field(default=5, ge=DURATION_MIN_S, le=DURATION_MAX_S)
