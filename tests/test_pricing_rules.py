@@ -61,9 +61,10 @@ def test_local_compute_seconds_at_the_h200_hourly_price(catalog: dict[str, Route
 
 
 def test_local_estimate_uses_the_measured_speed_per_resolution(catalog: dict[str, RouteSpec]) -> None:
-    # 5 s at 720p takes 0.4 * 5 = 2 compute seconds: 2 * 2.10 / 3600 = 0.0011666... USD.
-    assert _price(catalog, "local/camera-motion", 5, "720p") == "0.001167"
-    assert _price(catalog, "local/camera-motion", 5, "1080p") == "0.002625"
+    # 5 s at 720p takes 0.2 * 5 = 1 compute second: 1 * 2.10 / 3600 = 0.0005833... USD.
+    assert _price(catalog, "local/camera-motion", 5, "720p") == "0.000583"
+    # 1080p: 0.5 * 5 = 2.5 compute seconds: 2.5 * 2.10 / 3600 = 0.0014583... USD.
+    assert _price(catalog, "local/camera-motion", 5, "1080p") == "0.001458"
 
 
 def test_muvi_micro_cents_are_micro_dollars(catalog: dict[str, RouteSpec]) -> None:

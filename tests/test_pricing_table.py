@@ -69,8 +69,9 @@ def test_variants_only_where_the_price_varies(rows: dict[str, dict[str, Any]]) -
 def test_local_route_is_priced_in_compute_seconds(rows: dict[str, dict[str, Any]]) -> None:
     local = rows["local/camera-motion"]
     entry = _price(local, 10, "720p")
-    assert entry["unit"] == "compute_seconds" and entry["amount"] == "4"
-    assert entry["cost_usd"] == "0.002333"
+    # 10 s at 0.2 compute s per output s = 2 compute s; 2 * 2.10 / 3600 = 0.0011666... USD.
+    assert entry["unit"] == "compute_seconds" and entry["amount"] == "2"
+    assert entry["cost_usd"] == "0.001167"
 
 
 def test_unpriced_routes_say_so(rows: dict[str, dict[str, Any]]) -> None:
