@@ -132,7 +132,9 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> JobRu
         routes=config.routes,
         quote=requote,
         session=app[HTTP],
-        options=RunnerOptions(workers=settings.workers, lease_s=settings.lease_s),
+        options=RunnerOptions(
+            workers=settings.workers, lease_s=settings.lease_s, public_url=settings.public_url
+        ),
         max_attempts=max_attempts,
         clock=app[CLOCK],
         sleep=sleep,

@@ -68,6 +68,7 @@ class RunnerOptions:
     max_attempts: int = 3
     capacity_check_s: float = 5.0  # how often a job waiting for a slot looks again at worst
     max_crashes: int = 3  # unexpected errors on one job before it is failed rather than retried
+    public_url: str | None = None  # where providers can reach this broker's /v1/callbacks/{provider}
 
 
 class JobRunner:
@@ -151,7 +152,9 @@ class JobRunner:
     async def run_job(self, record: JobRecord) -> None:
         """Carry one claimed job as far as it goes; errors are logged, never raised to the worker."""
         owner = record.lease_owner or self.owner
-        work = JobWork(self.store, record, owner, self.clock, self.options.lease_s, self.observers)
+        work = JobWork(
+            self.store, record, owner, self.clock, self.options.lease_s, self.observers, self.sleep
+        )
         with structlog.contextvars.bound_contextvars(job_id=record.id, team=record.job.team):
             try:
                 while not work.record.status.terminal:
@@ -271,7 +274,11 @@ class JobRunner:
                     provider=route.provider, model=route.model, estimated_cost_usd=attempt.estimated_cost_usd
                 ),
             )
-            return changed.model_copy(update={"tried_routes": [*record.tried_routes, route.key]})
+            # A save applied again after a lost store reply must not list the route twice.
+            tried = (
+                record.tried_routes if route.key in record.tried_routes else [*record.tried_routes, route.key]
+            )
+            return changed.model_copy(update={"tried_routes": tried})
 
         await work.save(begin)
         log.info("attempt_started", provider=route.provider, model=route.model, attempt=attempt.id)
@@ -290,7 +297,14 @@ class JobRunner:
         except BrokerError as exc:
             await self._fail_attempt(work, attempt, exc, Money.zero(), fallback=False)
             return
-        task = RenderTask(attempt_id=attempt.id, model=attempt.model, request=work.job.request, image=image)
+        base = self.options.public_url
+        task = RenderTask(
+            attempt_id=attempt.id,
+            model=attempt.model,
+            request=work.job.request,
+            image=image,
+            webhook_url=f"{base.rstrip('/')}/v1/callbacks/{attempt.provider}" if base else None,
+        )
         self.capacity.hold(attempt.provider, attempt.id, work.job.id)
         try:
             submission = await adapter.submit(task)

@@ -34,3 +34,26 @@ async def test_a_step_that_keeps_crashing_fails_the_job_after_bounded_retries(
     assert done["error"]["code"] == "internal"
     assert providers["cheap"].status_calls == 3
     assert len(providers["cheap"].submits) == 1
+
+
+async def test_providers_get_a_webhook_url_when_the_broker_has_a_public_url(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    client = await make_client(public_url="https://broker.internal.example/")
+    job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
+    await wait_for_status(client, job["id"], "succeeded")
+    assert providers["cheap"].submits[0].webhook_url == "https://broker.internal.example/v1/callbacks/cheap"
+    # A provider's callback reaches its adapter, which checks it (the fake one refuses all).
+    refused = await client.post("/v1/callbacks/cheap", data=b"{}")
+    assert refused.status == 422
+    unknown = await client.post("/v1/callbacks/nobody", data=b"{}")
+    assert unknown.status == 404
+
+
+async def test_without_a_public_url_no_webhook_is_asked_for(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    client = await make_client()
+    job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
+    await wait_for_status(client, job["id"], "succeeded")
+    assert providers["cheap"].submits[0].webhook_url is None
