@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.appkeys import CONFIG
+from broker.appkeys import DEPLOYMENT
 from broker.errors import Forbidden
 from broker.handlers.common import identity_of, json_response
 from broker.intake import read_intake
@@ -15,7 +15,7 @@ from pricing.table import pricing_table
 async def get_pricing(request: web.Request) -> web.Response:
     """Every route's price in its own unit and in USD for the durations it supports."""
     identity_of(request)
-    return json_response(pricing_table(request.app[CONFIG].routes))
+    return json_response(pricing_table(request.app[DEPLOYMENT].config.routes))
 
 
 async def post_quote(request: web.Request) -> web.Response:

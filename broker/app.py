@@ -12,10 +12,11 @@ from aiohttp import web
 
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from broker import observability
-from broker.appkeys import ADAPTERS, ARTIFACTS, AUTH, CLOCK, CONFIG, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
+from broker.appkeys import ADAPTERS, ARTIFACTS, CLOCK, DEPLOYMENT, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
 from broker.config import BrokerConfig
+from broker.deployment import Deployment
 from broker.handlers import callbacks, health, jobs, openapi, policies
 from broker.handlers import metrics as metrics_handlers
 from broker.handlers import reports as report_handlers
@@ -39,7 +40,7 @@ def build_adapters(
     app: web.Application, factories: Mapping[str, AdapterFactory], env: Mapping[str, str]
 ) -> dict[str, Adapter]:
     """One adapter per configured provider whose key is in the environment (or that needs none)."""
-    settings, config = app[SETTINGS], app[CONFIG]
+    settings, config = app[SETTINGS], app[DEPLOYMENT].config
     built: dict[str, Adapter] = {}
     for name, provider in config.providers.items():
         key = env.get(provider.api_key_env) if provider.api_key_env else None
@@ -73,8 +74,7 @@ def create_app(
     environment = os.environ if env is None else env
     app = web.Application(middlewares=[request_context, errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app[CONFIG] = config
-    app[AUTH] = Authenticator(config, environment)
+    app[DEPLOYMENT] = Deployment(config, Authenticator(config, environment))
     app[CLOCK] = clock or time.time
     app[OBSERVERS] = []
     trace = observability.install(app)  # metrics and transition logs observe jobs; provider calls traced
@@ -117,7 +117,7 @@ def create_app(
 
 
 def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> JobRunner:
-    settings, config = app[SETTINGS], app[CONFIG]
+    settings, config = app[SETTINGS], app[DEPLOYMENT].config
 
     async def requote(record: JobRecord, tried: Collection[str]) -> Quote:
         return await quote_for(app, record.job.team, record.job.request, exclude_routes=tried)

@@ -9,8 +9,7 @@ from aiohttp import web
 
 from adapters.base import Adapter, Clock
 from broker.artifacts import ArtifactStore
-from broker.auth import Authenticator
-from broker.config import BrokerConfig
+from broker.deployment import Deployment
 from broker.events import JobObserver
 from broker.settings import Settings
 from broker.store import Store
@@ -19,8 +18,7 @@ if TYPE_CHECKING:
     from broker.runner import JobRunner
 
 SETTINGS = web.AppKey("settings", Settings)
-CONFIG = web.AppKey("config", BrokerConfig)
-AUTH = web.AppKey("auth", Authenticator)
+DEPLOYMENT = web.AppKey("deployment", Deployment)
 STORE = web.AppKey("store", Store)
 ARTIFACTS = web.AppKey("artifacts", ArtifactStore)
 HTTP = web.AppKey("http", aiohttp.ClientSession)

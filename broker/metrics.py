@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from broker import budgets
-from broker.appkeys import CLOCK, CONFIG, STORE
+from broker.appkeys import CLOCK, DEPLOYMENT, STORE
 from broker.routing import current_policy
 from broker.schema import Attempt, AttemptStatus, JobStatus
 from broker.store import JobRecord
@@ -117,7 +117,7 @@ def _window_kind(key: str) -> str:
 
 async def refresh_gauges(app: web.Application) -> None:
     """Read the present from the store: jobs by status, the queue, and each team's budget left."""
-    metrics, store, config = app[METRICS], app[STORE], app[CONFIG]
+    metrics, store, config = app[METRICS], app[STORE], app[DEPLOYMENT].config
     for status in JobStatus:
         count = await store.count_jobs(status)
         metrics.jobs.labels(status.value).set(count)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from broker.appkeys import CONFIG, OBSERVERS
+from broker.appkeys import DEPLOYMENT, OBSERVERS
 from broker.joblog import TransitionLogger
 from broker.metrics import METRICS, BrokerMetrics, MetricsObserver
 from broker.provider_calls import ProviderResolver, provider_trace_config
@@ -16,4 +16,4 @@ def install(app: web.Application) -> aiohttp.TraceConfig:
     metrics = BrokerMetrics()
     app[METRICS] = metrics
     app[OBSERVERS].extend([MetricsObserver(metrics), TransitionLogger()])
-    return provider_trace_config(ProviderResolver(app[CONFIG].providers), metrics)
+    return provider_trace_config(ProviderResolver(app[DEPLOYMENT].config.providers), metrics)

@@ -5,29 +5,17 @@ built, so those changes wait for a restart (the log says so)."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import structlog
 from aiohttp import web
 
-from broker.appkeys import AUTH, CONFIG, RUNNER
+from broker.appkeys import DEPLOYMENT, RUNNER
 from broker.auth import Authenticator
 from broker.config import BrokerConfig, ConfigError, load_config
 
 log = structlog.get_logger("broker.reload")
-
-T = TypeVar("T")
-
-
-def _swap(app: web.Application, key: web.AppKey[T], value: T) -> None:
-    # aiohttp warns that changing a started app's state is deprecated; swapping these values whole is
-    # the point of a reload, and every reader looks them up per request, so the warning is expected.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Changing state of started", category=DeprecationWarning)
-        app[key] = value
 
 
 def _restart_only_changes(old: BrokerConfig, new: BrokerConfig) -> list[str]:
@@ -35,9 +23,13 @@ def _restart_only_changes(old: BrokerConfig, new: BrokerConfig) -> list[str]:
     changed = []
     for name in sorted(set(old.providers) | set(new.providers)):
         before, after = old.providers.get(name), new.providers.get(name)
-        if before is None or after is None or (
-            (before.base_url, before.api_key_env, before.webhook_secret_env)
-            != (after.base_url, after.api_key_env, after.webhook_secret_env)
+        if (
+            before is None
+            or after is None
+            or (
+                (before.base_url, before.api_key_env, before.webhook_secret_env)
+                != (after.base_url, after.api_key_env, after.webhook_secret_env)
+            )
         ):
             changed.append(name)
     return changed
@@ -53,10 +45,10 @@ def reload_config(app: web.Application, path: Path, env: Mapping[str, str] | Non
     except ConfigError as exc:
         log.error("config_reload_failed", error=str(exc))
         return False
-    old = app[CONFIG]
-    authenticator = Authenticator(config, env)
-    _swap(app, CONFIG, config)
-    _swap(app, AUTH, authenticator)
+    deployment = app[DEPLOYMENT]
+    old = deployment.config
+    # No await between the two: no request sees the new config with the old keys.
+    deployment.config, deployment.auth = config, Authenticator(config, env)
     runner = app.get(RUNNER)
     if runner is not None:
         runner.routes = {route.key: route for route in config.routes}

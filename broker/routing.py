@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from aiohttp import web
 
 from adapters.images import image_infeasibility
-from broker.appkeys import ADAPTERS, CONFIG, RUNNER, STORE
+from broker.appkeys import ADAPTERS, DEPLOYMENT, RUNNER, STORE
 from broker.schema import JobRequest, decode_data_uri
 from policies.effective import effective_constraints
 from policies.model import Policy
@@ -18,7 +18,7 @@ from pricing.quote import Quote, quote
 
 async def current_policy(app: web.Application, team: str) -> Policy:
     """The team's policy: its latest edit through the API if any, else config.yaml's; over `default`."""
-    config = app[CONFIG]
+    config = app[DEPLOYMENT].config
     stored = await app[STORE].get_policy(team)
     if stored is None:
         return config.policy_for(team)
@@ -40,7 +40,7 @@ def unavailable_providers(
     app: web.Application, request: JobRequest, upload_bytes: int | None
 ) -> dict[str, str]:
     """Provider -> why none of its routes can serve this job right now."""
-    config, adapters = app[CONFIG], app[ADAPTERS]
+    config, adapters = app[DEPLOYMENT].config, app[ADAPTERS]
     has_url, has_bytes, size = image_size(request, upload_bytes)
     reasons: dict[str, str] = {}
     for name, provider in config.providers.items():
@@ -83,14 +83,14 @@ async def quote_for(
     runner = app.get(RUNNER)
     if runner is not None:
         # Limits come from the config in force, so a reload changes them before the next route is picked.
-        runner.capacity.follow(app[CONFIG].providers)
+        runner.capacity.follow(app[DEPLOYMENT].config.providers)
         unavailable = _merged(unavailable, runner.health.unavailable())
         latency, saturated = runner.health.latency.expected(), runner.capacity.saturated()
 
     def ranked(busy: Mapping[str, str]) -> Quote:
         return quote(
             request,
-            app[CONFIG].routes,
+            app[DEPLOYMENT].config.routes,
             constraints=effective_constraints(policy, request.constraints),
             exclude_models=policy.exclude_models,
             unavailable=_merged(unavailable, busy),

@@ -12,9 +12,11 @@ from aiohttp import web
 from structlog.testing import capture_logs
 from yarl import URL
 
-from broker.appkeys import CLOCK, CONFIG, STORE
+from broker.appkeys import CLOCK, DEPLOYMENT, STORE
+from broker.auth import Authenticator
 from broker.budgets import budget_windows
 from broker.config import ProviderConfig
+from broker.deployment import Deployment
 from broker.metrics import METRICS, BrokerMetrics, MetricsObserver, refresh_gauges
 from broker.provider_calls import MAX_ENDPOINTS, ProviderResolver, path_template, provider_trace_config
 from broker.schema import Attempt, AttemptStatus, ErrorCode, JobError, JobStatus, RouteRef
@@ -176,13 +178,14 @@ async def test_budget_gauges_follow_the_config_and_drop_stale_series(tmp_path: P
     app = web.Application()
     app[METRICS], app[STORE], app[CLOCK] = BrokerMetrics(), store, AT.timestamp
     try:
-        app[CONFIG] = fake_config(growth={"daily_budget_usd": "20.00", "monthly_budget_usd": "300.00"})
-        windows = budget_windows("growth", app[CONFIG].policy_for("growth"), AT)
+        budgeted = fake_config(growth={"daily_budget_usd": "20.00", "monthly_budget_usd": "300.00"})
+        app[DEPLOYMENT] = Deployment(budgeted, Authenticator(budgeted, {}))
+        windows = budget_windows("growth", app[DEPLOYMENT].config.policy_for("growth"), AT)
         await store.reserve_budget("job_1", 1_500_000, windows)
         await refresh_gauges(app)
         for window, left in (("day", 18.5), ("month", 298.5)):
             assert sample(app[METRICS], "broker_budget_remaining_usd", team="growth", window=window) == left
-        app[CONFIG] = fake_config()  # a reload dropped growth's budgets
+        app[DEPLOYMENT].config = fake_config()  # a reload dropped growth's budgets
         await refresh_gauges(app)
         assert (
             app[METRICS].registry.get_sample_value(

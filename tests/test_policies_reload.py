@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from structlog.testing import capture_logs
 
-from broker.appkeys import CONFIG, RUNNER
+from broker.appkeys import DEPLOYMENT, RUNNER
 from broker.config import parse_config
 from broker.reload import reload_config
 from tests.conftest import TEST_ENV, auth, fake_route
@@ -58,7 +58,7 @@ async def test_a_reload_changes_prices_teams_and_limits_while_a_job_runs_on(
     path = write(tmp_path / "config.yaml", raw_config("0.90", ops_team=True, cheap_slots=1))
     assert reload_config(client.app, path, env={**TEST_ENV, "BROKER_KEY_OPS": OPS_KEY})
 
-    assert client.app[CONFIG].teams[-1].name == "ops"
+    assert client.app[DEPLOYMENT].config.teams[-1].name == "ops"
     assert await chosen(client) == ("dear", "0.500000")
     assert (await client.get("/v1/jobs", headers=auth(OPS_KEY))).status == 200
     assert client.app[RUNNER].routes["cheap/c1"].price is not None
@@ -68,11 +68,9 @@ async def test_a_reload_changes_prices_teams_and_limits_while_a_job_runs_on(
     assert done["status"] == "succeeded" and [a["provider"] for a in done["attempts"]] == ["cheap"]
 
 
-async def test_a_bad_file_keeps_the_running_config_and_logs_why(
-    make_client: Any, tmp_path: Path
-) -> None:
+async def test_a_bad_file_keeps_the_running_config_and_logs_why(make_client: Any, tmp_path: Path) -> None:
     client = await make_client(parse_config(raw_config(), "first"))
-    before = client.app[CONFIG]
+    before = client.app[DEPLOYMENT].config
     broken = raw_config()
     broken["routes"][0]["provider"] = "nobody"
     write(tmp_path / "unknown-provider.yaml", broken)
@@ -85,7 +83,7 @@ async def test_a_bad_file_keeps_the_running_config_and_logs_why(
     for name, why in cases.items():
         with capture_logs() as logs:
             assert not reload_config(client.app, tmp_path / name, env=TEST_ENV)
-        assert client.app[CONFIG] is before
+        assert client.app[DEPLOYMENT].config is before
         [failed] = [entry for entry in logs if entry["event"] == "config_reload_failed"]
         assert str(tmp_path / name) in failed["error"] and why in failed["error"], failed
     assert await chosen(client) == ("cheap", "0.100000")

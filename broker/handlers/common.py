@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.appkeys import AUTH
+from broker.appkeys import DEPLOYMENT
 from broker.auth import Identity
 
 _IDENTITY = web.RequestKey("identity", Identity)
@@ -18,7 +18,7 @@ def identity_of(request: web.Request) -> Identity:
     """The caller's identity from its bearer key (401 without a valid one)."""
     identity = request.get(_IDENTITY)
     if identity is None:
-        identity = request.app[AUTH].authenticate(request.headers.get("Authorization"))
+        identity = request.app[DEPLOYMENT].auth.authenticate(request.headers.get("Authorization"))
         request[_IDENTITY] = identity
     return identity
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.appkeys import CONFIG, STORE
+from broker.appkeys import DEPLOYMENT, STORE
 from broker.auth import Identity, require_admin
 from broker.budgets import budget_status
 from broker.errors import Forbidden, InvalidRequest, NotFound
@@ -32,14 +32,14 @@ def _known_team(request: web.Request, identity: Identity) -> str:
     team = request.match_info["team"]
     if not identity.admin and identity.team != team:
         raise Forbidden("a team key reads only its own team's policy; other teams need the admin key")
-    if team not in {t.name for t in request.app[CONFIG].teams}:
+    if team not in {t.name for t in request.app[DEPLOYMENT].config.teams}:
         raise NotFound(f"no team named {team!r}")
     return team
 
 
 def _config_form(request: web.Request, team: str) -> dict[str, Any]:
     """The team's own policy fields as config.yaml gives them (version 0)."""
-    config = request.app[CONFIG]
+    config = request.app[DEPLOYMENT].config
     named = next((t.policy for t in config.teams if t.name == team), None)
     if named is None or named not in config.policies:
         return {}
@@ -70,7 +70,9 @@ def _etag(version: int) -> dict[str, str]:
 async def list_policies(request: web.Request) -> web.Response:
     """Every team's policy for the admin; a team's own for a team key."""
     identity = identity_of(request)
-    names = [t.name for t in request.app[CONFIG].teams if identity.admin or t.name == identity.team]
+    names = [
+        t.name for t in request.app[DEPLOYMENT].config.teams if identity.admin or t.name == identity.team
+    ]
     return json_response({"policies": [await _policy_body(request, name) for name in names]})
 
 
@@ -112,7 +114,7 @@ async def put_policy(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object of policy fields")
     expected = _expected_version(request, body)
-    config = request.app[CONFIG]
+    config = request.app[DEPLOYMENT].config
     try:
         policy = parse_policy(body)
         check_names(policy, config.providers, config.routes)
