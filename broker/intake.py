@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from adapters.images import ImageTooLarge, InvalidImage, check_image
@@ -91,6 +92,15 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], bytes |
     return fields, image
 
 
+async def _read_multipart_checked(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
+    """`_read_multipart`, with a body aiohttp cannot parse (no boundary, broken part headers, bad
+    encoding) answered as the caller's error, not ours."""
+    try:
+        return await _read_multipart(request)
+    except (ValueError, HttpProcessingError) as exc:
+        raise InvalidRequest(f"the multipart body is malformed: {type(exc).__name__}") from None
+
+
 async def read_intake(request: web.Request) -> Intake:
     """Parse and validate a job body; an uploaded image is checked and stored by its digest."""
     content_type = request.content_type
@@ -98,7 +108,7 @@ async def read_intake(request: web.Request) -> Intake:
         return Intake(parse_job_request(await read_json(request)), None)
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType("send application/json, or multipart/form-data with an image part")
-    fields, image = await _read_multipart(request)
+    fields, image = await _read_multipart_checked(request)
     if image is None:
         return Intake(parse_job_request(fields), None)
     if not image:

@@ -216,3 +216,17 @@ async def test_cancel_running_job_cancels_at_provider(
     assert done["attempts"][0]["status"] == "cancelled"
     again = await client.delete(f"/v1/jobs/{job['id']}", headers=auth())
     assert again.status == 409
+
+
+async def test_malformed_multipart_is_400_not_500(make_client: Any) -> None:
+    client = await make_client()
+    no_boundary = {**auth(), "Content-Type": "multipart/form-data"}
+    broken_part = {**auth(), "Content-Type": "multipart/form-data; boundary=xyz"}
+    for path in ("/v1/jobs", "/v1/quotes"):
+        first = await client.post(path, data=b'{"prompt": "x"}', headers=no_boundary)
+        second = await client.post(path, data=b"--xyz\r\n[0]--xyz--\r\n", headers=broken_part)
+        for response in (first, second):
+            assert response.status == 400, path
+            assert (await response.json())["error"]["code"] == "invalid_request"
+    listing = await (await client.get("/v1/jobs", headers=auth())).json()
+    assert listing["jobs"] == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from broker.handlers.openapi import document
@@ -26,3 +28,11 @@ def test_job_schema_is_the_one_the_handlers_validate() -> None:
     assert schema["properties"]["duration_s"]["maximum"] == 10
     assert schema["additionalProperties"] is False
     assert schema["properties"]["image_upload"]["readOnly"] is True  # set from a multipart upload only
+
+
+def test_every_reference_resolves_to_a_component() -> None:
+    doc = document()
+    refs = set(re.findall(r'"\$ref": "([^"]+)"', json.dumps(doc)))
+    assert refs, "the document uses shared components"
+    components = doc["components"]["schemas"]
+    assert {ref for ref in refs if ref.removeprefix("#/components/schemas/") not in components} == set()

@@ -55,7 +55,8 @@ _TEAM = [{"name": "team", "in": "path", "required": True, "schema": {"type": "st
 
 def _policy_edit_schema() -> dict[str, Any]:
     """The policy's fields, plus the `version` read (an alternative to If-Match)."""
-    schema = Policy.model_json_schema()
+    schema = Policy.model_json_schema(ref_template=_REF)  # enums resolve to the shared components
+    schema.pop("$defs", None)
     schema["properties"]["version"] = {"type": "integer", "minimum": 0, "description": "the version read"}
     return schema
 
@@ -259,7 +260,9 @@ def _report_paths() -> dict[str, Any]:
 @cache
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document."""
-    _, schemas = models_json_schema([(JobRequest, "validation"), (Job, "serialization")], ref_template=_REF)
+    _, schemas = models_json_schema(
+        [(JobRequest, "validation"), (Job, "serialization"), (Policy, "validation")], ref_template=_REF
+    )
     components = dict(schemas.get("$defs", {}))
     components["Error"] = {
         "type": "object",
