@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from tests.conftest import ADMIN_KEY, STUDIO_KEY, auth
+from tests.conftest import ADMIN_KEY, STUDIO_KEY, auth, fake_config
 from tests.fakes import FakeProvider
 
 Client = TestClient[Any, Any]
@@ -230,3 +230,21 @@ async def test_malformed_multipart_is_400_not_500(make_client: Any) -> None:
             assert (await response.json())["error"]["code"] == "invalid_request"
     listing = await (await client.get("/v1/jobs", headers=auth())).json()
     assert listing["jobs"] == []
+
+
+async def test_idempotent_replay_returns_the_job_even_when_the_budget_is_spent(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    client = await make_client(fake_config(growth={"daily_budget_usd": "0.10"}))
+    headers = {**auth(), "Idempotency-Key": "order-99"}
+    first = await client.post("/v1/jobs", json={"prompt": "x"}, headers=headers)
+    assert first.status == 202
+    # The budget now holds exactly this job: a new job is refused, the retry of this one is not.
+    other = await client.post("/v1/jobs", json={"prompt": "other"}, headers=auth())
+    assert other.status == 402
+    retry = await client.post("/v1/jobs", json={"prompt": "x"}, headers=headers)
+    assert retry.status == 200 and (await retry.json())["id"] == (await first.json())["id"]
+    changed = await client.post("/v1/jobs", json={"prompt": "y"}, headers=headers)
+    assert changed.status == 409
+    await wait_for_status(client, (await first.json())["id"], "succeeded")
+    assert len(providers["cheap"].submits) == 1

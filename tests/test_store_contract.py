@@ -170,3 +170,11 @@ async def test_duplicate_job_id_is_a_conflict(store: Store) -> None:
     record, _ = await store.create_job(job_record())
     with pytest.raises(VersionConflict):
         await store.create_job(record)
+
+
+async def test_find_idempotent_job_by_team_and_key(store: Store) -> None:
+    first, _ = await store.create_job(job_record(idempotency_key="order-7"))
+    found = await store.find_idempotent_job("growth", "order-7")
+    assert found is not None and found.id == first.id
+    assert await store.find_idempotent_job("studio", "order-7") is None
+    assert await store.find_idempotent_job("growth", "order-8") is None

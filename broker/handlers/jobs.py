@@ -13,10 +13,10 @@ from broker.auth import Identity
 from broker.errors import Conflict, Forbidden, InvalidRequest, NoFeasibleRoute, NotFound
 from broker.events import notify
 from broker.handlers.common import identity_of, json_response
-from broker.intake import read_intake
+from broker.intake import Intake, read_intake
 from broker.routing import current_policy, quote_for
 from broker.schema import Job, JobStatus, RouteRef
-from broker.store import JobRecord, Store
+from broker.store import IdempotencyConflict, JobRecord, Store
 
 IDEMPOTENCY_KEY_MAX = 255
 routes = web.RouteTableDef()
@@ -52,6 +52,20 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+async def _replay(store: Store, team: str, key: str, intake: Intake) -> web.Response | None:
+    """The job a repeated Idempotency-Key already made (checked before quoting and reserving, so a
+    retry gets its job even when the budget or the routes have changed since); 409 for another body.
+    Two first submits racing each other are settled by the store's create."""
+    existing = await store.find_idempotent_job(team, key)
+    if existing is None:
+        return None
+    if existing.request_hash != intake.request_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different request body", details={"job_id": existing.id}
+        )
+    return json_response(job_body(existing), status=200)
+
+
 @routes.post("/v1/jobs")
 async def submit_job(request: web.Request) -> web.Response:
     identity = identity_of(request)
@@ -59,6 +73,8 @@ async def submit_job(request: web.Request) -> web.Response:
     idempotency_key = _idempotency_key(request)
     intake = await read_intake(request)
     app, store = request.app, request.app[STORE]
+    if idempotency_key is not None and (replay := await _replay(store, team, idempotency_key, intake)):
+        return replay
     quote = await quote_for(app, team, intake.request, upload_bytes=intake.upload_bytes)
     if quote.chosen is None:
         raise NoFeasibleRoute(

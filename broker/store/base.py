@@ -122,6 +122,10 @@ class Store(ABC):
     async def get_job(self, job_id: str) -> JobRecord | None: ...
 
     @abstractmethod
+    async def find_idempotent_job(self, team: str, key: str) -> JobRecord | None:
+        """The team's job created with this Idempotency-Key, if any."""
+
+    @abstractmethod
     async def list_jobs(
         self,
         *,

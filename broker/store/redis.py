@@ -574,6 +574,13 @@ class RedisStore(Store):
             row = await self._redis.hmget(self._keys.job(job_id), ["r", "v", "o", "l"])
         return None if row[0] is None else _decode(row)
 
+    async def find_idempotent_job(self, team: str, key: str) -> JobRecord | None:
+        with _outage_as_unavailable():
+            job_id = await self._redis.hget(self._keys.jobs_index("idem", team), key)
+        if job_id is None:
+            return None
+        return await self.get_job(job_id.decode() if isinstance(job_id, bytes) else str(job_id))
+
     async def list_jobs(
         self,
         *,

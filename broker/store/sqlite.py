@@ -164,6 +164,14 @@ class SQLiteStore(Store):
         )
         return None if row is None else JobRecord.model_validate_json(row[0])
 
+    async def find_idempotent_job(self, team: str, key: str) -> JobRecord | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT record FROM jobs WHERE team = ? AND idempotency_key = ?", (team, key)
+            ).fetchone()
+        )
+        return None if row is None else JobRecord.model_validate_json(row[0])
+
     async def list_jobs(
         self,
         *,
