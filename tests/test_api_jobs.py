@@ -248,3 +248,25 @@ async def test_idempotent_replay_returns_the_job_even_when_the_budget_is_spent(
     assert changed.status == 409
     await wait_for_status(client, (await first.json())["id"], "succeeded")
     assert len(providers["cheap"].submits) == 1
+
+
+async def test_oversized_and_bomb_images_are_clear_4xx(make_client: Any) -> None:
+    client = await make_client(max_image_bytes=4096)
+    big = aiohttp.FormData()
+    big.add_field("prompt", "pan left")
+    big.add_field("image", png(900, 900) + b"\0" * 8192, filename="big.png", content_type="image/png")
+    response = await client.post("/v1/jobs", data=big, headers=auth())
+    assert response.status == 413 and (await response.json())["error"]["code"] == "image_too_large"
+
+    # A PNG whose header claims 20000 x 20000 pixels: refused from the header, never decoded.
+    bomb_buffer = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(bomb_buffer, format="PNG")
+    client = await make_client()
+    bomb = aiohttp.FormData()
+    bomb.add_field("prompt", "pan left")
+    bomb.add_field("image", bomb_buffer.getvalue(), filename="bomb.png", content_type="image/png")
+    response = await client.post("/v1/jobs", data=bomb, headers=auth())
+    assert 400 <= response.status < 500
+    assert (await response.json())["error"]["code"] in ("invalid_image", "image_too_large")
+    listing = await (await client.get("/v1/jobs", headers=auth())).json()
+    assert listing["jobs"] == []
