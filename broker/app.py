@@ -27,6 +27,7 @@ from broker.runner import JobRunner, RunnerOptions
 from broker.settings import Settings
 from broker.store import JobRecord, open_store
 from broker.webhooks import TeamWebhooks
+from policies.model import Policy
 from pricing.quote import Quote
 
 
@@ -119,11 +120,18 @@ def create_app(
 def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> JobRunner:
     settings, config = app[SETTINGS], app[DEPLOYMENT].config
 
-    async def requote(record: JobRecord, tried: Collection[str]) -> Quote:
-        return await quote_for(app, record.job.team, record.job.request, exclude_routes=tried)
+    async def accepted_policy(record: JobRecord) -> Policy:
+        """The policy the job was accepted under (jobs stored before that was recorded: the current one)."""
+        if record.policy is not None:
+            return Policy.model_validate(record.policy)
+        return await current_policy(app, record.job.team)
 
-    async def max_attempts(team: str) -> int:
-        return (await current_policy(app, team)).max_attempts or 3
+    async def requote(record: JobRecord, tried: Collection[str]) -> Quote:
+        policy = await accepted_policy(record)
+        return await quote_for(app, record.job.team, record.job.request, exclude_routes=tried, policy=policy)
+
+    async def max_attempts(record: JobRecord) -> int:
+        return (await accepted_policy(record)).max_attempts or 3
 
     return JobRunner(
         store=app[STORE],

@@ -70,13 +70,16 @@ async def quote_for(
     *,
     upload_bytes: int | None = None,
     exclude_routes: Collection[str] = (),
+    policy: Policy | None = None,
 ) -> Quote:
-    """Quote `request` for `team` under its policy, skipping routes in `exclude_routes`.
+    """Quote `request` for `team` under `policy` (default: the team's current one), skipping routes in
+    `exclude_routes`.
 
     Providers with an open circuit are rejected. Providers at capacity are rejected too when another
     route can serve the job; when none can, the quote keeps them (the job waits for a slot).
     """
-    policy = await current_policy(app, team)
+    if policy is None:
+        policy = await current_policy(app, team)
     unavailable = unavailable_providers(app, request, upload_bytes)
     latency: Mapping[str, int] = {}
     saturated: Mapping[str, str] = {}

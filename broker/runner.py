@@ -82,7 +82,7 @@ class JobRunner:
         quote: QuoteFn,
         session: aiohttp.ClientSession,
         options: RunnerOptions,
-        max_attempts: Callable[[str], Awaitable[int]] | None = None,
+        max_attempts: Callable[[JobRecord], Awaitable[int]] | None = None,
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
         observers: list[JobObserver] | None = None,
@@ -196,8 +196,8 @@ class JobRunner:
             await self._poll(work, attempt)
 
     # Choosing and submitting --------------------------------------------------------------------
-    async def _limit(self, team: str) -> int:
-        return await self._max_attempts(team) if self._max_attempts else self.options.max_attempts
+    async def _limit(self, record: JobRecord) -> int:
+        return await self._max_attempts(record) if self._max_attempts else self.options.max_attempts
 
     async def _claim_route(self, work: JobWork, attempt_id: str) -> RouteSpec | JobError | None:
         """The cheapest feasible untried route, with a capacity slot taken for `attempt_id`.
@@ -207,7 +207,7 @@ class JobRunner:
         asked to cancel while it waited.
         """
         while True:
-            if len(work.job.attempts) >= await self._limit(work.job.team):
+            if len(work.job.attempts) >= await self._limit(work.record):
                 return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="every allowed attempt failed")
             quote = await self.quote(work.record, work.record.tried_routes)
             if quote.chosen is None:
@@ -477,7 +477,7 @@ class JobRunner:
         self.capacity.release(attempt.id)
         self.health.failed(attempt.provider, exc)
         log.warning("attempt_failed", provider=attempt.provider, code=exc.code.value, error=exc.message)
-        if can_fall_back and len(work.job.attempts) < await self._limit(work.job.team):
+        if can_fall_back and len(work.job.attempts) < await self._limit(work.record):
             await work.save(lambda r: with_attempt(r, failed, work.now()))
             return
         await work.save(

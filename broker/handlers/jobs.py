@@ -75,7 +75,8 @@ async def submit_job(request: web.Request) -> web.Response:
     app, store = request.app, request.app[STORE]
     if idempotency_key is not None and (replay := await _replay(store, team, idempotency_key, intake)):
         return replay
-    quote = await quote_for(app, team, intake.request, upload_bytes=intake.upload_bytes)
+    policy = await current_policy(app, team)
+    quote = await quote_for(app, team, intake.request, upload_bytes=intake.upload_bytes, policy=policy)
     if quote.chosen is None:
         raise NoFeasibleRoute(
             "no route can serve this job", details={"rejected": [r.to_json() for r in quote.rejected]}
@@ -101,8 +102,9 @@ async def submit_job(request: web.Request) -> web.Response:
         request_hash=intake.request_hash,
         idempotency_key=idempotency_key,
         baseline_cost_usd=str(quote.baseline.cost) if quote.baseline else None,
+        policy=policy.model_dump(mode="json", exclude_none=True),
     )
-    windows = budgets.budget_windows(team, await current_policy(app, team), now)
+    windows = budgets.budget_windows(team, policy, now)
     await budgets.reserve(store, job.id, estimate, windows)
     try:
         stored, created = await store.create_job(record)

@@ -58,6 +58,9 @@ class JobRecord(BaseModel):
     handles: dict[str, AttemptHandle] = Field(default_factory=dict)  # attempt id -> handle
     tried_routes: list[str] = Field(default_factory=list)
     baseline_cost_usd: str | None = None  # the priciest feasible route when quoted, for savings
+    # The team policy the job was accepted under: its re-quotes keep to it, so a later edit (or a
+    # config reload) never fails a job that was already accepted and reserved against its budget.
+    policy: dict[str, Any] | None = None
     cancel_requested: bool = False
 
     @property
