@@ -1,0 +1,153 @@
+"""A small async client for the broker's HTTP API, for product teams' Python services.
+
+    async with BrokerClient("http://broker.internal:8080", api_key) as broker:
+        job = await broker.submit({"prompt": "slow push in"}, image=Path("still.png"))
+        job = await broker.wait(job.id)
+        await broker.download(job.id, Path("clip.mp4"))
+
+Every call returns the API's typed models (`Job`); an error answer raises `BrokerAPIError` with its
+status, code and message. Retrying `submit` with the same `idempotency_key` is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from broker.schema import Job, JobRequest
+
+JobLike = Mapping[str, Any] | JobRequest
+
+
+class BrokerAPIError(Exception):
+    """An error answer from the broker: the envelope's code, message and details."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def _fields(request: JobLike) -> dict[str, Any]:
+    if isinstance(request, JobRequest):
+        # Only what the caller set: an inferred mode must not contradict an image sent as an upload.
+        return request.model_dump(mode="json", exclude_unset=True, exclude={"image_upload"})
+    return {name: value for name, value in request.items() if value is not None}
+
+
+class BrokerClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout_s: float = 60,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._session = session
+        self._owned = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def __aenter__(self) -> BrokerClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owned and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._session is None:
+            raise RuntimeError("use `async with BrokerClient(...)`, or pass a session")
+        headers = {**self._headers, **kwargs.pop("headers", {})}
+        async with self._session.request(method, self._base + path, headers=headers, **kwargs) as response:
+            body = await response.read()
+            payload = json.loads(body) if response.content_type == "application/json" and body else None
+            if response.status >= 400:
+                error = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
+                raise BrokerAPIError(
+                    response.status,
+                    error.get("code", "http_error"),
+                    error.get("message", response.reason or ""),
+                    error.get("details"),
+                )
+            return payload if payload is not None else body
+
+    async def quote(self, request: JobLike) -> dict[str, Any]:
+        """What the job would cost and where it would go; creates nothing."""
+        answer: dict[str, Any] = await self._call("POST", "/v1/quotes", json=_fields(request))
+        return answer
+
+    async def submit(
+        self, request: JobLike, *, image: bytes | Path | None = None, idempotency_key: str | None = None
+    ) -> Job:
+        """Submit a job; with `image` (bytes or a file) it goes as a multipart upload."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        fields = _fields(request)
+        if image is None:
+            answer = await self._call("POST", "/v1/jobs", json=fields, headers=headers)
+            return Job.model_validate(answer)
+        form = aiohttp.FormData()
+        for name, value in fields.items():
+            form.add_field(name, json.dumps(value) if isinstance(value, dict | list | bool) else str(value))
+        data = image.read_bytes() if isinstance(image, Path) else image
+        form.add_field("image", data, filename="image", content_type="application/octet-stream")
+        return Job.model_validate(await self._call("POST", "/v1/jobs", data=form, headers=headers))
+
+    async def get(self, job_id: str) -> Job:
+        return Job.model_validate(await self._call("GET", f"/v1/jobs/{job_id}"))
+
+    async def list(
+        self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """One page of the team's jobs, newest first, and the cursor of the next page."""
+        params = {
+            k: str(v)
+            for k, v in {"status": status, "limit": limit, "cursor": cursor}.items()
+            if v is not None
+        }
+        answer = await self._call("GET", "/v1/jobs", params=params)
+        return [Job.model_validate(job) for job in answer["jobs"]], answer["next_cursor"]
+
+    async def cancel(self, job_id: str) -> Job:
+        return Job.model_validate(await self._call("DELETE", f"/v1/jobs/{job_id}"))
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 1.0,
+        timeout_s: float = 900.0,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Poll until the job ends; `on_update` sees every answer. TimeoutError past `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = await self.get(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job.status.terminal:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status.value} after {timeout_s:g} s")
+            await asyncio.sleep(poll_s)
+
+    async def download(self, job_id: str, dest: Path) -> Path:
+        """Write the job's MP4 to `dest`."""
+        dest.write_bytes(await self._call("GET", f"/v1/jobs/{job_id}/output"))
+        return dest
