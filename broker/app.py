@@ -15,6 +15,7 @@ from broker import observability
 from broker.appkeys import ADAPTERS, ARTIFACTS, CLOCK, DEPLOYMENT, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
+from broker.budgets import budget_windows
 from broker.config import BrokerConfig
 from broker.deployment import Deployment
 from broker.handlers import callbacks, health, jobs, openapi, policies
@@ -28,6 +29,7 @@ from broker.settings import Settings
 from broker.store import JobRecord, open_store
 from broker.webhooks import TeamWebhooks
 from policies.model import Policy
+from pricing.money import Money
 from pricing.quote import Quote
 
 
@@ -133,6 +135,11 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> JobRu
     async def max_attempts(record: JobRecord) -> int:
         return (await accepted_policy(record)).max_attempts or 3
 
+    async def reserve_more(record: JobRecord, amount: Money) -> bool:
+        """Add `amount` to the job's reservation in the budget windows it was submitted into."""
+        windows = budget_windows(record.job.team, await accepted_policy(record), record.job.created_at)
+        return not windows or (await app[STORE].reserve_budget(record.id, amount.micros, windows)).ok
+
     return JobRunner(
         store=app[STORE],
         artifacts=app[ARTIFACTS],
@@ -147,6 +154,7 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> JobRu
         clock=app[CLOCK],
         sleep=sleep,
         observers=app[OBSERVERS],
+        reserve_more=reserve_more,
         scrub=scrubber([*secret_values(config, env), settings.webhook_secret or ""]),
     )
 

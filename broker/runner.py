@@ -89,6 +89,7 @@ class JobRunner:
         health: ProviderHealth | None = None,
         capacity: Capacity | None = None,
         scrub: Callable[[str], str] = str,
+        reserve_more: Callable[[JobRecord, Money], Awaitable[bool]] | None = None,
     ) -> None:
         self.store, self.artifacts, self.adapters = store, artifacts, adapters
         self.routes = {route.key: route for route in routes}
@@ -100,6 +101,7 @@ class JobRunner:
         self.capacity = capacity or Capacity(clock)
         self.owner = f"runner-{secrets.token_hex(6)}"
         self._scrub = scrub
+        self._reserve_more = reserve_more
         self._crashes: dict[str, int] = {}
         self._wakeup = asyncio.Event()
         self._webhooks: dict[str, asyncio.Event] = {}
@@ -257,6 +259,8 @@ class JobRunner:
             await self._end(work, JobStatus.FAILED, last if use_last and last is not None else route)
             return
         estimate = self._estimate(route, work.job.request)
+        if not await self._budget_covers(work, route, attempt_id, estimate):
+            return
         attempt = Attempt(
             id=attempt_id,
             job_id=work.job.id,
@@ -283,6 +287,26 @@ class JobRunner:
         await work.save(begin)
         log.info("attempt_started", provider=route.provider, model=route.model, attempt=attempt.id)
         await self._submit(work, attempt)
+
+    async def _budget_covers(
+        self, work: JobWork, route: RouteSpec, attempt_id: str, estimate: Money | None
+    ) -> bool:
+        """Reserve what this attempt may cost beyond what the job already holds (a fallback to a pricier
+        route); when the team's budget cannot take it, end the job rather than overspend."""
+        held = Money.parse(work.record.reserved_usd) if work.record.reserved_usd else None
+        if self._reserve_more is None or estimate is None or held is None:
+            return True
+        need = Money.parse(work.job.cost_usd) + estimate - held
+        if need.micros <= 0:
+            return True
+        if await self._reserve_more(work.record, need):
+            await work.save(lambda r: r.model_copy(update={"reserved_usd": str(held + need)}))
+            return True
+        self.capacity.release(attempt_id)
+        self.health.abandoned(route.provider)
+        message = f"falling back to {route.key} needs {need} USD more than the team's budget has left"
+        await self._end(work, JobStatus.FAILED, JobError(code=ErrorCode.BUDGET_EXCEEDED, message=message))
+        return False
 
     async def _submit(self, work: JobWork, attempt: Attempt) -> None:
         adapter = self.adapters.get(attempt.provider)

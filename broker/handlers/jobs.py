@@ -103,6 +103,7 @@ async def submit_job(request: web.Request) -> web.Response:
         idempotency_key=idempotency_key,
         baseline_cost_usd=str(quote.baseline.cost) if quote.baseline else None,
         policy=policy.model_dump(mode="json", exclude_none=True),
+        reserved_usd=str(estimate),
     )
     windows = budgets.budget_windows(team, policy, now)
     await budgets.reserve(store, job.id, estimate, windows)

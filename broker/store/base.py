@@ -61,6 +61,9 @@ class JobRecord(BaseModel):
     # The team policy the job was accepted under: its re-quotes keep to it, so a later edit (or a
     # config reload) never fails a job that was already accepted and reserved against its budget.
     policy: dict[str, Any] | None = None
+    # What the job holds against its team's budgets: its estimate at submit, raised before a fallback
+    # to a pricier route, so settled spend never outruns what was reserved.
+    reserved_usd: str | None = None
     cancel_requested: bool = False
 
     @property
