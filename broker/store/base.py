@@ -199,3 +199,29 @@ def policy_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         for key in keys
         if json.dumps(old.get(key), sort_keys=True) != json.dumps(new.get(key), sort_keys=True)
     }
+
+
+def next_policy_version(
+    team: str,
+    current: PolicyVersion | None,
+    policy: dict[str, Any],
+    *,
+    expected_version: int,
+    actor: str,
+    at: datetime,
+) -> PolicyVersion:
+    """The version that replaces `current`; `VersionConflict` unless `current` is `expected_version`."""
+    current_version = 0 if current is None else current.version
+    if current_version != expected_version:
+        raise VersionConflict(
+            f"policy of {team} is at version {current_version}, not {expected_version}",
+            details={"current_version": current_version},
+        )
+    return PolicyVersion(
+        team=team,
+        version=current_version + 1,
+        policy=policy,
+        actor=actor,
+        changed_at=at,
+        change=policy_diff({} if current is None else current.policy, policy),
+    )

@@ -91,7 +91,7 @@ from broker.store.base import (
     Store,
     StoreUnavailable,
     VersionConflict,
-    policy_diff,
+    next_policy_version,
 )
 
 # The record fields a claim changes live in their own hash fields, so a script never rewrites JSON.
@@ -709,19 +709,8 @@ class RedisStore(Store):
         self, team: str, policy: dict[str, Any], *, expected_version: int, actor: str, at: datetime
     ) -> PolicyVersion:
         current = await self.get_policy(team)
-        current_version = 0 if current is None else current.version
-        if current_version != expected_version:
-            raise VersionConflict(
-                f"policy of {team} is at version {current_version}, not {expected_version}",
-                details={"current_version": current_version},
-            )
-        new = PolicyVersion(
-            team=team,
-            version=current_version + 1,
-            policy=policy,
-            actor=actor,
-            changed_at=at,
-            change=policy_diff({} if current is None else current.policy, policy),
+        new = next_policy_version(
+            team, current, policy, expected_version=expected_version, actor=actor, at=at
         )
         # The script re-checks the version, so the diff above is against the version it replaces.
         outcome = await self._run(

@@ -24,7 +24,7 @@ from broker.store.base import (
     Store,
     StoreUnavailable,
     VersionConflict,
-    policy_diff,
+    next_policy_version,
 )
 
 T = TypeVar("T")
@@ -358,19 +358,8 @@ class SQLiteStore(Store):
                     (team,),
                 ).fetchone()
                 current = None if row is None else PolicyVersion.model_validate_json(row[0])
-                current_version = 0 if current is None else current.version
-                if current_version != expected_version:
-                    raise VersionConflict(
-                        f"policy of {team} is at version {current_version}, not {expected_version}",
-                        details={"current_version": current_version},
-                    )
-                new = PolicyVersion(
-                    team=team,
-                    version=current_version + 1,
-                    policy=policy,
-                    actor=actor,
-                    changed_at=at,
-                    change=policy_diff({} if current is None else current.policy, policy),
+                new = next_policy_version(
+                    team, current, policy, expected_version=expected_version, actor=actor, at=at
                 )
                 db.execute(
                     "INSERT INTO policy_versions (team, version, record) VALUES (?, ?, ?)",
