@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from adapters.base import (
@@ -39,8 +40,11 @@ from adapters.errors import ProviderError, ProviderUnavailable, Rejected
 from adapters.images import IMAGE_MAX_BYTES
 from broker.schema import JobRequest, Mode
 from local_backend.formats import FormatError, expected_render_seconds, frame_count, frame_size
-from local_backend.generator import ClipRequest, ClipResult, ProgressFn, RenderOptions, render_clip
 from local_backend.image import DEFAULT_MAX_PIXELS, ImageError, decode_image, probe_image
+
+if TYPE_CHECKING:
+    from local_backend.failures import ProgressFn
+    from local_backend.generator import ClipRequest, ClipResult, RenderOptions
 from local_backend.scheduler import RenderJob, RenderScheduler, RenderState
 from pricing.units import CostUnit, ReportedCost
 
@@ -83,9 +87,19 @@ class LocalAdapter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = data_dir / "local"
-        self.options = options or RenderOptions()
+        # Built on the first render: torch is imported then, not when the broker starts (the API
+        # process of a deployment that never renders locally stays small).
+        self._options = options
         self.max_pixels = max_pixels
         self.scheduler = RenderScheduler(concurrency, clock)
+
+    @property
+    def options(self) -> RenderOptions:
+        if self._options is None:
+            from local_backend.generator import RenderOptions
+
+            self._options = RenderOptions()
+        return self._options
 
     async def submit(self, task: RenderTask) -> Submission:
         """Check the request and the image, then queue the render; returns at once."""
@@ -139,6 +153,8 @@ class LocalAdapter:
         dest = self.root / f"{job_id}.mp4"
 
         def work(progress: ProgressFn, stop: threading.Event) -> ClipResult:
+            from local_backend.generator import render_clip
+
             image = decode_image(data, self.max_pixels)
             return render_clip(image, clip, dest, self.options, progress, stop)
 
@@ -213,6 +229,8 @@ class LocalAdapter:
             raise Rejected(
                 f"unknown local model {task.model!r}", provider=PROVIDER, provider_code="unknown_model"
             )
+        from local_backend.generator import ClipRequest
+
         clip = ClipRequest(
             prompt=request.prompt,
             duration_s=request.duration_s,

@@ -21,10 +21,12 @@ from broker.deployment import Deployment
 from broker.handlers import callbacks, health, jobs, openapi, policies
 from broker.handlers import metrics as metrics_handlers
 from broker.handlers import reports as report_handlers
+from broker.jobs.context import RunnerOptions, StepContext
+from broker.jobs.scheduler import Scheduler
+from broker.jobs.slots import LocalSlots, Slots
 from broker.logging import scrubber, secret_values
 from broker.middleware import errors, request_context
 from broker.routing import current_policy, quote_for
-from broker.runner import JobRunner, RunnerOptions
 from broker.settings import Settings
 from broker.store import JobRecord, open_store
 from broker.webhooks import TeamWebhooks
@@ -58,7 +60,7 @@ def build_adapters(
             data_dir=settings.data_dir.resolve(),
             webhook_secret=secret,
             timeout_s=provider.timeout_s,
-            max_concurrency=provider.max_concurrency,
+            max_concurrency=provider.max_concurrency or 1,
         )
         built[name] = factories[name](context)
     return built
@@ -119,7 +121,21 @@ def create_app(
     return app
 
 
-def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> JobRunner:
+def _slots(app: web.Application) -> Slots:
+    """Capacity where every replica sees it: in Redis with a Redis store, else in this process."""
+    from broker.capacity import Capacity
+
+    store = app[STORE]
+    if type(store).__name__ == "RedisStore":
+        from broker.store.redis import RedisStore
+        from broker.store.redis_capacity import RedisSlots
+
+        assert isinstance(store, RedisStore)
+        return RedisSlots(store, app[CLOCK])
+    return LocalSlots(Capacity(app[CLOCK]))
+
+
+def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Scheduler:
     settings, config = app[SETTINGS], app[DEPLOYMENT].config
 
     async def accepted_policy(record: JobRecord) -> Policy:
@@ -140,23 +156,28 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> JobRu
         windows = budget_windows(record.job.team, await accepted_policy(record), record.job.created_at)
         return not windows or (await app[STORE].reserve_budget(record.id, amount.micros, windows)).ok
 
-    return JobRunner(
+    slots = _slots(app)
+    slots.follow(config.providers)
+    context = StepContext(
         store=app[STORE],
         artifacts=app[ARTIFACTS],
         adapters=app[ADAPTERS],
-        routes=config.routes,
+        routes={route.key: route for route in config.routes},
         quote=requote,
         session=app[HTTP],
         options=RunnerOptions(
             workers=settings.workers, lease_s=settings.lease_s, public_url=settings.public_url
         ),
-        max_attempts=max_attempts,
         clock=app[CLOCK],
         sleep=sleep,
         observers=app[OBSERVERS],
-        reserve_more=reserve_more,
+        capacity=slots.capacity if isinstance(slots, LocalSlots) else None,
+        slots=slots,
         scrub=scrubber([*secret_values(config, env), settings.webhook_secret or ""]),
+        reserve_more=reserve_more,
+        max_attempts=max_attempts,
     )
+    return Scheduler(context)
 
 
 def _add_pricing_routes(app: web.Application) -> None:

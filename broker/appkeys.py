@@ -15,7 +15,7 @@ from broker.settings import Settings
 from broker.store import Store
 
 if TYPE_CHECKING:
-    from broker.runner import JobRunner
+    from broker.jobs.scheduler import Scheduler
 
 SETTINGS = web.AppKey("settings", Settings)
 DEPLOYMENT = web.AppKey("deployment", Deployment)
@@ -24,5 +24,5 @@ ARTIFACTS = web.AppKey("artifacts", ArtifactStore)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 ADAPTERS = web.AppKey("adapters", dict[str, Adapter])
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-RUNNER: web.AppKey[JobRunner] = web.AppKey("runner")
+RUNNER: web.AppKey[Scheduler] = web.AppKey("runner")
 OBSERVERS = web.AppKey("observers", list[JobObserver])

@@ -29,7 +29,9 @@ class ProviderConfig(_Strict):
     base_url: str = ""
     api_key_env: str | None = None
     webhook_secret_env: str | None = None
-    max_concurrency: int = Field(default=4, ge=1, le=1000)
+    # Tasks in flight at the provider at once, over every replica; None: no limit of the broker's own
+    # (the provider queues or throttles what it cannot take).
+    max_concurrency: int | None = Field(default=None, ge=1)
     requests_per_minute: int | None = Field(default=None, ge=1)
     timeout_s: float = Field(default=30.0, gt=0)
 

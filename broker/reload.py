@@ -52,7 +52,7 @@ def reload_config(app: web.Application, path: Path, env: Mapping[str, str] | Non
     runner = app.get(RUNNER)
     if runner is not None:
         runner.routes = {route.key: route for route in config.routes}
-        runner.capacity.follow(config.providers)
+        runner.slots.follow(config.providers)
     if pending := _restart_only_changes(old, config):
         log.warning("config_reload_needs_restart", providers=pending)
     log.info("config_reloaded", path=str(path), routes=len(config.routes), teams=len(config.teams))

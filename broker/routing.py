@@ -86,9 +86,9 @@ async def quote_for(
     runner = app.get(RUNNER)
     if runner is not None:
         # Limits come from the config in force, so a reload changes them before the next route is picked.
-        runner.capacity.follow(app[DEPLOYMENT].config.providers)
+        runner.slots.follow(app[DEPLOYMENT].config.providers)
         unavailable = _merged(unavailable, runner.health.unavailable())
-        latency, saturated = runner.health.latency.expected(), runner.capacity.saturated()
+        latency, saturated = runner.health.latency.expected(), await runner.slots.saturated()
 
     def ranked(busy: Mapping[str, str]) -> Quote:
         return quote(

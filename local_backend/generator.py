@@ -9,37 +9,19 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import torch
 from PIL import Image
 
 from local_backend.encode import EncodeSettings, Mp4Writer
+from local_backend.failures import ProgressFn, RenderCancelled
 from local_backend.formats import FPS, frame_count, frame_size
 from local_backend.motion import Motion, choose_motion, plan_path
 from local_backend.render import FrameRenderer, batch_size
 from local_backend.source import analyse, prepare_source
-
-ProgressFn = Callable[[float], None]
-
-
-class RenderCancelled(Exception):
-    """The render was cancelled between batches; no output file is left behind."""
-
-
-# What a render can fail with, beyond a bug: bad input (ImageError, FormatError are ValueErrors), the
-# disk (OSError), torch (RuntimeError, a CUDA out-of-memory included), memory, the encoder.
-RENDER_FAILURES: tuple[type[Exception], ...] = (
-    ValueError,
-    OSError,
-    RuntimeError,
-    MemoryError,
-    av.FFmpegError,
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from local_backend.generator import RENDER_FAILURES, ClipResult, ProgressFn, RenderCancelled
+from local_backend.failures import RENDER_FAILURES, ProgressFn, RenderCancelled
 
-RenderWork = Callable[[ProgressFn, threading.Event], ClipResult]
+if TYPE_CHECKING:
+    from local_backend.generator import ClipResult
+
+RenderWork = Callable[[ProgressFn, threading.Event], "ClipResult"]
 Clock = Callable[[], float]
 
 

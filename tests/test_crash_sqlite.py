@@ -31,7 +31,9 @@ WORKERS = 25
 async def test_killed_broker_resumes_every_job_without_a_second_submit(tmp_path: Path) -> None:
     async with Cluster(tmp_path) as cluster:
         fal = await cluster.emulator("fal", render_seconds=3.0)
-        config = cluster.write_config({"fal": fal.base_url})
+        # The provider's concurrency (no longer the worker count: a waiting job holds no worker) keeps
+        # half the jobs queued while the other half render.
+        config = cluster.write_config({"fal": fal.base_url}, max_concurrency=WORKERS)
         store_url, data_dir = f"sqlite:///{tmp_path}/broker.db", tmp_path / "data"
         first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=WORKERS)
         submitted = await asyncio.gather(*(first.submit({"prompt": f"shot {i}"}) for i in range(JOBS)))

@@ -14,8 +14,9 @@ from PIL import Image, ImageDraw
 
 from local_backend.assets import SAMPLE_IMAGE
 from local_backend.depth import estimate_nearness
+from local_backend.failures import RenderCancelled
 from local_backend.formats import ASPECT_RATIOS, RESOLUTIONS, FormatError, frame_count, frame_size
-from local_backend.generator import ClipRequest, RenderCancelled, render_clip
+from local_backend.generator import ClipRequest, render_clip
 from local_backend.motion import Motion
 from local_backend.source import cover_box
 

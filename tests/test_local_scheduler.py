@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from local_backend.generator import ClipResult, ProgressFn, RenderCancelled
+from local_backend.failures import ProgressFn, RenderCancelled
+from local_backend.generator import ClipResult
 from local_backend.motion import Motion
 from local_backend.scheduler import RenderJob, RenderScheduler, RenderState, RenderWork
 

@@ -82,7 +82,8 @@ async def test_outage_answers_503_and_recovers_without_losing_a_job(
 ) -> None:
     async with Cluster(tmp_path) as cluster:
         fal = await cluster.emulator("fal", render_seconds=2.0)
-        config = cluster.write_config({"fal": fal.base_url})
+        # Four at the provider at once (its concurrency, since waiting jobs hold no worker), the rest queued.
+        config = cluster.write_config({"fal": fal.base_url}, max_concurrency=4)
         broker = await cluster.broker(
             config,
             store_url=proxy.url,

@@ -28,6 +28,7 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_delete(ADMIN_PREFIX + "/requests", _clear_requests, name="admin:clear-requests")
     app.router.add_get(ADMIN_PREFIX + "/webhooks", _list_webhooks, name="admin:webhooks")
     app.router.add_get(ADMIN_PREFIX + "/tasks", _list_tasks, name="admin:tasks")
+    app.router.add_get(ADMIN_PREFIX + "/stats", _stats, name="admin:stats")
 
 
 async def _list_faults(request: web.Request) -> web.Response:
@@ -66,6 +67,10 @@ async def _list_webhooks(request: web.Request) -> web.Response:
     return web.json_response(
         [{"task_id": d.task_id, "url": d.url, "status": d.status, "error": d.error} for d in deliveries]
     )
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[EMULATOR_KEY].stats())
 
 
 async def _list_tasks(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -120,6 +121,32 @@ class ProviderEmulator(abc.ABC):
         """Tasks not yet terminal: what provider concurrency limits count."""
         now = self.clock()
         return sum(1 for t in self.tasks.values() if not t.deleted and not t.phase(now).terminal)
+
+    def peak_active(self) -> int:
+        """The most tasks that were ever not yet terminal at one moment (from every task's timeline)."""
+        now = self.clock()
+        events: list[tuple[float, int]] = []
+        for task in self.tasks.values():
+            end = task.finished_at(now)
+            events.append((task.created_at, 1))
+            events.append((now if end is None else end, -1))
+        peak = active = 0
+        for _, step in sorted(events):  # an end sorts before a start at the same instant
+            active += step
+            peak = max(peak, active)
+        return peak
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for load tests: tasks, tasks active now and at the peak, requests per endpoint."""
+        created = [t.created_at for t in self.tasks.values()]
+        return {
+            "tasks": len(self.tasks),
+            "active": self.active_count(),
+            "peak_active": self.peak_active(),
+            "requests": dict(Counter(r.endpoint.value for r in self.requests)),
+            "first_task_at": min(created, default=None),
+            "last_task_at": max(created, default=None),
+        }
 
     def next_free_slot(self, limit: int) -> float:
         """When a task created now could begin under `limit` concurrent renders; math.inf: never."""

@@ -30,5 +30,5 @@ async def provider_callback(request: web.Request) -> web.Response:
         provider_job_id=event.provider_job_id,
         state=event.status.state.value,
     )
-    request.app[RUNNER].notify(event.provider_job_id)
+    await request.app[RUNNER].notify(provider, event.provider_job_id)
     return json_response({"received": True})

@@ -157,7 +157,8 @@ async def request_cancel(store: Store, record: JobRecord) -> JobRecord:
         if untouched:
             changed = record.evolve(status=JobStatus.CANCELLED, updated_at=now, completed_at=now)
         else:
-            changed = record.model_copy(update={"cancel_requested": True})
+            # Due now: a job waiting for its next poll is cancelled at once, not at that poll.
+            changed = record.model_copy(update={"cancel_requested": True, "due_at": None})
         stored = await store.replace_job(changed)
         if stored is not None:
             if untouched:

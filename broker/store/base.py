@@ -10,13 +10,45 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker.schema import BrokerError, ErrorCode, Job, JobStatus
+
+log = structlog.get_logger("broker.store")
+
+
+class RecordUnreadable(BrokerError):
+    """A stored record that cannot be decoded (written by a bug, or by hand): that one job fails."""
+
+    code = ErrorCode.INTERNAL
+    # Not a 500: the broker is fine and says what happened to the job; the record is set aside.
+    http_status = 410
+
+
+def unreadable(job_id: str | None) -> RecordUnreadable:
+    which = f"job {job_id}" if job_id else "a job"
+    return RecordUnreadable(
+        f"the stored record of {which} cannot be read; the job was failed and set aside (it is logged)",
+        details={"job_id": job_id} if job_id else None,
+    )
+
+
+def readable(raws: Iterable[str]) -> list[JobRecord]:
+    """The records that decode; one that does not is logged and left out, so a listing or a report
+    never fails for one bad record."""
+    records: list[JobRecord] = []
+    for raw in raws:
+        try:
+            records.append(JobRecord.model_validate_json(raw))
+        except ValueError as exc:
+            log.error("job_record_unreadable", error=str(exc)[:200])
+    return records
 
 
 class StoreUnavailable(BrokerError):
@@ -44,6 +76,16 @@ class AttemptHandle(BaseModel):
     data: dict[str, str] = Field(default_factory=dict)
 
 
+class PollState(BaseModel):
+    """Where polling of the active attempt stands: the last wait, and the last progress seen and when."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delay_s: float
+    progress: float | None = None
+    at: float | None = None
+
+
 class JobRecord(BaseModel):
     """A job as stored: the public `Job` plus the fields only the broker sees."""
 
@@ -65,6 +107,11 @@ class JobRecord(BaseModel):
     # to a pricier route, so settled spend never outruns what was reserved.
     reserved_usd: str | None = None
     cancel_requested: bool = False
+    # Scheduling: when the job's next step is due (unix s by the runner's clock; None: now). A job
+    # waiting for its provider is only this record: no worker, no lease, no task holds it.
+    due_at: float | None = None
+    poll: PollState | None = None  # the active attempt's polling so far
+    step_failures: int = 0  # steps that crashed (bugs, not provider failures), bounded by the runner
 
     @property
     def id(self) -> str:
@@ -73,6 +120,16 @@ class JobRecord(BaseModel):
     @property
     def status(self) -> JobStatus:
         return self.job.status
+
+    @property
+    def ready_at(self) -> float | None:
+        """When a claim may take the job: its due time, or the end of a lease a step holds; None once
+        it has ended. A killed runner's job is therefore due again as soon as its lease lapses."""
+        if self.status.terminal:
+            return None
+        if self.lease_owner is not None and self.lease_until is not None:
+            return max(self.lease_until, self.due_at or 0.0)
+        return self.due_at or 0.0
 
     def evolve(self, **job_changes: Any) -> JobRecord:
         """A copy with the job's fields changed (the version is left for the store to bump)."""
@@ -153,9 +210,36 @@ class Store(ABC):
         """Compare-and-set: write `record` if the stored version equals `record.version`; return the
         stored record (version + 1), or None if another writer got there first."""
 
-    @abstractmethod
     async def claim_job(self, owner: str, now: float, lease_s: float) -> JobRecord | None:
-        """Lease the oldest job that is queued, or running under an expired lease, to `owner`."""
+        """Lease the job that has been due longest to `owner` (see `claim_due`)."""
+        claimed = await self.claim_due(owner, now, lease_s, limit=1)
+        return claimed[0] if claimed else None
+
+    @abstractmethod
+    async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
+        """Lease up to `limit` unfinished jobs whose `ready_at` is at or before `now` to `owner`, the
+        longest due first. A record that cannot be decoded is skipped here and reported by
+        `unreadable_due`, so it never blocks the jobs behind it."""
+
+    @abstractmethod
+    async def next_due_at(self) -> float | None:
+        """The earliest `ready_at` of any unfinished job (None when there is none)."""
+
+    @abstractmethod
+    async def unreadable_due(self, now: float, *, limit: int = 10) -> list[str]:
+        """Ids of due jobs whose records cannot be decoded."""
+
+    @abstractmethod
+    async def quarantine_job(self, job_id: str) -> None:
+        """Take an undecodable job out of the due index for good (its raw record stays for forensics)."""
+
+    @abstractmethod
+    async def index_task(self, provider: str, provider_job_id: str, job_id: str) -> None:
+        """Remember which job a provider task belongs to, so a provider webhook can find it."""
+
+    @abstractmethod
+    async def find_task(self, provider: str, provider_job_id: str) -> str | None:
+        """The job id of a provider task indexed by `index_task`."""
 
     @abstractmethod
     async def count_jobs(self, status: JobStatus) -> int: ...

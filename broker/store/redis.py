@@ -5,8 +5,7 @@ script touches carries the same hash tag, so each script runs inside one Redis C
 
     {P:jobs}:job:<id>                  hash  r=record JSON (without the three fields below), v=version,
                                              o="=" + lease owner, l=lease until (unix s), s=status,
-                                             t=team, h=request hash, w=token of the last write,
-                                             e=its dispatch stream entry, d=1 once the stream delivered it
+                                             t=team, h=request hash, w=token of the last write
     {P:jobs}:idem:<team>               hash  idempotency key -> job id
     {P:jobs}:ids                       zset  every job id (score 0: ordered by id, i.e. by time)
     {P:jobs}:team:<team>               zset  the team's job ids
@@ -14,11 +13,11 @@ script touches carries the same hash tag, so each script runs inside one Redis C
     {P:jobs}:team-status:<team>:<st>   zset  job ids per team and status
     {P:jobs}:created                   zset  job ids scored by created_at (unix s)
     {P:jobs}:created-team:<team>       zset  the same, per team
-    {P:jobs}:dispatch                  stream one entry (job=<id>) per unfinished job; consumer group
-                                             `runners`, one consumer per runner (its owner name)
-    {P:jobs}:ready                     zset  delivered, unfinished jobs with no live lease, by id
-    {P:jobs}:leased                    zset  unfinished jobs under a lease, scored by its expiry
-    {P:jobs}:claim:<token>             string the job a claim took, for 60 s (see replays below)
+    {P:jobs}:due                       zset  unfinished jobs, scored by when a claim may take them: their
+                                             next step's due time, or the end of the lease a step holds
+    {P:jobs}:tasks                     hash  "<provider>:<task id>" -> job id (provider webhooks find jobs)
+    {P:jobs}:claim:<token>             string the jobs a claim took, for 60 s (see replays below)
+    {P:jobs}:unreadable                zset  ids of records that could not be decoded, set aside
     {P:budget}:w:<window key>          hash  spent, reserved (integer micro-USD)
     {P:budget}:res:<job id>            hash  "w:<window key>" -> reserved amount, token -> write token
     {P:policy:<team>}:history          list  every policy version as JSON, oldest first
@@ -31,26 +30,18 @@ keys, so budgets share `{P:budget}`. A policy write only touches its own team, s
 per team. Scripts derive per-job and per-index key names from the tag they were given, so no script
 ever leaves its slot.
 
-Dispatch is a Redis Stream read by one consumer group, and the lease in the job hash is the lock.
-Creating an unfinished job XADDs its id. A claim (one script, so nothing happens between its steps):
-  1. moves jobs whose lease expired by the caller's clock (scored below `now` in `leased`) into
-     `ready`, and leases the lowest id there whose lease is dead: a job released unfinished, or one
-     whose owner stopped renewing (a replica that died). XCLAIM hands its pending entry to the claimer;
-  2. otherwise reads the next new entry with XREADGROUP (never blocking) and leases that job, acking
-     and deleting entries of jobs that ended before anyone read them.
-Every write of a lease XCLAIMs the job's entry for the lease owner (JUSTID), so XPENDING shows which
-replica holds which job and for how long it has not written it. A job reaching a terminal status
-XACKs and XDELs its entry, so the stream holds only unfinished jobs. A claim that takes a job from
-another runner deletes that runner's consumer once nothing is pending for it, so dead replicas do not
-pile up in XINFO CONSUMERS (a live one with nothing pending is simply created again on its next read).
+Scheduling is one sorted set, `due`, as arq and saq do it: a job waiting for its provider is a score in
+it, not a coroutine. A claim (one script) takes the lowest scores up to the caller's clock and sets each
+one's score to its lease's end; a step's last write puts the job back at its next due time with no
+lease, and an ended job leaves the set. A replica that dies mid-step leaves its jobs scored at their
+leases' ends, so any replica takes them once the leases lapse; one that stops cleanly releases them.
 
-Why a dead replica's jobs are found through `leased`, not XAUTOCLAIM: a stream entry's idle time is
-measured by Redis's clock from the last delivery, while a lease is judged by the claimer's clock (the
-runner's injected clock, the contract suite's fixed times) and a live owner renews it by writing the
-job. XAUTOCLAIM would take a job whose owner renews on time but whose clock differs, or miss one whose
-lease ran out by the claimer's clock, and would move entries before it knew whether their lease was
-dead. The expiry index answers exactly "whose lease is dead now", in O(log N); XCLAIM then moves the
-entry, so the stream's view never disagrees with the lease for longer than one script.
+Why no Redis Stream (the first version dispatched through a consumer group): a stream hands each job to
+one consumer once, which suits a job that one worker carries to its end. Here a job is claimed again
+for every step, at a time only its own record knows; the stream would need an entry per step and a
+second index for due times anyway. The lease in the job hash stays the lock, judged by the claimer's
+clock (the runner's injected clock, the contract suite's fixed times), and the lease owner is readable
+there (`HGET ... o`) for whoever wants to see which replica holds a job.
 
 redis-py retries a command after a dropped connection, which could run a script twice when only the
 reply was lost. Each write therefore carries a random token, stored with what it wrote: a replay finds
@@ -67,12 +58,13 @@ redis-py's cluster client; the layout above needs nothing else from it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -87,12 +79,16 @@ from broker.store.base import (
     IdempotencyConflict,
     JobRecord,
     PolicyVersion,
+    RecordUnreadable,
     Reservation,
     Store,
     StoreUnavailable,
     VersionConflict,
     next_policy_version,
+    unreadable,
 )
+
+log = structlog.get_logger("broker.store")
 
 # The record fields a claim changes live in their own hash fields, so a script never rewrites JSON.
 _LEASE_FIELDS = {"version", "lease_owner", "lease_until"}
@@ -122,47 +118,14 @@ local function set_lease(jk, owner, lease)
   if owner == '' then redis.call('HDEL', jk, 'o') else redis.call('HSET', jk, 'o', owner) end
   if lease == '' then redis.call('HDEL', jk, 'l') else redis.call('HSET', jk, 'l', lease) end
 end
-local STREAM, GROUP = key('dispatch'), 'runners'
-local function dispatch(jk, id)
-  if redis.call('EXISTS', STREAM) == 0 then
-    redis.call('XGROUP', 'CREATE', STREAM, GROUP, '0', 'MKSTREAM')
-  end
-  redis.call('HSET', jk, 'e', redis.call('XADD', STREAM, '*', 'job', id))
-  redis.call('HDEL', jk, 'd')
-end
--- The pending entry follows the lease owner, and its idle time restarts with every write.
-local function hand_to_owner(jk)
-  local f = redis.call('HMGET', jk, 'e', 'd', 'o')
-  if f[1] and f[2] and f[3] then redis.call('XCLAIM', STREAM, GROUP, f[3], 0, f[1], 'JUSTID') end
-end
-local function retire_entry(jk)
-  local e = redis.call('HGET', jk, 'e')
-  if e then
-    redis.call('XACK', STREAM, GROUP, e)
-    redis.call('XDEL', STREAM, e)
-    redis.call('HDEL', jk, 'e', 'd')
-  end
-end
-local function place(jk, id, claimable, lease)
-  if claimable == '1' and redis.call('HEXISTS', jk, 'e') == 0 then dispatch(jk, id) end
-  if claimable == '1' and lease == '' then
-    redis.call('ZREM', key('leased'), id)
-    -- A job the stream has not delivered yet is still waiting there.
-    if redis.call('HEXISTS', jk, 'd') == 1 then redis.call('ZADD', key('ready'), 0, id) end
-  elseif claimable == '1' then
-    redis.call('ZREM', key('ready'), id)
-    redis.call('ZADD', key('leased'), lease, id)
-    hand_to_owner(jk)
-  else
-    redis.call('ZREM', key('ready'), id)
-    redis.call('ZREM', key('leased'), id)
-    retire_entry(jk)
-  end
+-- An unfinished job sits in `due` scored by when a claim may take it; an ended one leaves it.
+local function place(id, ready)
+  if ready == '' then redis.call('ZREM', key('due'), id) else redis.call('ZADD', key('due'), ready, id) end
 end
 """
 
-# KEYS: job hash, the team's idempotency hash. ARGV: base, id, team, status, claimable, version, record,
-# owner, lease, created score, idempotency key ("" or "=" + key), request hash, token.
+# KEYS: job hash, the team's idempotency hash. ARGV: base, id, team, status, ready ("" once ended), version,
+# record, owner, lease, created score, idempotency key ("" or "=" + key), request hash, token.
 _CREATE = (
     _JOB_LUA
     + """
@@ -191,13 +154,13 @@ redis.call('ZADD', key('created'), ARGV[10], id)
 redis.call('ZADD', key('created-team', team), ARGV[10], id)
 redis.call('ZADD', key('status', status), 0, id)
 redis.call('ZADD', key('team-status', team, status), 0, id)
-place(KEYS[1], id, ARGV[5], ARGV[9])
+place(id, ARGV[5])
 return {'created'}
 """
 )
 
-# KEYS: job hash. ARGV: base, expected version, new version, record, status, claimable, owner, lease,
-# request hash, token, job id. Returns 1 when written (now or by this token's first run), else 0.
+# KEYS: job hash. ARGV: base, expected version, new version, record, status, ready ("" once ended), owner,
+# lease, request hash, token, job id. Returns 1 when written (now or by this token's first run), else 0.
 _REPLACE = (
     _JOB_LUA
     + """
@@ -216,89 +179,60 @@ if cur[2] ~= ARGV[5] then
   redis.call('ZADD', key('status', ARGV[5]), 0, id)
   redis.call('ZADD', key('team-status', cur[3], ARGV[5]), 0, id)
 end
-place(jk, id, ARGV[6], ARGV[8])
+place(id, ARGV[6])
 return 1
 """
 )
 
-# KEYS: ready, leased, this claim's token key. ARGV: base, now, lease until, token, encoded owner.
+# KEYS: due, this claim's token key. ARGV: base, now, lease until, token, encoded owner, limit.
+# Leases up to `limit` jobs due at `now`, longest due first; each one's score becomes its lease's end,
+# so a job whose runner dies is due again the moment its lease lapses.
 _CLAIM = (
     _JOB_LUA
     + """
-local replayed = redis.call('GET', KEYS[3])
+local replayed = redis.call('GET', KEYS[2])
+local out = {}
+local function emit(id)
+  local f = fields(key('job', id))
+  table.insert(out, id)
+  table.insert(out, f[1])
+  table.insert(out, f[2])
+  table.insert(out, f[3])
+  table.insert(out, f[4])
+end
 if replayed then
-  local f = fields(key('job', replayed))
-  return {replayed, f[1], f[2], f[3], f[4]}
+  for id in string.gmatch(replayed, '[^,]+') do emit(id) end
+  return out
 end
-local now, owner = tonumber(ARGV[2]), ARGV[5]
--- A runner that lost its last job to others is gone (or idle): drop it from the group's listing.
-local function forget_if_idle(consumer)
-  if consumer and consumer ~= owner and redis.call('EXISTS', STREAM) == 1
-    and #redis.call('XPENDING', STREAM, GROUP, '-', '+', 1, consumer) == 0 then
-    redis.call('XGROUP', 'DELCONSUMER', STREAM, GROUP, consumer)
-  end
-end
-local function take(id)
+local now, owner, limit = tonumber(ARGV[2]), ARGV[5], tonumber(ARGV[6])
+local taken = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, limit)) do
   local jk = key('job', id)
-  local previous = redis.call('HGET', jk, 'o')
-  redis.call('HINCRBY', jk, 'v', 1)
-  redis.call('HSET', jk, 'o', owner, 'l', ARGV[3], 'w', ARGV[4])
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], ARGV[3], id)
-  hand_to_owner(jk)
-  forget_if_idle(previous)
-  -- Kept only as long as redis-py may resend this call.
-  redis.call('SET', KEYS[3], id, 'EX', 60)
-  local f = fields(jk)
-  return {id, f[1], f[2], f[3], f[4]}
-end
-local function lease_dead(jk)
-  -- A lease moved here by a caller whose clock ran ahead is still live for this caller.
-  local lease = redis.call('HGET', jk, 'l')
-  return (not lease) or tonumber(lease) < now
-end
--- 1. Delivered jobs free again (released, or their owner stopped renewing), oldest first.
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], 0, id)
-end
-local from = '-'
-while true do
-  local batch = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, 50)
-  if #batch == 0 then break end
-  for _, id in ipairs(batch) do
-    if lease_dead(key('job', id)) then return take(id) end
-  end
-  from = '(' .. batch[#batch]
-end
--- 2. New jobs, in the order they were created, from the dispatch stream.
-if redis.call('EXISTS', STREAM) == 0 then return false end
-for _ = 1, 100 do
-  local reply = redis.call('XREADGROUP', 'GROUP', GROUP, owner, 'COUNT', 1, 'STREAMS', STREAM, '>')
-  if not reply then return false end
-  local entry = reply[1][2][1]
-  local e, id = entry[1], entry[2][2]
-  local jk = key('job', id)
-  if redis.call('HGET', jk, 'e') ~= e then
-    redis.call('XACK', STREAM, GROUP, e)  -- the job ended or is gone: nothing to deliver
-    redis.call('XDEL', STREAM, e)
+  if redis.call('EXISTS', jk) == 0 then
+    redis.call('ZREM', KEYS[1], id)
   else
-    redis.call('HSET', jk, 'd', '1')
-    if lease_dead(jk) then return take(id) end
-    -- Written with a live lease: it stays pending here until its owner's next write moves it.
+    redis.call('HINCRBY', jk, 'v', 1)
+    redis.call('HSET', jk, 'o', owner, 'l', ARGV[3], 'w', ARGV[4])
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    table.insert(taken, id)
+    emit(id)
   end
 end
-return false
+-- Kept only as long as redis-py may resend this call.
+if #taken > 0 then redis.call('SET', KEYS[2], table.concat(taken, ','), 'EX', 60) end
+return out
 """
 )
 
-# KEYS: an index zset. ARGV: base, upper bound ('+' or '(<cursor>'), count. Newest first, one snapshot.
+# KEYS: an index zset. ARGV: base, upper bound ('+' or '(<cursor>'), count. Newest first, one snapshot:
+# id, then the fields r, v, o, l of each job.
 _LIST = (
     _JOB_LUA
     + """
 local out = {}
 for _, id in ipairs(redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[2], '-', 'LIMIT', 0, tonumber(ARGV[3]))) do
   local f = fields(key('job', id))
+  table.insert(out, id)
   table.insert(out, f[1])
   table.insert(out, f[2])
   table.insert(out, f[3])
@@ -388,10 +322,13 @@ def _encode(record: JobRecord) -> str:
     return record.model_dump_json(exclude=_LEASE_FIELDS)
 
 
-def _decode(row: Sequence[Any]) -> JobRecord:
+def _decode(row: Sequence[Any], job_id: str | None = None) -> JobRecord:
     """A record from its hash fields r, v, o, l (see the key layout)."""
     raw, version, owner, lease = row
-    record = JobRecord.model_validate_json(raw)
+    try:
+        record = JobRecord.model_validate_json(raw)
+    except ValueError as exc:
+        raise unreadable(job_id) from exc
     return record.model_copy(
         update={
             "version": int(version),
@@ -399,6 +336,17 @@ def _decode(row: Sequence[Any]) -> JobRecord:
             "lease_until": None if lease is None else float(lease),
         }
     )
+
+
+def _readable_rows(rows: Iterable[Sequence[Any]]) -> list[JobRecord]:
+    """The rows that decode; one that does not is logged and left out (see `readable`)."""
+    records: list[JobRecord] = []
+    for row in rows:
+        try:
+            records.append(_decode(row))
+        except RecordUnreadable as exc:
+            log.error("job_record_unreadable", error=exc.message)
+    return records
 
 
 class _Keys:
@@ -413,6 +361,10 @@ class _Keys:
 
     def job(self, job_id: str) -> str:
         return f"{self.jobs}job:{job_id}"
+
+    def cap(self, *parts: str) -> str:
+        """Capacity keys (slots and submit windows) share the `{P:cap}` tag."""
+        return f"{{{self.prefix}:cap}}:" + ":".join(parts)
 
     def jobs_index(self, *parts: str) -> str:
         return self.jobs + ":".join(parts)
@@ -445,6 +397,7 @@ class RedisStore(Store):
         self._options = client_options
         self._client: aioredis.Redis | RedisCluster | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._extra_scripts: dict[str, AsyncScript] = {}
 
     @classmethod
     def from_url(
@@ -513,6 +466,25 @@ class RedisStore(Store):
             raise StoreUnavailable("the store is not open")
         return self._client
 
+    @property
+    def keys(self) -> _Keys:
+        """Every key name under this store's prefix."""
+        return self._keys
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[aioredis.Redis | RedisCluster]:
+        """The client, with an outage raised as `StoreUnavailable` (for modules beside the store)."""
+        with _outage_as_unavailable():
+            yield self._redis
+
+    async def run_script(self, text: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Run a Lua script registered on first use; every key must share one hash tag."""
+        if text not in self._extra_scripts:
+            self._extra_scripts[text] = self._redis.register_script(text)
+        client = self._redis
+        with _outage_as_unavailable():
+            return await self._extra_scripts[text](keys=list(keys), args=list(args), client=client)
+
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         client = self._redis
         with _outage_as_unavailable():
@@ -547,7 +519,7 @@ class RedisStore(Store):
                 record.id,
                 team,
                 record.status.value,
-                "0" if record.status.terminal else "1",
+                _float_arg(record.ready_at),
                 str(record.version),
                 _encode(record),
                 _opt(record.lease_owner),
@@ -572,7 +544,7 @@ class RedisStore(Store):
     async def get_job(self, job_id: str) -> JobRecord | None:
         with _outage_as_unavailable():
             row = await self._redis.hmget(self._keys.job(job_id), ["r", "v", "o", "l"])
-        return None if row[0] is None else _decode(row)
+        return None if row[0] is None else _decode(row, job_id)
 
     async def find_idempotent_job(self, team: str, key: str) -> JobRecord | None:
         with _outage_as_unavailable():
@@ -601,9 +573,9 @@ class RedisStore(Store):
             index = self._keys.jobs_index("ids")
         upper = "+" if cursor is None else f"({cursor}"
         flat = await self._run("list", [index], [self._keys.jobs, upper, limit + 1])
-        rows = [flat[i : i + 4] for i in range(0, len(flat), 4)]
-        records = [_decode(row) for row in rows[:limit] if row[0] is not None]
-        next_cursor = records[-1].id if len(rows) > limit and records else None
+        rows = [flat[i : i + 5] for i in range(0, len(flat), 5)]
+        records = _readable_rows(row[1:] for row in rows[:limit] if row[1] is not None)
+        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
         return records, next_cursor
 
     async def jobs_created_between(
@@ -622,7 +594,7 @@ class RedisStore(Store):
                     for job_id in ids[at : at + _FETCH_CHUNK]:
                         pipe.hmget(keys.job(job_id), ["r", "v", "o", "l"])
                     rows = await pipe.execute()
-                records.extend(_decode(row) for row in rows if row[0] is not None)
+                records.extend(_readable_rows(row for row in rows if row[0] is not None))
         return sorted(records, key=lambda record: record.id)
 
     async def replace_job(self, record: JobRecord) -> JobRecord | None:
@@ -636,7 +608,7 @@ class RedisStore(Store):
                 str(stored.version),
                 _encode(stored),
                 stored.status.value,
-                "0" if stored.status.terminal else "1",
+                _float_arg(stored.ready_at),
                 _opt(stored.lease_owner),
                 _float_arg(stored.lease_until),
                 stored.request_hash,
@@ -646,14 +618,51 @@ class RedisStore(Store):
         )
         return stored if written == 1 else None
 
-    async def claim_job(self, owner: str, now: float, lease_s: float) -> JobRecord | None:
+    async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
         keys, token = self._keys, _token()
-        reply = await self._run(
+        flat = await self._run(
             "claim",
-            [keys.jobs_index("ready"), keys.jobs_index("leased"), keys.jobs_index("claim", token)],
-            [keys.jobs, _float_arg(now), _float_arg(now + lease_s), token, _opt(owner)],
+            [keys.jobs_index("due"), keys.jobs_index("claim", token)],
+            [keys.jobs, _float_arg(now), _float_arg(now + lease_s), token, _opt(owner), limit],
         )
-        return None if reply is None else _decode(reply[1:5])
+        claimed: list[JobRecord] = []
+        for at in range(0, len(flat), 5):
+            job_id, row = flat[at], flat[at + 1 : at + 5]
+            try:
+                claimed.append(_decode(row, job_id))
+            except RecordUnreadable:
+                # Leased now, so no claim takes it again before the runner has set it aside.
+                with _outage_as_unavailable():
+                    await self._redis.zadd(keys.jobs_index("unreadable"), {job_id: now})
+        return claimed
+
+    async def next_due_at(self) -> float | None:
+        with _outage_as_unavailable():
+            first = await self._redis.zrange(self._keys.jobs_index("due"), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    async def unreadable_due(self, now: float, *, limit: int = 10) -> list[str]:
+        with _outage_as_unavailable():
+            found = await self._redis.zrange(self._keys.jobs_index("unreadable"), 0, limit - 1)
+        return [str(job_id) for job_id in found]
+
+    async def quarantine_job(self, job_id: str) -> None:
+        keys = self._keys
+        with _outage_as_unavailable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.jobs_index("due"), job_id)
+                pipe.zrem(keys.jobs_index("unreadable"), job_id)
+                pipe.hset(keys.job(job_id), "s", "unreadable")
+                await pipe.execute()
+
+    async def index_task(self, provider: str, provider_job_id: str, job_id: str) -> None:
+        with _outage_as_unavailable():
+            await self._redis.hset(self._keys.jobs_index("tasks"), f"{provider}:{provider_job_id}", job_id)
+
+    async def find_task(self, provider: str, provider_job_id: str) -> str | None:
+        with _outage_as_unavailable():
+            found = await self._redis.hget(self._keys.jobs_index("tasks"), f"{provider}:{provider_job_id}")
+        return None if found is None else str(found)
 
     async def count_jobs(self, status: JobStatus) -> int:
         with _outage_as_unavailable():

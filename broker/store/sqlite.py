@@ -20,11 +20,14 @@ from broker.store.base import (
     IdempotencyConflict,
     JobRecord,
     PolicyVersion,
+    RecordUnreadable,
     Reservation,
     Store,
     StoreUnavailable,
     VersionConflict,
     next_policy_version,
+    readable,
+    unreadable,
 )
 
 T = TypeVar("T")
@@ -38,13 +41,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     lease_until REAL,
     version INTEGER NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    ready_at REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(team, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);
 CREATE INDEX IF NOT EXISTS jobs_team ON jobs(team, id);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+CREATE TABLE IF NOT EXISTS tasks (
+    provider TEXT NOT NULL,
+    provider_job_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (provider, provider_job_id)
+);
 CREATE TABLE IF NOT EXISTS budget_windows (
     key TEXT PRIMARY KEY,
     spent INTEGER NOT NULL DEFAULT 0,
@@ -66,8 +76,30 @@ CREATE TABLE IF NOT EXISTS policy_versions (
 """
 
 
+# Added after the first release: databases from before it get the column and its index on open.
+_READY_INDEX = "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(ready_at, id) WHERE ready_at IS NOT NULL"
+_UNREADABLE = "unreadable"  # the status column of a quarantined record
+
+
 def _dump(record: JobRecord) -> str:
     return record.model_dump_json()
+
+
+def _load(raw: str, job_id: str | None = None) -> JobRecord:
+    try:
+        return JobRecord.model_validate_json(raw)
+    except ValueError as exc:
+        raise unreadable(job_id) from exc
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "ready_at" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN ready_at REAL")
+        db.execute(
+            "UPDATE jobs SET ready_at = COALESCE(lease_until, 0) WHERE status IN ('queued', 'running')"
+        )
+    db.execute(_READY_INDEX)
 
 
 class SQLiteStore(Store):
@@ -102,6 +134,7 @@ class SQLiteStore(Store):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
+            _migrate(db)
             return db
 
         self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -128,7 +161,7 @@ class SQLiteStore(Store):
                         (record.job.team, record.idempotency_key),
                     ).fetchone()
                     if row is not None:
-                        existing = JobRecord.model_validate_json(row[0])
+                        existing = _load(row[0])
                         if existing.request_hash != record.request_hash:
                             raise IdempotencyConflict(
                                 "this Idempotency-Key was used with a different request body",
@@ -138,7 +171,7 @@ class SQLiteStore(Store):
                         return existing, False
                 db.execute(
                     "INSERT INTO jobs (id, team, status, created_at, idempotency_key, lease_until,"
-                    " version, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " version, record, ready_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         record.job.team,
@@ -148,6 +181,7 @@ class SQLiteStore(Store):
                         record.lease_until,
                         record.version,
                         _dump(record),
+                        record.ready_at,
                     ),
                 )
                 db.execute("COMMIT")
@@ -162,7 +196,7 @@ class SQLiteStore(Store):
         row = await self._run(
             lambda db: db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
         )
-        return None if row is None else JobRecord.model_validate_json(row[0])
+        return None if row is None else _load(row[0], job_id)
 
     async def find_idempotent_job(self, team: str, key: str) -> JobRecord | None:
         row = await self._run(
@@ -170,7 +204,7 @@ class SQLiteStore(Store):
                 "SELECT record FROM jobs WHERE team = ? AND idempotency_key = ?", (team, key)
             ).fetchone()
         )
-        return None if row is None else JobRecord.model_validate_json(row[0])
+        return None if row is None else _load(row[0])
 
     async def list_jobs(
         self,
@@ -191,10 +225,10 @@ class SQLiteStore(Store):
             clauses.append("id < ?")
             params.append(cursor)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT record FROM jobs {where} ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT record, id FROM jobs {where} ORDER BY id DESC LIMIT ?"
         rows = await self._run(lambda db: db.execute(sql, (*params, limit + 1)).fetchall())
-        records = [JobRecord.model_validate_json(row[0]) for row in rows[:limit]]
-        next_cursor = records[-1].id if len(rows) > limit else None
+        records = readable(row[0] for row in rows[:limit])
+        next_cursor = rows[limit - 1][1] if len(rows) > limit else None
         return records, next_cursor
 
     async def jobs_created_between(
@@ -206,20 +240,21 @@ class SQLiteStore(Store):
             sql += " AND team = ?"
             params.append(team)
         rows = await self._run(lambda db: db.execute(sql + " ORDER BY id", params).fetchall())
-        return [JobRecord.model_validate_json(row[0]) for row in rows]
+        return readable(row[0] for row in rows)
 
     async def replace_job(self, record: JobRecord) -> JobRecord | None:
         stored = record.model_copy(update={"version": record.version + 1})
 
         def replace(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
-                "UPDATE jobs SET status = ?, lease_until = ?, version = ?, record = ?"
+                "UPDATE jobs SET status = ?, lease_until = ?, version = ?, record = ?, ready_at = ?"
                 " WHERE id = ? AND version = ?",
                 (
                     stored.status.value,
                     stored.lease_until,
                     stored.version,
                     _dump(stored),
+                    stored.ready_at,
                     record.id,
                     record.version,
                 ),
@@ -228,30 +263,35 @@ class SQLiteStore(Store):
 
         return stored if await self._run(replace) else None
 
-    async def claim_job(self, owner: str, now: float, lease_s: float) -> JobRecord | None:
-        def claim(db: sqlite3.Connection) -> JobRecord | None:
+    async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
+        def claim(db: sqlite3.Connection) -> list[JobRecord]:
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute(
-                    "SELECT record FROM jobs WHERE status IN ('queued', 'running')"
-                    " AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1",
-                    (now,),
-                ).fetchone()
-                if row is None:
-                    db.execute("COMMIT")
-                    return None
-                current = JobRecord.model_validate_json(row[0])
-                claimed = current.model_copy(
-                    update={
-                        "lease_owner": owner,
-                        "lease_until": now + lease_s,
-                        "version": current.version + 1,
-                    }
-                )
-                db.execute(
-                    "UPDATE jobs SET lease_until = ?, version = ?, record = ? WHERE id = ?",
-                    (claimed.lease_until, claimed.version, _dump(claimed), claimed.id),
-                )
+                rows = db.execute(
+                    "SELECT id, record FROM jobs WHERE ready_at IS NOT NULL AND ready_at <= ?"
+                    " ORDER BY ready_at, id LIMIT ?",
+                    (now, limit * 2),
+                ).fetchall()
+                claimed: list[JobRecord] = []
+                for job_id, raw in rows:
+                    try:
+                        current = _load(raw, job_id)
+                    except RecordUnreadable:
+                        continue  # reported by `unreadable_due`; the jobs behind it go on
+                    taken = current.model_copy(
+                        update={
+                            "lease_owner": owner,
+                            "lease_until": now + lease_s,
+                            "version": current.version + 1,
+                        }
+                    )
+                    db.execute(
+                        "UPDATE jobs SET lease_until = ?, version = ?, record = ?, ready_at = ? WHERE id = ?",
+                        (taken.lease_until, taken.version, _dump(taken), taken.ready_at, taken.id),
+                    )
+                    claimed.append(taken)
+                    if len(claimed) == limit:
+                        break
                 db.execute("COMMIT")
                 return claimed
             except BaseException:
@@ -259,6 +299,55 @@ class SQLiteStore(Store):
                 raise
 
         return await self._run(claim)
+
+    async def next_due_at(self) -> float | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT MIN(ready_at) FROM jobs WHERE ready_at IS NOT NULL").fetchone()
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def unreadable_due(self, now: float, *, limit: int = 10) -> list[str]:
+        def find(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT id, record FROM jobs WHERE ready_at IS NOT NULL AND ready_at <= ?"
+                " ORDER BY ready_at, id LIMIT 1000",
+                (now,),
+            ).fetchall()
+            bad: list[str] = []
+            for job_id, raw in rows:
+                try:
+                    _load(raw, job_id)
+                except RecordUnreadable:
+                    bad.append(job_id)
+                    if len(bad) == limit:
+                        break
+            return bad
+
+        return await self._run(find)
+
+    async def quarantine_job(self, job_id: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE jobs SET ready_at = NULL, status = ? WHERE id = ?", (_UNREADABLE, job_id)
+            )
+        )
+
+    async def index_task(self, provider: str, provider_job_id: str, job_id: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO tasks (provider, provider_job_id, job_id) VALUES (?, ?, ?)",
+                (provider, provider_job_id, job_id),
+            )
+        )
+
+    async def find_task(self, provider: str, provider_job_id: str) -> str | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT job_id FROM tasks WHERE provider = ? AND provider_job_id = ?",
+                (provider, provider_job_id),
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
 
     async def count_jobs(self, status: JobStatus) -> int:
         row = await self._run(

@@ -1,7 +1,8 @@
-"""A job a worker holds under a lease, and the pure changes the runner makes to it.
+"""A job one step holds under a lease, and the pure changes the steps make to it.
 
 Every save is compare-and-set; when another writer (a cancel through the API) got there first, the
-change is applied again to the fresh record, as long as this worker still holds the lease.
+change is applied again to the fresh record, as long as this step still holds the lease. A step ends
+with `park` (the job is saved with its next due time and no lease) or with the job's end.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class JobWork:
     def now(self) -> datetime:
         return utc(self.clock())
 
+    @property
+    def held(self) -> bool:
+        """This step still holds the job (it has neither parked nor ended it)."""
+        return self.record.lease_owner == self.owner and not self.record.status.terminal
+
     async def save(self, change: Callable[[JobRecord], JobRecord], *, release: bool = False) -> JobRecord:
         """Apply `change` and write it with a renewed lease (or none, with `release`)."""
         while True:
@@ -59,6 +65,8 @@ class JobWork:
             candidate = change(self.record).model_copy(
                 update={"lease_owner": lease[0], "lease_until": lease[1]}
             )
+            if candidate.status.terminal:
+                candidate = candidate.model_copy(update={"due_at": None, "poll": None})
             stored = await self._through_outage(functools.partial(self.store.replace_job, candidate))
             if stored is not None:
                 before, self.record = self.record, stored
@@ -94,6 +102,11 @@ class JobWork:
         self.record = fresh
         return fresh
 
+    async def park(self, due_in: float, change: Callable[[JobRecord], JobRecord] = lambda r: r) -> JobRecord:
+        """End the step: save `change` with the job due again in `due_in` seconds, and let it go."""
+        due_at = self.clock() + max(0.0, due_in)
+        return await self.save(lambda r: change(r).model_copy(update={"due_at": due_at}), release=True)
+
     async def renew_if_due(self) -> None:
         until = self.record.lease_until or 0.0
         if until - self.clock() < self.lease_s / 2:
@@ -111,11 +124,6 @@ def with_attempt(record: JobRecord, attempt: Attempt, at: datetime) -> JobRecord
     attempts.insert(index, attempt)
     total = sum((Money.parse(a.cost_usd) for a in attempts if a.cost_usd is not None), Money.zero())
     return record.evolve(attempts=attempts, cost_usd=str(total), updated_at=at)
-
-
-def route_key(attempt: Attempt) -> str:
-    """The catalog key (`provider/model`) of the route an attempt went to."""
-    return f"{attempt.provider}/{attempt.model}"
 
 
 def finish_attempt(

@@ -1,12 +1,12 @@
-"""Dispatch through the Redis Stream: entries follow the lease owner, end with the job, and a job is
-never taken from a live owner, whichever replica asks."""
+"""Scheduling through the Redis `due` index: an unfinished job is in it at its next due time (or its
+lease's end while a step holds it), leaves it when it ends, and is never taken from a live owner,
+whichever replica asks."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -41,37 +41,29 @@ async def raw() -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-def _stream(store: RedisStore) -> str:
-    return f"{{{store.prefix}:jobs}}:dispatch"
+def _due(store: RedisStore) -> str:
+    return f"{{{store.prefix}:jobs}}:due"
 
 
-async def _pending(raw: aioredis.Redis, store: RedisStore) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = await raw.xpending_range(_stream(store), "runners", "-", "+", 100)
-    return rows
-
-
-async def test_entry_is_pending_with_its_owner_and_gone_when_the_job_ends(
-    replicas: list[RedisStore], raw: aioredis.Redis
-) -> None:
+async def test_job_is_due_until_it_ends(replicas: list[RedisStore], raw: aioredis.Redis) -> None:
     a = replicas[0]
     record, _ = await a.create_job(job_record())
-    assert await raw.xlen(_stream(a)) == 1
+    assert await raw.zscore(_due(a), record.id) == 0  # due at once
     claimed = await replicas[1].claim_job("replica-b", 1_000.0, 30)
     assert claimed is not None and claimed.id == record.id
-    assert [row["consumer"] for row in await _pending(raw, a)] == ["=replica-b"]
+    assert await raw.zscore(_due(a), record.id) == 1_030.0  # held until its lease ends
+    assert await raw.hget(f"{{{a.prefix}:jobs}}:job:{record.id}", "o") == "=replica-b"
     done = await replicas[2].replace_job(
         claimed.evolve(status=JobStatus.SUCCEEDED).model_copy(
             update={"lease_owner": None, "lease_until": None}
         )
     )
     assert done is not None
-    assert await _pending(raw, a) == [] and await raw.xlen(_stream(a)) == 0
+    assert await raw.zcard(_due(a)) == 0
     assert await a.claim_job("replica-c", 2_000.0, 30) is None
 
 
-async def test_dead_owners_job_moves_to_the_claimer_with_its_entry(
-    replicas: list[RedisStore], raw: aioredis.Redis
-) -> None:
+async def test_dead_owners_job_moves_to_the_claimer(replicas: list[RedisStore]) -> None:
     a, b, c = replicas
     record, _ = await a.create_job(job_record())
     first = await b.claim_job("dead", 1_000.0, 10)
@@ -79,13 +71,36 @@ async def test_dead_owners_job_moves_to_the_claimer_with_its_entry(
     assert await c.claim_job("alive", 1_009.0, 10) is None  # the lease still runs
     taken = await c.claim_job("alive", 1_011.0, 10)
     assert taken is not None and taken.id == record.id and taken.lease_owner == "alive"
-    pending = await _pending(raw, a)
-    assert [row["consumer"] for row in pending] == ["=alive"]
-    # The dead runner held nothing else, so the group no longer lists it.
-    consumers = await raw.xinfo_consumers(_stream(a), "runners")
-    assert [c["name"] for c in consumers] == ["=alive"]
     # The dead owner's late write loses: the version moved on.
     assert await b.replace_job(first.evolve(status=JobStatus.FAILED)) is None
+
+
+async def test_a_parked_job_waits_for_its_due_time_on_every_replica(replicas: list[RedisStore]) -> None:
+    a, b, c = replicas
+    await a.create_job(job_record())
+    held = await a.claim_job("step", 1_000.0, 10)
+    assert held is not None
+    parked = await a.replace_job(
+        held.model_copy(update={"lease_owner": None, "lease_until": None, "due_at": 1_060.0})
+    )
+    assert parked is not None
+    assert await a.next_due_at() == 1_060.0
+    assert await b.claim_job("early", 1_059.0, 10) is None
+    taken = await c.claim_job("on-time", 1_060.0, 10)
+    assert taken is not None and taken.id == held.id
+
+
+async def test_a_batch_claim_takes_the_longest_due_first_up_to_its_limit(replicas: list[RedisStore]) -> None:
+    a, b, _ = replicas
+    dues = [1_030.0, 1_010.0, 1_020.0, 2_000.0]
+    ids = []
+    for due in dues:
+        record, _ = await a.create_job(job_record().model_copy(update={"due_at": due}))
+        ids.append(record.id)
+    first = await b.claim_due("batch", 1_500.0, 30, limit=2)
+    assert [r.id for r in first] == [ids[1], ids[2]]
+    rest = await b.claim_due("batch", 1_500.0, 30, limit=10)
+    assert [r.id for r in rest] == [ids[0]]  # the job due at 2000 is not due yet
 
 
 async def test_live_owner_renewing_keeps_its_job(replicas: list[RedisStore]) -> None:
@@ -100,7 +115,7 @@ async def test_live_owner_renewing_keeps_its_job(replicas: list[RedisStore]) -> 
         assert await b.claim_job("thief", now + 5, 10) is None
 
 
-async def test_job_ended_before_delivery_is_never_claimed(
+async def test_job_ended_before_its_first_claim_is_never_claimed(
     replicas: list[RedisStore], raw: aioredis.Redis
 ) -> None:
     a, b, _ = replicas
@@ -110,14 +125,14 @@ async def test_job_ended_before_delivery_is_never_claimed(
     claimed = await b.claim_job("w", 1_000.0, 30)
     assert claimed is not None and claimed.id == kept.id
     assert await b.claim_job("w", 1_000.0, 30) is None
-    assert await raw.xlen(_stream(a)) == 1  # only the claimed job's entry is left
+    assert await raw.zcard(_due(a)) == 1  # only the claimed job is left
 
 
 async def test_job_written_with_a_live_lease_waits_for_it_to_run_out(replicas: list[RedisStore]) -> None:
     a, b, _ = replicas
     record = job_record().model_copy(update={"lease_owner": "crashed", "lease_until": 1_050.0})
     await a.create_job(record)
-    assert await b.claim_job("w", 1_000.0, 30) is None  # delivered, but its lease is live
+    assert await b.claim_job("w", 1_000.0, 30) is None  # its lease is live
     assert await b.claim_job("w", 1_040.0, 30) is None
     taken = await b.claim_job("w", 1_051.0, 30)
     assert taken is not None and taken.id == record.id and taken.lease_owner == "w"
@@ -143,19 +158,3 @@ async def test_many_claimers_on_three_replicas_take_each_job_once(replicas: list
     claims = await asyncio.gather(*(replicas[i % 3].claim_job(f"r{i % 3}", 1_000.0, 30) for i in range(90)))
     ids = [c.id for c in claims if c is not None]
     assert len(ids) == 60 and len(set(ids)) == 60
-
-
-async def test_runner_still_holding_jobs_stays_in_the_group(
-    replicas: list[RedisStore], raw: aioredis.Redis
-) -> None:
-    a, b, _ = replicas
-    await a.create_job(job_record())
-    await a.create_job(job_record())
-    assert await a.claim_job("slow", 1_000.0, 10) is not None  # lease until 1010
-    assert await a.claim_job("slow", 1_005.0, 10) is not None  # lease until 1015
-    taken = await b.claim_job("other", 1_012.0, 10)  # only the first lease ran out
-    assert taken is not None
-    held = {row["consumer"]: row for row in await _pending(raw, a)}
-    assert sorted(held) == ["=other", "=slow"]
-    names = {c["name"] for c in await raw.xinfo_consumers(_stream(a), "runners")}
-    assert names == {"=other", "=slow"}

@@ -1,0 +1,82 @@
+"""What every step of a job works with, in one object: the scheduler builds it once and passes it on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from adapters.base import Adapter, Clock, Sleep
+from broker.artifacts import ArtifactStore
+from broker.capacity import Capacity
+from broker.events import JobObserver
+from broker.health import ProviderHealth
+from broker.jobs.slots import LocalSlots, Slots
+from broker.store import JobRecord, Store
+from pricing.catalog import RouteSpec
+from pricing.money import Money
+from pricing.quote import Quote
+
+QuoteFn = Callable[[JobRecord, Collection[str]], Awaitable[Quote]]
+ReserveFn = Callable[[JobRecord, Money], Awaitable[bool]]
+LimitFn = Callable[[JobRecord], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerOptions:
+    workers: int = 16  # steps run at once (submits, polls, downloads); not a limit on jobs in flight
+    lease_s: float = 30.0  # how long one step may hold its job before another runner may take it
+    idle_wait_s: float = 1.0  # the longest the scheduler waits before looking at the store again
+    claim_batch: int = 64  # due jobs taken per store call
+    max_attempts: int = 3
+    capacity_check_s: float = 5.0  # how often a job waiting for a slot looks again at worst
+    max_crashes: int = 3  # steps that crash on one job before it is failed rather than retried
+    public_url: str | None = None  # where providers can reach this broker's /v1/callbacks/{provider}
+
+
+@dataclass
+class StepContext:
+    """The dependencies of the steps; `routes` follows config reloads."""
+
+    store: Store
+    artifacts: ArtifactStore
+    adapters: dict[str, Adapter]
+    routes: dict[str, RouteSpec]
+    quote: QuoteFn
+    session: aiohttp.ClientSession
+    options: RunnerOptions
+    clock: Clock
+    sleep: Sleep = asyncio.sleep
+    observers: list[JobObserver] = field(default_factory=list)
+    health: ProviderHealth | None = None
+    capacity: Capacity | None = None
+    slots: Slots | None = None
+    scrub: Callable[[str], str] = str
+    reserve_more: ReserveFn | None = None
+    max_attempts: LimitFn | None = None
+
+    def __post_init__(self) -> None:
+        self.health = self.health or ProviderHealth(self.clock)
+        self.capacity = self.capacity or Capacity(self.clock)
+        self.slots = self.slots or LocalSlots(self.capacity)
+
+    @property
+    def provider_health(self) -> ProviderHealth:
+        assert self.health is not None  # set in __post_init__
+        return self.health
+
+    @property
+    def provider_slots(self) -> Slots:
+        assert self.slots is not None  # set in __post_init__
+        return self.slots
+
+    async def attempt_limit(self, record: JobRecord) -> int:
+        return await self.max_attempts(record) if self.max_attempts else self.options.max_attempts
+
+    def slot_ttl(self, provider: str) -> float:
+        """How long a slot lasts unrenewed: past the provider's poll deadline, with two leases to spare."""
+        adapter = self.adapters.get(provider)
+        deadline = adapter.poll_schedule.deadline_s if adapter is not None else 900.0
+        return deadline + 2 * self.options.lease_s

@@ -1,0 +1,255 @@
+"""The scheduler: takes due jobs from the store, runs one short step of each, and lets them go.
+
+A job is a record with a next due time (`JobRecord.due_at`). The scheduler claims due jobs in batches
+(each under a lease that lasts one step), runs at most `workers` steps at once, and each step ends by
+saving its job with the next due time and no lease — so a job waiting for its provider holds no
+worker, no lease, no task and no memory here, and one process carries as many jobs in flight as the
+providers accept. A killed runner's jobs are due again when their leases lapse; a stopped one lets
+its steps finish first.
+
+No job can stop the runner: a step that raises is retried a bounded number of times (the count lives
+in the record) and then fails its job with `internal`; a record the store cannot decode is set aside
+with a log line naming it; the loop itself is restarted (and logged) if it ever dies.
+
+Time, as the scheduler sees it, is the injected clock plus whatever the injected sleep skipped: a
+test's instant sleep fast-forwards the schedule, a real one leaves the clock as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+
+import structlog
+
+from adapters.base import Clock
+from broker.capacity import Capacity
+from broker.health import ProviderHealth
+from broker.jobs.context import StepContext
+from broker.jobs.ending import fail_job
+from broker.jobs.slots import LocalSlots, Slots
+from broker.jobs.steps import run_step
+from broker.jobs.work import JobWork, LeaseLost
+from broker.schema import AttemptStatus, BrokerError, ErrorCode, JobError, JobStatus
+from broker.store import JobRecord
+from pricing.catalog import RouteSpec
+
+log = structlog.get_logger("broker.scheduler")
+STOP_GRACE_S = 10.0  # how long a stopping runner lets its steps finish before cancelling them
+CRASH_BACKOFF_S = 2.0
+
+
+class Scheduler:
+    def __init__(self, ctx: StepContext, *, name: str | None = None) -> None:
+        self.ctx = ctx
+        self.options = ctx.options
+        self._clock: Clock = ctx.clock
+        ctx.clock = self.now
+        self.name = name or f"runner-{secrets.token_hex(6)}"
+        self._skipped = 0.0
+        self._claims = 0
+        self._wakeup = asyncio.Event()
+        self._step_done = asyncio.Event()
+        self._steps: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    # What the app and the handlers see ----------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and not self._loop.done()
+
+    @property
+    def health(self) -> ProviderHealth:
+        return self.ctx.provider_health
+
+    @property
+    def slots(self) -> Slots:
+        return self.ctx.provider_slots
+
+    @property
+    def capacity(self) -> Capacity:
+        """The in-process slot counts (the ones in use with a SQLite store)."""
+        assert self.ctx.capacity is not None  # set by StepContext
+        return self.ctx.capacity
+
+    @property
+    def routes(self) -> dict[str, RouteSpec]:
+        return self.ctx.routes
+
+    @routes.setter
+    def routes(self, value: dict[str, RouteSpec]) -> None:
+        self.ctx.routes = value
+
+    def now(self) -> float:
+        return self._clock() + self._skipped
+
+    def wake(self) -> None:
+        """A job was queued or changed: look at the store now."""
+        self._wakeup.set()
+
+    async def notify(self, provider: str, provider_job_id: str) -> None:
+        """A provider webhook arrived for this task: make its job due now rather than at its next poll."""
+        job_id = await self.ctx.store.find_task(provider, provider_job_id)
+        record = None if job_id is None else await self.ctx.store.get_job(job_id)
+        if record is None or record.status.terminal or record.lease_owner is not None:
+            return  # unknown, ended, or a step holds it and will look anyway
+        if (record.due_at or 0.0) > self.now():
+            await self.ctx.store.replace_job(record.model_copy(update={"due_at": None}))
+            self.wake()
+
+    async def start(self) -> None:
+        if isinstance(self.ctx.slots, LocalSlots):
+            await self._restore_local_slots()
+        self._stopping = False
+        self._spawn_loop()
+
+    async def stop(self) -> None:
+        """Stop taking jobs, let running steps finish (for a while), then cancel what is left."""
+        self._stopping = True
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+            self._loop = None
+        if self._steps:
+            _, late = await asyncio.wait(set(self._steps), timeout=STOP_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    # The loop -----------------------------------------------------------------------------------
+    def _spawn_loop(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name=f"scheduler-{self.name}")
+        self._loop.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        self.restarts += 1
+        log.error("scheduler_loop_died", restarts=self.restarts, error=repr(task.exception()))
+        self._spawn_loop()
+
+    async def _run(self) -> None:
+        while True:
+            free = self.options.workers - len(self._steps)
+            if free <= 0:
+                self._step_done.clear()
+                await self._step_done.wait()
+                continue
+            try:
+                await self._set_aside_unreadable()
+                self._claims += 1
+                owner = f"{self.name}-{self._claims}"
+                claimed = await self.ctx.store.claim_due(
+                    owner, self.now(), self.options.lease_s, limit=min(free, self.options.claim_batch)
+                )
+            except BrokerError as exc:  # the store is down: wait, it recovers by itself
+                log.warning("claim_failed", code=exc.code.value, error=exc.message)
+                await self._idle(self.options.idle_wait_s)
+                continue
+            for record in claimed:
+                task = asyncio.create_task(self._step(record), name=f"step-{record.id}")
+                self._steps.add(task)
+                task.add_done_callback(self._step_finished)
+            if not claimed:
+                await self._wait_for_due()
+
+    def _step_finished(self, task: asyncio.Task[None]) -> None:
+        self._steps.discard(task)
+        self._step_done.set()
+
+    async def _wait_for_due(self) -> None:
+        try:
+            due = await self.ctx.store.next_due_at()
+        except BrokerError:
+            due = None
+        if due is None:
+            await self._idle(self.options.idle_wait_s)
+            return
+        delay = due - self.now()
+        if delay > 0:
+            await self._sleep(min(delay, self.options.idle_wait_s))
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait in real time for a wake-up (nothing is due, or the store is down)."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that stops the
+        # runner when the wake-up lands at the same moment, and stop() then hangs.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        self._wakeup.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait on the injected sleep until a job is due, or until woken."""
+        before = self._clock()
+        sleeper = asyncio.ensure_future(self.ctx.sleep(seconds))
+        waiter = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (sleeper, waiter):
+                pending.cancel()
+            await asyncio.gather(sleeper, waiter, return_exceptions=True)
+        if not self._wakeup.is_set():
+            self._skipped += max(0.0, seconds - (self._clock() - before))
+        self._wakeup.clear()
+
+    # One step -----------------------------------------------------------------------------------
+    async def _step(self, record: JobRecord) -> None:
+        owner = record.lease_owner or self.name
+        work = JobWork(
+            self.ctx.store, record, owner, self.now, self.options.lease_s, self.ctx.observers, self.ctx.sleep
+        )
+        with structlog.contextvars.bound_contextvars(job_id=record.id, team=record.job.team):
+            try:
+                await run_step(self.ctx, work)
+                if work.held:  # every step parks or ends its job; this one did neither
+                    await work.park(self.options.capacity_check_s)
+            except LeaseLost:
+                log.info("lease_lost")
+            except BrokerError as exc:  # the store failed mid-step: the lease lapses, the job is retried
+                log.warning("job_step_failed", code=exc.code.value, error=exc.message)
+            except Exception:
+                log.exception("job_step_crashed")
+                await self._after_crash(work)
+
+    async def _after_crash(self, work: JobWork) -> None:
+        """A bug, not a provider's failure: retry the step a few times, then fail the job."""
+        try:
+            record = await work.refresh()
+            failures = record.step_failures + 1
+            if failures < self.options.max_crashes:
+                await work.park(
+                    CRASH_BACKOFF_S * failures, lambda r: r.model_copy(update={"step_failures": failures})
+                )
+                return
+            message = "the broker failed on this job repeatedly; it is logged"
+            attempt = work.active_attempt()
+            if attempt is not None:
+                await self.ctx.provider_slots.release(attempt.provider, attempt.id)
+            await fail_job(self.ctx, work, JobError(code=ErrorCode.INTERNAL, message=message))
+        except (LeaseLost, BrokerError) as exc:
+            log.warning("job_crash_not_recorded", error=repr(exc))
+
+    # Records the store cannot read, and slots after a restart -----------------------------------
+    async def _set_aside_unreadable(self) -> None:
+        for job_id in await self.ctx.store.unreadable_due(self.now()):
+            log.error("job_record_unreadable", job_id=job_id, action="failed and set aside")
+            await self.ctx.store.quarantine_job(job_id)
+            # What it spent is unknown; its hold is released so the team's budget is not blocked.
+            await self.ctx.store.settle_budget(job_id, 0)
+
+    async def _restore_local_slots(self) -> None:
+        """Jobs at their providers hold slots; this process's counts start from the store's jobs."""
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.ctx.store.list_jobs(status=JobStatus.RUNNING, limit=200, cursor=cursor)
+            for record in page:
+                attempt = record.job.attempts[-1] if record.job.attempts else None
+                if attempt is not None and attempt.status in (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING):
+                    ttl = self.ctx.slot_ttl(attempt.provider)
+                    await self.ctx.provider_slots.hold(attempt.provider, attempt.id, record.id, ttl)
+            if cursor is None:
+                return

@@ -1,0 +1,223 @@
+"""The submit step: pick the cheapest untried route, take a capacity slot, reserve any extra budget,
+and hand the render to the provider.
+
+The attempt is written as `submitting` before the submit goes out and as `submitted` (with the task's
+handle, due at its first poll) after, so a crash in between is seen as uncertain: resent only where
+the provider takes an idempotency key, else failed with `submission_uncertain` — never paid twice.
+A job whose providers are all at capacity waits as a record, due again when a slot may have freed.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import structlog
+
+from adapters.base import Adapter, ImageInput, RenderTask
+from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
+from adapters.images import check_image, fetch_image
+from broker.jobs.context import StepContext
+from broker.jobs.costs import estimate
+from broker.jobs.ending import fail_attempt, fail_job
+from broker.jobs.work import JobWork, with_attempt
+from broker.schema import (
+    Attempt,
+    AttemptStatus,
+    BrokerError,
+    ErrorCode,
+    JobError,
+    JobRequest,
+    JobStatus,
+    RouteRef,
+    decode_data_uri,
+)
+from broker.store import JobRecord
+from broker.store.base import AttemptHandle, PollState
+from pricing.catalog import RouteSpec
+from pricing.money import Money
+from pricing.quote import Quote
+
+log = structlog.get_logger("broker.jobs")
+
+
+class WaitForCapacity(Exception):
+    """Every feasible route's provider is saturated: the job waits (parked) for a slot."""
+
+    def __init__(self, provider: str, wait_s: float) -> None:
+        super().__init__(provider)
+        self.provider, self.wait_s = provider, wait_s
+
+
+async def start_attempt(ctx: StepContext, work: JobWork) -> None:
+    """Choose a route and submit to it; or park the job until a slot frees; or end it."""
+    attempt_id = f"att_{secrets.token_hex(8)}"
+    try:
+        route = await _claim_route(ctx, work, attempt_id)
+    except WaitForCapacity as wait:
+        log.info("waiting_for_capacity", provider=wait.provider)
+        await work.park(wait.wait_s)
+        return
+    if isinstance(route, JobError):
+        last = work.job.attempts[-1].error if work.job.attempts else None
+        # Out of routes after failures: the last failure says more than "no route".
+        use_last = last is not None and route.code is ErrorCode.NO_FEASIBLE_ROUTE
+        await fail_job(ctx, work, last if use_last and last is not None else route)
+        return
+    price = estimate(route, work.job.request)
+    if not await _budget_covers(ctx, work, route, attempt_id, price):
+        return
+    attempt = Attempt(
+        id=attempt_id,
+        job_id=work.job.id,
+        provider=route.provider,
+        model=route.model,
+        status=AttemptStatus.SUBMITTING,
+        started_at=work.now(),
+        estimated_cost_usd=None if price is None else str(price),
+    )
+
+    def begin(record: JobRecord) -> JobRecord:
+        ref = RouteRef(
+            provider=route.provider, model=route.model, estimated_cost_usd=attempt.estimated_cost_usd
+        )
+        changed = with_attempt(record, attempt, work.now()).evolve(status=JobStatus.RUNNING, route=ref)
+        # A save applied again after a lost store reply must not list the route twice.
+        tried = record.tried_routes if route.key in record.tried_routes else [*record.tried_routes, route.key]
+        return changed.model_copy(update={"tried_routes": tried, "poll": None})
+
+    await work.save(begin)
+    log.info("attempt_started", provider=route.provider, model=route.model, attempt=attempt.id)
+    await submit(ctx, work, attempt)
+
+
+async def _claim_route(ctx: StepContext, work: JobWork, attempt_id: str) -> RouteSpec | JobError:
+    """The cheapest feasible untried route, with a capacity slot taken for `attempt_id`."""
+    if len(work.job.attempts) >= await ctx.attempt_limit(work.record):
+        return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="every allowed attempt failed")
+    quote = await ctx.quote(work.record, work.record.tried_routes)
+    if quote.chosen is None:
+        return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="no untried route can serve the job")
+    route = quote.chosen.route
+    health, slots = ctx.provider_health, ctx.provider_slots
+    # A half-open circuit's probe may have gone to another step since the quote; checked again here, with
+    # no await between the check and `started`, so at most one probe goes out from this process.
+    if health.breaker(route.provider).blocked() is None and await slots.try_acquire(
+        route.provider, attempt_id, work.job.id, ctx.slot_ttl(route.provider)
+    ):
+        if health.breaker(route.provider).blocked() is None:
+            health.started(route.provider)
+            return route
+        await slots.release(route.provider, attempt_id)
+    if (expired := _capacity_deadline_passed(ctx, work, quote)) is not None:
+        return expired
+    pause = ctx.options.capacity_check_s
+    refill = await slots.free_in(route.provider)
+    raise WaitForCapacity(route.provider, pause if refill is None else min(pause, refill))
+
+
+def _capacity_deadline_passed(ctx: StepContext, work: JobWork, quote: Quote) -> JobError | None:
+    """The job's error once waiting for capacity has used up its `max_latency_s`."""
+    max_latency = quote.constraints.max_latency_s if quote.constraints is not None else None
+    if max_latency is None or work.job.created_at.timestamp() + max_latency > ctx.clock():
+        return None
+    message = f"every feasible provider stayed at capacity past max_latency_s ({max_latency} s)"
+    return JobError(code=ErrorCode.TIMED_OUT, message=message)
+
+
+async def _budget_covers(
+    ctx: StepContext, work: JobWork, route: RouteSpec, attempt_id: str, price: Money | None
+) -> bool:
+    """Reserve what this attempt may cost beyond what the job already holds (a fallback to a pricier
+    route); when the team's budget cannot take it, end the job rather than overspend."""
+    held = Money.parse(work.record.reserved_usd) if work.record.reserved_usd else None
+    if ctx.reserve_more is None or price is None or held is None:
+        return True
+    need = Money.parse(work.job.cost_usd) + price - held
+    if need.micros <= 0:
+        return True
+    if await ctx.reserve_more(work.record, need):
+        await work.save(lambda r: r.model_copy(update={"reserved_usd": str(held + need)}))
+        return True
+    await ctx.provider_slots.release(route.provider, attempt_id)
+    ctx.provider_health.abandoned(route.provider)
+    message = f"falling back to {route.key} needs {need} USD more than the team's budget has left"
+    await fail_job(ctx, work, JobError(code=ErrorCode.BUDGET_EXCEEDED, message=message))
+    return False
+
+
+async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
+    """Send the attempt's render; on success the job is parked until its first poll."""
+    adapter = ctx.adapters.get(attempt.provider)
+    if adapter is None:
+        error = ProviderUnavailable(
+            f"provider {attempt.provider} is not configured", provider=attempt.provider
+        )
+        await fail_attempt(ctx, work, attempt, error, Money.zero())
+        return
+    try:
+        image = await _image(ctx, work.job.request, adapter)
+    except BrokerError as exc:
+        await fail_attempt(ctx, work, attempt, exc, Money.zero(), fallback=False)
+        return
+    base = ctx.options.public_url
+    task = RenderTask(
+        attempt_id=attempt.id,
+        model=attempt.model,
+        request=work.job.request,
+        image=image,
+        webhook_url=f"{base.rstrip('/')}/v1/callbacks/{attempt.provider}" if base else None,
+    )
+    try:
+        submission = await adapter.submit(task)
+    except ProviderError as exc:
+        # Nothing was accepted, so nothing was charged (an uncertain submit is failed, not paid twice).
+        await fail_attempt(ctx, work, attempt, exc, Money.zero())
+        return
+    handle = submission.handle
+    submitted = attempt.model_copy(
+        update={"status": AttemptStatus.SUBMITTED, "provider_job_id": handle.provider_job_id}
+    )
+    delay = adapter.poll_schedule.first_delay(submission.estimated_seconds)
+
+    def record_submit(record: JobRecord) -> JobRecord:
+        stored = AttemptHandle(
+            provider_job_id=handle.provider_job_id, model=handle.model, data=dict(handle.data)
+        )
+        changed = with_attempt(record, submitted, work.now())
+        return changed.model_copy(
+            update={"handles": {**record.handles, attempt.id: stored}, "poll": PollState(delay_s=delay)}
+        )
+
+    await work.park(delay, record_submit)
+    await ctx.store.index_task(attempt.provider, handle.provider_job_id, work.job.id)
+    log.info("attempt_submitted", provider=attempt.provider, provider_job_id=handle.provider_job_id)
+
+
+async def resolve_uncertain(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
+    """An attempt found `submitting` (its runner stopped mid-submit)."""
+    adapter = ctx.adapters.get(attempt.provider)
+    if adapter is not None and getattr(adapter, "idempotent_submit", False):
+        await ctx.provider_slots.hold(
+            attempt.provider, attempt.id, work.job.id, ctx.slot_ttl(attempt.provider)
+        )
+        await submit(ctx, work, attempt)  # same attempt id, so the same idempotency key
+        return
+    error = SubmissionUncertain(
+        "the broker stopped while submitting; the provider may have the task, so it is not resent",
+        provider=attempt.provider,
+    )
+    await fail_attempt(ctx, work, attempt, error, Money.zero())
+
+
+async def _image(ctx: StepContext, request: JobRequest, adapter: Adapter) -> ImageInput | None:
+    if request.image_upload is not None:
+        data = ctx.artifacts.read_upload(request.image_upload)
+        return ImageInput(content_type=check_image(data).content_type, data=data)
+    if request.image_url is None:
+        return None
+    if request.image_url.startswith("data:"):
+        content_type, data = decode_data_uri(request.image_url)
+        return ImageInput(content_type=content_type, data=data)
+    if adapter.image_acceptance.url:
+        return ImageInput(content_type="image/*", url=request.image_url)
+    return await fetch_image(ctx.session, request.image_url)
