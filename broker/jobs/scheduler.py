@@ -110,7 +110,13 @@ class Scheduler:
         """Stop taking jobs, let running steps finish (for a while), then cancel what is left."""
         self._stopping = True
         if self._loop is not None:
-            self._loop.cancel()
+            # Not cancelled mid-claim: a claim the store completed would leave its jobs leased to no one.
+            self._wakeup.set()
+            self._step_done.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop), STOP_GRACE_S)
+            except TimeoutError:
+                self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
             self._loop = None
         if self._steps:
@@ -132,7 +138,7 @@ class Scheduler:
         self._spawn_loop()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             free = self.options.workers - len(self._steps)
             if free <= 0:
                 self._step_done.clear()
@@ -153,7 +159,7 @@ class Scheduler:
                 task = asyncio.create_task(self._step(record), name=f"step-{record.id}")
                 self._steps.add(task)
                 task.add_done_callback(self._step_finished)
-            if not claimed:
+            if not claimed and not self._stopping:
                 await self._wait_for_due()
 
     def _step_finished(self, task: asyncio.Task[None]) -> None:
@@ -179,7 +185,8 @@ class Scheduler:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wakeup.wait()
-        self._wakeup.clear()
+        if not self._stopping:
+            self._wakeup.clear()
 
     async def _sleep(self, seconds: float) -> None:
         """Wait on the injected sleep until a job is due, or until woken."""
@@ -194,7 +201,8 @@ class Scheduler:
             await asyncio.gather(sleeper, waiter, return_exceptions=True)
         if not self._wakeup.is_set():
             self._skipped += max(0.0, seconds - (self._clock() - before))
-        self._wakeup.clear()
+        elif not self._stopping:
+            self._wakeup.clear()
 
     # One step -----------------------------------------------------------------------------------
     async def _step(self, record: JobRecord) -> None:

@@ -31,6 +31,7 @@ from broker.store.base import (
 )
 
 T = TypeVar("T")
+_Write = tuple[JobRecord, JobRecord, "asyncio.Future[bool]"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -92,6 +93,33 @@ def _load(raw: str, job_id: str | None = None) -> JobRecord:
         raise unreadable(job_id) from exc
 
 
+def _replace_row(db: sqlite3.Connection, record: JobRecord, stored: JobRecord) -> bool:
+    """Write `stored` over `record` if its version is still the stored one; index its provider tasks."""
+    cursor = db.execute(
+        "UPDATE jobs SET status = ?, lease_until = ?, version = ?, record = ?, ready_at = ?"
+        " WHERE id = ? AND version = ?",
+        (
+            stored.status.value,
+            stored.lease_until,
+            stored.version,
+            _dump(stored),
+            stored.ready_at,
+            record.id,
+            record.version,
+        ),
+    )
+    if cursor.rowcount != 1:
+        return False
+    attempts = {attempt.id: attempt.provider for attempt in stored.job.attempts}
+    for attempt_id, handle in stored.handles.items():
+        if attempt_id in attempts and attempt_id not in record.handles:
+            db.execute(
+                "INSERT OR REPLACE INTO tasks (provider, provider_job_id, job_id) VALUES (?, ?, ?)",
+                (attempts[attempt_id], handle.provider_job_id, stored.id),
+            )
+    return True
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     if "ready_at" not in columns:
@@ -109,6 +137,8 @@ class SQLiteStore(Store):
         self._path = path
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        self._writes: list[_Write] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -244,24 +274,40 @@ class SQLiteStore(Store):
 
     async def replace_job(self, record: JobRecord) -> JobRecord | None:
         stored = record.model_copy(update={"version": record.version + 1})
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._writes.append((record, stored, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_writes())
+        return stored if await done else None
 
-        def replace(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "UPDATE jobs SET status = ?, lease_until = ?, version = ?, record = ?, ready_at = ?"
-                " WHERE id = ? AND version = ?",
-                (
-                    stored.status.value,
-                    stored.lease_until,
-                    stored.version,
-                    _dump(stored),
-                    stored.ready_at,
-                    record.id,
-                    record.version,
-                ),
-            )
-            return cursor.rowcount == 1
+    async def _flush_writes(self) -> None:
+        """Group commit: every replace queued meanwhile goes into one transaction (one fsync), each
+        still compare-and-set on its own version. Concurrent steps so share the disk's sync cost."""
+        while self._writes:
+            batch, self._writes = self._writes, []
 
-        return stored if await self._run(replace) else None
+            def write(db: sqlite3.Connection, batch: list[_Write] = batch) -> list[bool]:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    results = [_replace_row(db, old, new) for old, new, _ in batch]
+                    db.execute("COMMIT")
+                    return results
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+
+            try:
+                results = await self._run(write)
+            except BaseException as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, _, done), result in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
 
     async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
         def claim(db: sqlite3.Connection) -> list[JobRecord]:
@@ -333,6 +379,8 @@ class SQLiteStore(Store):
         )
 
     async def index_task(self, provider: str, provider_job_id: str, job_id: str) -> None:
+        if await self.find_task(provider, provider_job_id) == job_id:
+            return  # the replace that stored the task's handle indexed it in the same transaction
         await self._run(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO tasks (provider, provider_job_id, job_id) VALUES (?, ?, ?)",
