@@ -21,6 +21,7 @@ from broker.deployment import Deployment
 from broker.handlers import callbacks, health, jobs, openapi, policies
 from broker.handlers import metrics as metrics_handlers
 from broker.handlers import reports as report_handlers
+from broker.health import ProviderHealth
 from broker.jobs.context import RunnerOptions, StepContext
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.slots import LocalSlots, Slots
@@ -121,18 +122,20 @@ def create_app(
     return app
 
 
-def _slots(app: web.Application) -> Slots:
-    """Capacity where every replica sees it: in Redis with a Redis store, else in this process."""
+def _shared_state(app: web.Application) -> tuple[Slots, ProviderHealth]:
+    """Capacity and circuit state where every replica sees them: in Redis with a Redis store, else in
+    this process (SQLite serves one process)."""
     from broker.capacity import Capacity
+    from broker.store.redis import RedisStore
 
-    store = app[STORE]
-    if type(store).__name__ == "RedisStore":
-        from broker.store.redis import RedisStore
+    store, clock = app[STORE], app[CLOCK]
+    if isinstance(store, RedisStore):
         from broker.store.redis_capacity import RedisSlots
+        from broker.store.redis_circuits import RedisCircuits
 
-        assert isinstance(store, RedisStore)
-        return RedisSlots(store, app[CLOCK])
-    return LocalSlots(Capacity(app[CLOCK]))
+        circuits = RedisCircuits(store, app[DEPLOYMENT].config.providers)
+        return RedisSlots(store, clock), ProviderHealth(clock, shared=circuits)
+    return LocalSlots(Capacity(clock)), ProviderHealth(clock)
 
 
 def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Scheduler:
@@ -156,7 +159,7 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
         windows = budget_windows(record.job.team, await accepted_policy(record), record.job.created_at)
         return not windows or (await app[STORE].reserve_budget(record.id, amount.micros, windows)).ok
 
-    slots = _slots(app)
+    slots, health = _shared_state(app)
     slots.follow(config.providers)
     context = StepContext(
         store=app[STORE],
@@ -171,6 +174,7 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
         clock=app[CLOCK],
         sleep=sleep,
         observers=app[OBSERVERS],
+        health=health,
         capacity=slots.capacity if isinstance(slots, LocalSlots) else None,
         slots=slots,
         scrub=scrubber([*secret_values(config, env), settings.webhook_secret or ""]),

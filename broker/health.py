@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from adapters.base import Clock
 from adapters.errors import ProviderError, Rejected
@@ -142,14 +143,79 @@ def is_provider_failure(exc: BrokerError) -> bool | None:
     return None
 
 
-class ProviderHealth:
-    """Every provider's breaker and every route's observed latency."""
+class SharedCircuits(Protocol):
+    """Breaker state kept where every replica sees it (`broker.store.redis_circuits`): one verdict per
+    provider for the whole deployment, and at most one half-open probe at a time across replicas."""
 
-    def __init__(self, clock: Clock, settings: BreakerSettings | None = None) -> None:
+    async def admit(self, provider: str, now: float) -> str | None:
+        """None when an attempt may go to `provider` now (in the half-open state it is the probe);
+        else why not."""
+        ...
+
+    async def record(self, provider: str, ok: bool, now: float) -> None: ...
+
+    async def abandon(self, provider: str) -> None: ...
+
+    async def unavailable(self, now: float) -> dict[str, str]: ...
+
+
+class ProviderHealth:
+    """Every provider's breaker and every route's observed latency.
+
+    The synchronous methods keep the breakers in this process. The async ones (`admit`, `report_*`,
+    `unavailable_now`) are what the runner and the quote use: with `shared` set they go to the shared
+    state, so N replicas open, probe and close one breaker per provider together.
+    """
+
+    def __init__(
+        self, clock: Clock, settings: BreakerSettings | None = None, shared: SharedCircuits | None = None
+    ) -> None:
         self.clock = clock
         self.settings = settings or BreakerSettings()
         self.latency = LatencyTracker()
+        self.shared = shared
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._shared_view: dict[str, str] = {}
+
+    async def admit(self, provider: str) -> bool:
+        """May an attempt go to `provider` now? If so (and half-open), the caller's is the probe."""
+        if self.shared is not None:
+            return await self.shared.admit(provider, self.clock()) is None
+        breaker = self.breaker(provider)
+        if breaker.blocked() is not None:
+            return False
+        breaker.started()
+        return True
+
+    async def report_success(self, provider: str, route_key: str, seconds: float) -> None:
+        if self.shared is None:
+            self.succeeded(provider, route_key, seconds)
+            return
+        self.latency.observe(route_key, seconds)
+        await self.shared.record(provider, True, self.clock())
+
+    async def report_failure(self, provider: str, exc: BrokerError) -> None:
+        if self.shared is None:
+            self.failed(provider, exc)
+            return
+        verdict = is_provider_failure(exc)
+        if verdict is None:
+            await self.shared.abandon(provider)
+        else:
+            await self.shared.record(provider, not verdict, self.clock())
+
+    async def report_abandoned(self, provider: str) -> None:
+        if self.shared is None:
+            self.abandoned(provider)
+        else:
+            await self.shared.abandon(provider)
+
+    async def unavailable_now(self) -> dict[str, str]:
+        """Provider -> why its circuit keeps it out of quotes now (the shared view where there is one)."""
+        if self.shared is None:
+            return self.unavailable()
+        self._shared_view = await self.shared.unavailable(self.clock())
+        return dict(self._shared_view)
 
     def breaker(self, provider: str) -> CircuitBreaker:
         """The provider's breaker, made on first use."""

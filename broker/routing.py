@@ -87,7 +87,7 @@ async def quote_for(
     if runner is not None:
         # Limits come from the config in force, so a reload changes them before the next route is picked.
         runner.slots.follow(app[DEPLOYMENT].config.providers)
-        unavailable = _merged(unavailable, runner.health.unavailable())
+        unavailable = _merged(unavailable, await runner.health.unavailable_now())
         latency, saturated = runner.health.latency.expected(), await runner.slots.saturated()
 
     def ranked(busy: Mapping[str, str]) -> Quote:

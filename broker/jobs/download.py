@@ -38,7 +38,7 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
     done = finish_attempt(attempt, AttemptStatus.SUCCEEDED, work.now(), spent)
     await ctx.provider_slots.release(attempt.provider, attempt.id)
     elapsed = ctx.clock() - attempt.started_at.timestamp()
-    ctx.provider_health.succeeded(attempt.provider, route_key(attempt), elapsed)
+    await ctx.provider_health.report_success(attempt.provider, route_key(attempt), elapsed)
     output = Output(
         url=f"/v1/jobs/{work.job.id}/output",
         bytes=info.bytes,

@@ -40,7 +40,7 @@ async def fail_attempt(
     failed = finish_attempt(attempt, AttemptStatus.FAILED, work.now(), spent, error, refunded)
     can_fall_back = getattr(exc, "fallback", False) if fallback is None else fallback
     await ctx.provider_slots.release(attempt.provider, attempt.id)
-    ctx.provider_health.failed(attempt.provider, exc)
+    await ctx.provider_health.report_failure(attempt.provider, exc)
     log.warning("attempt_failed", provider=attempt.provider, code=exc.code.value, error=exc.message)
     if can_fall_back and len(work.job.attempts) < await ctx.attempt_limit(work.record):
         await work.park(0.0, lambda r: with_attempt(r, failed, work.now()).model_copy(update={"poll": None}))
@@ -69,7 +69,7 @@ async def cancel(ctx: StepContext, work: JobWork, attempt: Attempt | None) -> No
                 log.warning("provider_cancel_failed", code=exc.code.value, error=exc.message)
     if attempt is not None:
         await ctx.provider_slots.release(attempt.provider, attempt.id)
-        ctx.provider_health.abandoned(attempt.provider)
+        await ctx.provider_health.report_abandoned(attempt.provider)
 
     def cancelled(record: JobRecord) -> JobRecord:
         if attempt is not None:

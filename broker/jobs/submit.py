@@ -99,15 +99,12 @@ async def _claim_route(ctx: StepContext, work: JobWork, attempt_id: str) -> Rout
         return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="no untried route can serve the job")
     route = quote.chosen.route
     health, slots = ctx.provider_health, ctx.provider_slots
-    # A half-open circuit's probe may have gone to another step since the quote; checked again here, with
-    # no await between the check and `started`, so at most one probe goes out from this process.
-    if health.breaker(route.provider).blocked() is None and await slots.try_acquire(
-        route.provider, attempt_id, work.job.id, ctx.slot_ttl(route.provider)
-    ):
-        if health.breaker(route.provider).blocked() is None:
-            health.started(route.provider)
+    # A half-open circuit's probe may have gone to another step since the quote: admitting is checked
+    # again here (atomically, in the shared state across replicas), so at most one probe goes out.
+    if await health.admit(route.provider):
+        if await slots.try_acquire(route.provider, attempt_id, work.job.id, ctx.slot_ttl(route.provider)):
             return route
-        await slots.release(route.provider, attempt_id)
+        await health.report_abandoned(route.provider)
     if (expired := _capacity_deadline_passed(ctx, work, quote)) is not None:
         return expired
     pause = ctx.options.capacity_check_s
@@ -139,7 +136,7 @@ async def _budget_covers(
         await work.save(lambda r: r.model_copy(update={"reserved_usd": str(held + need)}))
         return True
     await ctx.provider_slots.release(route.provider, attempt_id)
-    ctx.provider_health.abandoned(route.provider)
+    await ctx.provider_health.report_abandoned(route.provider)
     message = f"falling back to {route.key} needs {need} USD more than the team's budget has left"
     await fail_job(ctx, work, JobError(code=ErrorCode.BUDGET_EXCEEDED, message=message))
     return False

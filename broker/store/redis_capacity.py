@@ -29,7 +29,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
 end
 local held = redis.call('ZCARD', KEYS[1])
 if ARGV[4] ~= '' and held >= tonumber(ARGV[4]) then return {0, 'c', held} end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. tostring(now - 60))
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now - 60))
 if ARGV[5] ~= '' and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   return {0, 'r', oldest[2]}
