@@ -87,13 +87,13 @@ class _Shape:
     text_ratios: Mapping[Resolution, Mapping[AspectRatio, str]] | None = None  # when text-to-video differs
 
 
+# The models `runwayml` 5.24 takes (tests/test_catalog_sdk.py checks this against its request types);
+# gen3a_turbo and veo3 are gone from the API.
 _MODELS: dict[str, _Shape] = {
     "gen4.5": _Shape({Resolution.HD: _GEN4}, text_ratios={Resolution.HD: _VEO_HD}),
     "gen4_turbo": _Shape({Resolution.HD: _GEN4}),
-    "gen3a_turbo": _Shape({Resolution.HD: {AspectRatio.WIDE: "1280:768", AspectRatio.TALL: "768:1280"}}),
     "veo3.1": _Shape({Resolution.HD: _VEO_HD, Resolution.FULL_HD: _VEO_FULL_HD}, audio=True),
     "veo3.1_fast": _Shape({Resolution.HD: _VEO_HD, Resolution.FULL_HD: _VEO_FULL_HD}, audio=True),
-    "veo3": _Shape({Resolution.HD: _VEO_HD}),
 }
 
 
