@@ -33,6 +33,7 @@ from adapters.errors import (
     ProviderError,
     ProviderUnavailable,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from adapters.http import (
@@ -132,11 +133,11 @@ def ratio_for(
     """Runway's `ratio` string for a model, e.g. gen4_turbo 16:9 720p -> "1280:720"."""
     shape = _MODELS.get(model)
     if shape is None:
-        raise Rejected(f"runway model {model!r} is not one this adapter knows", provider=PROVIDER)
+        raise RequestInvalid(f"runway model {model!r} is not one this adapter knows", provider=PROVIDER)
     table = shape.text_ratios if mode is Mode.TEXT_TO_VIDEO and shape.text_ratios else shape.ratios
     ratio = table.get(resolution, {}).get(aspect_ratio)
     if ratio is None:
-        raise Rejected(
+        raise RequestInvalid(
             f"runway {model} has no {aspect_ratio.value} {mode.value} output at {resolution.value}",
             provider=PROVIDER,
         )

@@ -15,6 +15,8 @@ from policies.effective import effective_constraints
 from policies.model import Policy
 from pricing.quote import Quote, quote
 
+PROVIDER_FAILED = "rate-limited, unavailable, out of funds, refused our key, or failed the render"
+
 
 async def current_policy(app: web.Application, team: str) -> Policy:
     """The team's policy: its latest edit through the API if any, else config.yaml's; over `default`."""
@@ -70,17 +72,22 @@ async def quote_for(
     *,
     upload_bytes: int | None = None,
     exclude_routes: Collection[str] = (),
+    exclude_providers: Collection[str] = (),
     policy: Policy | None = None,
 ) -> Quote:
     """Quote `request` for `team` under `policy` (default: the team's current one), skipping routes in
-    `exclude_routes`.
+    `exclude_routes` and every route of the providers in `exclude_providers` (those that failed this
+    job at the provider level: `adapters.failures.providers_to_exclude`).
 
     Providers with an open circuit are rejected. Providers at capacity are rejected too when another
     route can serve the job; when none can, the quote keeps them (the job waits for a slot).
     """
     if policy is None:
         policy = await current_policy(app, team)
-    unavailable = unavailable_providers(app, request, upload_bytes)
+    unavailable = _merged(
+        unavailable_providers(app, request, upload_bytes),
+        {name: f"provider {name} already failed this job ({PROVIDER_FAILED})" for name in exclude_providers},
+    )
     latency: Mapping[str, int] = {}
     saturated: Mapping[str, str] = {}
     runner = app.get(RUNNER)

@@ -122,6 +122,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     REJECTED = "rejected"
+    REQUEST_INVALID = "request_invalid"
+    GENERATION_FAILED = "generation_failed"
     CONTENT_REJECTED = "content_rejected"
     AUTH_FAILED = "auth_failed"
     INSUFFICIENT_FUNDS = "insufficient_funds"
