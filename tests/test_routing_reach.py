@@ -5,7 +5,7 @@ answering 503 is left for the rest of the job, a Runway route whose request the 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from adapters import pixelapi
+from adapters.base import Adapter, AdapterContext, AdapterFactory
+from adapters.registry import factory_for
 from adapters.emulators.sandbox import Sandbox
 from broker.app import create_app
 from broker.config import load_config
@@ -22,6 +24,18 @@ from broker.settings import Settings
 from tests.conftest import STUDIO_KEY, TEST_ENV, auth, fast_sleep
 from tests.test_adapter_support import CONFIG_PATH
 from tests.test_api_jobs import png, wait_for_status
+
+
+def _quick(build: AdapterFactory) -> AdapterFactory:
+    """The real adapter, its retry back-off not waited out."""
+
+    def factory(ctx: AdapterContext) -> Adapter:
+        return build(replace(ctx, sleep=fast_sleep))
+
+    return factory
+
+
+QUICK = {name: _quick(factory_for(name)) for name in ("runway", "fal", "muvi", "doitong", "pixelapi")}
 
 
 @dataclass
@@ -38,7 +52,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     sandbox, config, env = await start_sandboxed(load_config(CONFIG_PATH), TEST_ENV, render_seconds=0.05)
     try:
         settings = Settings(store_url=f"sqlite:///{tmp_path}/b.db", data_dir=tmp_path / "data", workers=2)
-        app = create_app(settings, config, env=env, sleep=fast_sleep)
+        app = create_app(settings, config, env=env, factories=QUICK, sleep=fast_sleep)
         async with TestClient(TestServer(app)) as client:
             yield Rig(client, sandbox)
     finally:
