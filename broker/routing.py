@@ -9,7 +9,8 @@ from collections.abc import Collection, Mapping
 from aiohttp import web
 
 from adapters.images import image_infeasibility
-from broker.appkeys import ADAPTERS, DEPLOYMENT, RUNNER, STORE
+from broker.appkeys import ADAPTERS, DEPLOYMENT, RUNNER, SETTINGS, STORE
+from broker.hosted_inputs import HOSTING_OFF, InputHosting
 from broker.schema import JobRequest, decode_data_uri
 from policies.effective import effective_constraints
 from policies.model import Policy
@@ -44,6 +45,9 @@ def unavailable_providers(
     """Provider -> why none of its routes can serve this job right now."""
     config, adapters = app[DEPLOYMENT].config, app[ADAPTERS]
     has_url, has_bytes, size = image_size(request, upload_bytes)
+    hosting = InputHosting.from_settings(app[SETTINGS])
+    # With hosting on, image bytes can also be handed over as a signed URL (GET /v1/inputs/{id}).
+    reachable_by_url = has_url or (has_bytes and hosting is not None)
     reasons: dict[str, str] = {}
     for name, provider in config.providers.items():
         adapter = adapters.get(name)
@@ -51,8 +55,9 @@ def unavailable_providers(
             env = f" ({provider.api_key_env})" if provider.api_key_env else ""
             reasons[name] = f"provider {name} has no API key configured{env}"
             continue
-        if why := image_infeasibility(adapter.image_acceptance, has_url, has_bytes, size):
-            reasons[name] = why
+        if why := image_infeasibility(adapter.image_acceptance, reachable_by_url, has_bytes, size):
+            url_only = not reachable_by_url and adapter.image_acceptance.url
+            reasons[name] = f"{why}; {HOSTING_OFF}" if url_only else why
     return reasons
 
 

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters import pixelapi
 from adapters.base import Adapter, AdapterContext, AdapterFactory
-from adapters.registry import factory_for
 from adapters.emulators.sandbox import Sandbox
+from adapters.registry import factory_for
 from broker.app import create_app
 from broker.config import load_config
 from broker.sandbox import start_sandboxed
