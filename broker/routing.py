@@ -14,6 +14,7 @@ from broker.hosted_inputs import HOSTING_OFF, InputHosting
 from broker.schema import JobRequest, decode_data_uri
 from policies.effective import effective_constraints
 from policies.model import Policy
+from pricing.money import Money
 from pricing.quote import Quote, quote
 
 PROVIDER_FAILED = "rate-limited, unavailable, out of funds, refused our key, or failed the render"
@@ -70,6 +71,12 @@ def _merged(*sources: Mapping[str, str]) -> dict[str, str]:
     return merged
 
 
+def unpriced_ceiling_of(policy: Policy) -> Money | None:
+    """What the policy lets a job on an unpriced route reserve and book, or None: no unpriced routes."""
+    ceiling = policy.allow_unpriced_max_usd
+    return None if ceiling is None else Money.parse(ceiling)
+
+
 async def quote_for(
     app: web.Application,
     team: str,
@@ -89,6 +96,7 @@ async def quote_for(
     """
     if policy is None:
         policy = await current_policy(app, team)
+    unpriced_ceiling = unpriced_ceiling_of(policy)
     unavailable = _merged(
         unavailable_providers(app, request, upload_bytes),
         {name: f"provider {name} already failed this job ({PROVIDER_FAILED})" for name in exclude_providers},
@@ -111,6 +119,7 @@ async def quote_for(
             unavailable=_merged(unavailable, busy),
             exclude_routes=exclude_routes,
             latency=latency,
+            unpriced_ceiling=unpriced_ceiling,
         )
 
     answer = ranked(saturated)
