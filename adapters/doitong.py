@@ -40,6 +40,7 @@ from adapters.errors import (
     ProviderUnavailable,
     RateLimited,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from adapters.http import (
@@ -84,9 +85,9 @@ _STATES = {
     "cancelled": TaskState.CANCELLED,
 }
 _BY_CODE: dict[str, type[ProviderError]] = {
-    "BAD_USER_INPUT": Rejected,
-    "GRAPHQL_VALIDATION_FAILED": Rejected,
-    "GRAPHQL_PARSE_FAILED": Rejected,
+    "BAD_USER_INPUT": RequestInvalid,
+    "GRAPHQL_VALIDATION_FAILED": RequestInvalid,
+    "GRAPHQL_PARSE_FAILED": RequestInvalid,
     "IDEMPOTENCY_KEY_REUSED": Rejected,
     "UNAUTHENTICATED": AuthFailed,
     "FORBIDDEN": AuthFailed,
@@ -170,7 +171,7 @@ def generate_input(task: RenderTask) -> dict[str, Any]:
     if request.resolved_mode is not Mode.IMAGE_TO_VIDEO or task.image is None:
         raise Rejected("doitong animates an image; this job has none", provider=PROVIDER)
     if request.duration_s not in DURATIONS or request.aspect_ratio not in ASPECT_RATIOS:
-        raise Rejected("doitong renders 5 or 10 s at 16:9, 9:16 or 1:1 only", provider=PROVIDER)
+        raise RequestInvalid("doitong renders 5 or 10 s at 16:9, 9:16 or 1:1 only", provider=PROVIDER)
     media: dict[str, Any] = {"imageUrl": image_reference(task.image, IMAGE_ACCEPTANCE, PROVIDER)}
     if request.prompt:
         media["prompt"] = request.prompt  # [none]: the seed's GraphQL example has no prompt field

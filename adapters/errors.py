@@ -5,11 +5,17 @@ never by message text, and the router decides from the class alone:
      └── ProviderError                 anything a provider did wrong or refused
           ├── RateLimited              429 / over quota; retry after `retry_after_s`; fall back
           ├── ProviderUnavailable      5xx, timeouts, dropped connections; retry, then fall back
-          ├── Rejected                 the provider refused this input (400/422); stop
+          ├── Rejected                 the provider refused this input (an invalid image, an asset); stop
+          │    ├── RequestInvalid      400/422 on the broker's own request, no content code: the catalog
+          │    │                       or the adapter is wrong for this route; the next route may serve
+          │    ├── GenerationFailed    a failed task explained in words only (PixelAPI documents no
+          │    │                       codes: a safety block or a broken render); another provider may serve
           │    └── ContentRejected     moderation / SAFETY.*; the same input fails everywhere; stop
           ├── AuthFailed               401/403 on our key; fall back (the operator must fix the key)
           ├── InsufficientFunds        402 / out of credits; fall back
           └── SubmissionUncertain      a submit whose answer never arrived; never resubmitted blindly
+
+What the job does next is `adapters.failures.classify`'s table, by error code.
 """
 
 from __future__ import annotations
@@ -59,6 +65,20 @@ class Rejected(ProviderError):
     code = ErrorCode.REJECTED
     http_status = 422
     fallback = False
+
+
+class RequestInvalid(Rejected):
+    """The provider refused the request the broker built (validation, not content): a route defect."""
+
+    code = ErrorCode.REQUEST_INVALID
+    fallback = True
+
+
+class GenerationFailed(Rejected):
+    """The task failed and the provider says why only in words: possibly its own content filter."""
+
+    code = ErrorCode.GENERATION_FAILED
+    fallback = True
 
 
 class ContentRejected(Rejected):

@@ -40,6 +40,7 @@ from adapters.errors import (
     ProviderUnavailable,
     RateLimited,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from adapters.http import (
@@ -77,17 +78,16 @@ _UNAVAILABLE = frozenset(
         "rate_limited",
     }
 )
+# fal's answer to the request the broker built: the catalog or the adapter is wrong for the endpoint.
+_REQUEST = frozenset({"validation_error", "bad_request", "feature_not_supported"})
 _INPUT = frozenset(
     {
-        "validation_error",
-        "bad_request",
         "image_too_small",
         "image_too_large",
         "image_load_error",
         "file_download_error",
         "file_too_large",
         "face_detection_error",
-        "feature_not_supported",
         "unsupported_image_format",
     }
 )
@@ -185,6 +185,8 @@ def error_for(
         return RateLimited(message, retry_after_s=retry_after_s, **common)
     if error_type in _UNAVAILABLE or (error_type or "").startswith("runner_"):
         return ProviderUnavailable(message, **common)
+    if error_type in _REQUEST:
+        return RequestInvalid(message, **common)
     if error_type in _INPUT or (error_type or "").startswith("unsupported_"):
         return Rejected(message, **common)
     if status is not None:

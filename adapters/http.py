@@ -30,6 +30,7 @@ from adapters.errors import (
     ProviderUnavailable,
     RateLimited,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from broker.schema import ErrorCode
@@ -110,7 +111,11 @@ def status_error(
         return InsufficientFunds(message, **common)
     if status == 408 or status >= 500:
         return ProviderUnavailable(message, **common)
-    if status in (400, 409, 413, 415, 422):
+    if status in (400, 413, 415, 422):
+        # The provider refused the request the broker built; a content refusal has a code of its own,
+        # which the adapter maps before it falls back on the status.
+        return RequestInvalid(message, **common)
+    if status == 409:
         return Rejected(message, **common)
     return ProviderError(message, **common)
 

@@ -113,7 +113,7 @@ def image_infeasibility(
         return None
     takes_bytes = acceptance.data_uri_max_bytes is not None or acceptance.file_max_bytes is not None
     if not takes_bytes:
-        return "provider takes the image only as an https URL; the broker cannot host an uploaded image"
+        return "provider takes the image only as an https URL, and the job's image is bytes"
     if size_bytes is None:
         # The bytes are fetched from the job's URL at submit time and checked against the cap then.
         return None

@@ -45,6 +45,7 @@ from adapters.errors import (
     ProviderUnavailable,
     RateLimited,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from adapters.http import (
@@ -80,7 +81,7 @@ _STATES = {
     "cancelled": TaskState.CANCELLED,
 }
 _BY_CODE: dict[str, type[ProviderError]] = {
-    "INVALID_INPUT": Rejected,
+    "INVALID_INPUT": RequestInvalid,
     "INSUFFICIENT_BALANCE": InsufficientFunds,
     "MODEL_ACCESS_DENIED": AuthFailed,
     "UNAUTHORIZED": AuthFailed,

@@ -7,9 +7,11 @@
 
 Answers: `{generation_id, status: processing|completed|failed, estimated_seconds, credits_used,
 output_url, error_message, ...}`. Clips are a fixed 5 s. A failed generation is refunded (its
-`credits_used` falls to 0). PixelAPI has no cancel endpoint and no documented webhook. Error codes
-(`error` in error bodies, `error_code` on failed jobs) are the emulator's definitions [none]; the
-status code decides where they are absent. A submit is never repeated once it may have landed.
+`credits_used` falls to 0). A failed generation says why only in `error_message` (a broken render, a
+timeout or the safety filter alike, seed 001): it is `GenerationFailed`, never read for words. PixelAPI
+has no cancel endpoint and no documented webhook. Error codes in error bodies (`error`) are the
+emulator's definitions [none]; the status code decides where they are absent. A submit is never
+repeated once it may have landed.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from adapters.base import (
 )
 from adapters.errors import (
     ContentRejected,
+    GenerationFailed,
     InsufficientFunds,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from adapters.http import (
@@ -81,7 +85,7 @@ def error_for(
     if code == "insufficient_credits":
         return InsufficientFunds(message, **common)
     if code == "validation_error":
-        return Rejected(message, **common)
+        return RequestInvalid(message, **common)
     if code in ("generation_failed", "internal_error"):
         return ProviderUnavailable(message, **common)
     if status is not None:
@@ -104,9 +108,11 @@ def form_fields(task: RenderTask) -> dict[str, str]:
     """The text fields of a generate call, as PixelAPI spells them."""
     request = task.request
     if task.model not in MODELS:
-        raise Rejected(f"pixelapi model {task.model!r} is not one of {', '.join(MODELS)}", provider=PROVIDER)
+        raise RequestInvalid(
+            f"pixelapi model {task.model!r} is not one of {', '.join(MODELS)}", provider=PROVIDER
+        )
     if request.duration_s != CLIP_SECONDS:
-        raise Rejected(f"pixelapi renders {CLIP_SECONDS} s clips only", provider=PROVIDER)
+        raise RequestInvalid(f"pixelapi renders {CLIP_SECONDS} s clips only", provider=PROVIDER)
     fields = {"prompt": request.prompt, "resolution": request.resolution.value, "duration": str(CLIP_SECONDS)}
     if task.model == "seedance":
         fields["camera_fixed"] = "true" if request.camera_fixed else "false"
@@ -140,11 +146,9 @@ def parse_generation(payload: Mapping[str, Any]) -> TaskStatus:
     output = payload.get("output_url")
     error = None
     if state is TaskState.FAILED:
-        code = payload.get("error_code")
-        error = error_for(
-            None,
-            code if isinstance(code, str) else None,
-            f"pixelapi generation failed: {payload.get('error_message')}",
+        error = GenerationFailed(
+            f"pixelapi generation failed: {payload.get('error_message') or 'no message'}",
+            provider=PROVIDER,
         )
     return TaskStatus(
         state=state,

@@ -33,6 +33,7 @@ from adapters.errors import (
     ProviderError,
     ProviderUnavailable,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from adapters.http import (
@@ -87,13 +88,13 @@ class _Shape:
     text_ratios: Mapping[Resolution, Mapping[AspectRatio, str]] | None = None  # when text-to-video differs
 
 
+# The models `runwayml` 5.24 takes (tests/test_catalog_sdk.py checks this against its request types);
+# gen3a_turbo and veo3 are gone from the API.
 _MODELS: dict[str, _Shape] = {
     "gen4.5": _Shape({Resolution.HD: _GEN4}, text_ratios={Resolution.HD: _VEO_HD}),
     "gen4_turbo": _Shape({Resolution.HD: _GEN4}),
-    "gen3a_turbo": _Shape({Resolution.HD: {AspectRatio.WIDE: "1280:768", AspectRatio.TALL: "768:1280"}}),
     "veo3.1": _Shape({Resolution.HD: _VEO_HD, Resolution.FULL_HD: _VEO_FULL_HD}, audio=True),
     "veo3.1_fast": _Shape({Resolution.HD: _VEO_HD, Resolution.FULL_HD: _VEO_FULL_HD}, audio=True),
-    "veo3": _Shape({Resolution.HD: _VEO_HD}),
 }
 
 
@@ -132,11 +133,11 @@ def ratio_for(
     """Runway's `ratio` string for a model, e.g. gen4_turbo 16:9 720p -> "1280:720"."""
     shape = _MODELS.get(model)
     if shape is None:
-        raise Rejected(f"runway model {model!r} is not one this adapter knows", provider=PROVIDER)
+        raise RequestInvalid(f"runway model {model!r} is not one this adapter knows", provider=PROVIDER)
     table = shape.text_ratios if mode is Mode.TEXT_TO_VIDEO and shape.text_ratios else shape.ratios
     ratio = table.get(resolution, {}).get(aspect_ratio)
     if ratio is None:
-        raise Rejected(
+        raise RequestInvalid(
             f"runway {model} has no {aspect_ratio.value} {mode.value} output at {resolution.value}",
             provider=PROVIDER,
         )

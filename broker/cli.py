@@ -65,7 +65,9 @@ async def _serve(args: argparse.Namespace) -> None:
         from broker.sandbox import start_sandboxed
 
         sandbox, config, env = await start_sandboxed(config, env)
-    configure_logging(settings.log_level, [*secret_values(config, env), settings.webhook_secret or ""])
+    signing = settings.input_signing_secret.get_secret_value() if settings.input_signing_secret else ""
+    secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]
+    configure_logging(settings.log_level, secrets)
     try:
         app = create_app(settings, config, env=env)
         reload = functools.partial(reload_config, app, path, env)

@@ -13,6 +13,9 @@ Hence the spend of all groups is the sum of every job's `cost_usd`, to the micro
 Refunds: `refunds_usd` sums what providers reported giving back (an attempt's `refunded_usd`).
 `unbilled_usd` is wider: the estimate of every attempt that reached a provider and ended failed or
 cancelled without a charge, i.e. what was refunded or never billed.
+
+Unpriced: `unpriced_usd` is the part of `spend_usd` booked at a policy's `allow_unpriced_max_usd`
+ceiling on a route with no known price (an upper bound, over `unpriced_attempts` attempts).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class Tally:
     refunds: Money = field(default_factory=Money.zero)
     baseline: Money = field(default_factory=Money.zero)  # of succeeded jobs that have one
     baseline_actual: Money = field(default_factory=Money.zero)  # what those same jobs really cost
+    unpriced_attempts: int = 0
+    unpriced: Money = field(default_factory=Money.zero)  # spend booked at a policy's ceiling (upper bound)
 
     def add_job(self, record: JobRecord) -> None:
         """Count the job itself: its status, its estimate and, if it succeeded, its savings."""
@@ -94,6 +99,9 @@ class Tally:
         self.spend += cost
         if attempt.refunded_usd is not None:
             self.refunds += Money.parse(attempt.refunded_usd)
+        if attempt.unpriced:
+            self.unpriced_attempts += 1
+            self.unpriced += cost
         ended_unpaid = attempt.status in (AttemptStatus.FAILED, AttemptStatus.CANCELLED)
         if ended_unpaid and attempt.provider_job_id and cost.micros == 0 and attempt.estimated_cost_usd:
             self.unbilled += Money.parse(attempt.estimated_cost_usd)
@@ -127,6 +135,8 @@ class Tally:
             "avg_cost_per_success_usd": None if average is None else str(average),
             "baseline_usd": str(self.baseline),
             "savings_usd": str(self.savings),
+            "unpriced_attempts": self.unpriced_attempts,
+            "unpriced_usd": str(self.unpriced),
         }
 
 

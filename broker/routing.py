@@ -9,11 +9,15 @@ from collections.abc import Collection, Mapping
 from aiohttp import web
 
 from adapters.images import image_infeasibility
-from broker.appkeys import ADAPTERS, DEPLOYMENT, RUNNER, STORE
+from broker.appkeys import ADAPTERS, DEPLOYMENT, RUNNER, SETTINGS, STORE
+from broker.hosted_inputs import HOSTING_OFF, InputHosting
 from broker.schema import JobRequest, decode_data_uri
 from policies.effective import effective_constraints
 from policies.model import Policy
+from pricing.money import Money
 from pricing.quote import Quote, quote
+
+PROVIDER_FAILED = "rate-limited, unavailable, out of funds, refused our key, or failed the render"
 
 
 async def current_policy(app: web.Application, team: str) -> Policy:
@@ -42,6 +46,9 @@ def unavailable_providers(
     """Provider -> why none of its routes can serve this job right now."""
     config, adapters = app[DEPLOYMENT].config, app[ADAPTERS]
     has_url, has_bytes, size = image_size(request, upload_bytes)
+    hosting = InputHosting.from_settings(app[SETTINGS])
+    # With hosting on, image bytes can also be handed over as a signed URL (GET /v1/inputs/{id}).
+    reachable_by_url = has_url or (has_bytes and hosting is not None)
     reasons: dict[str, str] = {}
     for name, provider in config.providers.items():
         adapter = adapters.get(name)
@@ -49,8 +56,9 @@ def unavailable_providers(
             env = f" ({provider.api_key_env})" if provider.api_key_env else ""
             reasons[name] = f"provider {name} has no API key configured{env}"
             continue
-        if why := image_infeasibility(adapter.image_acceptance, has_url, has_bytes, size):
-            reasons[name] = why
+        if why := image_infeasibility(adapter.image_acceptance, reachable_by_url, has_bytes, size):
+            url_only = not reachable_by_url and adapter.image_acceptance.url
+            reasons[name] = f"{why}; {HOSTING_OFF}" if url_only else why
     return reasons
 
 
@@ -63,6 +71,12 @@ def _merged(*sources: Mapping[str, str]) -> dict[str, str]:
     return merged
 
 
+def unpriced_ceiling_of(policy: Policy) -> Money | None:
+    """What the policy lets a job on an unpriced route reserve and book, or None: no unpriced routes."""
+    ceiling = policy.allow_unpriced_max_usd
+    return None if ceiling is None else Money.parse(ceiling)
+
+
 async def quote_for(
     app: web.Application,
     team: str,
@@ -70,17 +84,23 @@ async def quote_for(
     *,
     upload_bytes: int | None = None,
     exclude_routes: Collection[str] = (),
+    exclude_providers: Collection[str] = (),
     policy: Policy | None = None,
 ) -> Quote:
     """Quote `request` for `team` under `policy` (default: the team's current one), skipping routes in
-    `exclude_routes`.
+    `exclude_routes` and every route of the providers in `exclude_providers` (those that failed this
+    job at the provider level: `adapters.failures.providers_to_exclude`).
 
     Providers with an open circuit are rejected. Providers at capacity are rejected too when another
     route can serve the job; when none can, the quote keeps them (the job waits for a slot).
     """
     if policy is None:
         policy = await current_policy(app, team)
-    unavailable = unavailable_providers(app, request, upload_bytes)
+    unpriced_ceiling = unpriced_ceiling_of(policy)
+    unavailable = _merged(
+        unavailable_providers(app, request, upload_bytes),
+        {name: f"provider {name} already failed this job ({PROVIDER_FAILED})" for name in exclude_providers},
+    )
     latency: Mapping[str, int] = {}
     saturated: Mapping[str, str] = {}
     runner = app.get(RUNNER)
@@ -99,6 +119,7 @@ async def quote_for(
             unavailable=_merged(unavailable, busy),
             exclude_routes=exclude_routes,
             latency=latency,
+            unpriced_ceiling=unpriced_ceiling,
         )
 
     answer = ranked(saturated)

@@ -122,6 +122,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     REJECTED = "rejected"
+    REQUEST_INVALID = "request_invalid"
+    GENERATION_FAILED = "generation_failed"
     CONTENT_REJECTED = "content_rejected"
     AUTH_FAILED = "auth_failed"
     INSUFFICIENT_FUNDS = "insufficient_funds"
@@ -271,6 +273,7 @@ class RouteRef(_Model):
     provider: str
     model: str
     estimated_cost_usd: str | None = None
+    unpriced: bool = False  # the estimate is the policy's ceiling for a route with no known price
 
 
 class JobError(_Model):
@@ -302,6 +305,10 @@ class Attempt(_Model):
     estimated_cost_usd: str | None = None
     cost_usd: str | None = None
     refunded_usd: str | None = None  # what the provider charged and gave back for this attempt
+    # On an unpriced route: cost_usd is the policy's ceiling (an upper bound), and the provider's own
+    # figure in its unit ("42 credits") is kept beside it, since no rate converts it.
+    unpriced: bool = False
+    provider_reported: str | None = None
     error: JobError | None = None
 
 

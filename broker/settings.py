@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,4 +26,15 @@ class Settings(BaseSettings):
     public_url: str | None = Field(default=None, description="base URL providers can reach, for webhooks")
     log_level: str = "info"
     webhook_secret: str | None = Field(default=None, description="signs the webhooks sent to teams")
+    input_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="signs the URLs of hosted inputs (GET /v1/inputs/{id}); the same on every replica",
+    )
     lease_s: float = Field(default=30.0, gt=0, description="how long a job claim lasts unrenewed")
+
+    @field_validator("input_signing_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value

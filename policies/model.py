@@ -22,6 +22,9 @@ class Policy(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1, le=10)
     daily_budget_usd: UsdString | None = None
     monthly_budget_usd: UsdString | None = None
+    # Lets the team use routes without a known price: each such job reserves and books this ceiling
+    # (an upper bound, marked `unpriced`) until an operator prices the route. Unset: never used.
+    allow_unpriced_max_usd: UsdString | None = None
 
     def merged_over(self, base: Policy) -> Policy:
         """This policy with every unset field taken from `base`."""

@@ -99,9 +99,10 @@ class PricedFilter:
         return cost is not None
 
     def reason(self, route: RouteSpec, cost: Money | None) -> str:
+        allow = "or a team policy's allow_unpriced_max_usd admit it at a ceiling"
         if route.price is None:
-            return "unpriced: the sources give no price for this route; an operator must set one"
-        return "unpriced: no price for this resolution"
+            return f"unpriced: the sources give no price for this route; an operator must set one, {allow}"
+        return f"unpriced: no price for this resolution; {allow}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ class QuotedRoute:
 
     route: RouteSpec
     cost: Money
+    unpriced: bool = False  # `cost` is the policy's ceiling: the route has no known price
 
     @property
     def key(self) -> str:
@@ -37,6 +38,7 @@ class QuotedRoute:
             "cost_usd": str(self.cost),
             "expected_latency_s": self.route.expected_latency_s,
             "quality": self.route.quality.value,
+            "unpriced": self.unpriced,
         }
 
 
@@ -116,8 +118,18 @@ def route_cost(route: RouteSpec, request: JobRequest) -> Money | None:
         return None
 
 
-def _ranking(quoted: QuotedRoute) -> tuple[int, int, str]:
-    return (quoted.cost.micros, quoted.route.expected_latency_s, quoted.route.key)
+def bounded_cost(route: RouteSpec, request: JobRequest, ceiling: Money | None) -> tuple[Money | None, bool]:
+    """(cost, unpriced): the route's price, else `ceiling` (a policy's `allow_unpriced_max_usd`) marked
+    unpriced, else (None, False)."""
+    cost = route_cost(route, request)
+    if cost is None and ceiling is not None:
+        return ceiling, True
+    return cost, False
+
+
+def _ranking(quoted: QuotedRoute) -> tuple[int, bool, int, str]:
+    # At equal cost a known price goes before a ceiling.
+    return (quoted.cost.micros, quoted.unpriced, quoted.route.expected_latency_s, quoted.route.key)
 
 
 def quote(
@@ -129,13 +141,15 @@ def quote(
     unavailable: Mapping[str, str] | None = None,
     exclude_routes: Collection[str] = (),
     latency: Mapping[str, int] | None = None,
+    unpriced_ceiling: Money | None = None,
 ) -> Quote:
     """Price and filter every route for the request; rank the feasible ones cheapest first.
 
     `constraints` defaults to the request's own; `unavailable` maps a provider name or a route key to
     why it can't be used now; `exclude_routes` are route keys already tried for this job; `latency`
     maps a route key to its observed latency in seconds, which then stands for the catalog's
-    `expected_latency_s` (in the latency filter, the ranking and the answer).
+    `expected_latency_s` (in the latency filter, the ranking and the answer); `unpriced_ceiling`
+    admits unpriced routes at that cost, marked unpriced (every cost filter judges the ceiling).
     """
     applied = constraints if constraints is not None else request.constraints
     filters = build_filters(
@@ -151,13 +165,13 @@ def quote(
     for route in catalog:
         if latency and (observed := latency.get(route.key)) is not None:
             route = route.model_copy(update={"expected_latency_s": observed})
-        cost = route_cost(route, request)
+        cost, unpriced = bounded_cost(route, request, unpriced_ceiling)
         failed = [check for check, admits in checks if not admits(route, cost)]
         if failed:
             rejected.append(Rejection(route, cost, failed))
         else:
-            assert cost is not None  # PricedFilter lets no unpriced route through
-            feasible.append(QuotedRoute(route, cost))
+            assert cost is not None  # PricedFilter lets no route without a cost through
+            feasible.append(QuotedRoute(route, cost, unpriced))
     feasible.sort(key=_ranking)
     return Quote(
         chosen=feasible[0] if feasible else None,
@@ -166,4 +180,3 @@ def quote(
         baseline=feasible[-1] if feasible else None,
         constraints=applied,
     )
-

@@ -20,6 +20,7 @@ from adapters.errors import (
     ProviderUnavailable,
     RateLimited,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from adapters.http import (
@@ -58,8 +59,9 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
         (401, AuthFailed),
         (403, AuthFailed),
         (402, InsufficientFunds),
-        (400, Rejected),
-        (422, Rejected),
+        (400, RequestInvalid),
+        (422, RequestInvalid),
+        (409, Rejected),
         (500, ProviderUnavailable),
         (503, ProviderUnavailable),
         (408, ProviderUnavailable),

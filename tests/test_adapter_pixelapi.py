@@ -14,7 +14,7 @@ from adapters.base import ImageInput, RenderTask, TaskHandle, TaskState
 from adapters.emulators.pixelapi import PixelApiEmulator, create_app
 from adapters.errors import (
     AuthFailed,
-    ContentRejected,
+    GenerationFailed,
     InsufficientFunds,
     ProviderError,
     ProviderUnavailable,
@@ -22,8 +22,9 @@ from adapters.errors import (
     Rejected,
     SubmissionUncertain,
 )
+from adapters.failures import Scope, classify
 from adapters.images import ImageFetchFailed
-from adapters.pixelapi import PixelApiAdapter, build
+from adapters.pixelapi import PixelApiAdapter, build, parse_generation
 from adapters.polling import poll_until_done
 from broker.schema import JobRequest
 from pricing.units import CostUnit, ReportedCost
@@ -178,18 +179,21 @@ async def test_one_status_fault_is_retried_and_a_lasting_one_is_unavailable(rig:
         await rig.adapter.status(submission.handle)
 
 
-@pytest.mark.parametrize(
-    ("code", "error_class"),
-    [("content_blocked", ContentRejected), ("generation_failed", ProviderUnavailable)],
-)
-async def test_failed_generations_are_refunded_and_classified(
-    rig: Rig, code: str, error_class: type[ProviderError]
-) -> None:
-    rig.emulator.inject("task_fail", code=code)
+async def test_a_failed_generation_is_refunded_and_classified_without_reading_its_message(rig: Rig) -> None:
+    # PixelAPI documents only status=failed with an error_message, for a safety block as for a crash.
+    rig.emulator.inject("task_fail", message="Your prompt was blocked by our content safety filter")
     submission = await rig.adapter.submit(task())
     final = await poll_until_done(rig.adapter, submission.handle, clock=rig.fake.clock, sleep=rig.fake.sleep)
-    assert final.state is TaskState.FAILED and type(final.error) is error_class
+    assert final.state is TaskState.FAILED and type(final.error) is GenerationFailed
+    assert "content safety filter" in str(final.error)
     assert final.refunded and final.reported_cost == ReportedCost(Decimal(0), CostUnit.CREDITS)
+    assert classify(final.error).scope is Scope.PROVIDER  # fall back, but not to PixelAPI's other model
+
+
+def test_a_failed_generation_maps_by_its_status_field_alone() -> None:
+    for message in ("content blocked", "render timed out", None):
+        status = parse_generation({"generation_id": "g1", "status": "failed", "error_message": message})
+        assert type(status.error) is GenerationFailed and status.error.provider_code is None
 
 
 async def test_no_cancel_and_no_webhooks(rig: Rig) -> None:

@@ -22,6 +22,7 @@ from adapters.errors import (
     ProviderUnavailable,
     RateLimited,
     Rejected,
+    RequestInvalid,
     SubmissionUncertain,
 )
 from adapters.polling import TaskTimedOut, poll_until_done
@@ -212,7 +213,7 @@ async def test_lasting_status_faults_are_unavailable(rig: Rig, fault: str) -> No
 
 @pytest.mark.parametrize(
     ("status", "error_class"),
-    [(402, InsufficientFunds), (400, Rejected), (403, AuthFailed), (404, ProviderError)],
+    [(402, InsufficientFunds), (400, RequestInvalid), (403, AuthFailed), (404, ProviderError)],
 )
 async def test_http_errors_map_by_status(rig: Rig, status: int, error_class: type[ProviderError]) -> None:
     rig.emulator.inject("http_error", "submit", status=status)

@@ -134,7 +134,7 @@ async def test_video_endpoint_takes_json_or_multipart_at_90_credits(client: Clie
     assert (await poll(client, text["generation_id"], "video"))["status"] == "processing"
 
 
-async def test_failed_generation_is_refunded_with_error_code(
+async def test_failed_generation_is_refunded_with_only_an_error_message(
     client: Client, emulator: PixelApiEmulator, clock: ManualClock
 ) -> None:
     emulator.inject("task_fail", code="content_blocked", message="blocked by the safety filter")
@@ -142,7 +142,7 @@ async def test_failed_generation_is_refunded_with_error_code(
     assert submitted["credits_remaining"] == 945
     clock.advance(120)
     failed = await poll(client, submitted["generation_id"])
-    assert (failed["status"], failed["error_code"]) == ("failed", "content_blocked")
+    assert failed["status"] == "failed" and "error_code" not in failed  # PixelAPI documents none
     assert failed["error_message"] == "blocked by the safety filter"
     assert (failed["credits_used"], failed["credits_remaining"]) == (0, 1000)
 

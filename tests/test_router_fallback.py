@@ -11,6 +11,7 @@ from adapters.errors import (
     AuthFailed,
     ContentRejected,
     InsufficientFunds,
+    ProviderError,
     ProviderUnavailable,
     RateLimited,
     Rejected,
@@ -157,7 +158,8 @@ def three_routes() -> BrokerConfig:
 async def test_the_same_route_is_never_tried_twice_and_the_policy_caps_the_count(
     make_client: Any, providers: dict[str, FakeProvider]
 ) -> None:
-    providers["cheap"].script.submit_error = ProviderUnavailable("down", provider="cheap")
+    # A route-level failure (not the provider's: that would leave every cheap route at once).
+    providers["cheap"].script.submit_error = ProviderError("glitch", provider="cheap")
     client = await make_client(three_routes())
     done = await wait_for_status(client, (await submit(client))["id"], "succeeded", "failed")
     assert done["status"] == "failed"

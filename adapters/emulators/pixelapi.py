@@ -13,10 +13,10 @@ Over `max_concurrent` (5) active jobs a submit is 429 with `Retry-After`; over t
 
 Not in PixelAPI's pages, defined here [none]: error bodies `{"error": <code>, "message": ...}` with
 codes `unauthorized`, `validation_error` (422), `insufficient_credits` (402), `concurrent_limit` and
-`rate_limited` (429), `not_found`, `internal_error`; an `error_code` beside `error_message` on failed
-jobs (`content_blocked` for the safety filter, `generation_failed` otherwise), so a client can tell a
-refused input from a crash without reading text. PixelAPI has no cancel endpoint and no documented
-webhook body, so neither exists here.
+`rate_limited` (429), `not_found`, `internal_error`. A failed job carries only `error_message`, as
+PixelAPI documents ("status=failed with an error_message" for a failure, a timeout or a safety-filter
+block, seed 001): no code tells a refused input from a crash. PixelAPI has no cancel endpoint and no
+documented webhook body, so neither exists here.
 """
 
 from __future__ import annotations
@@ -167,7 +167,6 @@ def generation_json(emulator: PixelApiEmulator, task: EmulatedTask) -> dict[str,
         "processing_ms": round(((ends_at if done and ends_at else now) - task.created_at) * 1000),
         "output_url": task.output_url if phase == Phase.SUCCEEDED else None,
         "error_message": task.fail_message if phase == Phase.FAILED else None,
-        "error_code": task.fail_code if phase == Phase.FAILED else None,
         "credits_remaining": emulator.credits_remaining(),
     }
 

@@ -58,19 +58,19 @@ class RunwayModel:
         return rate * duration
 
 
+# Per model and endpoint, as `runwayml` 5.24's request types declare them (`types/*_create_params.py`;
+# tests/test_catalog_sdk.py holds these tables to the SDK). A model the SDK lacks (gen3a_turbo, veo3)
+# is a 400 "Validation of body failed" on `model`, as the real API answers it.
 IMAGE_TO_VIDEO: dict[str, RunwayModel] = {
     "gen4.5": RunwayModel(GEN4_RATIOS, GEN4_DURATIONS, None, True, 12),
     "gen4_turbo": RunwayModel(GEN4_RATIOS, GEN4_DURATIONS, 10, False, 5),
-    "gen3a_turbo": RunwayModel(frozenset({"1280:768", "768:1280"}), frozenset({5, 10}), 10, False, 5),
     "veo3.1": RunwayModel(VEO_RATIOS, VEO_DURATIONS, 8, False, 40, 20, last_frame=True),
     "veo3.1_fast": RunwayModel(VEO_RATIOS, VEO_DURATIONS, 8, False, 15, 10, last_frame=True),
-    "veo3": RunwayModel(LANDSCAPE_PORTRAIT, frozenset({8}), 8, False, 40),
 }
 TEXT_TO_VIDEO: dict[str, RunwayModel] = {
     "gen4.5": RunwayModel(LANDSCAPE_PORTRAIT, GEN4_DURATIONS, None, True, 12),
     "veo3.1": RunwayModel(VEO_RATIOS, VEO_DURATIONS, 8, True, 40, 20),
     "veo3.1_fast": RunwayModel(VEO_RATIOS, VEO_DURATIONS, 8, True, 15, 10),
-    "veo3": RunwayModel(LANDSCAPE_PORTRAIT, frozenset({8}), 8, True, 40),
 }
 MODELS_BY_ENDPOINT = {"image_to_video": IMAGE_TO_VIDEO, "text_to_video": TEXT_TO_VIDEO}
 

@@ -92,6 +92,7 @@ async def submit_job(request: web.Request) -> web.Response:
             provider=quote.chosen.route.provider,
             model=quote.chosen.route.model,
             estimated_cost_usd=str(estimate),
+            unpriced=quote.chosen.unpriced,
         ),
         estimated_cost_usd=str(estimate),
         created_at=now,

@@ -204,6 +204,22 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "OpenAPI 3.1"}},
             }
         },
+        "/v1/inputs/{job_id}": {
+            "get": {
+                "summary": "A running job's uploaded or data: image, for a provider that takes only URLs",
+                "security": [],
+                "parameters": [
+                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "expires", "in": "query", "required": True, "schema": {"type": "integer"}},
+                    {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "the image", "content": {"image/*": {}}},
+                    "403": _error("bad, missing or expired signature"),
+                    "404": _error("the job has ended, has no such image, or the broker hosts no inputs"),
+                },
+            }
+        },
         "/v1/callbacks/{provider}": {
             "post": {
                 "summary": "A provider's webhook (signature-checked where the provider signs)",

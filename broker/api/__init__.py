@@ -1,0 +1,1 @@
+"""The HTTP API's handlers, by resource (the older ones still live in `broker/handlers/`)."""
