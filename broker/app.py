@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
+from adapters.failures import providers_to_exclude
 from broker import observability
 from broker.api import inputs
 from broker.appkeys import ADAPTERS, ARTIFACTS, CLOCK, DEPLOYMENT, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
@@ -23,6 +24,7 @@ from broker.handlers import callbacks, health, jobs, openapi, policies
 from broker.handlers import metrics as metrics_handlers
 from broker.handlers import reports as report_handlers
 from broker.health import ProviderHealth
+from broker.hosted_inputs import InputHosting
 from broker.jobs.context import RunnerOptions, StepContext
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.slots import LocalSlots, Slots
@@ -151,7 +153,16 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
 
     async def requote(record: JobRecord, tried: Collection[str]) -> Quote:
         policy = await accepted_policy(record)
-        return await quote_for(app, record.job.team, record.job.request, exclude_routes=tried, policy=policy)
+        # Providers that failed the job at provider level are left for the rest of it (adapters.failures).
+        gone = providers_to_exclude(record.job.attempts)
+        return await quote_for(
+            app,
+            record.job.team,
+            record.job.request,
+            exclude_routes=tried,
+            exclude_providers=gone,
+            policy=policy,
+        )
 
     async def max_attempts(record: JobRecord) -> int:
         return (await accepted_policy(record)).max_attempts or 3
@@ -171,7 +182,10 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
         quote=requote,
         session=app[HTTP],
         options=RunnerOptions(
-            workers=settings.workers, lease_s=settings.lease_s, public_url=settings.public_url
+            workers=settings.workers,
+            lease_s=settings.lease_s,
+            public_url=settings.public_url,
+            input_hosting=InputHosting.from_settings(settings),
         ),
         clock=app[CLOCK],
         sleep=sleep,

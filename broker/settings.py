@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    workers: int = Field(default=4, ge=1, le=256, description="jobs the runner works on at once")
+    workers: int = Field(
+        default=16, ge=1, le=1024, description="job steps run at once (not a limit on jobs in flight)"
+    )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     public_url: str | None = Field(default=None, description="base URL providers can reach, for webhooks")

@@ -134,6 +134,13 @@ class Emulator:
             rows: list[dict[str, Any]] = await reply.json()
             return rows
 
+    async def stats(self) -> dict[str, Any]:
+        """GET /_emulator/stats: tasks, tasks active now and at the peak, requests per endpoint."""
+        async with self._session.get(f"{self.base_url}/_emulator/stats") as reply:
+            reply.raise_for_status()
+            numbers: dict[str, Any] = await reply.json()
+            return numbers
+
     async def add_faults(self, faults: list[dict[str, Any]]) -> None:
         async with self._session.post(f"{self.base_url}/_emulator/faults", json=faults) as reply:
             reply.raise_for_status()

@@ -37,7 +37,6 @@ def received_url(provider: str, submitted: Any) -> str:
     return str(submitted["variables"]["input"]["input"]["imageUrl"])
 
 
-@pytest.mark.xfail(reason="needs runner wiring: the runner must call broker.hosted_inputs.hosted_image")
 @pytest.mark.parametrize("provider", ["muvi", "doitong"])
 async def test_an_uploaded_image_reaches_a_url_only_provider(
     aiohttp_client: Any, tmp_path: Path, provider: str

@@ -76,9 +76,6 @@ async def submit_upload(rig: Rig, providers: list[str]) -> dict[str, Any]:
     return job
 
 
-@pytest.mark.xfail(
-    reason="needs runner wiring: requote with exclude_providers=providers_to_exclude(attempts)"
-)
 async def test_a_provider_answering_503_to_every_submit_is_left_after_one_submit(rig: Rig) -> None:
     pixel = rig.emulator("pixelapi")
     pixel.inject("server_error", "submit", count=None, status=503)

@@ -9,8 +9,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from broker.app import create_app
 from broker.appkeys import STORE
 from broker.config import BrokerConfig, load_config, parse_config
@@ -151,7 +149,6 @@ async def test_an_unpriced_route_under_a_ceiling_is_quoted_and_reserved_at_the_c
         await sandbox.close()
 
 
-@pytest.mark.xfail(reason="needs runner wiring: estimate from the quote's ceiling, book with book_unpriced")
 async def test_an_unpriced_route_under_a_ceiling_books_the_ceiling_marked_unpriced(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ from broker.artifacts import ArtifactStore
 from broker.capacity import Capacity
 from broker.events import JobObserver
 from broker.health import ProviderHealth
+from broker.hosted_inputs import InputHosting
 from broker.jobs.slots import LocalSlots, Slots
 from broker.store import JobRecord, Store
 from pricing.catalog import RouteSpec
@@ -34,6 +35,7 @@ class RunnerOptions:
     capacity_check_s: float = 5.0  # how often a job waiting for a slot looks again at worst
     max_crashes: int = 3  # steps that crash on one job before it is failed rather than retried
     public_url: str | None = None  # where providers can reach this broker's /v1/callbacks/{provider}
+    input_hosting: InputHosting | None = None  # signs URLs for uploads sent to URL-only providers
 
 
 @dataclass

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 
 from adapters.base import TaskStatus
-from broker.schema import Attempt, JobRequest
+from broker.schema import Attempt
 from pricing.catalog import RouteSpec
 from pricing.money import Money, UnknownPrice
+from pricing.unpriced import book_unpriced
 
 
 def route_key(attempt: Attempt) -> str:
@@ -15,20 +16,12 @@ def route_key(attempt: Attempt) -> str:
     return f"{attempt.provider}/{attempt.model}"
 
 
-def estimate(route: RouteSpec, request: JobRequest) -> Money | None:
-    """The route's price for the request; None when it is unpriced or the price does not cover it."""
-    if route.price is None:
-        return None
-    try:
-        return route.price.usd(request.duration_s, request.resolution, request.audio)
-    except UnknownPrice:
-        return None
-
-
 def refund(route: RouteSpec | None, status: TaskStatus, attempt: Attempt) -> Money | None:
     """What the provider gave back (its reported charge, else the estimate); None without a refund."""
     if not status.refunded:
         return None
+    if attempt.unpriced:  # no price to convert the provider's amount with: the bound that was booked
+        return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
     if status.reported_cost is not None and route is not None and route.price is not None:
         with contextlib.suppress(UnknownPrice):
             refunded = route.price.reported_to_money(status.reported_cost)
@@ -37,9 +30,22 @@ def refund(route: RouteSpec | None, status: TaskStatus, attempt: Attempt) -> Mon
     return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
 
 
+def with_reported(attempt: Attempt, status: TaskStatus) -> Attempt:
+    """An unpriced attempt with the provider's own amount in its unit ("42 credits") beside its bound."""
+    if not attempt.unpriced or status.reported_cost is None:
+        return attempt
+    shown = book_unpriced(Money.zero(), status.reported_cost, succeeded=False, refunded=False).reported
+    return attempt.model_copy(update={"provider_reported": shown})
+
+
 def cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succeeded: bool) -> Money:
     """What the attempt really cost: the provider's report if it can be converted, else the estimate
-    for a delivered video and nothing for a failed one (failed renders are refunded or unbilled)."""
+    for a delivered video and nothing for a failed one (failed renders are refunded or unbilled). An
+    unpriced route books the policy's ceiling (`pricing.unpriced`), never 0 for a charged render."""
+    if attempt.unpriced and attempt.estimated_cost_usd is not None:
+        ceiling = Money.parse(attempt.estimated_cost_usd)
+        booked = book_unpriced(ceiling, status.reported_cost, succeeded=succeeded, refunded=status.refunded)
+        return booked.cost
     if status.refunded:
         return Money.zero()
     if status.reported_cost is not None and route is not None and route.price is not None:

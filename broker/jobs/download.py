@@ -8,7 +8,7 @@ import structlog
 
 from adapters.base import TaskHandle, TaskStatus
 from broker.jobs.context import StepContext
-from broker.jobs.costs import cost, route_key
+from broker.jobs.costs import cost, route_key, with_reported
 from broker.jobs.ending import fail_attempt, settle
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
 from broker.schema import Attempt, AttemptStatus, BrokerError, JobStatus, Output
@@ -26,6 +26,7 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
     if status is None:  # resumed after a restart: ask again where the output is
         status = await adapter.status(TaskHandle(stored.provider_job_id, stored.model, stored.data))
     route = ctx.routes.get(route_key(attempt))
+    attempt = with_reported(attempt, status)
     partial = ctx.artifacts.partial_path(attempt.id)
     try:
         await adapter.fetch_output(status, partial)

@@ -10,6 +10,7 @@ import structlog
 
 from adapters.base import TaskHandle
 from adapters.errors import ProviderError
+from adapters.failures import classify
 from broker.jobs.context import StepContext
 from broker.jobs.costs import cost, refund, route_key
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
@@ -38,7 +39,7 @@ async def fail_attempt(
     """Fail the attempt; the job falls back to its next route (due now) or fails with the same error."""
     error = JobError(code=exc.code, message=ctx.scrub(exc.message))
     failed = finish_attempt(attempt, AttemptStatus.FAILED, work.now(), spent, error, refunded)
-    can_fall_back = getattr(exc, "fallback", False) if fallback is None else fallback
+    can_fall_back = falls_back(exc) if fallback is None else fallback
     await ctx.provider_slots.release(attempt.provider, attempt.id)
     await ctx.provider_health.report_failure(attempt.provider, exc)
     log.warning("attempt_failed", provider=attempt.provider, code=exc.code.value, error=exc.message)
@@ -50,6 +51,17 @@ async def fail_attempt(
         release=True,
     )
     await settle(ctx, work)
+
+
+def falls_back(exc: BrokerError) -> bool:
+    """Whether another route may serve the job after `exc` (the rule is `adapters.failures.classify`);
+    a request the provider refused as invalid is logged as a catalog or adapter defect."""
+    if not isinstance(exc, ProviderError):
+        return bool(getattr(exc, "fallback", False))
+    rule = classify(exc)
+    if rule.defect:
+        log.error("catalog_or_adapter_defect", provider=exc.provider, code=exc.code.value, error=exc.message)
+    return rule.falls_back
 
 
 async def cancel(ctx: StepContext, work: JobWork, attempt: Attempt | None) -> None:

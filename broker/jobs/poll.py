@@ -13,7 +13,7 @@ from adapters.base import TaskHandle, TaskState, TaskStatus
 from adapters.errors import ProviderError, ProviderUnavailable, RateLimited
 from adapters.polling import TaskTimedOut, next_poll_delay
 from broker.jobs.context import StepContext
-from broker.jobs.costs import cost, refund, route_key
+from broker.jobs.costs import cost, refund, route_key, with_reported
 from broker.jobs.download import download
 from broker.jobs.ending import fail_attempt
 from broker.jobs.work import JobWork, with_attempt
@@ -87,6 +87,7 @@ async def finish(ctx: StepContext, work: JobWork, attempt: Attempt, status: Task
         await download(ctx, work, attempt, status)
         return
     route = ctx.routes.get(route_key(attempt))
+    attempt = with_reported(attempt, status)
     spent = cost(route, status, attempt, succeeded=False)
     error = status.error or ProviderUnavailable(
         f"{attempt.provider} ended the task as {status.state.value}", provider=attempt.provider

@@ -11,8 +11,10 @@ No job can stop the runner: a step that raises is retried a bounded number of ti
 in the record) and then fails its job with `internal`; a record the store cannot decode is set aside
 with a log line naming it; the loop itself is restarted (and logged) if it ever dies.
 
-Time, as the scheduler sees it, is the injected clock plus whatever the injected sleep skipped: a
-test's instant sleep fast-forwards the schedule, a real one leaves the clock as it is.
+When a job is due is judged on the scheduler's clock: the injected clock plus whatever the injected
+sleep skipped, so a test's instant sleep brings the next poll forward (as an instant sleep between
+polls did before) while a real one leaves it as it is. Timestamps and provider deadlines keep the
+injected clock.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ class Scheduler:
         self.ctx = ctx
         self.options = ctx.options
         self._clock: Clock = ctx.clock
-        ctx.clock = self.now
         self.name = name or f"runner-{secrets.token_hex(6)}"
         self._skipped = 0.0
         self._claims = 0
@@ -208,7 +209,14 @@ class Scheduler:
     async def _step(self, record: JobRecord) -> None:
         owner = record.lease_owner or self.name
         work = JobWork(
-            self.ctx.store, record, owner, self.now, self.options.lease_s, self.ctx.observers, self.ctx.sleep
+            self.ctx.store,
+            record,
+            owner,
+            self._clock,
+            self.options.lease_s,
+            self.ctx.observers,
+            self.ctx.sleep,
+            schedule_clock=self.now,
         )
         with structlog.contextvars.bound_contextvars(job_id=record.id, team=record.job.team):
             try:

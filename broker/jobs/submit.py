@@ -10,14 +10,15 @@ A job whose providers are all at capacity waits as a record, due again when a sl
 from __future__ import annotations
 
 import secrets
+import time
 
 import structlog
 
 from adapters.base import Adapter, ImageInput, RenderTask
 from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
 from adapters.images import check_image, fetch_image
+from broker.hosted_inputs import hosted_image
 from broker.jobs.context import StepContext
-from broker.jobs.costs import estimate
 from broker.jobs.ending import fail_attempt, fail_job
 from broker.jobs.work import JobWork, with_attempt
 from broker.schema import (
@@ -35,7 +36,7 @@ from broker.store import JobRecord
 from broker.store.base import AttemptHandle, PollState
 from pricing.catalog import RouteSpec
 from pricing.money import Money
-from pricing.quote import Quote
+from pricing.quote import Quote, bounded_cost
 
 log = structlog.get_logger("broker.jobs")
 
@@ -63,7 +64,7 @@ async def start_attempt(ctx: StepContext, work: JobWork) -> None:
         use_last = last is not None and route.code is ErrorCode.NO_FEASIBLE_ROUTE
         await fail_job(ctx, work, last if use_last and last is not None else route)
         return
-    price = estimate(route, work.job.request)
+    price, unpriced = bounded_cost(route, work.job.request, unpriced_ceiling(work.record))
     if not await _budget_covers(ctx, work, route, attempt_id, price):
         return
     attempt = Attempt(
@@ -74,6 +75,7 @@ async def start_attempt(ctx: StepContext, work: JobWork) -> None:
         status=AttemptStatus.SUBMITTING,
         started_at=work.now(),
         estimated_cost_usd=None if price is None else str(price),
+        unpriced=unpriced,
     )
 
     def begin(record: JobRecord) -> JobRecord:
@@ -110,6 +112,12 @@ async def _claim_route(ctx: StepContext, work: JobWork, attempt_id: str) -> Rout
     pause = ctx.options.capacity_check_s
     refill = await slots.free_in(route.provider)
     raise WaitForCapacity(route.provider, pause if refill is None else min(pause, refill))
+
+
+def unpriced_ceiling(record: JobRecord) -> Money | None:
+    """The accepted policy's `allow_unpriced_max_usd`: what an unpriced route may reserve and book."""
+    ceiling = (record.policy or {}).get("allow_unpriced_max_usd")
+    return None if ceiling is None else Money.parse(str(ceiling))
 
 
 def _capacity_deadline_passed(ctx: StepContext, work: JobWork, quote: Quote) -> JobError | None:
@@ -152,7 +160,7 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
         await fail_attempt(ctx, work, attempt, error, Money.zero())
         return
     try:
-        image = await _image(ctx, work.job.request, adapter)
+        image = await _provider_image(ctx, work.job.id, work.job.request, adapter)
     except BrokerError as exc:
         await fail_attempt(ctx, work, attempt, exc, Money.zero(), fallback=False)
         return
@@ -218,3 +226,21 @@ async def _image(ctx: StepContext, request: JobRequest, adapter: Adapter) -> Ima
     if adapter.image_acceptance.url:
         return ImageInput(content_type="image/*", url=request.image_url)
     return await fetch_image(ctx.session, request.image_url)
+
+
+async def _provider_image(
+    ctx: StepContext, job_id: str, request: JobRequest, adapter: Adapter
+) -> ImageInput | None:
+    """The job's image in a form the provider takes: bytes it cannot take are served to it from a
+    signed broker URL (`broker.hosted_inputs`), where hosting is on."""
+    image = await _image(ctx, request, adapter)
+    if image is None:
+        return None
+    return hosted_image(
+        image,
+        adapter.image_acceptance,
+        job_id=job_id,
+        hosting=ctx.options.input_hosting,
+        now=time.time(),  # the signature's expiry is wall-clock time, checked by the inputs handler
+        deadline_s=adapter.poll_schedule.deadline_s,
+    )

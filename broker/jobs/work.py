@@ -45,6 +45,11 @@ class JobWork:
     lease_s: float
     observers: list[JobObserver] = field(default_factory=list)
     sleep: Sleep = asyncio.sleep
+    # The scheduler's clock, for leases and due times (see `Scheduler.now`); timestamps use `clock`.
+    schedule_clock: Clock | None = None
+
+    def schedule_now(self) -> float:
+        return (self.schedule_clock or self.clock)()
 
     @property
     def job(self) -> Job:
@@ -61,7 +66,7 @@ class JobWork:
     async def save(self, change: Callable[[JobRecord], JobRecord], *, release: bool = False) -> JobRecord:
         """Apply `change` and write it with a renewed lease (or none, with `release`)."""
         while True:
-            lease = (None, None) if release else (self.owner, self.clock() + self.lease_s)
+            lease = (None, None) if release else (self.owner, self.schedule_now() + self.lease_s)
             candidate = change(self.record).model_copy(
                 update={"lease_owner": lease[0], "lease_until": lease[1]}
             )
@@ -104,12 +109,12 @@ class JobWork:
 
     async def park(self, due_in: float, change: Callable[[JobRecord], JobRecord] = lambda r: r) -> JobRecord:
         """End the step: save `change` with the job due again in `due_in` seconds, and let it go."""
-        due_at = self.clock() + max(0.0, due_in)
+        due_at = self.schedule_now() + max(0.0, due_in)
         return await self.save(lambda r: change(r).model_copy(update={"due_at": due_at}), release=True)
 
     async def renew_if_due(self) -> None:
         until = self.record.lease_until or 0.0
-        if until - self.clock() < self.lease_s / 2:
+        if until - self.schedule_now() < self.lease_s / 2:
             await self.save(lambda r: r)
 
     def active_attempt(self) -> Attempt | None:
