@@ -1,0 +1,1 @@
+"""The HTTP API's handlers and the pages served beside it."""
