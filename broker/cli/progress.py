@@ -25,35 +25,37 @@ class Snapshot:
     elapsed_s: float
     expected_s: int | None
     cost_usd: str
+    estimated_usd: str | None = None
 
     def line(self) -> str:
         expected = f" / ~{self.expected_s}s" if self.expected_s is not None else ""
         attempt = f"attempt {self.attempt}" if self.attempt else "no attempt yet"
+        estimate = f" (estimate {self.estimated_usd})" if self.estimated_usd is not None else ""
         return (
             f"{self.status:<9} {self.route}  {attempt}  "
-            f"{self.elapsed_s:5.0f}s{expected}  cost {self.cost_usd} USD"
+            f"{self.elapsed_s:5.0f}s{expected}  cost {self.cost_usd} USD{estimate}"
         )
 
     def changed_from(self, other: Snapshot | None) -> bool:
         """Whether a plain log should print this one: anything but the clock moved."""
-        return other is None or (self.status, self.route, self.attempt, self.cost_usd) != (
-            other.status,
-            other.route,
-            other.attempt,
-            other.cost_usd,
-        )
+        return other is None or self._facts() != other._facts()
+
+    def _facts(self) -> tuple[str, str, int, str]:
+        return (self.status, self.route, self.attempt, self.cost_usd)
+
+
+def _current_route(job: Job) -> tuple[str, str]:
+    """The route of the job's latest attempt, else the one it was quoted."""
+    if job.attempts:
+        return job.attempts[-1].provider, job.attempts[-1].model
+    if job.route is not None:
+        return job.route.provider, job.route.model
+    return "-", "-"
 
 
 def snapshot(job: Job, elapsed_s: float, expected: Mapping[str, int]) -> Snapshot:
     """The job now: its current attempt's route (else the quoted one) and that route's expected latency."""
-    current = job.attempts[-1] if job.attempts else None
-    provider, model = (
-        (current.provider, current.model)
-        if current
-        else (job.route.provider, job.route.model)
-        if job.route
-        else ("-", "-")
-    )
+    provider, model = _current_route(job)
     return Snapshot(
         status=job.status.value,
         route=f"{provider}/{model}",
@@ -61,6 +63,7 @@ def snapshot(job: Job, elapsed_s: float, expected: Mapping[str, int]) -> Snapsho
         elapsed_s=elapsed_s,
         expected_s=expected.get(f"{provider}/{model}"),
         cost_usd=job.cost_usd,
+        estimated_usd=job.estimated_cost_usd,
     )
 
 
