@@ -7,10 +7,11 @@ import asyncio
 import itertools
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +24,7 @@ from tests.procs import ROOT, Proc, clean_env, free_port
 
 KEY = "sandbox-cli-key-0123456789"
 SAMPLE = ROOT / "local_backend" / "assets" / "sample.png"
+Reaction = Callable[[str, "subprocess.Popen[bytes]", int], None]
 
 
 @pytest.fixture
@@ -56,12 +58,13 @@ async def sandbox_broker(tmp_path: Path) -> AsyncIterator[str]:
         proc.stop()
 
 
-def _run_in_pty(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[tuple[float, str]]]:
-    """Run `args` with a pseudo-terminal as stdout; its exit code and each chunk it wrote, timed."""
+def _run_in_pty(
+    args: list[str], env: dict[str, str], cwd: Path, react: Reaction | None = None
+) -> tuple[int, list[tuple[float, str]]]:
+    """Run `args` on a pseudo-terminal (stdin and stdout); its exit code and each chunk it wrote, timed.
+    `react` sees the screen so far after each chunk and may answer with keystrokes or a signal."""
     leader, follower = os.openpty()
-    proc = subprocess.Popen(
-        args, env=env, cwd=cwd, stdout=follower, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdin=follower, stdout=follower, stderr=subprocess.STDOUT)
     os.close(follower)
     chunks: list[tuple[float, str]] = []
     deadline = time.monotonic() + 90
@@ -76,6 +79,8 @@ def _run_in_pty(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, l
                 if not data:
                     break
                 chunks.append((time.monotonic(), data.decode(errors="replace")))
+                if react is not None:
+                    react("".join(text for _, text in chunks), proc, leader)
             elif proc.poll() is not None:
                 break
         return proc.wait(timeout=10), chunks
@@ -127,3 +132,43 @@ async def test_quote_against_the_sandbox_lists_routes_and_reasons(sandbox_broker
     costs = [float(row[-3]) for row in rows]
     assert costs == sorted(costs) and len(rows) > 3
     assert "runway/veo3: duration 5 s not supported" in rejected
+
+
+async def test_ctrl_c_under_a_terminal_asks_and_cancels_the_job(sandbox_broker: str, tmp_path: Path) -> None:
+    env = clean_env({"BROKER_URL": sandbox_broker, "BROKER_API_KEY": KEY})
+    # runway's emulator takes seconds to render: long enough to interrupt the wait.
+    args = [
+        sys.executable,
+        "-m",
+        "broker",
+        "submit",
+        "--prompt",
+        "a harbour",
+        "--provider",
+        "runway",
+        "--wait",
+    ]
+    steps = {"interrupted": False, "answered": False}
+
+    def react(screen: str, proc: subprocess.Popen[bytes], terminal: int) -> None:
+        if not steps["interrupted"] and screen.count(CLEAR_LINE) >= 2:
+            steps["interrupted"] = True
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C on the terminal sends
+        elif not steps["answered"] and "[y/N]" in screen:
+            steps["answered"] = True
+            os.write(terminal, b"y\n")
+
+    code, chunks = await asyncio.to_thread(_run_in_pty, args, env, tmp_path, react)
+    screen = "".join(text for _, text in chunks)
+    assert steps["answered"] and code == Exit.CANCELLED, screen
+    job_id = screen.split("cancel job ")[1].split("?")[0]
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.get(
+                f"{sandbox_broker}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {KEY}"}
+            ) as reply:
+                job = await reply.json()
+            if job["status"] == "cancelled":
+                break
+            await asyncio.sleep(0.1)
+    assert job["status"] == "cancelled"
