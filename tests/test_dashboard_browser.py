@@ -105,6 +105,14 @@ async def test_dashboard_totals_match_the_cost_report_and_the_console_is_clean(
         assert health["runway"][1] == "closed" and int(health["runway"][4]) > 0
         assert await page.evaluate("document.getElementById('scope').textContent") == "admin: every team"
         assert await page.evaluate("location.hash") == ""  # the key left the address bar
+        csv = await client.get(
+            "/v1/reports/costs?group_by=day,provider,team,model&format=csv", headers=auth(ADMIN_KEY)
+        )
+        assert await page.evaluate("csvText()") == await csv.text()  # what "Download CSV" saves
+        await page.evaluate("document.getElementById('csv').click()")
+        await page.evaluate("document.querySelector('#jobs a.output').click()")  # fetches the MP4
+        await page.evaluate("new Promise((done) => setTimeout(done, 300))")
+        assert await page.evaluate("document.getElementById('status').textContent") == ""
         shot = Path(os.environ.get("DASHBOARD_SCREENSHOT", tmp_path / "dashboard.png"))
         await page.screenshot(shot)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -298,6 +298,26 @@ async function loadJobs() {
   renderJobs();
 }
 
+// The same report as CSV, one row per day, provider, team and model, for a spreadsheet.
+async function csvText() {
+  const params = windowQuery();
+  params.set("group_by", "day,provider,team,model");
+  params.set("format", "csv");
+  const response = await fetch(`/v1/reports/costs?${params}`, { headers: { Authorization: `Bearer ${key()}` } });
+  if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+  return response.text();
+}
+
+async function downloadCsv() {
+  try {
+    const url = URL.createObjectURL(new Blob([await csvText()], { type: "text/csv" }));
+    el("a", { href: url, download: "broker-costs.csv" }).click();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (error) {
+    say(`could not export the report: ${error.message}`, true);
+  }
+}
+
 const editor = { policies: [] };
 
 function showPolicy() {
@@ -396,6 +416,7 @@ document.addEventListener("DOMContentLoaded", () => {
     location.reload();
   });
   $("reload").addEventListener("click", load);
+  $("csv").addEventListener("click", downloadCsv);
   $("from").addEventListener("change", load);
   $("to").addEventListener("change", load);
   $("job-status").addEventListener("change", () => loadJobs().catch((e) => say(e.message, true)));
