@@ -12,6 +12,8 @@ whose loop is already running. A broker that cannot be reached raises `BrokerUnr
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import secrets
 import time
@@ -109,14 +111,19 @@ class SyncBrokerClient:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """The answer's JSON (or its bytes when it is not JSON)."""
+        with self._open(method, path, **kwargs) as response, self._reading():
+            body = response.read()
+        if response.headers.get_content_type() == "application/json" and body:
+            return json.loads(body)
+        return body
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """An answer cut off mid-body is the broker's connection breaking, not the caller's bug."""
         try:
-            with self._open(method, path, **kwargs) as response:
-                body = response.read()
-                if response.headers.get_content_type() == "application/json" and body:
-                    return json.loads(body)
-                return body
-        except (ConnectionError, TimeoutError) as exc:
-            raise BrokerUnreachable(f"the connection to {self._base} broke: {exc}") from None
+            yield
+        except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
+            raise BrokerUnreachable(f"the connection to {self._base} broke: {exc!r}") from None
 
     def quote(self, request: JobLike, *, image: bytes | Path | None = None) -> dict[str, Any]:
         """What the job would cost and where it would go; creates nothing. `image` as in `submit`."""
@@ -193,10 +200,16 @@ class SyncBrokerClient:
         try:
             with (
                 self._open("GET", f"/v1/jobs/{_quoted(job_id)}/output") as response,
+                self._reading(),
                 partial.open("wb") as out,
             ):
-                for chunk in _chunks(response):
-                    out.write(chunk)
+                written = sum(out.write(chunk) for chunk in _chunks(response))
+                expected = response.headers.get("Content-Length")
+                # A read of a given size returns short at a closed connection rather than raising.
+                if expected is not None and written != int(expected):
+                    raise BrokerUnreachable(
+                        f"the connection to {self._base} broke after {written} of {expected} bytes"
+                    )
             partial.replace(dest)
         finally:
             partial.unlink(missing_ok=True)

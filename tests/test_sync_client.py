@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from broker.client import BrokerAPIError
 from broker.schema import JobRequest, JobStatus
@@ -68,3 +69,25 @@ async def test_errors_carry_the_envelope(make_client: Any, providers: dict[str, 
             SyncBrokerClient("http://127.0.0.1:9", GROWTH_KEY, timeout_s=5).list()
 
     await asyncio.to_thread(script)
+
+
+async def test_a_download_cut_off_mid_body_leaves_no_file(aiohttp_server: Any, tmp_path: Path) -> None:
+    async def cut_off(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "100000", "Content-Type": "video/mp4"})
+        await response.prepare(request)
+        await response.write(b"\0" * 1000)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/jobs/{job_id}/output", cut_off)
+    server = await aiohttp_server(app)
+    dest = tmp_path / "clip.mp4"
+
+    def script() -> None:
+        with pytest.raises(BrokerUnreachable, match="broke"):
+            SyncBrokerClient(str(server.make_url("")), GROWTH_KEY).download("job_1", dest)
+
+    await asyncio.to_thread(script)
+    assert list(tmp_path.iterdir()) == []

@@ -64,3 +64,6 @@ def run_remote(command: Command, args: argparse.Namespace, env: Mapping[str, str
     except CommandError as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:
+        print("broker: interrupted", file=sys.stderr)
+        return Exit.INTERRUPTED
