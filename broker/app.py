@@ -13,7 +13,7 @@ from aiohttp import web
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from adapters.failures import providers_to_exclude
 from broker import observability
-from broker.api import inputs
+from broker.api import dashboard, inputs, providers
 from broker.appkeys import ADAPTERS, ARTIFACTS, CLOCK, DEPLOYMENT, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
@@ -121,7 +121,7 @@ def create_app(
     app.cleanup_ctx.append(resources)
     for module in (jobs, health, openapi, callbacks, report_handlers, metrics_handlers, policies):
         app.router.add_routes(module.routes)
-    app.router.add_routes(inputs.routes)
+    app.router.add_routes([*inputs.routes, *providers.routes, *dashboard.routes])
     _add_pricing_routes(app)
     return app
 

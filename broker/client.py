@@ -34,11 +34,20 @@ class BrokerAPIError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def _fields(request: JobLike) -> dict[str, Any]:
+def request_fields(request: JobLike) -> dict[str, Any]:
+    """The request's fields as a JSON body: those set, none that are None."""
     if isinstance(request, JobRequest):
         # Only what the caller set: an inferred mode must not contradict an image sent as an upload.
         return request.model_dump(mode="json", exclude_unset=True, exclude={"image_upload"})
     return {name: value for name, value in request.items() if value is not None}
+
+
+def form_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    """The same fields as multipart form values: objects, lists and booleans as JSON."""
+    return {
+        name: json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
+        for name, value in fields.items()
+    }
 
 
 class BrokerClient:
@@ -90,7 +99,7 @@ class BrokerClient:
 
     async def quote(self, request: JobLike) -> dict[str, Any]:
         """What the job would cost and where it would go; creates nothing."""
-        answer: dict[str, Any] = await self._call("POST", "/v1/quotes", json=_fields(request))
+        answer: dict[str, Any] = await self._call("POST", "/v1/quotes", json=request_fields(request))
         return answer
 
     async def submit(
@@ -98,16 +107,21 @@ class BrokerClient:
     ) -> Job:
         """Submit a job; with `image` (bytes or a file) it goes as a multipart upload."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        fields = _fields(request)
+        fields = request_fields(request)
         if image is None:
             answer = await self._call("POST", "/v1/jobs", json=fields, headers=headers)
             return Job.model_validate(answer)
         form = aiohttp.FormData()
-        for name, value in fields.items():
-            form.add_field(name, json.dumps(value) if isinstance(value, dict | list | bool) else str(value))
+        for name, value in form_fields(fields).items():
+            form.add_field(name, value)
         data = image.read_bytes() if isinstance(image, Path) else image
         form.add_field("image", data, filename="image", content_type="application/octet-stream")
         return Job.model_validate(await self._call("POST", "/v1/jobs", data=form, headers=headers))
+
+    async def pricing(self) -> dict[str, Any]:
+        """`GET /v1/pricing`: every route's price in its own unit and in USD."""
+        answer: dict[str, Any] = await self._call("GET", "/v1/pricing")
+        return answer
 
     async def get(self, job_id: str) -> Job:
         return Job.model_validate(await self._call("GET", f"/v1/jobs/{job_id}"))

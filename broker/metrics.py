@@ -64,6 +64,29 @@ class BrokerMetrics:
             ["team", "window"],
             registry=r,
         )
+        self.budget_limit = Gauge(
+            "broker_budget_limit_usd",
+            "A team's budget for its current window",
+            ["team", "window"],
+            registry=r,
+        )
+        # This replica's view (circuits and capacity slots are per replica), read at scrape time.
+        self.circuit_open = Gauge(
+            "broker_provider_circuit_open",
+            "1 while a provider's circuit is open or half-open",
+            ["provider"],
+            registry=r,
+        )
+        self.provider_in_flight = Gauge(
+            "broker_provider_in_flight", "Capacity slots a provider has taken", ["provider"], registry=r
+        )
+        self.provider_max_concurrency = Gauge(
+            "broker_provider_max_concurrency",
+            "A provider's configured max_concurrency",
+            ["provider"],
+            registry=r,
+        )
+        self.runner_up = Gauge("broker_runner_up", "1 while this replica's job runner is running", registry=r)
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -127,14 +150,18 @@ async def refresh_gauges(app: web.Application) -> None:
             metrics.queue_depth.set(count)
     now = datetime.fromtimestamp(app[CLOCK](), UTC)
     remaining: dict[tuple[str, str], Money] = {}
+    limits: dict[tuple[str, str], Money] = {}
     for team in config.teams:
         windows = budgets.budget_windows(team.name, await current_policy(app, team.name), now)
         usage = await store.budget_usage([w.key for w in windows])
         for window in windows:
             spent, reserved = usage.get(window.key, (0, 0))
             remaining[team.name, _window_kind(window.key)] = Money(window.limit_micros - spent - reserved)
+            limits[team.name, _window_kind(window.key)] = Money(window.limit_micros)
     # Replaced whole, with no await in between, so a concurrent scrape never sees half the series, and
     # a team or budget dropped by a config reload leaves no stale one.
     metrics.budget_remaining.clear()
+    metrics.budget_limit.clear()
     for (team_name, kind), left in remaining.items():
         metrics.budget_remaining.labels(team_name, kind).set(_usd(left))
+        metrics.budget_limit.labels(team_name, kind).set(_usd(limits[team_name, kind]))

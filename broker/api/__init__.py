@@ -1,1 +1,2 @@
-"""The HTTP API's handlers, by resource (the older ones still live in `broker/handlers/`)."""
+"""The HTTP API's handlers by resource, and the pages served beside it (the older handlers still
+live in `broker/handlers/`)."""

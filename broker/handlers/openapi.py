@@ -187,6 +187,7 @@ def _paths() -> dict[str, Any]:
         },
         **_policy_paths(),
         **_report_paths(),
+        **_dashboard_paths(),
         "/healthz": {
             "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}
         },
@@ -233,6 +234,31 @@ def _paths() -> dict[str, Any]:
                     "404": _error("no such provider"),
                     "422": _error("bad signature or body"),
                 },
+            }
+        },
+    }
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    page = {"200": {"description": "the page", "content": {"text/html": {}}}}
+    return {
+        "/v1/providers": {
+            "get": {
+                "summary": "Each provider's circuit, capacity in use, latency and error rate (this replica)",
+                "responses": {"200": {"description": "providers"}, **_COMMON_ERRORS},
+            }
+        },
+        "/dashboard": {
+            "get": {"summary": "The cost and jobs page (asks for a key)", "security": [], "responses": page}
+        },
+        "/dashboard/static/{name}": {
+            "get": {
+                "summary": "The page's script and stylesheet",
+                "security": [],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "the file"}, "404": _error("no such file")},
             }
         },
     }

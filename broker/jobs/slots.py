@@ -45,6 +45,10 @@ class Slots(Protocol):
         """Seconds until the rate window admits a submit, when the rate is what blocks the provider."""
         ...
 
+    async def in_flight(self, provider: str) -> int:
+        """Slots `provider` has taken (attempts at the provider now)."""
+        ...
+
 
 class LocalSlots:
     """Slots in this process, over the synchronous `Capacity` (tests reach it as `.capacity`)."""
@@ -69,3 +73,6 @@ class LocalSlots:
 
     async def free_in(self, provider: str) -> float | None:
         return self.capacity.free_in(provider)
+
+    async def in_flight(self, provider: str) -> int:
+        return self.capacity.in_flight(provider)

@@ -85,6 +85,11 @@ class RedisSlots:
         async with self._store.client() as redis:
             await redis.zrem(self._keys(provider)[0], attempt_id)
 
+    async def in_flight(self, provider: str) -> int:
+        async with self._store.client() as redis:
+            held: int = await redis.zcount(self._keys(provider)[0], repr(self._clock()), "+inf")
+        return held
+
     async def _counts(self) -> dict[str, tuple[int, int, float | None]]:
         """Per limited provider: slots held, submits in the last minute, the oldest of those."""
         now = self._clock()

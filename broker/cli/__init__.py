@@ -15,6 +15,8 @@ import structlog
 from aiohttp import web
 
 from broker.app import create_app
+from broker.cli.parsers import add_remote_commands
+from broker.cli.remote import run_remote
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.logging import configure_logging, secret_values
 from broker.reload import reload_config
@@ -93,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=int, default=5)
     report = commands.add_parser("report", help="print the cost report per provider, team, model or day")
     add_report_arguments(report)
+    add_remote_commands(commands)
     return parser
 
 
@@ -106,3 +109,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(asyncio.run(run_demo(args.out, args.prompt, args.duration)))
     elif args.command == "report":
         raise SystemExit(report_from_args(args))
+    elif getattr(args, "remote", None) is not None:
+        raise SystemExit(run_remote(args.remote, args))

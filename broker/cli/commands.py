@@ -1,0 +1,154 @@
+"""`broker quote`, `jobs`, `status`, `cancel`, `download`, `pricing`: one call each, printed for people."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from broker.cli.exits import Exit
+from broker.cli.jobflags import job_input
+from broker.cli.tables import render_table
+from broker.schema import Job, JobStatus
+from broker.sync_client import SyncBrokerClient
+
+
+def exit_for_job(job: Job) -> Exit:
+    """0 for a delivered clip; the failure class of a job that ended otherwise."""
+    if job.status is JobStatus.FAILED:
+        return Exit.JOB_FAILED
+    if job.status is JobStatus.CANCELLED:
+        return Exit.CANCELLED
+    return Exit.OK
+
+
+def _print_json(body: Any) -> None:
+    print(json.dumps(body, indent=2))
+
+
+def quote(client: SyncBrokerClient, args: argparse.Namespace) -> int:
+    """Feasible routes cheapest first, then every rejected route with its reasons."""
+    given = job_input(args)
+    answer = client.quote(given.fields, image=given.image)
+    if args.json:
+        _print_json(answer)
+        return Exit.OK if answer["chosen"] else Exit.NO_ROUTE
+    chosen = answer["chosen"]
+    rows = [
+        [
+            "*" if chosen and (r["provider"], r["model"]) == (chosen["provider"], chosen["model"]) else "",
+            r["provider"],
+            r["model"],
+            r["cost_usd"],
+            str(r["expected_latency_s"]),
+            r["quality"],
+        ]
+        for r in answer["routes"]
+    ]
+    if rows:
+        print(render_table(["", "provider", "model", "cost_usd", "latency_s", "quality"], rows))
+    else:
+        print("no route can serve this job")
+    if answer["rejected"]:
+        print("\nrejected:")
+        for rejection in answer["rejected"]:
+            print(f"  {rejection['provider']}/{rejection['model']}: {'; '.join(rejection['reasons'])}")
+    return Exit.OK if chosen else Exit.NO_ROUTE
+
+
+def _route(job: Job) -> str:
+    return f"{job.route.provider}/{job.route.model}" if job.route else "-"
+
+
+def _duration(job: Job) -> str:
+    if job.completed_at is None:
+        return "-"
+    return f"{(job.completed_at - job.created_at).total_seconds():.1f}"
+
+
+def jobs(client: SyncBrokerClient, args: argparse.Namespace) -> int:
+    """The newest jobs (the key's team; every team for the admin key)."""
+    page, cursor = client.list(status=args.status, limit=args.limit)
+    if args.json:
+        _print_json({"jobs": [j.model_dump(mode="json") for j in page], "next_cursor": cursor})
+        return Exit.OK
+    rows = [
+        [
+            j.id,
+            j.team,
+            j.status.value,
+            _route(j),
+            str(len(j.attempts)),
+            j.cost_usd,
+            _duration(j),
+            j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        ]
+        for j in page
+    ]
+    header = ["id", "team", "status", "route", "attempts", "cost_usd", "took_s", "created (UTC)"]
+    print(render_table(header, rows) if rows else "no jobs")
+    if cursor:
+        print("(more: raise --limit, up to 200)")
+    return Exit.OK
+
+
+def describe_job(job: Job) -> str:
+    """A job as a few readable lines: status, route, cost, attempts, output or error."""
+    lines = [
+        f"{job.id}  {job.status.value}  team {job.team}",
+        f"route     {_route(job)}  estimated {job.estimated_cost_usd or '-'} USD, cost {job.cost_usd} USD",
+        f"created   {job.created_at.isoformat()}"
+        + (f"  completed {job.completed_at.isoformat()}" if job.completed_at else ""),
+    ]
+    for number, attempt in enumerate(job.attempts, start=1):
+        error = f"  {attempt.error.code.value}: {attempt.error.message}" if attempt.error else ""
+        cost = attempt.cost_usd or "-"
+        lines.append(
+            f"attempt {number} {attempt.provider}/{attempt.model}  {attempt.status.value}  {cost} USD{error}"
+        )
+    if job.output is not None:
+        lines.append(f"output    {job.output.bytes} bytes, {job.output.width}x{job.output.height}")
+    if job.error is not None:
+        lines.append(f"error     {job.error.code.value}: {job.error.message}")
+    return "\n".join(lines)
+
+
+def status(client: SyncBrokerClient, args: argparse.Namespace) -> int:
+    job = client.get(args.job_id)
+    if args.json:
+        _print_json(job.model_dump(mode="json"))
+    else:
+        print(describe_job(job))
+    return Exit.OK
+
+
+def cancel(client: SyncBrokerClient, args: argparse.Namespace) -> int:
+    job = client.cancel(args.job_id)
+    print(f"{job.id}: {job.status.value}")
+    return Exit.OK
+
+
+def download(client: SyncBrokerClient, args: argparse.Namespace) -> int:
+    path = client.download(args.job_id, args.output or Path(f"{args.job_id}.mp4"))
+    print(f"{path} ({path.stat().st_size} bytes)")
+    return Exit.OK
+
+
+def pricing(client: SyncBrokerClient, args: argparse.Namespace) -> int:
+    """Every route's configured price, and what a clip of each supported duration costs in USD."""
+    table = client.pricing()
+    if args.json:
+        _print_json(table)
+        return Exit.OK
+    rows = []
+    for route in table["routes"]:
+        costs = sorted(Decimal(p["cost_usd"]) for p in route["prices"])
+        durations = sorted({p["duration_s"] for p in route["prices"]})
+        span = f"{costs[0]:.6f} - {costs[-1]:.6f}" if costs else "unpriced"
+        unit = route["price"]["unit"] if route["price"] else "-"
+        seconds = ",".join(str(d) for d in durations) or "-"
+        rows.append([route["provider"], route["model"], route["quality"], unit, seconds, span])
+    print(render_table(["provider", "model", "quality", "unit", "durations_s", "usd_per_clip"], rows))
+    return Exit.OK
