@@ -6,6 +6,10 @@ the HTTP API, and prints over time: tasks in flight at the provider (counted by 
 broker's CPU (cores) and RSS, and at the end polls per finished job and provider submits per second.
 
     python -m bench.inflight [--jobs 10000] [--render-s 120] [--store sqlite|redis] [--redis-url ...]
+                             [--litellm /path/to/venv/bin/litellm [--peer-jobs 2000]]
+
+With `--litellm`, the same run first sends `--peer-jobs` requests through the LiteLLM proxy to a second
+emulator of the same kind and prints its provider submits per second beside the broker's, as a ratio.
 
 Everything listens on 127.0.0.1; Redis keys go under a fresh prefix that is deleted afterwards.
 """
@@ -172,8 +176,9 @@ async def run(options: argparse.Namespace) -> None:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         try:
             await wait_http(session, f"{emulator_url}/_emulator/stats", emulator)
+            peer = await peer_rate(session, options, env, workdir) if options.litellm else None
             await wait_http(session, f"http://127.0.0.1:{broker_port}/healthz", broker)
-            await measure(session, options, f"http://127.0.0.1:{broker_port}", emulator_url, broker.pid)
+            await measure(session, options, f"http://127.0.0.1:{broker_port}", emulator_url, broker.pid, peer)
         finally:
             for proc in (broker, emulator):
                 if proc.returncode is None:
@@ -189,8 +194,56 @@ async def run(options: argparse.Namespace) -> None:
     print(f"logs: {workdir}")
 
 
+async def peer_rate(
+    session: aiohttp.ClientSession, options: argparse.Namespace, env: dict[str, str], workdir: Path
+) -> float:
+    """LiteLLM's submits per second on an emulator of its own (so its tasks do not count as ours)."""
+    from bench.litellm_peer import litellm_submits_per_second
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    emulator = await start(
+        [
+            sys.executable,
+            "-m",
+            "adapters.emulators",
+            "runway",
+            "--port",
+            str(port),
+            "--render-seconds",
+            str(options.render_s),
+            "--api-key",
+            PROVIDER_KEY,
+        ],
+        env,
+        workdir / "peer-emulator.log",
+    )
+    try:
+        await wait_http(session, f"{url}/_emulator/stats", emulator)
+        rate, made = await litellm_submits_per_second(
+            litellm=options.litellm,
+            emulator_url=url,
+            provider_key=PROVIDER_KEY,
+            jobs=options.peer_jobs,
+            clients=options.clients,
+            workdir=workdir,
+            free_port=free_port(),
+            stats_url=f"{url}/_emulator/stats",
+        )
+    finally:
+        emulator.terminate()
+        await emulator.wait()
+    print(f"LiteLLM proxy: {made} provider submits at {rate:.1f}/s", flush=True)
+    return rate
+
+
 async def measure(
-    session: aiohttp.ClientSession, options: argparse.Namespace, broker_url: str, emulator_url: str, pid: int
+    session: aiohttp.ClientSession,
+    options: argparse.Namespace,
+    broker_url: str,
+    emulator_url: str,
+    pid: int,
+    peer: float | None,
 ) -> None:
     headers = {"Authorization": f"Bearer {TEAM_KEY}"}
     body = {"prompt": "slow push in", "image_url": image_data_uri(), "duration_s": 5}
@@ -245,7 +298,7 @@ async def measure(
             break
     await submitter
     numbers = await stats()
-    report(options, samples, numbers, submitted, failed_submits)
+    report(options, samples, numbers, submitted, failed_submits, peer)
 
 
 async def jobs_done(session: aiohttp.ClientSession, url: str) -> bool:
@@ -259,7 +312,12 @@ async def jobs_done(session: aiohttp.ClientSession, url: str) -> bool:
 
 
 def report(
-    options: argparse.Namespace, samples: list[Sample], numbers: dict[str, Any], submitted: int, failed: int
+    options: argparse.Namespace,
+    samples: list[Sample],
+    numbers: dict[str, Any],
+    submitted: int,
+    failed: int,
+    peer: float | None,
 ) -> None:
     peak = max((s.in_flight for s in samples), default=0)
     waiting = [s for s in samples if peak and s.in_flight >= 0.95 * peak]
@@ -289,6 +347,8 @@ def report(
         else "no job finished"
     )
     print(f"provider submits per second: {submit_rate:.1f} ({numbers['tasks']} tasks)")
+    if peer:
+        print(f"LiteLLM proxy in the same run: {peer:.1f}/s; broker / LiteLLM = {submit_rate / peer:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -300,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients submitting")
     parser.add_argument("--print-every", type=float, default=10.0)
     parser.add_argument("--max-s", type=float, default=1800.0, help="stop measuring after this long")
+    parser.add_argument("--litellm", default=None, help="a LiteLLM proxy executable to compare against")
+    parser.add_argument("--peer-jobs", type=int, default=2000, help="requests sent through LiteLLM")
     asyncio.run(run(parser.parse_args(argv)))
 
 
