@@ -3,6 +3,7 @@ them, so routing across all providers can be watched without any provider key.""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import structlog
@@ -29,4 +30,16 @@ async def start_sandboxed(
     sandbox = await start_sandbox(render_seconds=render_seconds)
     for name, url in sandbox.base_urls().items():
         log.info("sandbox_provider", provider=name, base_url=url)
-    return sandbox, point_at(config, sandbox.base_urls()), {**env, **sandbox.env()}
+    config = with_latency(point_at(config, sandbox.base_urls()), sandbox.base_urls(), render_seconds)
+    return sandbox, config, {**env, **sandbox.env()}
+
+
+def with_latency(config: BrokerConfig, emulated: Mapping[str, str], render_seconds: float) -> BrokerConfig:
+    """Emulated routes take the emulators' render time as their expected latency: quotes say what the
+    sandbox really takes, and the first poll of a task (timed from it) comes when the render is done."""
+    latency = max(1, math.ceil(render_seconds))
+    routes = [
+        route.model_copy(update={"expected_latency_s": latency}) if route.provider in emulated else route
+        for route in config.routes
+    ]
+    return config.model_copy(update={"routes": routes})

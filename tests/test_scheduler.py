@@ -165,3 +165,25 @@ def test_the_api_process_does_not_import_torch() -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+async def test_a_dead_scheduler_loop_is_restarted_and_readiness_says_so(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    client = await make_client(workers=2)
+    store = client.app[STORE]
+    broken = {"left": 1}
+    real = store.claim_due
+
+    async def claim_once_broken(*args: Any, **kwargs: Any) -> Any:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise RuntimeError("a bug in the loop")
+        return await real(*args, **kwargs)
+
+    store.claim_due = claim_once_broken  # type: ignore[method-assign]
+    client.app[RUNNER].wake()
+    job = await submit(client)
+    assert (await wait_for_status(client, job["id"], "succeeded"))["status"] == "succeeded"
+    ready = await client.get("/readyz")
+    assert ready.status == 200 and (await ready.json())["runner_restarts"] == 1

@@ -19,6 +19,8 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     await request.app[STORE].ping()
-    if not request.app[RUNNER].running:
+    runner = request.app[RUNNER]
+    if not runner.running:
         raise NotReady("the job runner is not running")
-    return json_response({"status": "ready"})
+    # A loop that died was restarted (and logged); say how often, so a flapping runner is visible.
+    return json_response({"status": "ready", "runner_restarts": runner.restarts})

@@ -40,6 +40,7 @@ from pricing.catalog import RouteSpec
 log = structlog.get_logger("broker.scheduler")
 STOP_GRACE_S = 10.0  # how long a stopping runner lets its steps finish before cancelling them
 CRASH_BACKOFF_S = 2.0
+CLAIM_GAP_S = 0.05  # after a claim that found fewer due jobs than it could take (a wake-up cuts it short)
 
 
 class Scheduler:
@@ -162,6 +163,9 @@ class Scheduler:
                 task.add_done_callback(self._step_finished)
             if not claimed and not self._stopping:
                 await self._wait_for_due()
+            elif len(claimed) < min(free, self.options.claim_batch) and not self._stopping:
+                # Jobs coming due one by one are taken a few at a time, not in a store call each.
+                await self._sleep(CLAIM_GAP_S)
 
     def _step_finished(self, task: asyncio.Task[None]) -> None:
         self._steps.discard(task)

@@ -182,7 +182,7 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     submitted = attempt.model_copy(
         update={"status": AttemptStatus.SUBMITTED, "provider_job_id": handle.provider_job_id}
     )
-    delay = adapter.poll_schedule.first_delay(submission.estimated_seconds)
+    delay = adapter.poll_schedule.first_delay(submission.estimated_seconds or _expected_latency(ctx, attempt))
 
     def record_submit(record: JobRecord) -> JobRecord:
         stored = AttemptHandle(
@@ -196,6 +196,15 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     await work.park(delay, record_submit)
     await ctx.store.index_task(attempt.provider, handle.provider_job_id, work.job.id)
     log.info("attempt_submitted", provider=attempt.provider, provider_job_id=handle.provider_job_id)
+
+
+def _expected_latency(ctx: StepContext, attempt: Attempt) -> float | None:
+    """How long the route takes, as observed here, else as the catalog says: where the provider gives no
+    estimate, the first poll is timed from it instead of polling a long render from its first seconds."""
+    key = f"{attempt.provider}/{attempt.model}"
+    observed = ctx.provider_health.latency.expected().get(key)
+    route = ctx.routes.get(key)
+    return float(observed) if observed is not None else (float(route.expected_latency_s) if route else None)
 
 
 async def resolve_uncertain(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:

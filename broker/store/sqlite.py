@@ -138,6 +138,7 @@ class SQLiteStore(Store):
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._writes: list[_Write] = []
+        self._unreadable: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -323,7 +324,8 @@ class SQLiteStore(Store):
                     try:
                         current = _load(raw, job_id)
                     except RecordUnreadable:
-                        continue  # reported by `unreadable_due`; the jobs behind it go on
+                        self._unreadable.add(job_id)  # reported by `unreadable_due`
+                        continue  # the jobs behind it go on
                     taken = current.model_copy(
                         update={
                             "lease_owner": owner,
@@ -353,25 +355,11 @@ class SQLiteStore(Store):
         return None if row is None or row[0] is None else float(row[0])
 
     async def unreadable_due(self, now: float, *, limit: int = 10) -> list[str]:
-        def find(db: sqlite3.Connection) -> list[str]:
-            rows = db.execute(
-                "SELECT id, record FROM jobs WHERE ready_at IS NOT NULL AND ready_at <= ?"
-                " ORDER BY ready_at, id LIMIT 1000",
-                (now,),
-            ).fetchall()
-            bad: list[str] = []
-            for job_id, raw in rows:
-                try:
-                    _load(raw, job_id)
-                except RecordUnreadable:
-                    bad.append(job_id)
-                    if len(bad) == limit:
-                        break
-            return bad
-
-        return await self._run(find)
+        # Claims note the records they could not decode; one process owns a SQLite store.
+        return sorted(self._unreadable)[:limit]
 
     async def quarantine_job(self, job_id: str) -> None:
+        self._unreadable.discard(job_id)
         await self._run(
             lambda db: db.execute(
                 "UPDATE jobs SET ready_at = NULL, status = ? WHERE id = ?", (_UNREADABLE, job_id)
