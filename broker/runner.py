@@ -19,14 +19,14 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import aiohttp
 import structlog
 
 from adapters.base import Adapter, Clock, ImageInput, RenderTask, Sleep, TaskHandle, TaskState, TaskStatus
 from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
-from adapters.images import check_image, fetch_image
+from adapters.images import FetchPolicy, ImageFetchFailed, check_image, fetch_image
+from adapters.outbound import OutboundPolicy, OutboundRefused
 from adapters.polling import poll_until_done
 from broker.artifacts import ArtifactStore
 from broker.capacity import Capacity
@@ -69,6 +69,7 @@ class RunnerOptions:
     capacity_check_s: float = 5.0  # how often a job waiting for a slot looks again at worst
     max_crashes: int = 3  # unexpected errors on one job before it is failed rather than retried
     public_url: str | None = None  # where providers can reach this broker's /v1/callbacks/{provider}
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # where a job's image_url may lead
 
 
 class JobRunner:
@@ -80,7 +81,6 @@ class JobRunner:
         adapters: dict[str, Adapter],
         routes: Collection[RouteSpec],
         quote: QuoteFn,
-        session: aiohttp.ClientSession,
         options: RunnerOptions,
         max_attempts: Callable[[JobRecord], Awaitable[int]] | None = None,
         clock: Clock,
@@ -93,7 +93,7 @@ class JobRunner:
     ) -> None:
         self.store, self.artifacts, self.adapters = store, artifacts, adapters
         self.routes = {route.key: route for route in routes}
-        self.quote, self.session, self.options = quote, session, options
+        self.quote, self.options = quote, options
         self.clock, self.sleep = clock, sleep
         self._max_attempts = max_attempts
         self.observers = observers if observers is not None else []
@@ -372,8 +372,13 @@ class JobRunner:
             content_type, data = decode_data_uri(request.image_url)
             return ImageInput(content_type=content_type, data=data)
         if adapter.image_acceptance.url:
+            # The provider fetches it, but on the broker's say-so: the same rule as a fetch of our own.
+            try:
+                await self.options.outbound.check(request.image_url)
+            except OutboundRefused as exc:
+                raise ImageFetchFailed(f"image URL {exc}") from None
             return ImageInput(content_type="image/*", url=request.image_url)
-        return await fetch_image(self.session, request.image_url)
+        return await fetch_image(request.image_url, FetchPolicy(outbound=self.options.outbound))
 
     # Polling and finishing ----------------------------------------------------------------------
     async def _poll(self, work: JobWork, attempt: Attempt) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.outbound import OutboundPolicy
 
 
 class Settings(BaseSettings):
@@ -27,3 +29,19 @@ class Settings(BaseSettings):
     log_level: str = "info"
     webhook_secret: str | None = Field(default=None, description="signs the webhooks sent to teams")
     lease_s: float = Field(default=30.0, gt=0, description="how long a job claim lasts unrenewed")
+    outbound_allow: str = Field(
+        default="",
+        description="hosts and CIDRs (comma-separated) that image_url and webhook_url may reach although "
+        "they are not public, over plain http too",
+    )
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _check_outbound_allow(cls, value: str) -> str:
+        OutboundPolicy.parse(value)
+        return value
+
+    @property
+    def outbound(self) -> OutboundPolicy:
+        """Where caller-given URLs (image_url, webhook_url) may lead."""
+        return OutboundPolicy.parse(self.outbound_allow)
