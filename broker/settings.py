@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     log_level: str = "info"
     webhook_secret: str | None = Field(default=None, description="signs the webhooks sent to teams")
     lease_s: float = Field(default=30.0, gt=0, description="how long a job claim lasts unrenewed")
+    sandbox_store_url: str | None = Field(
+        default=None,
+        description="the store of `serve --sandbox` (default: SQLite under <data_dir>/sandbox), never the "
+        "real one, so emulator spend stays out of the real books",
+    )
     outbound_allow: str = Field(
         default="",
         description="hosts and CIDRs (comma-separated) that image_url and webhook_url may reach although "
