@@ -6,11 +6,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from adapters.base import ImageAcceptance
 from adapters.outbound import IpAddress, OutboundPolicy, OutboundRefused, Resolver
+from tests.conftest import auth
+from tests.fakes import FakeAdapter, FakeProvider
+from tests.test_adapter_support import png_bytes
+from tests.test_api_jobs import wait_for_status
 
 HOSTILE_URLS = [
     "https://127.0.0.1/x.png",
@@ -155,3 +163,35 @@ async def test_a_dns_answer_that_changes_after_the_check_reaches_nothing(listene
     with pytest.raises(aiohttp.ClientConnectionError):
         await _get(policy, url)
     assert listener.connections == 0
+
+
+async def test_an_allow_listed_internal_image_host_is_fetched_and_others_are_not(
+    make_client: Any, providers: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: with 127.0.0.1 allow-listed, the runner fetches the image from a plain-http internal
+    host for a provider that takes bytes only; without the allow-list the same URL is a 400."""
+    monkeypatch.setattr(FakeAdapter, "image_acceptance", ImageAcceptance(url=False, file_max_bytes=10**7))
+    image = png_bytes(64, 48)
+
+    async def serve_png(request: web.Request) -> web.Response:
+        return web.Response(body=image, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/still.png", serve_png)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = f"http://127.0.0.1:{server.port}/still.png"
+        closed = await make_client()
+        refused = await closed.post("/v1/jobs", json={"prompt": "x", "image_url": url}, headers=auth())
+        assert refused.status == 400
+        assert (await refused.json())["error"]["details"][0]["field"] == "image_url"
+        client = await make_client(outbound_allow="127.0.0.1")
+        response = await client.post("/v1/jobs", json={"prompt": "x", "image_url": url}, headers=auth())
+        assert response.status == 202, await response.text()
+        done = await wait_for_status(client, (await response.json())["id"], "succeeded", "failed")
+        assert done["status"] == "succeeded", done
+        sent = providers["cheap"].submits[-1].image
+        assert sent is not None and sent.data == image
+    finally:
+        await server.close()
