@@ -165,10 +165,10 @@ class OutboundPolicy:
             return parsed
         address = literal_address(host)
         if address is not None:
-            if isinstance(address, ipaddress.IPv4Address) and str(address) != host:
-                raise OutboundRefused(f"names the address {address} in a non-standard form")
             if not self.address_allowed(address):
                 raise OutboundRefused(f"points at a {address_kind(address)} address ({address})")
+            if isinstance(address, ipaddress.IPv4Address) and str(address) != host:
+                raise OutboundRefused(f"names the address {address} in a non-standard form")
         elif _is_localhost(host):
             raise OutboundRefused("points at a loopback address (localhost)")
         # Plain http only to what the allow-list names; for a name, that is known after DNS (`check`).

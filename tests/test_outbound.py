@@ -58,8 +58,10 @@ def test_public_https_urls_pass_and_the_reason_is_readable() -> None:
         policy.check_url("https://127.0.0.1/x.png")
     with pytest.raises(OutboundRefused, match="cloud metadata"):
         policy.check_url("https://169.254.169.254/")
-    with pytest.raises(OutboundRefused, match="non-standard form"):
+    with pytest.raises(OutboundRefused, match=r"loopback address \(127\.0\.0\.1\)"):
         policy.check_url("https://2130706433/")
+    with pytest.raises(OutboundRefused, match="non-standard form"):
+        policy.check_url("https://0x5db8d822/")  # 93.184.216.34, public, but not written as such
 
 
 def test_the_allow_list_admits_hosts_and_networks_but_never_metadata() -> None:
