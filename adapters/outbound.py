@@ -143,7 +143,8 @@ class OutboundPolicy:
             return False
         return address_kind(address) is None or any(address in n for n in self.allowed_networks)
 
-    def _host_allowed(self, host: str) -> bool:
+    def host_allowed(self, host: str) -> bool:
+        """True if `host` (lower case, no trailing dot) is named in the allow-list."""
         return host in self.allowed_hosts
 
     def _in_networks(self, address: IpAddress) -> bool:
@@ -161,7 +162,7 @@ class OutboundPolicy:
             raise OutboundRefused("must be an https:// URL with a host")
         if parsed.user is not None or parsed.password is not None:
             raise OutboundRefused("must not carry a user name or password")
-        if self._host_allowed(host):
+        if self.host_allowed(host):
             return parsed
         address = literal_address(host)
         if address is not None:
@@ -182,7 +183,7 @@ class OutboundPolicy:
         """`check_url`, then resolve the host and check every address it has. The parsed URL."""
         parsed = self.check_url(url)
         host = _host(parsed)
-        if self._host_allowed(host) or literal_address(host) is not None:
+        if self.host_allowed(host) or literal_address(host) is not None:
             return parsed
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
@@ -219,7 +220,7 @@ class _GuardedResolver(AbstractResolver):
             addresses = await self._policy.resolver(name, port)
         except OSError as exc:
             raise OSError(f"cannot resolve {host}: {exc}") from None
-        if self._policy._host_allowed(name):
+        if self._policy.host_allowed(name):
             self._admitted.update(addresses)
         else:
             for address in addresses:

@@ -95,15 +95,19 @@ def _not_json(constant: str) -> Any:
 
 def parse_json(raw: bytes, what: str = "body") -> Any:
     """`raw` decoded as JSON, nesting bounded first; 400 if it is not JSON or nests too deep."""
+    try:
+        # UTF-8 only (as RFC 8259 asks): no ASCII byte hides inside another character, so the byte
+        # scan for nesting below sees exactly the brackets the parser will.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidJson(f"{what}: not UTF-8 text") from None
     if (field := too_deep(raw)) is not None:
         name = what if what != "body" else field
         message = f"nested deeper than {JSON_MAX_DEPTH} levels of objects and arrays"
         raise InvalidRequest(f"{name}: {message}", details=[{"field": name, "message": message}])
     try:
-        return json.loads(raw, parse_constant=_not_json)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJson(f"{what}: not valid JSON: {exc}") from None
-    except (ValueError, RecursionError) as exc:  # NaN, Infinity, an integer of thousands of digits
+        return json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:  # not JSON; NaN, Infinity, an integer of 4,300+ digits
         raise InvalidJson(f"{what}: not valid JSON: {exc}") from None
 
 

@@ -129,9 +129,7 @@ def url_of(server: TestServer, path: str, host: str = "images.test") -> str:
     return f"http://{host}:{server.port}{path}"
 
 
-async def test_fetch_downloads_and_checks_an_image(
-    server: TestServer
-) -> None:
+async def test_fetch_downloads_and_checks_an_image(server: TestServer) -> None:
     url = url_of(server, "/cat.png")
     image = await fetch_image(url, loopback_policy())
     assert image == ImageInput(content_type="image/png", data=PNG, url=url)
@@ -144,16 +142,12 @@ async def test_fetch_caps_the_size(server: TestServer) -> None:
         await fetch_image(url_of(server, "/big"), loopback_policy(max_bytes=100_000))
 
 
-async def test_fetch_refuses_bytes_that_are_not_an_image(
-    server: TestServer
-) -> None:
+async def test_fetch_refuses_bytes_that_are_not_an_image(server: TestServer) -> None:
     with pytest.raises(InvalidImage):
         await fetch_image(url_of(server, "/text"), loopback_policy())
 
 
-async def test_fetch_rechecks_every_redirect_target(
-    server: TestServer
-) -> None:
+async def test_fetch_rechecks_every_redirect_target(server: TestServer) -> None:
     async def resolve(host: str, port: int) -> list[IpAddress]:
         return [ipaddress.ip_address("127.0.0.1" if host == "images.test" else "10.0.0.5")]
 
