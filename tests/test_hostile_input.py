@@ -205,3 +205,11 @@ async def test_the_bearer_scheme_is_case_insensitive(client: Client) -> None:
     error = await refused(await client.get("/v1/jobs", headers={"Authorization": GROWTH_KEY}), 401)
     assert error["code"] == "unauthorized"
     await then_a_normal_job_succeeds(client)
+
+
+async def test_a_policy_edit_with_an_endless_list_is_400(client: Client) -> None:
+    admin = {**auth(ADMIN_KEY), "If-Match": '"0"'}
+    body = {"providers": ["cheap"] * 10_000}
+    error = await refused(await client.put("/v1/policies/growth", json=body, headers=admin))
+    assert "providers" in error["message"]
+    await then_a_normal_job_succeeds(client)
