@@ -1,10 +1,8 @@
 """Image inputs: fetching an `image_url` safely, checking image bytes, and shaping them per provider.
 
-`fetch_image()` resolves the host first and refuses any address that is not globally routable
-(private, loopback, link-local — which holds the cloud metadata address — multicast, reserved), then
-connects to the address it checked, so a DNS answer that changes between check and connect cannot
-redirect it. Redirects are followed by hand, each target checked again. The body is capped and must
-decode as an image of sane dimensions.
+`fetch_image()` goes only where the outbound policy (`adapters.outbound`) lets it: the host is
+resolved and every address checked before the request, and again on connect. Redirects are followed
+by hand, each target checked again. The body is capped and must decode as an image of sane dimensions.
 
 `image_infeasibility()` is pure: the quote uses it to mark a route infeasible when its provider
 cannot take the job's image in any form the broker can give (for example a URL-only provider and an
@@ -13,28 +11,19 @@ uploaded file), so such a job never fails at submit time.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import ipaddress
-import socket
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 from PIL import Image, UnidentifiedImageError
-from yarl import URL
 
 from adapters.base import ImageAcceptance, ImageInput
 from adapters.errors import Rejected
+from adapters.outbound import OutboundPolicy, OutboundRefused
 from broker.schema import BrokerError, ErrorCode
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[[str, int], Awaitable[list[IpAddress]]]
 
 IMAGE_MAX_BYTES = 20 * 1024 * 1024
 IMAGE_MAX_PIXELS = 40_000_000
@@ -142,92 +131,53 @@ def image_reference(image: ImageInput, acceptance: ImageAcceptance, provider: st
     raise Rejected(reason or f"{provider} cannot take this image", provider=provider)
 
 
-async def image_with_bytes(
-    session: aiohttp.ClientSession, image: ImageInput, policy: FetchPolicy | None = None
-) -> ImageInput:
+async def image_with_bytes(image: ImageInput, policy: FetchPolicy | None = None) -> ImageInput:
     """The image with its bytes in hand: as given, or fetched (safely) from its URL."""
     if image.data is not None:
         return image
     if image.url is None:
         raise InvalidImage("the image has neither bytes nor a URL")
-    return await fetch_image(session, image.url, policy)
-
-
-async def resolve_host(host: str, port: int) -> list[IpAddress]:
-    """Every address `host` resolves to (the default resolver of `fetch_image`)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [ipaddress.ip_address(info[4][0]) for info in infos]
-
-
-def is_public(address: IpAddress, allowed: Sequence[IpNetwork] = ()) -> bool:
-    """True if `address` is globally routable or in an explicitly allowed network."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in network for network in allowed):
-        return True
-    return address.is_global and not address.is_multicast
+    return await fetch_image(image.url, policy)
 
 
 @dataclass(frozen=True, slots=True)
 class FetchPolicy:
-    """Where `fetch_image` may go. `allowed_networks` opens chosen non-public networks (an internal CDN)."""
+    """How `fetch_image` fetches: where it may go (`outbound`), and how much it takes."""
 
-    resolver: Resolver = resolve_host
-    allowed_networks: tuple[IpNetwork, ...] = ()
-    schemes: tuple[str, ...] = ("https",)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     max_bytes: int = IMAGE_MAX_BYTES
     max_pixels: int = IMAGE_MAX_PIXELS
     timeout_s: float = 20.0
     headers: dict[str, str] = field(default_factory=lambda: {"Accept": "image/*"})
 
 
-async def fetch_image(
-    session: aiohttp.ClientSession, url: str, policy: FetchPolicy | None = None
-) -> ImageInput:
-    """Download an image URL after checking where it resolves; the result keeps the URL too."""
+async def fetch_image(url: str, policy: FetchPolicy | None = None) -> ImageInput:
+    """Download an image URL, every hop checked by the outbound policy before the request and again on
+    connect (through a session the policy guards); the result keeps the URL too."""
     policy = policy or FetchPolicy()
     target = url
-    for _ in range(MAX_REDIRECTS + 1):
-        pinned, host = await _checked_target(target, policy)
-        location, data = await _get(session, pinned, host, policy)
-        if location is None:
-            checked = check_image(data, max_pixels=policy.max_pixels)
-            return ImageInput(content_type=checked.content_type, data=data, url=url)
-        target = urljoin(target, location)
+    async with policy.outbound.open_session() as session:
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                await policy.outbound.check(target)
+            except OutboundRefused as exc:
+                raise ImageFetchFailed(f"image URL {exc}") from None
+            location, data = await _get(session, target, policy)
+            if location is None:
+                checked = check_image(data, max_pixels=policy.max_pixels)
+                return ImageInput(content_type=checked.content_type, data=data, url=url)
+            target = urljoin(target, location)
     raise ImageFetchFailed(f"image URL redirects more than {MAX_REDIRECTS} times")
 
 
-async def _checked_target(url: str, policy: FetchPolicy) -> tuple[URL, str]:
-    """The URL rewritten to one checked address of its host, and the host name for Host/SNI."""
-    parsed = URL(url)
-    if parsed.scheme not in policy.schemes or not parsed.host:
-        raise ImageFetchFailed(f"image URL must use {' or '.join(policy.schemes)}")
-    host, port = parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        addresses = await policy.resolver(host, port)
-    except OSError as exc:
-        raise ImageFetchFailed(f"cannot resolve image host {host}") from exc
-    if not addresses:
-        raise ImageFetchFailed(f"image host {host} has no address")
-    refused = [a for a in addresses if not is_public(a, policy.allowed_networks)]
-    if refused:
-        raise ImageFetchFailed(f"image host {host} resolves to a non-public address")
-    return parsed.with_host(str(addresses[0])), host
-
-
-async def _get(
-    session: aiohttp.ClientSession, pinned: URL, host: str, policy: FetchPolicy
-) -> tuple[str | None, bytes]:
-    """GET the pinned URL; (Location, b"") on a redirect, else (None, body)."""
-    headers = {**policy.headers, "Host": host}
-    request_args: dict[str, Any] = {"server_hostname": host} if pinned.scheme == "https" else {}
+async def _get(session: aiohttp.ClientSession, url: str, policy: FetchPolicy) -> tuple[str | None, bytes]:
+    """GET `url`; (Location, b"") on a redirect, else (None, body)."""
     try:
         async with session.get(
-            pinned,
-            headers=headers,
+            url,
+            headers=policy.headers,
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=policy.timeout_s),
-            **request_args,
         ) as response:
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 return response.headers["Location"], b""

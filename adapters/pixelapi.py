@@ -217,7 +217,7 @@ class PixelApiAdapter:
         if task.request.resolved_mode is Mode.IMAGE_TO_VIDEO:
             if task.image is None:
                 raise Rejected("image_to_video needs an image", provider=PROVIDER)
-            return await image_with_bytes(self._ctx.session, task.image)
+            return await image_with_bytes(task.image)
         if task.model == "seedance":
             raise Rejected(
                 "pixelapi seedance animates an image; text-only jobs use `video`", provider=PROVIDER

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -12,9 +13,21 @@ from aiohttp import web
 
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from adapters.failures import providers_to_exclude
+from adapters.outbound import Resolver
 from broker import observability
 from broker.api import dashboard, inputs, providers
-from broker.appkeys import ADAPTERS, ARTIFACTS, CLOCK, DEPLOYMENT, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
+from broker.appkeys import (
+    ADAPTERS,
+    ARTIFACTS,
+    CLOCK,
+    DEPLOYMENT,
+    HTTP,
+    OBSERVERS,
+    OUTBOUND,
+    RUNNER,
+    SETTINGS,
+    STORE,
+)
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
 from broker.budgets import budget_windows
@@ -78,11 +91,15 @@ def create_app(
     factories: Mapping[str, AdapterFactory] | None = None,
     clock: Clock | None = None,
     sleep: Sleep = asyncio.sleep,
+    resolver: Resolver | None = None,
 ) -> web.Application:
-    """The broker app. `env`, `factories`, `clock` and `sleep` are injectable for tests."""
+    """The broker app. `env`, `factories`, `clock`, `sleep` and the DNS `resolver` of caller-given
+    URLs are injectable for tests."""
     environment = os.environ if env is None else env
     app = web.Application(middlewares=[request_context, errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    outbound = settings.outbound
+    app[OUTBOUND] = outbound if resolver is None else dataclasses.replace(outbound, resolver=resolver)
     app[DEPLOYMENT] = Deployment(config, Authenticator(config, environment))
     app[CLOCK] = clock or time.time
     app[OBSERVERS] = []
@@ -100,7 +117,9 @@ def create_app(
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
         async with aiohttp.ClientSession(timeout=timeout, trace_configs=[trace]) as session:
             app[HTTP] = session
-            webhooks = TeamWebhooks(session, settings.webhook_secret, sleep)
+            webhooks = TeamWebhooks(
+                store, settings.webhook_secret, app[OUTBOUND], sleep=sleep, clock=app[CLOCK]
+            )
             app[OBSERVERS].append(webhooks)
             app[ADAPTERS] = build_adapters(app, factories or default_factories(), environment)
             runner = _runner(app, sleep, environment)
@@ -180,12 +199,12 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
         adapters=app[ADAPTERS],
         routes={route.key: route for route in config.routes},
         quote=requote,
-        session=app[HTTP],
         options=RunnerOptions(
             workers=settings.workers,
             lease_s=settings.lease_s,
             public_url=settings.public_url,
             input_hosting=InputHosting.from_settings(settings),
+            outbound=app[OUTBOUND],
         ),
         clock=app[CLOCK],
         sleep=sleep,

@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.base import Adapter, Clock
+from adapters.outbound import OutboundPolicy
 from broker.artifacts import ArtifactStore
 from broker.deployment import Deployment
 from broker.events import JobObserver
@@ -26,3 +27,4 @@ ADAPTERS = web.AppKey("adapters", dict[str, Adapter])
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 RUNNER: web.AppKey[Scheduler] = web.AppKey("runner")
 OBSERVERS = web.AppKey("observers", list[JobObserver])
+OUTBOUND = web.AppKey("outbound", OutboundPolicy)  # where caller-given URLs may lead

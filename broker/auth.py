@@ -49,10 +49,12 @@ class Authenticator:
                 self._keys.append((digest, Identity(team=team.name)))
 
     def authenticate(self, header: str | None) -> Identity:
-        """The identity behind an `Authorization: Bearer <key>` header; `Unauthorized` otherwise."""
-        if not header or not header.startswith("Bearer ") or not header[7:].strip():
+        """The identity behind an `Authorization: Bearer <key>` header (the scheme in any case, as HTTP
+        has it); `Unauthorized` otherwise."""
+        scheme, _, key = (header or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("send Authorization: Bearer <your team key>")
-        presented = _digest(header[7:].strip())
+        presented = _digest(key.strip())
         found: Identity | None = None
         # Compare against every key, so the time taken says nothing about which one matched.
         for digest, identity in self._keys:

@@ -13,11 +13,11 @@ from pathlib import Path
 from aiohttp import web
 
 from broker.app import create_app
+from broker.cli import CommandFailed, check_store, load_settings, start_site
 from broker.client import BrokerClient
-from broker.config import load_config
+from broker.config import ConfigError, load_config
 from broker.logging import configure_logging
-from broker.schema import Job
-from broker.settings import Settings
+from broker.schema import BrokerError, Job
 
 SAMPLE = Path(__file__).resolve().parent.parent / "local_backend" / "assets" / "sample.png"
 DEMO_TEAM_ENV = "BROKER_KEY_GROWTH"
@@ -43,14 +43,22 @@ class _Progress:
 
 async def run_demo(out: Path, prompt: str, duration: int) -> int:
     """Run the demo; returns the process exit status."""
-    settings = Settings(port=0)
+    settings = load_settings(port=0)
+    try:
+        config = load_config(settings.config)
+    except ConfigError as exc:
+        raise CommandFailed(f"bad configuration: {exc}", exit_code=2) from None
     env = dict(os.environ)
     env.setdefault(DEMO_TEAM_ENV, secrets.token_urlsafe(24))
     configure_logging("warning", [env[DEMO_TEAM_ENV]])
-    runner = web.AppRunner(create_app(settings, load_config(settings.config), env=env), access_log=None)
-    await runner.setup()
+    await check_store(settings)
+    runner = web.AppRunner(create_app(settings, config, env=env), access_log=None)
     try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await runner.setup()
+    except BrokerError as exc:
+        raise CommandFailed(f"cannot start: {exc.message}") from None
+    try:
+        await start_site(runner, "127.0.0.1", 0)
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
         _say(f"broker running at {base} (store {settings.store_url}, artifacts {settings.data_dir}/)")
         async with BrokerClient(base, env[DEMO_TEAM_ENV]) as broker:

@@ -1,9 +1,16 @@
-"""Reading a job body from a request: JSON, or multipart with the same fields and an `image` part."""
+"""Reading a job body from a request: JSON, or multipart with the same fields and an `image` part.
+
+Input is bounded before it is parsed: no JSON text nests deeper than `JSON_MAX_DEPTH` (checked on the
+raw bytes, so no parser recursion is ever reached), and NaN, Infinity and over-long integers are
+refused, so everything accepted can be stored and read back. A body is then checked against the
+deployment: provider and model names it knows, and URLs the broker is allowed to reach.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +19,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from adapters.images import ImageTooLarge, InvalidImage, check_image
-from broker.appkeys import ARTIFACTS, SETTINGS
+from adapters.outbound import OutboundRefused
+from broker.appkeys import ARTIFACTS, DEPLOYMENT, OUTBOUND, SETTINGS
 from broker.errors import InvalidJson, InvalidRequest, UnsupportedMediaType
 from broker.schema import JobRequest
+from policies.edits import unknown_names
 
+# A real request nests 3 levels, plus metadata's 8; nothing legitimate comes near this.
+JSON_MAX_DEPTH = 32
 _JSON_FIELDS = {"constraints", "metadata"}
+# A JSON string (skipped whole, escapes and all) or a bracket: enough to measure nesting.
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 _MULTIPART_FIELDS = set(JobRequest.model_fields) - {"image_upload"}
 
 
@@ -58,12 +71,49 @@ def _validate(data: dict[str, Any]) -> JobRequest:
         raise validation_error(exc) from None
 
 
+def too_deep(raw: bytes, limit: int = JSON_MAX_DEPTH) -> str | None:
+    """The top-level field (or "body") under which `raw` JSON nests deeper than `limit`, else None."""
+    depth, key, last_string = 0, "body", b""
+    for token in _JSON_TOKENS.finditer(raw):
+        text = token.group()
+        if text[0] == ord('"'):
+            last_string = text if depth == 1 else last_string
+        elif text in (b"[", b"{"):
+            depth += 1
+            if depth == 2 and last_string:
+                key = last_string[1:-1].decode("utf-8", "replace")[:64]
+            if depth > limit:
+                return key
+        else:
+            depth -= 1
+    return None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def parse_json(raw: bytes, what: str = "body") -> Any:
+    """`raw` decoded as JSON, nesting bounded first; 400 if it is not JSON or nests too deep."""
+    try:
+        # UTF-8 only (as RFC 8259 asks): no ASCII byte hides inside another character, so the byte
+        # scan for nesting below sees exactly the brackets the parser will.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidJson(f"{what}: not UTF-8 text") from None
+    if (field := too_deep(raw)) is not None:
+        name = what if what != "body" else field
+        message = f"nested deeper than {JSON_MAX_DEPTH} levels of objects and arrays"
+        raise InvalidRequest(f"{name}: {message}", details=[{"field": name, "message": message}])
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:  # not JSON; NaN, Infinity, an integer of 4,300+ digits
+        raise InvalidJson(f"{what}: not valid JSON: {exc}") from None
+
+
 async def read_json(request: web.Request) -> Any:
     """The body as JSON; a 400 with code invalid_json if it is not."""
-    try:
-        return json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+    return parse_json(await request.read())
 
 
 async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
@@ -81,14 +131,10 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], bytes |
             continue
         if part.name not in _MULTIPART_FIELDS:
             raise InvalidRequest(f"{part.name}: unknown field")
-        text = await part.text()
         if part.name in _JSON_FIELDS:
-            try:
-                fields[part.name] = json.loads(text)
-            except json.JSONDecodeError:
-                raise InvalidJson(f"{part.name}: not valid JSON") from None
+            fields[part.name] = parse_json(await part.read(decode=True), part.name)
         else:
-            fields[part.name] = text
+            fields[part.name] = await part.text()
     return fields, image
 
 
@@ -101,22 +147,55 @@ async def _read_multipart_checked(request: web.Request) -> tuple[dict[str, Any],
         raise InvalidRequest(f"the multipart body is malformed: {type(exc).__name__}") from None
 
 
+def deployment_problems(app: web.Application, job: JobRequest) -> list[dict[str, str]]:
+    """What this deployment cannot do for a valid request: names it does not know, URLs it will not
+    reach, a webhook it cannot sign."""
+    config = app[DEPLOYMENT].config
+    problems = unknown_names(job.constraints, config.providers, config.routes, prefix="constraints.")
+    outbound = app[OUTBOUND]
+    if job.image_url is not None and not job.image_url.startswith("data:"):
+        try:
+            outbound.check_url(job.image_url)
+        except OutboundRefused as exc:
+            problems.append({"field": "image_url", "message": f"{exc}; the broker fetches only public URLs"})
+    if job.webhook_url is not None:
+        if not app[SETTINGS].webhook_secret:
+            message = (
+                "this broker has no BROKER_WEBHOOK_SECRET, so it cannot sign webhooks and sends none;"
+                " leave webhook_url out, or ask the operator to set the secret"
+            )
+            problems.append({"field": "webhook_url", "message": message})
+        else:
+            try:
+                outbound.check_url(job.webhook_url)
+            except OutboundRefused as exc:
+                problems.append({"field": "webhook_url", "message": str(exc)})
+    return problems
+
+
+def _checked(app: web.Application, job: JobRequest) -> JobRequest:
+    if problems := deployment_problems(app, job):
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise InvalidRequest(f"invalid request: {summary}", details=problems)
+    return job
+
+
 async def read_intake(request: web.Request) -> Intake:
     """Parse and validate a job body; an uploaded image is checked and stored by its digest."""
-    content_type = request.content_type
+    content_type, app = request.content_type, request.app
     if content_type == "application/json":
-        return Intake(parse_job_request(await read_json(request)), None)
+        return Intake(_checked(app, parse_job_request(await read_json(request))), None)
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType("send application/json, or multipart/form-data with an image part")
     fields, image = await _read_multipart_checked(request)
     if image is None:
-        return Intake(parse_job_request(fields), None)
+        return Intake(_checked(app, parse_job_request(fields)), None)
     if not image:
         raise InvalidImage("the image part is empty")
     if "image_upload" in fields:
         raise InvalidRequest("image_upload: unknown field")
     check_image(image)
-    job_request = _validate({**fields, "image_upload": hashlib.sha256(image).hexdigest()})
+    job_request = _checked(app, _validate({**fields, "image_upload": hashlib.sha256(image).hexdigest()}))
     # Stored only once the request is valid; the file is named by its digest, so a repeat is free.
     request.app[ARTIFACTS].save_upload(image)
     return Intake(job_request, len(image))

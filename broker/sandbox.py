@@ -10,8 +10,23 @@ import structlog
 
 from adapters.emulators.sandbox import Sandbox, start_sandbox
 from broker.config import BrokerConfig
+from broker.settings import Settings
 
 log = structlog.get_logger("broker.sandbox")
+
+
+def sandbox_settings(settings: Settings) -> Settings:
+    """The settings of a sandboxed broker: a store and an artifact directory of its own (under
+    `<data_dir>/sandbox`, or `BROKER_SANDBOX_STORE_URL`), so emulator jobs and spend never reach the
+    real jobs, reports and budgets."""
+    data_dir = settings.data_dir / "sandbox"
+    store_url = settings.sandbox_store_url or f"sqlite:///{data_dir / 'broker.db'}"
+    changes = {
+        "data_dir": data_dir,
+        "store_url": store_url,
+        "redis_prefix": f"{settings.redis_prefix}-sandbox",
+    }
+    return settings.model_copy(update=changes)
 
 
 def point_at(config: BrokerConfig, base_urls: Mapping[str, str]) -> BrokerConfig:

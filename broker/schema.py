@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -21,6 +22,7 @@ PROMPT_MAX_CHARS = 2000
 DURATION_MIN_S = 1
 DURATION_MAX_S = 10
 METADATA_MAX_BYTES = 4096
+METADATA_MAX_DEPTH = 8  # levels of objects and arrays, metadata itself being the first
 IMAGE_URL_MAX_CHARS = 2048
 # A data: URI is decoded in memory; bigger images go as a multipart upload.
 DATA_URI_MAX_BYTES = 10 * 1024 * 1024
@@ -186,6 +188,46 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
     return match.group(1).lower(), data
 
 
+def _text_problem(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate, which is not text"
+    return None
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why a leaf of metadata would not come back from storage as it went in, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return _text_problem(value)
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**63 else "integers must fit in 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "numbers must be finite"
+    return f"{type(value).__name__} is not a JSON value"
+
+
+def metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """What keeps `metadata` from being stored and read back unchanged (too deep, not plain JSON),
+    naming where; None if nothing does. Iterative, so no input can exhaust the stack."""
+    stack: list[tuple[Any, int, str]] = [(metadata, 1, "metadata")]
+    while stack:
+        node, depth, path = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > METADATA_MAX_DEPTH:
+                return f"{path} nests deeper than {METADATA_MAX_DEPTH} levels of objects and arrays"
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                if isinstance(node, dict) and (not isinstance(key, str) or _text_problem(key)):
+                    return f"{path}: keys must be text"
+                stack.append((child, depth + 1, f"{path}.{key}"))
+        elif (problem := _value_problem(node)) is not None:
+            return f"{path}: {problem}"
+    return None
+
+
 class JobRequest(_Model):
     """The unified request: `POST /v1/jobs` and `POST /v1/quotes` take this body."""
 
@@ -224,13 +266,17 @@ class JobRequest(_Model):
         if value.startswith("data:"):
             decode_data_uri(value)
             return value
-        if not value.startswith("https://") or len(value) > IMAGE_URL_MAX_CHARS:
+        # Plain http passes here only to meet the outbound rules, which admit it for allow-listed hosts.
+        if not value.startswith(("https://", "http://")) or len(value) > IMAGE_URL_MAX_CHARS:
             raise ValueError("must be an https:// URL or a data:image/...;base64 URI")
         return value
 
     @field_validator("metadata")
     @classmethod
     def _check_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problem = metadata_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         if len(json.dumps(value, separators=(",", ":"))) > METADATA_MAX_BYTES:
             raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes of JSON")
         return value
@@ -312,6 +358,24 @@ class Attempt(_Model):
     error: JobError | None = None
 
 
+class DeliveryStatus(StrEnum):
+    """Where the delivery of a finished job to its `webhook_url` stands."""
+
+    PENDING = "pending"  # tried, to be tried again
+    DELIVERED = "delivered"
+    FAILED = "failed"  # given up: every try failed, the receiver refused it, or it could not be sent
+
+
+class WebhookDelivery(_Model):
+    """The last delivery of the job's webhook: its outcome, how many tries, what the receiver said."""
+
+    status: DeliveryStatus
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    last_attempt_at: datetime | None = None
+
+
 class Job(_Model):
     id: str
     team: str
@@ -323,6 +387,7 @@ class Job(_Model):
     cost_usd: str = "0.000000"
     output: Output | None = None
     error: JobError | None = None
+    webhook: WebhookDelivery | None = None
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.outbound import OutboundPolicy
+
 
 class Settings(BaseSettings):
     """One frozen settings object per process, read from `BROKER_*` variables."""
@@ -40,3 +42,24 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
+    sandbox_store_url: str | None = Field(
+        default=None,
+        description="the store of `serve --sandbox` (default: SQLite under <data_dir>/sandbox), never the "
+        "real one, so emulator spend stays out of the real books",
+    )
+    outbound_allow: str = Field(
+        default="",
+        description="hosts and CIDRs (comma-separated) that image_url and webhook_url may reach although "
+        "they are not public, over plain http too",
+    )
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _check_outbound_allow(cls, value: str) -> str:
+        OutboundPolicy.parse(value)
+        return value
+
+    @property
+    def outbound(self) -> OutboundPolicy:
+        """Where caller-given URLs (image_url, webhook_url) may lead."""
+        return OutboundPolicy.parse(self.outbound_allow)

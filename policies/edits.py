@@ -37,19 +37,29 @@ def parse_policy(body: dict[str, Any]) -> Policy:
         raise PolicyInvalid(problems) from None
 
 
+def unknown_names(
+    lists: object, providers: Collection[str], routes: Collection[RouteSpec], prefix: str = ""
+) -> list[dict[str, str]]:
+    """A problem for each provider and model name in `lists` (a policy, or a request's constraints:
+    its `providers`, `exclude_providers`, `models`, `exclude_models`) that the catalog does not know."""
+    models = {route.model for route in routes} | {route.key for route in routes}
+    problems: list[dict[str, str]] = []
+    for name, known, kind in (
+        ("providers", providers, "provider"),
+        ("exclude_providers", providers, "provider"),
+        ("models", models, "model"),
+        ("exclude_models", models, "model"),
+    ):
+        for index, value in enumerate(getattr(lists, name, None) or []):
+            if value not in known:
+                problems.append({"field": f"{prefix}{name}.{index}", "message": f"unknown {kind} {value!r}"})
+    return problems
+
+
 def check_names(policy: Policy, providers: Collection[str], routes: Collection[RouteSpec]) -> None:
     """Refuse provider and model names the catalog does not know: a typo would silently allow nothing
     (in an allow list) or exclude nothing (in an exclude list)."""
-    models = {route.model for route in routes} | {route.key for route in routes}
-    problems: list[dict[str, str]] = []
-    for name in ("providers", "exclude_providers"):
-        for index, provider in enumerate(getattr(policy, name) or []):
-            if provider not in providers:
-                problems.append({"field": f"{name}.{index}", "message": f"unknown provider {provider!r}"})
-    for name in ("models", "exclude_models"):
-        for index, model in enumerate(getattr(policy, name) or []):
-            if model not in models:
-                problems.append({"field": f"{name}.{index}", "message": f"unknown model {model!r}"})
+    problems = unknown_names(policy, providers, routes)
     daily, monthly = policy.daily_budget_usd, policy.monthly_budget_usd
     if daily is not None and monthly is not None and Decimal(daily) > Decimal(monthly):
         problems.append({"field": "daily_budget_usd", "message": "above monthly_budget_usd"})

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker.schema import Quality, UsdString
+
+# Bounds on what an edit can store; a catalog has tens of providers and models, not thousands.
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+NAMES_MAX = 256
 
 
 class Policy(BaseModel):
@@ -12,10 +18,10 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    providers: list[str] | None = None
-    exclude_providers: list[str] = Field(default_factory=list)
-    models: list[str] | None = None
-    exclude_models: list[str] = Field(default_factory=list)
+    providers: list[Name] | None = Field(default=None, max_length=NAMES_MAX)
+    exclude_providers: list[Name] = Field(default_factory=list, max_length=NAMES_MAX)
+    models: list[Name] | None = Field(default=None, max_length=NAMES_MAX)
+    exclude_models: list[Name] = Field(default_factory=list, max_length=NAMES_MAX)
     min_quality: Quality | None = None
     max_cost_usd: UsdString | None = None
     max_latency_s: int | None = Field(default=None, ge=1)

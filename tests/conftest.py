@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from adapters.outbound import Resolver
 from broker.app import create_app
 from broker.config import BrokerConfig, parse_config
 from broker.settings import Settings
@@ -123,14 +124,17 @@ def make_client(
 ) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
     """Start the app on a fake config and fake providers; keyword overrides for settings/config."""
 
-    async def make(config: BrokerConfig | None = None, **setting_overrides: Any) -> TestClient[Any, Any]:
+    async def make(
+        config: BrokerConfig | None = None, resolver: Resolver | None = None, **setting_overrides: Any
+    ) -> TestClient[Any, Any]:
         factories = {name: fake.build for name, fake in providers.items()}
         app = create_app(
-            settings.model_copy(update=setting_overrides),
+            Settings(**{**settings.model_dump(), **setting_overrides}),
             config or fake_config(),
             env=TEST_ENV,
             factories=factories,
             sleep=fast_sleep,
+            resolver=resolver,
         )
         client: TestClient[Any, Any] = await aiohttp_client(app)
         return client

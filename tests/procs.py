@@ -280,6 +280,8 @@ class Cluster:
             "BROKER_LOG_LEVEL": "warning",
             "BROKER_KEY_REPLICA": TEAM_KEY,
             "BROKER_ADMIN_KEY": ADMIN_KEY,
+            # IMAGE_URL's host: the emulators take the URL and never fetch it.
+            "BROKER_OUTBOUND_ALLOW": "127.0.0.1",
             **{f"BROKER_{name.upper()}": value for name, value in settings.items()},
             **{env_name: PROVIDER_KEY for env_name in PROVIDER_KEY_ENV.values()},
         }

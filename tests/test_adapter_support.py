@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from adapters.base import AdapterContext
-from adapters.images import FetchPolicy, IpAddress
+from adapters.images import FetchPolicy
+from adapters.outbound import IpAddress, OutboundPolicy, Resolver
 from broker.config import load_config
 from pricing.rules import PriceRule
 
@@ -50,15 +51,10 @@ async def loopback_resolver(host: str, port: int) -> list[IpAddress]:
     return [ipaddress.ip_address("127.0.0.1")]
 
 
-def loopback_policy(**overrides: object) -> FetchPolicy:
-    """A fetch policy that lets tests reach loopback over plain HTTP, explicitly."""
-    fields: dict[str, object] = {
-        "resolver": loopback_resolver,
-        "allowed_networks": LOOPBACK,
-        "schemes": ("https", "http"),
-    }
-    fields.update(overrides)
-    return FetchPolicy(**fields)  # type: ignore[arg-type]
+def loopback_policy(resolver: Resolver = loopback_resolver, **overrides: object) -> FetchPolicy:
+    """A fetch policy that lets tests reach loopback (over plain HTTP too), explicitly."""
+    outbound = OutboundPolicy(allowed_networks=LOOPBACK, resolver=resolver)
+    return FetchPolicy(outbound=outbound, **overrides)  # type: ignore[arg-type]
 
 
 def context(

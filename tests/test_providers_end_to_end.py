@@ -36,7 +36,12 @@ async def test_a_job_restricted_to_each_provider_completes_and_books_its_cost(
 ) -> None:
     sandbox, config, env = await start_sandboxed(catalog_with_doitong_priced(), TEST_ENV, render_seconds=0.05)
     try:
-        settings = Settings(store_url=f"sqlite:///{tmp_path}/b.db", data_dir=tmp_path / "data")
+        # The emulators take the image URL without fetching it; the test admits its made-up host.
+        settings = Settings(
+            store_url=f"sqlite:///{tmp_path}/b.db",
+            data_dir=tmp_path / "data",
+            outbound_allow="images.example.com",
+        )
         client = await aiohttp_client(create_app(settings, config, env=env, sleep=fast_sleep))
         body: dict[str, Any] = {
             "prompt": "slow push in on a lighthouse",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import signal
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
+from yarl import URL
 
 from broker.app import create_app
 from broker.cli.parsers import add_remote_commands
@@ -21,9 +24,67 @@ from broker.config import BrokerConfig, ConfigError, load_config
 from broker.logging import configure_logging, secret_values
 from broker.reload import reload_config
 from broker.report_cli import add_report_arguments, report_from_args
+from broker.schema import BrokerError
 from broker.settings import Settings
+from broker.store import open_store
 
 log = structlog.get_logger("broker")
+
+
+class CommandFailed(Exception):
+    """A command cannot start or go on; the message is one line a person can act on."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The process settings; `CommandFailed` naming the variable if one is bad."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"BROKER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise CommandFailed(f"bad setting: {problems}", exit_code=2) from None
+
+
+def _shown(url: str) -> str:
+    """A store URL without its password, for messages."""
+    try:
+        return str(URL(url).with_password(None)) if "@" in url else url
+    except ValueError:
+        return url.split("@")[-1]
+
+
+async def check_store(settings: Settings) -> None:
+    """Open and ping the store once, so an unreachable one stops the start with one line."""
+    try:
+        store = open_store(
+            settings.store_url, redis_prefix=settings.redis_prefix, redis_cluster=settings.redis_cluster
+        )
+    except ValueError as exc:
+        raise CommandFailed(f"bad setting: BROKER_STORE_URL: {exc}", exit_code=2) from None
+    try:
+        await store.open()
+        await store.ping()
+    except (BrokerError, OSError) as exc:
+        reason = exc.message if isinstance(exc, BrokerError) else str(exc)
+        raise CommandFailed(f"the store {_shown(settings.store_url)} cannot be used: {reason}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+
+
+async def start_site(runner: web.AppRunner, host: str, port: int) -> web.TCPSite:
+    """Listen on host:port; `CommandFailed` if the address is taken or cannot be used."""
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise CommandFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return site
 
 
 def load_or_exit(path: Path) -> BrokerConfig:
@@ -40,10 +101,12 @@ async def serve_until_stopped(
     """Run the app until SIGINT or SIGTERM, then shut down cleanly (jobs stay in the store);
     SIGHUP calls `on_hangup` (a config reload) without stopping anything."""
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        await runner.setup()
+    except BrokerError as exc:
+        raise CommandFailed(f"cannot start: {exc.message}") from None
+    try:
+        await start_site(runner, host, port)
         log.info("serving", url=f"http://{host}:{port}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -58,18 +121,29 @@ async def serve_until_stopped(
 
 async def _serve(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     path = args.config or settings.config
     config = load_or_exit(path)
     env: dict[str, str] = dict(os.environ)
+    signing = settings.input_signing_secret.get_secret_value() if settings.input_signing_secret else ""
+    secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]
+    configure_logging(settings.log_level, secrets)
+    if args.sandbox:
+        from broker.sandbox import sandbox_settings
+
+        settings = sandbox_settings(settings)
+        log.info("sandbox_store", store_url=_shown(settings.store_url), data_dir=str(settings.data_dir))
+    await check_store(settings)
+    if not settings.webhook_secret:
+        log.warning(
+            "webhooks_off",
+            reason="BROKER_WEBHOOK_SECRET is not set: jobs with a webhook_url are refused (400) until it is",
+        )
     sandbox = None
     if args.sandbox:
         from broker.sandbox import start_sandboxed
 
         sandbox, config, env = await start_sandboxed(config, env)
-    signing = settings.input_signing_secret.get_secret_value() if settings.input_signing_secret else ""
-    secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]
-    configure_logging(settings.log_level, secrets)
     try:
         app = create_app(settings, config, env=env)
         reload = functools.partial(reload_config, app, path, env)
@@ -101,13 +175,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        asyncio.run(_serve(args))
-    elif args.command == "demo":
-        from broker.demo import run_demo
+    try:
+        if args.command == "serve":
+            asyncio.run(_serve(args))
+        elif args.command == "demo":
+            from broker.demo import run_demo
 
-        raise SystemExit(asyncio.run(run_demo(args.out, args.prompt, args.duration)))
-    elif args.command == "report":
-        raise SystemExit(report_from_args(args))
-    elif getattr(args, "remote", None) is not None:
-        raise SystemExit(run_remote(args.remote, args))
+            raise SystemExit(asyncio.run(run_demo(args.out, args.prompt, args.duration)))
+        elif args.command == "report":
+            raise SystemExit(report_from_args(args))
+        elif getattr(args, "remote", None) is not None:
+            raise SystemExit(run_remote(args.remote, args))
+    except CommandFailed as exc:
+        print(f"broker {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None

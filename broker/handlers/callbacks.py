@@ -10,8 +10,9 @@ import structlog
 from aiohttp import web
 
 from broker.appkeys import ADAPTERS, RUNNER
-from broker.errors import NotFound
+from broker.errors import InvalidRequest, NotFound
 from broker.handlers.common import json_response
+from broker.intake import JSON_MAX_DEPTH, too_deep
 
 log = structlog.get_logger("broker.callbacks")
 routes = web.RouteTableDef()
@@ -23,7 +24,10 @@ async def provider_callback(request: web.Request) -> web.Response:
     adapter = request.app[ADAPTERS].get(provider)
     if adapter is None:
         raise NotFound(f"no configured provider named {provider!r}")
-    event = adapter.parse_webhook(request.headers, await request.read())
+    body = await request.read()
+    if too_deep(body) is not None:  # before any adapter's JSON parser can recurse on it
+        raise InvalidRequest(f"the body nests deeper than {JSON_MAX_DEPTH} levels")
+    event = adapter.parse_webhook(request.headers, body)
     log.info(
         "provider_webhook",
         provider=provider,

@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from adapters.base import Adapter, Clock, Sleep
+from adapters.outbound import OutboundPolicy
 from broker.artifacts import ArtifactStore
 from broker.capacity import Capacity
 from broker.events import JobObserver
@@ -36,6 +35,7 @@ class RunnerOptions:
     max_crashes: int = 3  # steps that crash on one job before it is failed rather than retried
     public_url: str | None = None  # where providers can reach this broker's /v1/callbacks/{provider}
     input_hosting: InputHosting | None = None  # signs URLs for uploads sent to URL-only providers
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # where a job's image_url may lead
 
 
 @dataclass
@@ -47,7 +47,6 @@ class StepContext:
     adapters: dict[str, Adapter]
     routes: dict[str, RouteSpec]
     quote: QuoteFn
-    session: aiohttp.ClientSession
     options: RunnerOptions
     clock: Clock
     sleep: Sleep = asyncio.sleep

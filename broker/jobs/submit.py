@@ -16,7 +16,8 @@ import structlog
 
 from adapters.base import Adapter, ImageInput, RenderTask
 from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
-from adapters.images import check_image, fetch_image
+from adapters.images import FetchPolicy, ImageFetchFailed, check_image, fetch_image
+from adapters.outbound import OutboundRefused
 from broker.hosted_inputs import hosted_image
 from broker.jobs.context import StepContext
 from broker.jobs.ending import fail_attempt, fail_job
@@ -233,8 +234,13 @@ async def _image(ctx: StepContext, request: JobRequest, adapter: Adapter) -> Ima
         content_type, data = decode_data_uri(request.image_url)
         return ImageInput(content_type=content_type, data=data)
     if adapter.image_acceptance.url:
+        # The provider fetches it, but on the broker's say-so: the same rule as a fetch of our own.
+        try:
+            await ctx.options.outbound.check(request.image_url)
+        except OutboundRefused as exc:
+            raise ImageFetchFailed(f"image URL {exc}") from None
         return ImageInput(content_type="image/*", url=request.image_url)
-    return await fetch_image(ctx.session, request.image_url)
+    return await fetch_image(request.image_url, FetchPolicy(outbound=ctx.options.outbound))
 
 
 async def _provider_image(
