@@ -131,7 +131,7 @@ async def test_quote_against_the_sandbox_lists_routes_and_reasons(sandbox_broker
     assert rows[0][:3] == ["*", "local", "camera-motion"]
     costs = [float(row[-3]) for row in rows]
     assert costs == sorted(costs) and len(rows) > 3
-    assert "runway/veo3: duration 5 s not supported" in rejected
+    assert "runway/veo3.1: duration 5 s not supported" in rejected
 
 
 async def test_ctrl_c_under_a_terminal_asks_and_cancels_the_job(sandbox_broker: str, tmp_path: Path) -> None:

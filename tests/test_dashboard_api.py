@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.errors import ProviderUnavailable
 from broker.appkeys import RUNNER
+from broker.config import BrokerConfig, ProviderConfig
 from tests.conftest import ADMIN_KEY, STUDIO_KEY, auth, fake_config
 from tests.test_api_jobs import wait_for_status
 
@@ -43,8 +44,14 @@ async def test_the_page_and_its_files_come_from_the_broker_alone(make_client: An
         assert answer.status == 404 and (await answer.json())["error"]["code"] == "not_found"
 
 
+def cheap_limited(config: BrokerConfig) -> BrokerConfig:
+    """The config with `cheap` limited to 4 tasks at once and `dear` left without a limit."""
+    providers = {"cheap": ProviderConfig(max_concurrency=4), "dear": ProviderConfig()}
+    return config.model_copy(update={"providers": providers})
+
+
 async def test_providers_reports_circuits_capacity_and_calls(make_client: Any) -> None:
-    client = await make_client()
+    client = await make_client(cheap_limited(fake_config()))
     assert (await client.get("/v1/providers")).status == 401
     job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
     await wait_for_status(client, job["id"], "succeeded")
@@ -56,13 +63,14 @@ async def test_providers_reports_circuits_capacity_and_calls(make_client: Any) -
     assert list(by_name) == ["cheap", "dear"]
     assert by_name["cheap"]["circuit"] == "closed" and by_name["cheap"]["in_flight"] == 0
     assert by_name["cheap"]["max_concurrency"] == 4 and by_name["cheap"]["routable"] is True
+    assert by_name["dear"]["max_concurrency"] is None  # no limit of the broker's own
     assert by_name["dear"]["circuit"] == "open" and by_name["dear"]["circuit_reason"].startswith(
         "circuit open"
     )
 
 
 async def test_metrics_export_the_gauges_the_alerts_read(make_client: Any) -> None:
-    client = await make_client(fake_config(growth={"monthly_budget_usd": "10.00"}))
+    client = await make_client(cheap_limited(fake_config(growth={"monthly_budget_usd": "10.00"})))
     job = await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json()
     await wait_for_status(client, job["id"], "succeeded")
     for _ in range(6):

@@ -51,7 +51,13 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     sandbox, config, env = await start_sandboxed(load_config(CONFIG_PATH), TEST_ENV, render_seconds=0.05)
     try:
-        settings = Settings(store_url=f"sqlite:///{tmp_path}/b.db", data_dir=tmp_path / "data", workers=2)
+        # The emulators take the image URL without fetching it; the test admits its made-up host.
+        settings = Settings(
+            store_url=f"sqlite:///{tmp_path}/b.db",
+            data_dir=tmp_path / "data",
+            workers=2,
+            outbound_allow="images.example.com",
+        )
         app = create_app(settings, config, env=env, factories=QUICK, sleep=fast_sleep)
         async with TestClient(TestServer(app)) as client:
             yield Rig(client, sandbox)

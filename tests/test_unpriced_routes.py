@@ -95,7 +95,12 @@ def _config(*, doitong_price: dict[str, str] | None = None, ceiling: str | None 
 
 async def _run(aiohttp_client: Any, tmp_path: Path, config: BrokerConfig) -> tuple[Any, Any, dict[str, Any]]:
     sandbox, pointed, env = await start_sandboxed(config, TEST_ENV, render_seconds=0.05)
-    settings = Settings(store_url=f"sqlite:///{tmp_path}/b.db", data_dir=tmp_path / "data")
+    # The emulators take the image URL without fetching it; the test admits its made-up host.
+    settings = Settings(
+        store_url=f"sqlite:///{tmp_path}/b.db",
+        data_dir=tmp_path / "data",
+        outbound_allow="images.example.com",
+    )
     client = await aiohttp_client(create_app(settings, pointed, env=env, sleep=fast_sleep))
     response = await client.post("/v1/jobs", json=IMAGE_JOB, headers=auth(STUDIO_KEY))
     assert response.status == 202, await response.text()
