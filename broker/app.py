@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
@@ -62,7 +63,10 @@ def build_adapters(
             timeout_s=provider.timeout_s,
             max_concurrency=provider.max_concurrency or 1,
         )
-        built[name] = factories[name](context)
+        adapter = factories[name](context)
+        if provider.task_deadline_s is not None:  # the operator's deadline overrides the adapter's
+            adapter.poll_schedule = replace(adapter.poll_schedule, deadline_s=provider.task_deadline_s)
+        built[name] = adapter
     return built
 
 
@@ -176,6 +180,9 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
         scrub=scrubber([*secret_values(config, env), settings.webhook_secret or ""]),
         reserve_more=reserve_more,
         max_attempts=max_attempts,
+        output_retention_s={
+            name: p.output_retention_s for name, p in config.providers.items() if p.output_retention_s
+        },
     )
     return Scheduler(context)
 

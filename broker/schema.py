@@ -302,6 +302,10 @@ class Attempt(_Model):
     estimated_cost_usd: str | None = None
     cost_usd: str | None = None
     refunded_usd: str | None = None  # what the provider charged and gave back for this attempt
+    # A charge the broker believes happened but the provider has not confirmed (a task abandoned at its
+    # deadline that the provider could not cancel): booked in `cost_usd` until the provider says.
+    unconfirmed_usd: str | None = None
+    reported_cost: str | None = None  # the provider's own figure, in its unit ("25 credits")
     error: JobError | None = None
 
 

@@ -20,6 +20,8 @@ script touches carries the same hash tag, so each script runs inside one Redis C
     {P:jobs}:unreadable                zset  ids of records that could not be decoded, set aside
     {P:budget}:w:<window key>          hash  spent, reserved (integer micro-USD)
     {P:budget}:res:<job id>            hash  "w:<window key>" -> reserved amount, token -> write token
+    {P:budget}:open                    zset  ids of jobs with an unsettled reservation, by when it was made
+    {P:jobs}:reconcile                 zset  ids of jobs with charges to confirm, by when to ask next
     {P:policy:<team>}:history          list  every policy version as JSON, oldest first
     {P:policy:<team>}:write            string token of the last policy write
 
@@ -57,6 +59,7 @@ redis-py's cluster client; the layout above needs nothing else from it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -242,10 +245,10 @@ return out
 """
 )
 
-# KEYS: the job's reservation, then one hash per window. ARGV: amount, token, the windows' limits, then
-# their keys. Returns {ok, remaining per window...}.
+# KEYS: the job's reservation, then one hash per window, then the open-reservations set. ARGV: amount,
+# token, the windows' limits, then their keys, then the job id and the time. Returns {ok, remaining...}.
 _RESERVE = """
-local n = #KEYS - 1
+local n = #KEYS - 2
 local amount = tonumber(ARGV[1])
 local replay = redis.call('HGET', KEYS[1], 'token') == ARGV[2]
 local remaining, fits = {}, true
@@ -262,11 +265,14 @@ for i = 1, n do
   remaining[i] = remaining[i] - amount
 end
 redis.call('HSET', KEYS[1], 'token', ARGV[2])
+redis.call('ZADD', KEYS[#KEYS], 'NX', ARGV[#ARGV], ARGV[#ARGV - 1])
 return {1, unpack(remaining)}
 """
 
-# KEYS: the job's reservation. ARGV: actual spend, the `{P:budget}:w:` base of window keys.
+# KEYS: the job's reservation, the open-reservations set. ARGV: actual spend, the `{P:budget}:w:` base
+# of window keys, the job id.
 _SETTLE = """
+redis.call('ZREM', KEYS[2], ARGV[3])
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, 2) == 'w:' then
@@ -374,6 +380,10 @@ class _Keys:
 
     def reservation(self, job_id: str) -> str:
         return f"{self.budget}res:{job_id}"
+
+    @property
+    def open_reservations(self) -> str:
+        return f"{self.budget}open"
 
     def policy(self, team: str, what: str) -> str:
         return f"{{{self.prefix}:policy:{team}}}:{what}"
@@ -678,12 +688,14 @@ class RedisStore(Store):
         keys = self._keys
         reply = await self._run(
             "reserve",
-            [keys.reservation(job_id), *(keys.window(w.key) for w in windows)],
+            [keys.reservation(job_id), *(keys.window(w.key) for w in windows), keys.open_reservations],
             [
                 amount_micros,
                 _token(),
                 *(w.limit_micros for w in windows),
                 *(w.key for w in windows),
+                job_id,
+                _float_arg(time.time()),
             ],
         )
         remaining = {w.key: int(left) for w, left in zip(windows, reply[1:], strict=True)}
@@ -693,7 +705,34 @@ class RedisStore(Store):
         if actual_micros < 0:
             raise ValueError("a spend cannot be negative")
         keys = self._keys
-        await self._run("settle", [keys.reservation(job_id)], [actual_micros, keys.window("")])
+        await self._run(
+            "settle",
+            [keys.reservation(job_id), keys.open_reservations],
+            [actual_micros, keys.window(""), job_id],
+        )
+
+    async def open_reservations(self, reserved_before: float, *, limit: int = 100) -> list[str]:
+        with _outage_as_unavailable():
+            found = await self._redis.zrangebyscore(
+                self._keys.open_reservations, "-inf", f"({reserved_before!r}", start=0, num=limit
+            )
+        return [str(job_id) for job_id in found]
+
+    # Reconciliation -----------------------------------------------------------------------------
+    async def schedule_reconcile(self, job_id: str, at: float) -> None:
+        with _outage_as_unavailable():
+            await self._redis.zadd(self._keys.jobs_index("reconcile"), {job_id: at})
+
+    async def due_reconciles(self, now: float, *, limit: int = 50) -> list[str]:
+        with _outage_as_unavailable():
+            found = await self._redis.zrangebyscore(
+                self._keys.jobs_index("reconcile"), "-inf", now, start=0, num=limit
+            )
+        return [str(job_id) for job_id in found]
+
+    async def drop_reconcile(self, job_id: str) -> None:
+        with _outage_as_unavailable():
+            await self._redis.zrem(self._keys.jobs_index("reconcile"), job_id)
 
     async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
         if not keys:
