@@ -13,7 +13,18 @@ from aiohttp import web
 
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from broker import observability
-from broker.appkeys import ADAPTERS, ARTIFACTS, CLOCK, DEPLOYMENT, HTTP, OBSERVERS, RUNNER, SETTINGS, STORE
+from broker.appkeys import (
+    ADAPTERS,
+    ARTIFACTS,
+    BOOKKEEPER,
+    CLOCK,
+    DEPLOYMENT,
+    HTTP,
+    OBSERVERS,
+    RUNNER,
+    SETTINGS,
+    STORE,
+)
 from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
 from broker.budgets import budget_windows
@@ -23,6 +34,7 @@ from broker.handlers import callbacks, health, jobs, openapi, policies
 from broker.handlers import metrics as metrics_handlers
 from broker.handlers import reports as report_handlers
 from broker.jobs.context import RunnerOptions, StepContext
+from broker.jobs.reconcile import Bookkeeper
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.slots import LocalSlots, Slots
 from broker.logging import scrubber, secret_values
@@ -106,9 +118,13 @@ def create_app(
             runner = _runner(app, sleep, environment)
             app[RUNNER] = runner
             await runner.start()
+            bookkeeper = Bookkeeper(runner.ctx)
+            app[BOOKKEEPER] = bookkeeper
+            bookkeeper.start()
             try:
                 yield
             finally:
+                await bookkeeper.stop()
                 await runner.stop()
                 await webhooks.close()
                 for adapter in app[ADAPTERS].values():
