@@ -7,12 +7,24 @@ runner's fast-forwarded clock, which the emulators share.
 
 from __future__ import annotations
 
+import asyncio
+import io
 from pathlib import Path
 
 from adapters.emulators.faults import Endpoint
-from bench.cost_integrity import GEN4_TURBO, MUVI_GEN4, MUVI_TURBO, TABLE_PROVIDERS, rig, run_workload, table
-from broker.appkeys import BOOKKEEPER, RUNNER
+from bench.cost_integrity import (
+    ADMIN_KEY,
+    GEN4_TURBO,
+    MUVI_GEN4,
+    MUVI_TURBO,
+    TABLE_PROVIDERS,
+    rig,
+    run_workload,
+    table,
+)
+from broker.appkeys import ADAPTERS, BOOKKEEPER, RUNNER
 from broker.jobs.reconcile import reconcile_job
+from broker.report_cli import run_report
 from pricing.money import Money
 
 
@@ -25,6 +37,9 @@ async def test_runway_past_its_deadline_is_cancelled_booked_as_charged_and_falls
 
         first, second = job["attempts"]
         task_id = first["provider_job_id"]
+        # providers.runway.task_deadline_s (60) overrides the adapter's 900 s.
+        assert r.client.server.app[ADAPTERS]["runway"].poll_schedule.deadline_s == 60
+        assert "not done after 60 s" in first["error"]["message"]
         cancels = runway.recorder.of(Endpoint.CANCEL)
         assert [(c.method, c.path) for c in cancels] == [("DELETE", f"/v1/tasks/{task_id}")]
         # Runway reports the full 25 credits for a task cancelled while RUNNING; the broker books them.
@@ -122,3 +137,44 @@ async def test_after_a_mixed_workload_the_books_equal_the_providers_charges(tmp_
         assert jobs["runway cancelled while running"]["cost_usd"] == "0.250000"  # RUNNING: not refunded
         assert jobs["runway cancelled while queued"]["cost_usd"] == "0.000000"  # PENDING: refunded
         assert jobs["doitong download cut twice"]["status"] == "succeeded"
+
+
+async def test_the_reconciliation_report_sets_bookings_against_what_providers_said(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        await r.wait(await r.submit(["runway"], [GEN4_TURBO]), "succeeded")
+        r.emulator("muvi").inject("never_finish")
+        stuck = await r.wait(await r.submit(["muvi"], [MUVI_TURBO]), "failed")
+        fal = await r.wait(await r.submit(["fal"]), "succeeded")
+        response = await r.client.get(
+            "/v1/reports/reconciliation", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+        assert response.status == 200, await response.text()
+        body = await response.json()
+
+        groups = {g["provider"]: g for g in body["groups"]}
+        assert groups["runway"]["booked_usd"] == groups["runway"]["confirmed_usd"] == "0.250000"
+        assert (
+            groups["runway"]["reported"] == {"credits": "25"}
+            and groups["runway"]["reported_usd"] == "0.250000"
+        )
+        assert groups["muvi"]["unconfirmed_usd"] == groups["muvi"]["booked_usd"] == "0.250000"
+        assert groups["muvi"]["reported"] == {"micro_cents": "250000"}  # muvi's running figure
+        assert groups["fal"]["unreported_usd"] == groups["fal"]["booked_usd"] == fal["cost_usd"]
+        reasons = {d["job_id"]: d["reason"].split(":")[0] for d in body["discrepancies"]}
+        assert reasons == {stuck["id"]: "unconfirmed", fal["id"]: "unreported"}
+        assert body["totals"]["booked_usd"] == str(
+            sum((Money.parse(g["booked_usd"]) for g in body["groups"]), Money.zero())
+        )
+        other = await r.client.get(
+            "/v1/reports/reconciliation?to=nope", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+        assert other.status == 400 and (await other.json())["error"]["details"][0]["field"] == "to"
+
+        out = io.StringIO()
+        store_url = f"sqlite:///{tmp_path}/broker.db"
+        code = await asyncio.to_thread(run_report, ["--reconcile", "--store-url", store_url], out=out)
+        text = out.getvalue()
+        assert code == 0, text
+        assert "Discrepancies: 2" in text and stuck["attempts"][0]["provider_job_id"] in text
+        runway_row = next(line for line in text.splitlines() if line.startswith("runway "))
+        assert "0.250000" in runway_row and "25 credits" in runway_row
