@@ -26,6 +26,7 @@ from broker.appkeys import ADAPTERS, BOOKKEEPER, RUNNER
 from broker.jobs.reconcile import reconcile_job
 from broker.report_cli import run_report
 from pricing.money import Money
+from tests.test_budget_settlement import assert_budget_balances
 
 
 async def test_runway_past_its_deadline_is_cancelled_booked_as_charged_and_falls_back(tmp_path: Path) -> None:
@@ -94,6 +95,8 @@ async def test_a_charge_no_one_could_cancel_is_unconfirmed_then_corrected_by_rec
         assert muvi.recorder.count(Endpoint.CANCEL) == 1
         assert attempt["cost_usd"] == attempt["unconfirmed_usd"] == "0.250000"
         assert job["status"] == "failed" and job["cost_usd"] == "0.250000"
+        await asyncio.sleep(0.05)
+        await assert_budget_balances(r)  # the believed charge is spent in the team's budget
 
         # Later the task fails at muvi, which refunds it; reconciliation books what muvi now says.
         task = muvi.tasks[attempt["provider_job_id"]]
@@ -105,6 +108,7 @@ async def test_a_charge_no_one_could_cancel_is_unconfirmed_then_corrected_by_rec
         assert confirmed["unconfirmed_usd"] is None and confirmed["cost_usd"] == "0.000000"
         assert fixed["cost_usd"] == "0.000000" and muvi.charges() == {task.id: 0}
         assert await ctx.store.due_reconciles(ctx.clock() + 10**6) == []  # nothing left to ask
+        await assert_budget_balances(r)  # the settled spend was corrected by the difference
 
 
 async def test_a_charge_still_unconfirmed_is_asked_about_again_later(tmp_path: Path) -> None:

@@ -201,3 +201,16 @@ async def test_reconcile_index_is_due_by_time_and_dropped(store: Store) -> None:
     assert await store.due_reconciles(100.0) == ["job-1"]
     await store.drop_reconcile("job-1")
     assert await store.due_reconciles(1_000.0) == ["job-2"]
+
+
+async def test_settling_again_with_a_corrected_amount_books_the_difference(store: Store) -> None:
+    window = BudgetWindow("t:day", 1_000)
+    assert (await store.reserve_budget("job-1", 300, [window])).ok
+    await store.settle_budget("job-1", 250)
+    assert await store.budget_usage(["t:day"]) == {"t:day": (250, 0)}
+    await store.settle_budget("job-1", 40)  # reconciled: the provider refunded most of it
+    await store.settle_budget("job-1", 40)
+    assert await store.budget_usage(["t:day"]) == {"t:day": (40, 0)}
+    assert (await store.reserve_budget("job-1", 100, [window])).ok  # a later top-up, settled again
+    await store.settle_budget("job-1", 90)
+    assert await store.budget_usage(["t:day"]) == {"t:day": (90, 0)}

@@ -5,7 +5,8 @@ its owner, at a provider that could not cancel it) is booked at what the broker 
 charged, marked `unconfirmed_usd`, and its job goes on a small store index of jobs to reconcile, due
 every `RECONCILE_EVERY_S`. The job itself is not held back: it falls back and ends as usual, while the
 index keeps asking the provider about the old task; when the provider reports the task's end, the
-attempt is booked at what it says (and the job's cost with it). After `RECONCILE_FOR_S` without an
+attempt is booked at what it says (and the job's cost with it, and its settled budget by the
+difference). After `RECONCILE_FOR_S` without an
 answer the provider is no longer asked and the charge stays booked as unconfirmed, which the
 reconciliation report lists. A separate index rather than a step of the job: a job's steps end with
 the job, and an ended job must neither wait for a slow provider nor be claimed again by the scheduler.
@@ -74,6 +75,8 @@ async def reconcile_job(ctx: StepContext, job_id: str) -> int:
         )
     if confirmed:
         record = await _write(ctx, job_id, confirmed)
+        if record is not None and record.status.terminal:  # its budget was settled: book the difference
+            await ctx.store.settle_budget(job_id, Money.parse(record.job.cost_usd).micros)
     now = ctx.clock()
     left = [] if record is None else _unconfirmed(record)
     if any(_still_asking(a, now) for a in left):

@@ -265,7 +265,8 @@ class Store(ABC):
 
     @abstractmethod
     async def settle_budget(self, job_id: str, actual_micros: int) -> None:
-        """Replace the job's reservation by its actual spend (0 releases it). Idempotent per job."""
+        """Replace the job's reservation by its actual spend (0 releases it). Idempotent per job; a
+        later call with another amount (a reconciled charge) books the difference in the same windows."""
 
     @abstractmethod
     async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:

@@ -137,6 +137,8 @@ def _migrate(db: sqlite3.Connection) -> None:
     reservation_columns = {row[1] for row in db.execute("PRAGMA table_info(budget_reservations)")}
     if "reserved_at" not in reservation_columns:  # reservations from before it count as old
         db.execute("ALTER TABLE budget_reservations ADD COLUMN reserved_at REAL NOT NULL DEFAULT 0")
+    if "spent" not in reservation_columns:  # what a settled job put into spend (NULL: from before)
+        db.execute("ALTER TABLE budget_reservations ADD COLUMN spent INTEGER")
 
 
 class SQLiteStore(Store):
@@ -435,8 +437,8 @@ class SQLiteStore(Store):
                         (amount_micros, window.key),
                     )
                     db.execute(
-                        "INSERT INTO budget_reservations (job_id, key, amount, reserved_at)"
-                        " VALUES (?, ?, ?, ?)"
+                        "INSERT INTO budget_reservations (job_id, key, amount, reserved_at, spent)"
+                        " VALUES (?, ?, ?, ?, 0)"
                         " ON CONFLICT(job_id, key) DO UPDATE SET settled = 0, amount = excluded.amount"
                         " + CASE WHEN settled THEN 0 ELSE amount END",
                         (job_id, window.key, amount_micros, time.time()),
@@ -455,15 +457,21 @@ class SQLiteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             try:
                 rows = db.execute(
-                    "SELECT key, amount FROM budget_reservations WHERE job_id = ? AND settled = 0",
-                    (job_id,),
+                    "SELECT key, amount, settled, spent FROM budget_reservations WHERE job_id = ?", (job_id,)
                 ).fetchall()
-                for key, amount in rows:
+                for key, amount, settled, spent in rows:
+                    if settled and spent is None:
+                        continue  # settled before the spent amount was kept: nothing to correct from
+                    released, delta = (0 if settled else amount), actual_micros - (spent or 0)
                     db.execute(
                         "UPDATE budget_windows SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
-                        (amount, actual_micros, key),
+                        (released, delta, key),
                     )
-                db.execute("UPDATE budget_reservations SET settled = 1 WHERE job_id = ?", (job_id,))
+                db.execute(
+                    "UPDATE budget_reservations SET settled = 1, spent = ?"
+                    " WHERE job_id = ? AND (settled = 0 OR spent IS NOT NULL)",
+                    (actual_micros, job_id),
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
