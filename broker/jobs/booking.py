@@ -74,14 +74,18 @@ async def read_status(ctx: StepContext, attempt: Attempt, handle: TaskHandle) ->
 
 
 async def stop_task(ctx: StepContext, attempt: Attempt, handle: TaskHandle) -> Booking:
-    """Cancel the attempt's task at its provider (where it can) and book what the provider says."""
+    """Cancel the attempt's task at its provider (where it can) and book what the provider says.
+
+    A task that has already ended is not cancelled, only booked: Runway's DELETE on a finished task
+    deletes it, and with it the output and the word on what it cost."""
+    status = await read_status(ctx, attempt, handle)
     adapter = ctx.adapters.get(attempt.provider)
-    if adapter is not None:
+    if adapter is not None and (status is None or not status.state.terminal):
         try:
             await adapter.cancel(handle)
         except ProviderError as exc:  # e.g. muvi: "only pending jobs can be cancelled"
             log.warning("provider_cancel_failed", provider=attempt.provider, code=exc.code.value)
-    status = await read_status(ctx, attempt, handle)
+        status = await read_status(ctx, attempt, handle)
     return book(ctx.routes.get(route_key(attempt)), attempt, status)
 
 

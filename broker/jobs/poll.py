@@ -17,7 +17,7 @@ from __future__ import annotations
 from adapters.base import TaskHandle, TaskState, TaskStatus
 from adapters.errors import ProviderError, ProviderUnavailable, RateLimited
 from adapters.polling import TaskTimedOut, next_poll_delay
-from broker.jobs.booking import book, follow_up, read_status, stop_task
+from broker.jobs.booking import book, follow_up, stop_task
 from broker.jobs.context import StepContext
 from broker.jobs.costs import route_key
 from broker.jobs.download import download
@@ -86,15 +86,10 @@ async def _again(ctx: StepContext, work: JobWork, attempt: Attempt, delay: float
 async def _overdue(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     """The task passed its deadline: use it if it just finished, else cancel it, book, fall back."""
     stored = work.record.handles[attempt.id]
-    handle = TaskHandle(stored.provider_job_id, stored.model, stored.data)
-    # Read before cancelling: Runway's DELETE on a finished task deletes its output.
-    last = await read_status(ctx, attempt, handle)
-    if last is not None and last.state.terminal:
-        await finish(ctx, work, attempt, last)
-        return
-    booking = await stop_task(ctx, attempt, handle)
-    if booking.status is not None and booking.status.state is TaskState.SUCCEEDED:
-        await finish(ctx, work, attempt, booking.status)  # it finished as it was being cancelled
+    booking = await stop_task(ctx, attempt, TaskHandle(stored.provider_job_id, stored.model, stored.data))
+    ended = booking.status
+    if ended is not None and ended.state in (TaskState.SUCCEEDED, TaskState.FAILED):
+        await finish(ctx, work, attempt, ended)  # it ended by itself just now: use it as it ended
         return
     deadline = ctx.adapters[attempt.provider].poll_schedule.deadline_s
     error = TaskTimedOut(
