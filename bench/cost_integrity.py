@@ -155,13 +155,19 @@ def _auth(key: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def rig(
-    data_dir: Path, *, deadline_s: float = DEADLINE_S, store_url: str | None = None
+    data_dir: Path,
+    *,
+    deadline_s: float = DEADLINE_S,
+    store_url: str | None = None,
+    redis_prefix: str = "broker",
 ) -> AsyncIterator[Rig]:
     """The broker on the emulators, with instant sleeps (the runner's schedule fast-forwards)."""
     sandbox, config, env = await start_sandboxed(workload_config(deadline_s), ENV, render_seconds=0.05)
     try:
         settings = Settings(
-            store_url=store_url or f"sqlite:///{data_dir}/broker.db", data_dir=data_dir / "data"
+            store_url=store_url or f"sqlite:///{data_dir}/broker.db",
+            redis_prefix=redis_prefix,
+            data_dir=data_dir / "data",
         )
         app = create_app(settings, config, env=env, sleep=_no_wait)
         async with TestClient(TestServer(app)) as client:

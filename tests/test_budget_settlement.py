@@ -6,7 +6,9 @@ budget window's reservation equals the holds of its still-open jobs and its spen
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ from bench.cost_integrity import GEN4_TURBO, MUVI_GEN4, STUDIO_KEY, Rig, rig
 from broker.appkeys import BOOKKEEPER, DEPLOYMENT, STORE
 from broker.budgets import budget_windows
 from broker.store import Store, StoreUnavailable
+from broker.store.redis import RedisStore
 from pricing.money import Money
+from tests.conftest import REDIS_URL
 
 
 def cut(store: Store, method: str, times: int, *, when: Callable[..., bool] = lambda *a: True) -> list[int]:
@@ -33,6 +37,24 @@ def cut(store: Store, method: str, times: int, *, when: Callable[..., bool] = la
 
     setattr(store, method, flaky)
     return failed
+
+
+@contextlib.asynccontextmanager
+async def on_store(tmp_path: Path, kind: str) -> AsyncIterator[Rig]:
+    """The rig on SQLite, or on Redis under a fresh key prefix that is deleted afterwards."""
+    if kind == "sqlite":
+        async with rig(tmp_path) as r:
+            yield r
+        return
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        async with rig(tmp_path, store_url=REDIS_URL, redis_prefix=prefix) as r:
+            yield r
+    finally:
+        store = RedisStore.from_url(REDIS_URL, prefix=prefix)
+        await store.open()
+        await store.drop_all_keys()
+        await store.close()
 
 
 def ending(record: Any) -> bool:
@@ -55,12 +77,13 @@ async def run_job(r: Rig, providers: list[str], models: list[str]) -> dict[str, 
     return await r.wait(await r.submit(providers, models), "succeeded", "failed", "cancelled")
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 @pytest.mark.parametrize("point", ["ending write", "settlement"])
 @pytest.mark.parametrize("outcome", ["succeeded", "failed after fallback", "cancelled"])
 async def test_a_store_cut_at_a_point_of_the_jobs_end_still_settles(
-    tmp_path: Path, point: str, outcome: str
+    tmp_path: Path, point: str, outcome: str, kind: str
 ) -> None:
-    async with rig(tmp_path) as r:
+    async with on_store(tmp_path, kind) as r:
         store = r.client.server.app[STORE]
         failed = (
             cut(store, "replace_job", 3, when=ending)
@@ -85,8 +108,9 @@ async def test_a_store_cut_at_a_point_of_the_jobs_end_still_settles(
         await assert_budget_balances(r)
 
 
-async def test_a_runner_dying_between_the_end_and_the_settlement_is_swept(tmp_path: Path) -> None:
-    async with rig(tmp_path) as r:
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_runner_dying_between_the_end_and_the_settlement_is_swept(tmp_path: Path, kind: str) -> None:
+    async with on_store(tmp_path, kind) as r:
         app = r.client.server.app
         store = app[STORE]
         real_settle = store.settle_budget
@@ -109,11 +133,12 @@ async def test_a_runner_dying_between_the_end_and_the_settlement_is_swept(tmp_pa
         await assert_budget_balances(r)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 @pytest.mark.parametrize("landed", [True, False])
 async def test_a_create_whose_answer_was_lost_keeps_its_hold_until_the_sweeper_knows(
-    tmp_path: Path, landed: bool
+    tmp_path: Path, landed: bool, kind: str
 ) -> None:
-    async with rig(tmp_path) as r:
+    async with on_store(tmp_path, kind) as r:
         app = r.client.server.app
         store = app[STORE]
         real_create = store.create_job

@@ -11,6 +11,8 @@ import asyncio
 import io
 from pathlib import Path
 
+import pytest
+
 from adapters.emulators.faults import Endpoint
 from bench.cost_integrity import (
     ADMIN_KEY,
@@ -26,7 +28,7 @@ from broker.appkeys import ADAPTERS, BOOKKEEPER, RUNNER
 from broker.jobs.reconcile import reconcile_job
 from broker.report_cli import run_report
 from pricing.money import Money
-from tests.test_budget_settlement import assert_budget_balances
+from tests.test_budget_settlement import assert_budget_balances, on_store
 
 
 async def test_runway_past_its_deadline_is_cancelled_booked_as_charged_and_falls_back(tmp_path: Path) -> None:
@@ -126,8 +128,11 @@ async def test_a_charge_still_unconfirmed_is_asked_about_again_later(tmp_path: P
         assert await ctx.store.due_reconciles(ctx.clock() + 601) == [job["id"]]
 
 
-async def test_after_a_mixed_workload_the_books_equal_the_providers_charges(tmp_path: Path) -> None:
-    async with rig(tmp_path) as r:
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_after_a_mixed_workload_the_books_equal_the_providers_charges(
+    tmp_path: Path, kind: str
+) -> None:
+    async with on_store(tmp_path, kind) as r:
         jobs = await run_workload(r)
         booked, charged = await r.booked(), r.charged()
         assert {p: booked.get(p, Money.zero()) for p in TABLE_PROVIDERS} == charged, table(booked, charged)
@@ -141,6 +146,8 @@ async def test_after_a_mixed_workload_the_books_equal_the_providers_charges(tmp_
         assert jobs["runway cancelled while running"]["cost_usd"] == "0.250000"  # RUNNING: not refunded
         assert jobs["runway cancelled while queued"]["cost_usd"] == "0.000000"  # PENDING: refunded
         assert jobs["doitong download cut twice"]["status"] == "succeeded"
+        await asyncio.sleep(0.05)
+        await assert_budget_balances(r)
 
 
 async def test_the_reconciliation_report_sets_bookings_against_what_providers_said(tmp_path: Path) -> None:

@@ -114,6 +114,8 @@ async def _not_fetched(
     delay = min(max(FIRST_RETRY_S, state.delay_s * 2), MAX_RETRY_S)
     if not output_gone(exc) and ctx.clock() + delay < kept_until:
         log.warning("download_retrying", provider=attempt.provider, tries=state.tries + 1, in_s=delay)
+        # The render is done: it no longer takes a place in the provider's concurrency while we wait.
+        await ctx.provider_slots.release(attempt.provider, attempt.id)
         retry = state.model_copy(update={"tries": state.tries + 1, "delay_s": delay})
         await work.park(delay, lambda r: r.model_copy(update={"download": retry}))
         return
