@@ -11,7 +11,7 @@ job is put on the reconciliation index (`broker.jobs.reconcile`) to ask again at
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -37,6 +37,7 @@ class Booking:
     reported: str | None = None
     unconfirmed: bool = False
     status: TaskStatus | None = None
+    cancel_sent: bool = False  # the task was still going, so the broker asked the provider to cancel it
 
 
 def book(route: RouteSpec | None, attempt: Attempt, status: TaskStatus | None) -> Booking:
@@ -86,6 +87,8 @@ async def stop_task(ctx: StepContext, attempt: Attempt, handle: TaskHandle) -> B
         except ProviderError as exc:  # e.g. muvi: "only pending jobs can be cancelled"
             log.warning("provider_cancel_failed", provider=attempt.provider, code=exc.code.value)
         status = await read_status(ctx, attempt, handle)
+        booking = book(ctx.routes.get(route_key(attempt)), attempt, status)
+        return replace(booking, cancel_sent=True)
     return book(ctx.routes.get(route_key(attempt)), attempt, status)
 
 

@@ -88,7 +88,9 @@ async def _overdue(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     stored = work.record.handles[attempt.id]
     booking = await stop_task(ctx, attempt, TaskHandle(stored.provider_job_id, stored.model, stored.data))
     ended = booking.status
-    if ended is not None and ended.state in (TaskState.SUCCEEDED, TaskState.FAILED):
+    if ended is not None and (
+        ended.state is TaskState.SUCCEEDED or (ended.state.terminal and not booking.cancel_sent)
+    ):
         await finish(ctx, work, attempt, ended)  # it ended by itself just now: use it as it ended
         return
     deadline = ctx.adapters[attempt.provider].poll_schedule.deadline_s
