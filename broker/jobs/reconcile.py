@@ -27,6 +27,7 @@ import time
 import structlog
 
 from adapters.base import Clock, TaskHandle
+from broker.events import notify
 from broker.jobs.booking import RECONCILE_EVERY_S, RECONCILE_FOR_S, book, read_status
 from broker.jobs.context import StepContext
 from broker.jobs.costs import route_key
@@ -110,6 +111,7 @@ async def _write(ctx: StepContext, job_id: str, confirmed: dict[str, Attempt]) -
             return record
         stored = await ctx.store.replace_job(changed)
         if stored is not None:
+            notify(ctx.observers, record, stored)  # metrics count a raised charge (a counter never falls)
             return stored
     return None  # busy: the next round tries again
 
