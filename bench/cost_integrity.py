@@ -60,14 +60,17 @@ async def _no_wait(seconds: float) -> None:
     await asyncio.sleep(0)
 
 
-def workload_config(deadline_s: float = DEADLINE_S) -> BrokerConfig:
-    """The shipped catalog, doitong priced, every provider's task deadline `deadline_s`."""
+def workload_config(deadline_s: float = DEADLINE_S, retention_s: float | None = None) -> BrokerConfig:
+    """The shipped catalog, doitong priced, every provider's task deadline `deadline_s` (and output
+    retention `retention_s`, when given)."""
     raw = load_config(ROOT / "config.yaml").model_dump(mode="json", exclude_none=True)
     for route in raw["routes"]:
         if route["provider"] == "doitong":
             route["price"] = DOITONG_PRICE
     for provider in raw["providers"].values():
         provider["task_deadline_s"] = deadline_s
+        if retention_s is not None:
+            provider["output_retention_s"] = retention_s
     return parse_config(raw, "cost-integrity workload")
 
 
@@ -160,9 +163,12 @@ async def rig(
     deadline_s: float = DEADLINE_S,
     store_url: str | None = None,
     redis_prefix: str = "broker",
+    retention_s: float | None = None,
 ) -> AsyncIterator[Rig]:
     """The broker on the emulators, with instant sleeps (the runner's schedule fast-forwards)."""
-    sandbox, config, env = await start_sandboxed(workload_config(deadline_s), ENV, render_seconds=0.05)
+    sandbox, config, env = await start_sandboxed(
+        workload_config(deadline_s, retention_s), ENV, render_seconds=0.05
+    )
     try:
         settings = Settings(
             store_url=store_url or f"sqlite:///{data_dir}/broker.db",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ async def test_a_download_cut_off_twice_is_fetched_again_and_one_render_paid(tmp
         assert job["status"] == "succeeded", job
         assert [a["provider"] for a in job["attempts"]] == ["runway"]  # no second render elsewhere
         assert runway.submit_count() == 1 and r.emulator("muvi").submit_count() == 0
-        assert runway.recorder.count(Endpoint.DOWNLOAD) == 3  # cut, cut, served
+        assert runway.recorder.count(Endpoint.DOWNLOAD) == 3  # cut twice, then served on a later try
         assert job["cost_usd"] == "0.250000" and job["output"]["bytes"] > 0
 
 
@@ -189,3 +190,27 @@ async def test_the_reconciliation_report_sets_bookings_against_what_providers_sa
         assert "Discrepancies: 2" in text and stuck["attempts"][0]["provider_job_id"] in text
         runway_row = next(line for line in text.splitlines() if line.startswith("runway "))
         assert "0.250000" in runway_row and "25 credits" in runway_row
+
+
+async def test_a_download_failing_past_the_providers_retention_ends_paid_and_falls_back(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, retention_s=120) as r:  # providers.<name>.output_retention_s
+        runway = r.emulator("runway")
+        runway.inject("drop", "download", count=None)  # every fetch is cut, for good
+        job = await r.wait(await r.submit(["runway", "muvi"], [GEN4_TURBO, MUVI_GEN4]), "succeeded", "failed")
+        runway.faults.clear()
+
+        first, second = job["attempts"]
+        tries = runway.recorder.count(Endpoint.DOWNLOAD)
+        # Tried at once, then after 5, 10, 20 and 40 s; the next wait (80 s) would pass the 120 s kept.
+        # (aiohttp repeats a GET once by itself when a kept-alive connection is dropped: 2 requests a try.)
+        assert tries in (5, 10), tries
+        assert (first["status"], first["error"]["code"], first["cost_usd"]) == (
+            "failed",
+            "provider_unavailable",
+            "0.250000",
+        )
+        elapsed = datetime.fromisoformat(first["finished_at"]) - datetime.fromisoformat(first["started_at"])
+        assert timedelta(seconds=75) <= elapsed < timedelta(seconds=120)
+        assert second["provider"] == "muvi" and job["cost_usd"] == "0.750000"
