@@ -10,9 +10,9 @@ counts once it reached its provider (it has a task id). For each:
     yet confirmed; `unreported_usd`: booked with no figure from the provider at all (fal reports none:
     its booking is the price table's).
 An attempt is listed under `discrepancies` when its charge is unconfirmed, unreported, or when the
-reported figure converts to another amount than the booked one (the local route books a tariff per
-output second; its metered compute is the figure). The day is the UTC day the job was created, as in
-the cost report, so the two line up.
+reported figure converts to another amount than the booked one. The local route is not listed: it
+books a tariff per output second, and its metered compute is only a figure. The day is the UTC day
+the job was created, as in the cost report, so the two line up.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from broker.schema import Attempt
 from broker.store import JobRecord
 from pricing.catalog import RouteSpec
 from pricing.money import Money, UnknownPrice
+from pricing.rules import PriceUnit
 from pricing.units import CostUnit, ReportedCost
 
 
@@ -96,9 +97,13 @@ def _converted(route: RouteSpec | None, reported: ReportedCost | None) -> Money 
     return None
 
 
-def _finding(record: JobRecord, attempt: Attempt, reported_usd: Money | None) -> dict[str, Any] | None:
+def _finding(
+    record: JobRecord, attempt: Attempt, route: RouteSpec | None, reported_usd: Money | None
+) -> dict[str, Any] | None:
     """Why this attempt's booking is not the provider's word, or None when it is."""
     booked = Money.parse(attempt.cost_usd or "0")
+    if route is not None and route.price is not None and route.price.unit is PriceUnit.USD_PER_COMPUTE_HOUR:
+        return None  # our own backend: its tariff is the charge, its metered compute only a figure
     if attempt.unconfirmed_usd is not None:
         reason = "unconfirmed: the provider has not reported the task's end"
     elif attempt.reported_cost is None:
@@ -138,10 +143,11 @@ def build_reconciliation(
             if attempt.provider_job_id is None:
                 continue  # never reached the provider: nothing to reconcile
             reported = parse_reported(attempt.reported_cost)
-            reported_usd = _converted(routes.get(f"{attempt.provider}/{attempt.model}"), reported)
+            route = routes.get(f"{attempt.provider}/{attempt.model}")
+            reported_usd = _converted(route, reported)
             for books in (groups.setdefault((attempt.provider, day), Books()), totals):
                 _add(books, attempt, reported, reported_usd)
-            finding = _finding(record, attempt, reported_usd)
+            finding = _finding(record, attempt, route, reported_usd)
             if finding is not None:
                 findings.append(finding)
     return Reconciliation(start, end, sorted(groups.items()), totals, findings)
