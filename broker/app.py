@@ -7,6 +7,7 @@ import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
@@ -19,6 +20,7 @@ from broker.api import dashboard, inputs, providers
 from broker.appkeys import (
     ADAPTERS,
     ARTIFACTS,
+    BOOKKEEPER,
     CLOCK,
     DEPLOYMENT,
     HTTP,
@@ -39,6 +41,7 @@ from broker.handlers import reports as report_handlers
 from broker.health import ProviderHealth
 from broker.hosted_inputs import InputHosting
 from broker.jobs.context import RunnerOptions, StepContext
+from broker.jobs.reconcile import Bookkeeper
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.slots import LocalSlots, Slots
 from broker.logging import scrubber, secret_values
@@ -79,7 +82,10 @@ def build_adapters(
             timeout_s=provider.timeout_s,
             max_concurrency=provider.max_concurrency or 1,
         )
-        built[name] = factories[name](context)
+        adapter = factories[name](context)
+        if provider.task_deadline_s is not None:  # the operator's deadline overrides the adapter's
+            adapter.poll_schedule = replace(adapter.poll_schedule, deadline_s=provider.task_deadline_s)
+        built[name] = adapter
     return built
 
 
@@ -125,9 +131,13 @@ def create_app(
             runner = _runner(app, sleep, environment)
             app[RUNNER] = runner
             await runner.start()
+            bookkeeper = Bookkeeper(runner.ctx)
+            app[BOOKKEEPER] = bookkeeper
+            bookkeeper.start()
             try:
                 yield
             finally:
+                await bookkeeper.stop()
                 await runner.stop()
                 await webhooks.close()
                 for adapter in app[ADAPTERS].values():
@@ -215,6 +225,9 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
         scrub=scrubber([*secret_values(config, env), settings.webhook_secret or ""]),
         reserve_more=reserve_more,
         max_attempts=max_attempts,
+        output_retention_s={
+            name: p.output_retention_s for name, p in config.providers.items() if p.output_retention_s
+        },
     )
     return Scheduler(context)
 

@@ -16,6 +16,7 @@ from broker.settings import Settings
 from broker.store import Store
 
 if TYPE_CHECKING:
+    from broker.jobs.reconcile import Bookkeeper
     from broker.jobs.scheduler import Scheduler
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,5 +27,6 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 ADAPTERS = web.AppKey("adapters", dict[str, Adapter])
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 RUNNER: web.AppKey[Scheduler] = web.AppKey("runner")
+BOOKKEEPER: web.AppKey[Bookkeeper] = web.AppKey("bookkeeper")  # reconciliation and the budget sweep
 OBSERVERS = web.AppKey("observers", list[JobObserver])
 OUTBOUND = web.AppKey("outbound", OutboundPolicy)  # where caller-given URLs may lead

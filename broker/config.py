@@ -34,6 +34,10 @@ class ProviderConfig(_Strict):
     max_concurrency: int | None = Field(default=None, ge=1)
     requests_per_minute: int | None = Field(default=None, ge=1)
     timeout_s: float = Field(default=30.0, gt=0)
+    # How long a task may take before the broker cancels it and falls back (the adapter's default
+    # poll deadline when unset), and how long the provider keeps a finished output for download.
+    task_deadline_s: float | None = Field(default=None, gt=0)
+    output_retention_s: float | None = Field(default=None, gt=0)
 
 
 class KeyRef(_Strict):

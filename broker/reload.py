@@ -27,8 +27,8 @@ def _restart_only_changes(old: BrokerConfig, new: BrokerConfig) -> list[str]:
             before is None
             or after is None
             or (
-                (before.base_url, before.api_key_env, before.webhook_secret_env)
-                != (after.base_url, after.api_key_env, after.webhook_secret_env)
+                (before.base_url, before.api_key_env, before.webhook_secret_env, before.task_deadline_s)
+                != (after.base_url, after.api_key_env, after.webhook_secret_env, after.task_deadline_s)
             )
         ):
             changed.append(name)

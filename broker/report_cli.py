@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from broker.config import ConfigError, load_config
+from broker.reconciliation import Reconciliation, build_reconciliation
 from broker.reports import BadParameter, CostReport, build_report, parse_group_by, report_window
 from broker.schema import BrokerError
 from broker.settings import Settings
@@ -54,6 +56,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--team", help="only this team's jobs")
     parser.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     parser.add_argument("--store-url", help="the broker's store (default: BROKER_STORE_URL)")
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="booked spend against the providers' own figures per provider and day, and discrepancies",
+    )
 
 
 def render_table(report: CostReport) -> str:
@@ -113,6 +120,8 @@ def report_from_args(
 ) -> int:
     """Print the report for parsed options; 0 on success, 2 for a bad option, 1 if the store fails."""
     stream = out or sys.stdout
+    if getattr(args, "reconcile", False):
+        return _reconcile(args, now or datetime.now(UTC), stream)
     try:
         report = asyncio.run(load_report(args, now or datetime.now(UTC)))
     except BadParameter as exc:
@@ -130,3 +139,66 @@ def run_report(argv: Sequence[str], *, now: datetime | None = None, out: TextIO 
     parser = argparse.ArgumentParser(prog="broker report", description="Print cost reports.")
     add_report_arguments(parser)
     return report_from_args(parser.parse_args(list(argv)), now=now, out=out)
+
+
+async def load_reconciliation(args: argparse.Namespace, now: datetime) -> Reconciliation:
+    """The reconciliation of the window's jobs, converting reported figures with the config's prices."""
+    try:
+        start, end = report_window(args.start, args.end, now)
+    except BadParameter as exc:
+        raise BadParameter(f"--{exc.param}", exc.message) from None
+    settings = Settings()
+    try:
+        routes = {route.key: route for route in load_config(settings.config).routes}
+    except ConfigError as exc:
+        raise BadParameter("BROKER_CONFIG", str(exc)) from None
+    store = _store(args.store_url or settings.store_url)
+    await store.open()
+    try:
+        records = await store.jobs_created_between(start, end, team=args.team)
+    finally:
+        await store.close()
+    return build_reconciliation(records, routes, start, end)
+
+
+def render_reconciliation(report: Reconciliation) -> str:
+    """The reconciliation as a table per provider and day, then one line per discrepancy."""
+    titles = ["provider", "day", "attempts", "booked $", "confirmed $", "unconfirmed $", "unreported $"]
+    titles += ["reported", "reported $"]
+    rows = [titles]
+    for name, books in [*((f"{p} {d}", b) for (p, d), b in report.groups), ("(total) -", report.totals)]:
+        figures = books.to_json()
+        reported = ", ".join(f"{amount} {unit}" for unit, amount in figures["reported"].items()) or "-"
+        provider, day = name.split(" ", 1)
+        keys = ("booked_usd", "confirmed_usd", "unconfirmed_usd", "unreported_usd")
+        rows.append([provider, day, str(books.attempts), *(figures[k] for k in keys), reported])
+        rows[-1].append(figures["reported_usd"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(titles))]
+    lines = [f"Reconciliation from {report.start.isoformat()} to {report.end.isoformat()}", ""]
+    for row in rows:
+        cells = [
+            c.ljust(w) if i in (0, 1, 7) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    lines += ["", f"Discrepancies: {len(report.discrepancies)}"]
+    for item in report.discrepancies:
+        said = f"{item['reported_cost'] or '-'} ({item['reported_usd'] or '-'})"
+        lines.append(
+            f"  {item['provider']} {item['provider_job_id']} job {item['job_id']}:"
+            f" booked {item['booked_usd']}, reported {said}: {item['reason']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _reconcile(args: argparse.Namespace, now: datetime, stream: TextIO) -> int:
+    try:
+        report = asyncio.run(load_reconciliation(args, now))
+    except BadParameter as exc:
+        print(f"broker report: {exc}", file=sys.stderr)
+        return 2
+    except BrokerError as exc:
+        print(f"broker report: {exc.message}", file=sys.stderr)
+        return 1
+    stream.write(render_reconciliation(report))
+    return 0

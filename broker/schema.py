@@ -351,10 +351,13 @@ class Attempt(_Model):
     estimated_cost_usd: str | None = None
     cost_usd: str | None = None
     refunded_usd: str | None = None  # what the provider charged and gave back for this attempt
-    # On an unpriced route: cost_usd is the policy's ceiling (an upper bound), and the provider's own
-    # figure in its unit ("42 credits") is kept beside it, since no rate converts it.
+    # On an unpriced route cost_usd is the policy's ceiling (an upper bound); the provider's own figure
+    # in its unit stays in `reported_cost` beside it, since no rate converts it.
     unpriced: bool = False
-    provider_reported: str | None = None
+    # A charge the broker believes happened but the provider has not confirmed (a task abandoned at its
+    # deadline that the provider could not cancel): booked in `cost_usd` until the provider says.
+    unconfirmed_usd: str | None = None
+    reported_cost: str | None = None  # the provider's own figure, in its unit ("25 credits")
     error: JobError | None = None
 
 

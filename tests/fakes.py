@@ -73,6 +73,8 @@ class FakeAdapter:
         self.fake.status_calls += 1
         if self.fake.script.status_raises is not None:
             raise self.fake.script.status_raises
+        if handle.provider_job_id in self.fake.cancels:  # a cancelled task ends at once, unbilled
+            return TaskStatus(state=TaskState.CANCELLED)
         seen = self.fake._polls[handle.provider_job_id] = self.fake._polls[handle.provider_job_id] + 1
         script = self.fake.script
         if seen < script.polls_to_finish:

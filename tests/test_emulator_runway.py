@@ -232,3 +232,21 @@ async def test_task_behind_a_stuck_one_stays_throttled_until_cancelled(
     assert (await task(client, stuck))["status"] == "THROTTLED"  # the slot is held forever
     assert (await client.delete(f"/v1/tasks/{stuck}", headers=HEADERS)).status == 204
     assert (await task(client, stuck))["status"] == "CANCELLED"
+
+
+async def test_a_cancel_while_running_is_charged_and_one_while_pending_refunded(
+    client: Client, emulator: RunwayEmulator, clock: ManualClock
+) -> None:
+    """The SDK on DELETE /v1/tasks/{id}: "If that check observes RUNNING, cancellation does not refund
+    credits"; PENDING and THROTTLED tasks are refunded."""
+    pending = await submit(client, i2v(duration=5))
+    assert (await task(client, pending))["status"] == "PENDING"
+    assert (await client.delete(f"/v1/tasks/{pending}", headers=HEADERS)).status == 204
+    running = await submit(client, i2v(duration=5))
+    clock.advance(50)
+    assert (await task(client, running))["status"] == "RUNNING"
+    assert (await client.delete(f"/v1/tasks/{running}", headers=HEADERS)).status == 204
+    clock.advance(100)
+    assert (await task(client, pending))["cost"] == {"credits": 0}
+    assert (await task(client, running))["cost"] == {"credits": 25}  # gen4_turbo: 5 credits/s x 5 s
+    assert emulator.charges() == {pending: 0, running: 25}

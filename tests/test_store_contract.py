@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -178,3 +179,38 @@ async def test_find_idempotent_job_by_team_and_key(store: Store) -> None:
     assert found is not None and found.id == first.id
     assert await store.find_idempotent_job("studio", "order-7") is None
     assert await store.find_idempotent_job("growth", "order-8") is None
+
+
+async def test_open_reservations_lists_unsettled_jobs_until_settled(store: Store) -> None:
+    window = BudgetWindow("t:day", 1_000)
+    assert (await store.reserve_budget("job-1", 100, [window])).ok
+    assert (await store.reserve_budget("job-2", 100, [window])).ok
+    assert (await store.reserve_budget("job-1", 50, [window])).ok  # a top-up keeps its first time
+    assert await store.open_reservations(time.time() + 1) == ["job-1", "job-2"]
+    assert await store.open_reservations(time.time() - 3600) == []  # none made an hour ago
+    await store.settle_budget("job-1", 20)
+    assert await store.open_reservations(time.time() + 1) == ["job-2"]
+
+
+async def test_reconcile_index_is_due_by_time_and_dropped(store: Store) -> None:
+    await store.schedule_reconcile("job-1", 100.0)
+    await store.schedule_reconcile("job-2", 50.0)
+    assert await store.due_reconciles(99.0) == ["job-2"]
+    assert await store.due_reconciles(100.0) == ["job-2", "job-1"]
+    await store.schedule_reconcile("job-2", 500.0)  # asked again later
+    assert await store.due_reconciles(100.0) == ["job-1"]
+    await store.drop_reconcile("job-1")
+    assert await store.due_reconciles(1_000.0) == ["job-2"]
+
+
+async def test_settling_again_with_a_corrected_amount_books_the_difference(store: Store) -> None:
+    window = BudgetWindow("t:day", 1_000)
+    assert (await store.reserve_budget("job-1", 300, [window])).ok
+    await store.settle_budget("job-1", 250)
+    assert await store.budget_usage(["t:day"]) == {"t:day": (250, 0)}
+    await store.settle_budget("job-1", 40)  # reconciled: the provider refunded most of it
+    await store.settle_budget("job-1", 40)
+    assert await store.budget_usage(["t:day"]) == {"t:day": (40, 0)}
+    assert (await store.reserve_budget("job-1", 100, [window])).ok  # a later top-up, settled again
+    await store.settle_budget("job-1", 90)
+    assert await store.budget_usage(["t:day"]) == {"t:day": (90, 0)}

@@ -163,7 +163,7 @@ async def test_an_unpriced_route_under_a_ceiling_books_the_ceiling_marked_unpric
         assert done["status"] == "succeeded", done
         attempt = done["attempts"][0]
         assert (attempt["estimated_cost_usd"], attempt["cost_usd"]) == ("0.400000", "0.400000")
-        assert attempt["unpriced"] is True and attempt["provider_reported"] == "50 credits"
+        assert attempt["unpriced"] is True and attempt["reported_cost"] == "50 credits"
         assert done["cost_usd"] == "0.400000"
         assert await _reserved(client) == Money.parse(CEILING).micros  # settled at the ceiling
         report = await _doitong_report(client)

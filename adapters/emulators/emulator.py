@@ -117,6 +117,15 @@ class ProviderEmulator(abc.ABC):
     def phase(self, task: EmulatedTask) -> Phase:
         return task.phase(self.clock())
 
+    def charged(self, task: EmulatedTask) -> int:
+        """What `task` costs the account in the end, in the provider's unit: taken at submit, given
+        back when the task failed or was cancelled (providers with other rules override this)."""
+        return 0 if self.phase(task) in (Phase.FAILED, Phase.CANCELLED) else task.cost
+
+    def charges(self) -> dict[str, int]:
+        """Every task's charge by task id: the provider's own books, to compare the broker's with."""
+        return {task_id: self.charged(task) for task_id, task in self.tasks.items()}
+
     def active_count(self) -> int:
         """Tasks not yet terminal: what provider concurrency limits count."""
         now = self.clock()

@@ -8,8 +8,10 @@ Every request needs `Authorization: Bearer <key>` (401) and `X-Runway-Version: 2
 Over the account's concurrency (`max_concurrency`) a new task is accepted and waits THROTTLED.
 Bodies are validated per model (ratios, durations, promptText, promptImage forms and the 5 MB data URI
 limit) with 400 `{"error", "issues": [{"path", "message"}]}`. Active tasks carry
-`estimatedCost.credits`; terminal ones `cost.credits`: the full price on success, 0 when failed or
-cancelled (refunded). Runway sends no webhooks.
+`estimatedCost.credits`; terminal ones `cost.credits`: the full price on success, 0 when failed (refunded).
+A cancel follows the SDK's `DELETE /v1/tasks/{id}` note: a task cancelled while PENDING or THROTTLED is
+refunded (0), one cancelled while RUNNING is not ("cancellation does not refund credits"): it keeps
+its full price. Runway sends no webhooks.
 """
 
 from __future__ import annotations
@@ -84,6 +86,15 @@ class RunwayEmulator(ProviderEmulator):
     def __init__(self, *, max_concurrency: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_concurrency = max_concurrency
+
+    def charged(self, task: EmulatedTask) -> int:
+        """Credits `task` costs: refunded when it failed or was cancelled before it ran."""
+        phase = self.phase(task)
+        if phase == Phase.FAILED:
+            return 0
+        if phase == Phase.CANCELLED:
+            return task.cost if cancelled_running(task) else 0
+        return task.cost
 
     def error_response(self, error: ProtocolError, headers: Mapping[str, str] | None = None) -> web.Response:
         body: dict[str, Any] = {"error": error.message, **error.extra}
@@ -213,6 +224,11 @@ async def _text_to_video(request: web.Request) -> web.Response:
     return await _create(request, "text_to_video")
 
 
+def cancelled_running(task: EmulatedTask) -> bool:
+    """The task was cancelled after it started running (so, per the SDK, it is not refunded)."""
+    return task.cancelled_at is not None and task.cancelled_at >= task.started_at
+
+
 def task_json(task: EmulatedTask, now: float) -> dict[str, Any]:
     """A task as `GET /v1/tasks/{id}` answers it."""
     body: dict[str, Any] = {"id": task.id, "createdAt": iso(task.created_at)}
@@ -227,8 +243,8 @@ def task_json(task: EmulatedTask, now: float) -> dict[str, Any]:
     elif phase == Phase.FAILED:
         body.update(status="FAILED", failure=task.fail_message, failureCode=task.fail_code)
         body["cost"] = {"credits": 0}  # Runway refunds failed tasks
-    else:
-        body.update(status="CANCELLED", cost={"credits": 0})
+    else:  # cancelled: refunded only if it never ran
+        body.update(status="CANCELLED", cost={"credits": task.cost if cancelled_running(task) else 0})
     return body
 
 

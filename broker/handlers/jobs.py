@@ -16,7 +16,7 @@ from broker.handlers.common import identity_of, json_response
 from broker.intake import Intake, read_intake
 from broker.routing import current_policy, quote_for
 from broker.schema import Job, JobStatus, RouteRef
-from broker.store import IdempotencyConflict, JobRecord, Store
+from broker.store import IdempotencyConflict, JobRecord, Store, StoreUnavailable
 
 IDEMPOTENCY_KEY_MAX = 255
 routes = web.RouteTableDef()
@@ -110,6 +110,10 @@ async def submit_job(request: web.Request) -> web.Response:
     await budgets.reserve(store, job.id, estimate, windows)
     try:
         stored, created = await store.create_job(record)
+    except StoreUnavailable:
+        # A create that timed out may still have made the job (Redis): releasing its hold now could
+        # let it run unreserved. The budget sweeper settles it once the job ends, or to 0 if none exists.
+        raise
     except BaseException:
         await store.settle_budget(job.id, 0)
         raise

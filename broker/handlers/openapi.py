@@ -287,6 +287,25 @@ def _report_paths() -> dict[str, Any]:
                 "responses": {"200": costs, "403": _error("another team's report"), **_COMMON_ERRORS},
             }
         },
+        "/v1/reports/reconciliation": {
+            "get": {
+                "summary": "Booked spend against the providers' own figures per provider and day, and "
+                "every attempt where they differ or the provider never said",
+                "parameters": [
+                    query("from", "first day or instant, ISO 8601 (default: start of the month)"),
+                    query("to", "last day, inclusive, or instant, exclusive (default: now)"),
+                    query("team", "one team only (a team key sees only its own)"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "groups, totals, discrepancies",
+                        "content": {"application/json": {}},
+                    },
+                    "403": _error("another team's report"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",

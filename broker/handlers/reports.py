@@ -1,4 +1,5 @@
-"""`GET /v1/reports/costs`: spend, savings and outcomes per provider, team, model and day."""
+"""`GET /v1/reports/costs`: spend, savings and outcomes per provider, team, model and day; and
+`GET /v1/reports/reconciliation`: what was booked against what the providers reported."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from broker.appkeys import CLOCK, STORE
+from broker.appkeys import CLOCK, DEPLOYMENT, STORE
 from broker.auth import Identity
 from broker.errors import Forbidden, InvalidRequest
 from broker.handlers.common import identity_of, json_response
+from broker.reconciliation import build_reconciliation
 from broker.reports import BadParameter, build_report, parse_group_by, report_window
 
 routes = web.RouteTableDef()
@@ -52,3 +54,19 @@ async def cost_report(request: web.Request) -> web.Response:
             headers={"Content-Disposition": 'attachment; filename="costs.csv"'},
         )
     return json_response({**report.to_json(), "team": team})
+
+
+@routes.get("/v1/reports/reconciliation")
+async def reconciliation_report(request: web.Request) -> web.Response:
+    """Per provider and day: booked against the providers' own figures, and every attempt that differs."""
+    identity = identity_of(request)
+    query = request.query
+    try:
+        now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
+        start, end = report_window(query.get("from"), query.get("to"), now)
+    except BadParameter as exc:
+        raise _bad(exc) from None
+    team = _team_scope(identity, query.get("team"))
+    records = await request.app[STORE].jobs_created_between(start, end, team=team)
+    routes = {route.key: route for route in request.app[DEPLOYMENT].config.routes}
+    return json_response({**build_reconciliation(records, routes, start, end).to_json(), "team": team})

@@ -57,6 +57,7 @@ class StepContext:
     scrub: Callable[[str], str] = str
     reserve_more: ReserveFn | None = None
     max_attempts: LimitFn | None = None
+    output_retention_s: dict[str, float] = field(default_factory=dict)  # provider -> operator's setting
 
     def __post_init__(self) -> None:
         self.health = self.health or ProviderHealth(self.clock)

@@ -1,4 +1,10 @@
-"""What an attempt costs: the estimate before it, the provider's word after it, and refunds."""
+"""What an attempt costs: the estimate before it, the provider's word after it, and refunds.
+
+The local route is charged per second of output (its estimate: the configured compute speed per
+resolution at the compute rate), not by metered compute: its compute time varies with the machine's
+load (0.2-0.9 s per output second measured), so a metered charge ran over the estimate the budget held.
+The metered compute stays on the attempt as `reported_cost`, for the reconciliation report.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from adapters.base import TaskStatus
 from broker.schema import Attempt
 from pricing.catalog import RouteSpec
 from pricing.money import Money, UnknownPrice
+from pricing.rules import PriceUnit
 from pricing.unpriced import book_unpriced
 
 
@@ -30,14 +37,6 @@ def refund(route: RouteSpec | None, status: TaskStatus, attempt: Attempt) -> Mon
     return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
 
 
-def with_reported(attempt: Attempt, status: TaskStatus) -> Attempt:
-    """An unpriced attempt with the provider's own amount in its unit ("42 credits") beside its bound."""
-    if not attempt.unpriced or status.reported_cost is None:
-        return attempt
-    shown = book_unpriced(Money.zero(), status.reported_cost, succeeded=False, refunded=False).reported
-    return attempt.model_copy(update={"provider_reported": shown})
-
-
 def cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succeeded: bool) -> Money:
     """What the attempt really cost: the provider's report if it can be converted, else the estimate
     for a delivered video and nothing for a failed one (failed renders are refunded or unbilled). An
@@ -48,6 +47,9 @@ def cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succe
         return booked.cost
     if status.refunded:
         return Money.zero()
+    if route is not None and route.price is not None and route.price.unit is PriceUnit.USD_PER_COMPUTE_HOUR:
+        tariff = Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
+        return tariff if succeeded else Money.zero()
     if status.reported_cost is not None and route is not None and route.price is not None:
         try:
             return route.price.reported_to_money(status.reported_cost)
@@ -56,3 +58,10 @@ def cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succe
     if succeeded and attempt.estimated_cost_usd is not None:
         return Money.parse(attempt.estimated_cost_usd)
     return Money.zero()
+
+
+def reported_text(status: TaskStatus | None) -> str | None:
+    """The provider's own cost figure with its unit ("25 credits"), as the attempt keeps it."""
+    if status is None or status.reported_cost is None:
+        return None
+    return f"{status.reported_cost.amount.normalize():f} {status.reported_cost.unit.value}"

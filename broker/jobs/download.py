@@ -1,4 +1,13 @@
-"""The download step: fetch the finished MP4 into the artifact store, check it, book the cost, end."""
+"""The download step: fetch the finished MP4 into the artifact store, check it, book the cost, end.
+
+A finished output is paid for, so a failed fetch is tried again rather than rendered again elsewhere:
+the job stays `running` with its attempt `downloading`, parked between tries on a doubling back-off,
+each try asking the provider afresh where the output is (signed URLs expire). It keeps trying for as
+long as the provider keeps outputs (`providers.<name>.output_retention_s`, else `RETENTION_S`). Only an
+output the provider says is gone (the task no longer has one, or its URL answers 404/410), a file that
+is not a video, or the end of the retention ends the attempt, with its cost still booked, and the job
+falls back.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +15,46 @@ import asyncio
 
 import structlog
 
-from adapters.base import TaskHandle, TaskStatus
+from adapters.base import TaskHandle, TaskState, TaskStatus
+from adapters.errors import ProviderError
+from adapters.http import OutputInvalid as DownloadInvalid
+from broker.artifacts import OutputInvalid
+from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
-from broker.jobs.costs import cost, route_key, with_reported
+from broker.jobs.costs import cost, reported_text, route_key
 from broker.jobs.ending import fail_attempt, settle
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
 from broker.schema import Attempt, AttemptStatus, BrokerError, JobStatus, Output
+from broker.store.base import DownloadState
+from pricing.money import Money
 
 log = structlog.get_logger("broker.jobs")
+DAY_S = 24 * 3600.0
+# How long each provider keeps a finished output. Runway: output URLs expire in 24-48 h (SDK), so the
+# lower bound; muvi, PixelAPI, doitong and fal publish no figure: a day, the common CDN default. The
+# local backend's output is a file this process wrote: nothing to wait for.
+RETENTION_S: dict[str, float] = {
+    "runway": DAY_S,
+    "fal": DAY_S,
+    "muvi": DAY_S,
+    "pixelapi": DAY_S,
+    "doitong": DAY_S,
+}
+FIRST_RETRY_S = 5.0
+MAX_RETRY_S = 900.0
+GONE_STATUSES = (404, 410)
+
+
+def retention_s(ctx: StepContext, provider: str) -> float:
+    """How long `provider` keeps a finished output: the operator's setting, else ours."""
+    return ctx.output_retention_s.get(provider, RETENTION_S.get(provider, 0.0))
+
+
+def output_gone(exc: BrokerError) -> bool:
+    """The output can never be fetched: not a video, or the provider says it no longer has it."""
+    if isinstance(exc, OutputInvalid | DownloadInvalid):
+        return True
+    return isinstance(exc, ProviderError) and exc.status in GONE_STATUSES
 
 
 async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: TaskStatus | None) -> None:
@@ -21,22 +62,28 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
     stored = work.record.handles[attempt.id]
     if attempt.status is not AttemptStatus.DOWNLOADING:
         attempt = attempt.model_copy(update={"status": AttemptStatus.DOWNLOADING})
-        downloading = attempt
-        await work.save(lambda r: with_attempt(r, downloading, work.now()))
-    if status is None:  # resumed after a restart: ask again where the output is
-        status = await adapter.status(TaskHandle(stored.provider_job_id, stored.model, stored.data))
+        downloading, since = attempt, ctx.clock()
+        await work.save(
+            lambda r: with_attempt(r, downloading, work.now()).model_copy(
+                update={"download": DownloadState(since=since)}
+            )
+        )
     route = ctx.routes.get(route_key(attempt))
-    attempt = with_reported(attempt, status)
     partial = ctx.artifacts.partial_path(attempt.id)
     try:
+        if status is None:  # a retry, or resumed after a restart: ask again where the output is
+            status = await adapter.status(TaskHandle(stored.provider_job_id, stored.model, stored.data))
+        if status.state is not TaskState.SUCCEEDED or status.output_url is None:
+            raise ProviderError(
+                f"{attempt.provider} no longer has the task's output", provider=attempt.provider, status=410
+            )
         await adapter.fetch_output(status, partial)
         info = await asyncio.to_thread(ctx.artifacts.commit_output, partial, work.job.id)
     except BrokerError as exc:
-        spent = cost(route, status, attempt, succeeded=True)
-        await fail_attempt(ctx, work, attempt, exc, spent, fallback=True)
+        await _not_fetched(ctx, work, attempt, status, exc)
         return
     spent = cost(route, status, attempt, succeeded=True)
-    done = finish_attempt(attempt, AttemptStatus.SUCCEEDED, work.now(), spent)
+    done = finish_attempt(attempt, AttemptStatus.SUCCEEDED, work.now(), spent, reported=reported_text(status))
     await ctx.provider_slots.release(attempt.provider, attempt.id)
     elapsed = ctx.clock() - attempt.started_at.timestamp()
     await ctx.provider_health.report_success(attempt.provider, route_key(attempt), elapsed)
@@ -56,3 +103,28 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
     )
     await settle(ctx, work)
     log.info("job_succeeded", provider=attempt.provider, model=attempt.model, cost_usd=work.job.cost_usd)
+
+
+async def _not_fetched(
+    ctx: StepContext, work: JobWork, attempt: Attempt, status: TaskStatus | None, exc: BrokerError
+) -> None:
+    """Park the job for another try while the provider keeps the output; else end the attempt, paid."""
+    state = work.record.download or DownloadState(since=ctx.clock())
+    kept_until = state.since + retention_s(ctx, attempt.provider)
+    delay = min(max(FIRST_RETRY_S, state.delay_s * 2), MAX_RETRY_S)
+    if not output_gone(exc) and ctx.clock() + delay < kept_until:
+        log.warning("download_retrying", provider=attempt.provider, tries=state.tries + 1, in_s=delay)
+        # The render is done: it no longer takes a place in the provider's concurrency while we wait.
+        await ctx.provider_slots.release(attempt.provider, attempt.id)
+        retry = state.model_copy(update={"tries": state.tries + 1, "delay_s": delay})
+        await work.park(delay, lambda r: r.model_copy(update={"download": retry}))
+        return
+    # The render was delivered and paid: its cost stays booked though the file never arrived.
+    route = ctx.routes.get(route_key(attempt))
+    spent = cost(route, status, attempt, succeeded=True) if status is not None else _estimate(attempt)
+    booking = Booking(spent, reported=reported_text(status))
+    await fail_attempt(ctx, work, attempt, exc, spent, fallback=True, booking=booking)
+
+
+def _estimate(attempt: Attempt) -> Money:
+    return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()

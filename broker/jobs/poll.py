@@ -3,8 +3,13 @@
 When to look next is the adapter's schedule (first near the provider's estimate, then backing off,
 never faster than its minimum interval) refined by the provider's estimate or the task's progress
 rate (`adapters.polling.next_poll_delay`); a provider webhook makes the job due at once. The whole
-wait is bounded by the schedule's deadline, measured from the submit. A poll that fails for a while
-(rate limited, unavailable) is retried on the back-off: status polls are never billed.
+wait is bounded by the schedule's deadline (`providers.<name>.task_deadline_s` overrides the
+adapter's), measured from the submit. A poll that fails for a while (rate limited, unavailable) is
+retried on the back-off: status polls are never billed.
+
+At the deadline the task is not just dropped: a task that finished meanwhile is used, any other is
+cancelled at the provider and booked at what the provider says it charged, or at the estimate as
+unconfirmed where it cannot say (`booking.py`), and the job falls back to its next route.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 from adapters.base import TaskHandle, TaskState, TaskStatus
 from adapters.errors import ProviderError, ProviderUnavailable, RateLimited
 from adapters.polling import TaskTimedOut, next_poll_delay
+from broker.jobs.booking import book, follow_up, stop_task
 from broker.jobs.context import StepContext
-from broker.jobs.costs import cost, refund, route_key, with_reported
+from broker.jobs.costs import route_key
 from broker.jobs.download import download
 from broker.jobs.ending import fail_attempt
 from broker.jobs.work import JobWork, with_attempt
@@ -68,11 +74,7 @@ async def _again(ctx: StepContext, work: JobWork, attempt: Attempt, delay: float
     schedule = adapter.poll_schedule
     remaining = schedule.deadline_s - (ctx.clock() - attempt.started_at.timestamp())
     if remaining < schedule.min_interval_s:
-        error = TaskTimedOut(
-            f"{attempt.provider} task {attempt.provider_job_id} not done after {schedule.deadline_s:g} s",
-            provider=attempt.provider,
-        )
-        await fail_attempt(ctx, work, attempt, error, Money.zero())
+        await _overdue(ctx, work, attempt)
         return
 
     def polled(record: JobRecord) -> JobRecord:
@@ -81,15 +83,32 @@ async def _again(ctx: StepContext, work: JobWork, attempt: Attempt, delay: float
     await work.park(min(delay, remaining), polled)
 
 
+async def _overdue(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
+    """The task passed its deadline: use it if it just finished, else cancel it, book, fall back."""
+    stored = work.record.handles[attempt.id]
+    booking = await stop_task(ctx, attempt, TaskHandle(stored.provider_job_id, stored.model, stored.data))
+    ended = booking.status
+    if ended is not None and (
+        ended.state is TaskState.SUCCEEDED or (ended.state.terminal and not booking.cancel_sent)
+    ):
+        await finish(ctx, work, attempt, ended)  # it ended by itself just now: use it as it ended
+        return
+    deadline = ctx.adapters[attempt.provider].poll_schedule.deadline_s
+    error = TaskTimedOut(
+        f"{attempt.provider} task {attempt.provider_job_id} not done after {deadline:g} s; cancelled",
+        provider=attempt.provider,
+    )
+    await follow_up(ctx, work.job.id, booking)
+    await fail_attempt(ctx, work, attempt, error, booking.spent, booking=booking)
+
+
 async def finish(ctx: StepContext, work: JobWork, attempt: Attempt, status: TaskStatus) -> None:
     """The task ended at its provider: fetch its output, or fail the attempt with what it cost."""
     if status.state is TaskState.SUCCEEDED:
         await download(ctx, work, attempt, status)
         return
-    route = ctx.routes.get(route_key(attempt))
-    attempt = with_reported(attempt, status)
-    spent = cost(route, status, attempt, succeeded=False)
+    booking = book(ctx.routes.get(route_key(attempt)), attempt, status)
     error = status.error or ProviderUnavailable(
         f"{attempt.provider} ended the task as {status.state.value}", provider=attempt.provider
     )
-    await fail_attempt(ctx, work, attempt, error, spent, refunded=refund(route, status, attempt))
+    await fail_attempt(ctx, work, attempt, error, booking.spent, booking=booking)

@@ -3,8 +3,10 @@
   cancel requested   -> cancel (at the provider too, where it can) and end
   no active attempt  -> submit: quote again without the tried routes, take a slot, submit (`submit.py`)
   submitting         -> found after a crash: resend only where the provider takes an idempotency key
-  submitted/running  -> poll once and park until the next poll (`poll.py`)
-  downloading        -> fetch the output, book the cost, end (`download.py`)
+  submitted/running  -> poll once and park until the next poll (`poll.py`); past the deadline,
+                        cancel at the provider, book what it charged, fall back (`booking.py`)
+  downloading        -> fetch the output, book the cost, end (`download.py`); a failed fetch is
+                        parked and tried again while the provider keeps the output
 A failure another route could fix (rate limited, unavailable, timed out, out of funds, bad key) falls
 back to the next cheapest route, at most `max_attempts` routes per job; anything else ends the job.
 """

@@ -71,18 +71,18 @@ class JobWork:
                 update={"lease_owner": lease[0], "lease_until": lease[1]}
             )
             if candidate.status.terminal:
-                candidate = candidate.model_copy(update={"due_at": None, "poll": None})
-            stored = await self._through_outage(functools.partial(self.store.replace_job, candidate))
+                candidate = candidate.model_copy(update={"due_at": None, "poll": None, "download": None})
+            stored = await self.through_outage(functools.partial(self.store.replace_job, candidate))
             if stored is not None:
                 before, self.record = self.record, stored
                 notify(self.observers, before, stored)
                 return stored
-            fresh = await self._through_outage(lambda: self.store.get_job(self.record.id))
+            fresh = await self.through_outage(lambda: self.store.get_job(self.record.id))
             if fresh is None or fresh.lease_owner != self.owner:
                 raise LeaseLost(self.record.id)
             self.record = fresh
 
-    async def _through_outage(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def through_outage(self, call: Callable[[], Awaitable[T]]) -> T:
         """Repeat a store call until the store answers, keeping the job through an outage.
 
         A save records a side effect that already happened (a provider accepted a submit); giving up
@@ -101,7 +101,7 @@ class JobWork:
 
     async def refresh(self) -> JobRecord:
         """Re-read the record (to see a cancel request); `LeaseLost` if it is no longer ours."""
-        fresh = await self._through_outage(lambda: self.store.get_job(self.record.id))
+        fresh = await self.through_outage(lambda: self.store.get_job(self.record.id))
         if fresh is None or fresh.lease_owner != self.owner:
             raise LeaseLost(self.record.id)
         self.record = fresh
@@ -138,7 +138,11 @@ def finish_attempt(
     cost: Money,
     error: JobError | None = None,
     refunded: Money | None = None,
+    *,
+    reported: str | None = None,
+    unconfirmed: bool = False,
 ) -> Attempt:
+    """The attempt ended: `cost` is booked; `unconfirmed` marks it as believed, not yet reported."""
     return attempt.model_copy(
         update={
             "status": status,
@@ -146,6 +150,8 @@ def finish_attempt(
             "cost_usd": str(cost),
             "error": error,
             "refunded_usd": None if refunded is None else str(refunded),
+            "reported_cost": reported or attempt.reported_cost,
+            "unconfirmed_usd": str(cost) if unconfirmed else None,
         }
     )
 

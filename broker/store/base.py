@@ -86,6 +86,16 @@ class PollState(BaseModel):
     at: float | None = None
 
 
+class DownloadState(BaseModel):
+    """Tries at fetching a finished output: since when (unix s), how many, and the wait before the next."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    since: float
+    tries: int = 0
+    delay_s: float = 0.0
+
+
 class JobRecord(BaseModel):
     """A job as stored: the public `Job` plus the fields only the broker sees."""
 
@@ -112,6 +122,7 @@ class JobRecord(BaseModel):
     due_at: float | None = None
     poll: PollState | None = None  # the active attempt's polling so far
     step_failures: int = 0  # steps that crashed (bugs, not provider failures), bounded by the runner
+    download: DownloadState | None = None  # the active attempt's output fetch, retried while kept
 
     @property
     def id(self) -> str:
@@ -254,11 +265,30 @@ class Store(ABC):
 
     @abstractmethod
     async def settle_budget(self, job_id: str, actual_micros: int) -> None:
-        """Replace the job's reservation by its actual spend (0 releases it). Idempotent per job."""
+        """Replace the job's reservation by its actual spend (0 releases it). Idempotent per job; a
+        later call with another amount (a reconciled charge) books the difference in the same windows."""
 
     @abstractmethod
     async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
         """Per window key: (spent, reserved) in micro-USD."""
+
+    @abstractmethod
+    async def open_reservations(self, reserved_before: float, *, limit: int = 100) -> list[str]:
+        """Ids of jobs holding an unsettled reservation first made before `reserved_before` (unix s,
+        wall clock), oldest first: what the budget sweeper checks against the jobs' ends."""
+
+    # Reconciliation -----------------------------------------------------------------------------
+    @abstractmethod
+    async def schedule_reconcile(self, job_id: str, at: float) -> None:
+        """Ask the job's providers about its unconfirmed charges at `at` (unix s; replaces any time)."""
+
+    @abstractmethod
+    async def due_reconciles(self, now: float, *, limit: int = 50) -> list[str]:
+        """Ids of jobs whose reconciliation is due at `now`, the longest due first."""
+
+    @abstractmethod
+    async def drop_reconcile(self, job_id: str) -> None:
+        """Nothing of the job is left to reconcile."""
 
     # Policies -----------------------------------------------------------------------------------
     @abstractmethod

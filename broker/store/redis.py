@@ -19,7 +19,11 @@ script touches carries the same hash tag, so each script runs inside one Redis C
     {P:jobs}:claim:<token>             string the jobs a claim took, for 60 s (see replays below)
     {P:jobs}:unreadable                zset  ids of records that could not be decoded, set aside
     {P:budget}:w:<window key>          hash  spent, reserved (integer micro-USD)
-    {P:budget}:res:<job id>            hash  "w:<window key>" -> reserved amount, token -> write token
+    {P:budget}:res:<job id>            hash  "w:<window key>" -> reserved amount (0 once settled), token ->
+                                             write token, spent -> what the job put in the windows' spend;
+                                             kept for a week after settling, for reconciled corrections
+    {P:budget}:open                    zset  ids of jobs with an unsettled reservation, by when it was made
+    {P:jobs}:reconcile                 zset  ids of jobs with charges to confirm, by when to ask next
     {P:policy:<team>}:history          list  every policy version as JSON, oldest first
     {P:policy:<team>}:write            string token of the last policy write
 
@@ -50,13 +54,15 @@ failovers and a full Redis become `StoreUnavailable` (HTTP 503 `store_unavailabl
 reconnects by itself when Redis is back. A timed-out write may still have happened: the caller learns
 which by reading the job again (or by repeating a create with its idempotency key).
 
-A second reservation for a job adds to its first; settling releases all of it. Durability is Redis's:
+A second reservation for a job adds to its first; settling releases all of it, and settling again
+with a corrected amount books the difference. Durability is Redis's:
 run it with `appendonly yes` so an acknowledged write survives a Redis restart. `cluster=True` uses
 redis-py's cluster client; the layout above needs nothing else from it.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -93,6 +99,7 @@ log = structlog.get_logger("broker.store")
 # The record fields a claim changes live in their own hash fields, so a script never rewrites JSON.
 _LEASE_FIELDS = {"version", "lease_owner", "lease_until"}
 _FETCH_CHUNK = 500
+SETTLED_KEEP_S = 7 * 24 * 3600  # a settled reservation is kept this long for corrections
 _POOL_SIZE = 64  # connections per replica; commands take milliseconds, so waiting for one is short
 _POOL_WAIT_S = 5.0  # then the store counts as unavailable
 # Redis is down, failing over, or full: callers may retry later (HTTP 503). Anything else is a bug.
@@ -242,10 +249,10 @@ return out
 """
 )
 
-# KEYS: the job's reservation, then one hash per window. ARGV: amount, token, the windows' limits, then
-# their keys. Returns {ok, remaining per window...}.
+# KEYS: the job's reservation, then one hash per window, then the open-reservations set. ARGV: amount,
+# token, the windows' limits, then their keys, then the job id and the time. Returns {ok, remaining...}.
 _RESERVE = """
-local n = #KEYS - 1
+local n = #KEYS - 2
 local amount = tonumber(ARGV[1])
 local replay = redis.call('HGET', KEYS[1], 'token') == ARGV[2]
 local remaining, fits = {}, true
@@ -262,20 +269,33 @@ for i = 1, n do
   remaining[i] = remaining[i] - amount
 end
 redis.call('HSET', KEYS[1], 'token', ARGV[2])
+redis.call('ZADD', KEYS[#KEYS], 'NX', ARGV[#ARGV], ARGV[#ARGV - 1])
 return {1, unpack(remaining)}
 """
 
-# KEYS: the job's reservation. ARGV: actual spend, the `{P:budget}:w:` base of window keys.
+# KEYS: the job's reservation, the open-reservations set. ARGV: actual spend, the `{P:budget}:w:` base
+# of window keys, the job id, how long to keep the settled reservation. The hash keeps each window's
+# still-reserved amount (0 once released) and `spent`, what this job has put into the windows' spend:
+# settling again with a corrected amount (a reconciled charge) books only the difference.
 _SETTLE = """
 local all = redis.call('HGETALL', KEYS[1])
+local actual = tonumber(ARGV[1])
+local before = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, 2) == 'w:' then
     local wk = ARGV[2] .. string.sub(all[i], 3)
-    redis.call('HINCRBY', wk, 'reserved', '-' .. all[i + 1])
-    redis.call('HINCRBY', wk, 'spent', ARGV[1])
+    if tonumber(all[i + 1]) ~= 0 then
+      redis.call('HINCRBY', wk, 'reserved', -tonumber(all[i + 1]))
+      redis.call('HSET', KEYS[1], all[i], 0)
+    end
+    if actual ~= before then redis.call('HINCRBY', wk, 'spent', actual - before) end
   end
 end
-redis.call('DEL', KEYS[1])
+if #all > 0 then
+  redis.call('HSET', KEYS[1], 'spent', actual)
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+redis.call('ZREM', KEYS[2], ARGV[3])
 return 1
 """
 
@@ -374,6 +394,10 @@ class _Keys:
 
     def reservation(self, job_id: str) -> str:
         return f"{self.budget}res:{job_id}"
+
+    @property
+    def open_reservations(self) -> str:
+        return f"{self.budget}open"
 
     def policy(self, team: str, what: str) -> str:
         return f"{{{self.prefix}:policy:{team}}}:{what}"
@@ -678,12 +702,14 @@ class RedisStore(Store):
         keys = self._keys
         reply = await self._run(
             "reserve",
-            [keys.reservation(job_id), *(keys.window(w.key) for w in windows)],
+            [keys.reservation(job_id), *(keys.window(w.key) for w in windows), keys.open_reservations],
             [
                 amount_micros,
                 _token(),
                 *(w.limit_micros for w in windows),
                 *(w.key for w in windows),
+                job_id,
+                _float_arg(time.time()),
             ],
         )
         remaining = {w.key: int(left) for w, left in zip(windows, reply[1:], strict=True)}
@@ -693,7 +719,34 @@ class RedisStore(Store):
         if actual_micros < 0:
             raise ValueError("a spend cannot be negative")
         keys = self._keys
-        await self._run("settle", [keys.reservation(job_id)], [actual_micros, keys.window("")])
+        await self._run(
+            "settle",
+            [keys.reservation(job_id), keys.open_reservations],
+            [actual_micros, keys.window(""), job_id, SETTLED_KEEP_S],
+        )
+
+    async def open_reservations(self, reserved_before: float, *, limit: int = 100) -> list[str]:
+        with _outage_as_unavailable():
+            found = await self._redis.zrangebyscore(
+                self._keys.open_reservations, "-inf", f"({reserved_before!r}", start=0, num=limit
+            )
+        return [str(job_id) for job_id in found]
+
+    # Reconciliation -----------------------------------------------------------------------------
+    async def schedule_reconcile(self, job_id: str, at: float) -> None:
+        with _outage_as_unavailable():
+            await self._redis.zadd(self._keys.jobs_index("reconcile"), {job_id: at})
+
+    async def due_reconciles(self, now: float, *, limit: int = 50) -> list[str]:
+        with _outage_as_unavailable():
+            found = await self._redis.zrangebyscore(
+                self._keys.jobs_index("reconcile"), "-inf", now, start=0, num=limit
+            )
+        return [str(job_id) for job_id in found]
+
+    async def drop_reconcile(self, job_id: str) -> None:
+        with _outage_as_unavailable():
+            await self._redis.zrem(self._keys.jobs_index("reconcile"), job_id)
 
     async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
         if not keys:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -68,6 +69,11 @@ CREATE TABLE IF NOT EXISTS budget_reservations (
     settled INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, key)
 );
+CREATE TABLE IF NOT EXISTS reconcile (
+    job_id TEXT PRIMARY KEY,
+    due_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reconcile_due ON reconcile(due_at);
 CREATE TABLE IF NOT EXISTS policy_versions (
     team TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -128,6 +134,11 @@ def _migrate(db: sqlite3.Connection) -> None:
             "UPDATE jobs SET ready_at = COALESCE(lease_until, 0) WHERE status IN ('queued', 'running')"
         )
     db.execute(_READY_INDEX)
+    reservation_columns = {row[1] for row in db.execute("PRAGMA table_info(budget_reservations)")}
+    if "reserved_at" not in reservation_columns:  # reservations from before it count as old
+        db.execute("ALTER TABLE budget_reservations ADD COLUMN reserved_at REAL NOT NULL DEFAULT 0")
+    if "spent" not in reservation_columns:  # what a settled job put into spend (NULL: from before)
+        db.execute("ALTER TABLE budget_reservations ADD COLUMN spent INTEGER")
 
 
 class SQLiteStore(Store):
@@ -414,10 +425,11 @@ class SQLiteStore(Store):
                         (amount_micros, window.key),
                     )
                     db.execute(
-                        "INSERT INTO budget_reservations (job_id, key, amount) VALUES (?, ?, ?)"
+                        "INSERT INTO budget_reservations (job_id, key, amount, reserved_at, spent)"
+                        " VALUES (?, ?, ?, ?, 0)"
                         " ON CONFLICT(job_id, key) DO UPDATE SET settled = 0, amount = excluded.amount"
                         " + CASE WHEN settled THEN 0 ELSE amount END",
-                        (job_id, window.key, amount_micros),
+                        (job_id, window.key, amount_micros, time.time()),
                     )
                     remaining[window.key] -= amount_micros
                 db.execute("COMMIT")
@@ -433,15 +445,21 @@ class SQLiteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             try:
                 rows = db.execute(
-                    "SELECT key, amount FROM budget_reservations WHERE job_id = ? AND settled = 0",
-                    (job_id,),
+                    "SELECT key, amount, settled, spent FROM budget_reservations WHERE job_id = ?", (job_id,)
                 ).fetchall()
-                for key, amount in rows:
+                for key, amount, settled, spent in rows:
+                    if settled and spent is None:
+                        continue  # settled before the spent amount was kept: nothing to correct from
+                    released, delta = (0 if settled else amount), actual_micros - (spent or 0)
                     db.execute(
                         "UPDATE budget_windows SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
-                        (amount, actual_micros, key),
+                        (released, delta, key),
                     )
-                db.execute("UPDATE budget_reservations SET settled = 1 WHERE job_id = ?", (job_id,))
+                db.execute(
+                    "UPDATE budget_reservations SET settled = 1, spent = ?"
+                    " WHERE job_id = ? AND (settled = 0 OR spent IS NOT NULL)",
+                    (actual_micros, job_id),
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -462,6 +480,37 @@ class SQLiteStore(Store):
             return {key: found.get(key, (0, 0)) for key in keys}
 
         return await self._run(usage) if keys else {}
+
+    async def open_reservations(self, reserved_before: float, *, limit: int = 100) -> list[str]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT job_id FROM budget_reservations WHERE settled = 0 AND reserved_at < ?"
+                " GROUP BY job_id ORDER BY MIN(reserved_at) LIMIT ?",
+                (reserved_before, limit),
+            ).fetchall()
+        )
+        return [job_id for (job_id,) in rows]
+
+    # Reconciliation -----------------------------------------------------------------------------
+    async def schedule_reconcile(self, job_id: str, at: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO reconcile (job_id, due_at) VALUES (?, ?)"
+                " ON CONFLICT(job_id) DO UPDATE SET due_at = excluded.due_at",
+                (job_id, at),
+            )
+        )
+
+    async def due_reconciles(self, now: float, *, limit: int = 50) -> list[str]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT job_id FROM reconcile WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)
+            ).fetchall()
+        )
+        return [job_id for (job_id,) in rows]
+
+    async def drop_reconcile(self, job_id: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM reconcile WHERE job_id = ?", (job_id,)))
 
     # Policies -----------------------------------------------------------------------------------
     async def get_policy(self, team: str) -> PolicyVersion | None:
