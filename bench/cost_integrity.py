@@ -174,6 +174,8 @@ async def rig(
             store_url=store_url or f"sqlite:///{data_dir}/broker.db",
             redis_prefix=redis_prefix,
             data_dir=data_dir / "data",
+            # The emulators take the image URL without fetching it: its made-up host is admitted.
+            outbound_allow="images.example.com",
         )
         app = create_app(settings, config, env=env, sleep=_no_wait)
         async with TestClient(TestServer(app)) as client:

@@ -10,16 +10,17 @@ import pytest
 
 from adapters.base import TaskState, TaskStatus
 from broker.config import load_config
-from broker.jobs.costs import cost, estimate, reported_text
+from broker.jobs.costs import cost, reported_text
 from broker.schema import Attempt, AttemptStatus, JobRequest, Resolution
 from pricing.catalog import RouteSpec
+from pricing.quote import route_cost
 from pricing.units import CostUnit, ReportedCost
 from tests.test_providers_end_to_end import ROOT
 
 
 def local_attempt(request: JobRequest) -> tuple[Attempt, RouteSpec]:
     route = next(r for r in load_config(ROOT / "config.yaml").routes if r.provider == "local")
-    price = estimate(route, request)
+    price = route_cost(route, request)  # what the quote and the submit step reserve
     assert price is not None and price.micros > 0
     attempt = Attempt(
         id="att_1",

@@ -45,7 +45,7 @@ class JobWork:
     lease_s: float
     observers: list[JobObserver] = field(default_factory=list)
     sleep: Sleep = asyncio.sleep
-    # The scheduler's clock, for leases and due times (see `Scheduler.now`); timestamps use `clock`.
+    # The clock of leases and due times, where it differs from `clock` (see `Scheduler.now`).
     schedule_clock: Clock | None = None
 
     def schedule_now(self) -> float:
