@@ -12,7 +12,7 @@ in the record) and then fails its job with `internal`; a record the store cannot
 with a log line naming it; the loop itself is restarted (and logged) if it ever dies.
 
 When a job is due, and when a deadline passes, is judged on the scheduler's clock: the injected clock
-plus whatever the injected sleep skipped (at most MAX_PACE times the clock's own pace), so a test's
+plus whatever the injected sleep skipped (at most MAX_PACE times real time's pace), so a test's
 instant sleep brings the next poll and a deadline forward while a real one leaves the clock as it is.
 Timestamps written by the steps use the same clock, so a job's times agree with its deadlines.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 
 import structlog
 
@@ -40,7 +41,7 @@ from pricing.catalog import RouteSpec
 log = structlog.get_logger("broker.scheduler")
 STOP_GRACE_S = 10.0  # how long a stopping runner lets its steps finish before cancelling them
 CRASH_BACKOFF_S = 2.0
-MAX_PACE = 100.0  # how much faster than the injected clock skipped sleeps may move the schedule
+MAX_PACE = 100.0  # how much faster than real time skipped sleeps may move the schedule
 CLAIM_GAP_S = 0.05  # after a claim that found fewer due jobs than it could take (a wake-up cuts it short)
 
 
@@ -49,7 +50,7 @@ class Scheduler:
         self.ctx = ctx
         self.options = ctx.options
         self._clock: Clock = ctx.clock
-        self._started_at = ctx.clock()
+        self._started_at = time.monotonic()
         ctx.clock = self.now  # the steps' deadlines and timestamps run on the scheduler's clock too
         self.name = name or f"runner-{secrets.token_hex(6)}"
         self._skipped = 0.0
@@ -209,9 +210,9 @@ class Scheduler:
             await asyncio.gather(sleeper, waiter, return_exceptions=True)
         if not self._wakeup.is_set():
             skipped = self._skipped + max(0.0, seconds - (self._clock() - before))
-            # Never more than MAX_PACE times the injected clock's own pace: providers (and emulators)
-            # keep real time, and a schedule far ahead of them would see deadlines pass mid-render.
-            self._skipped = min(skipped, (MAX_PACE - 1) * (self._clock() - self._started_at))
+            # Never more than MAX_PACE times real time's pace: providers (and emulators) keep real
+            # time, and a schedule far ahead of them would see deadlines pass mid-render.
+            self._skipped = min(skipped, (MAX_PACE - 1) * (time.monotonic() - self._started_at))
         elif not self._stopping:
             self._wakeup.clear()
 
