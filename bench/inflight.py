@@ -101,6 +101,14 @@ async def start(args: list[str], env: dict[str, str], log: Path) -> asyncio.subp
     return await asyncio.create_subprocess_exec(*args, env=env, stdout=handle, stderr=handle, cwd=ROOT)
 
 
+async def start_emulator(
+    port: int, render_s: float, env: dict[str, str], log: Path
+) -> asyncio.subprocess.Process:
+    """The project's Runway emulator on `port`, renders of `render_s` seconds, accepting PROVIDER_KEY."""
+    args = ["--port", str(port), "--render-seconds", str(render_s), "--api-key", PROVIDER_KEY]
+    return await start([sys.executable, "-m", "adapters.emulators", "runway", *args], env, log)
+
+
 async def wait_http(session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
     for _ in range(600):
         if proc.returncode is not None:
@@ -131,22 +139,7 @@ async def run(options: argparse.Namespace) -> None:
         "policies": {"default": {"max_cost_usd": "5.00"}, "bench": {}},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    emulator = await start(
-        [
-            sys.executable,
-            "-m",
-            "adapters.emulators",
-            "runway",
-            "--port",
-            str(emulator_port),
-            "--render-seconds",
-            str(options.render_s),
-            "--api-key",
-            PROVIDER_KEY,
-        ],
-        env,
-        workdir / "emulator.log",
-    )
+    emulator = await start_emulator(emulator_port, options.render_s, env, workdir / "emulator.log")
     broker_env = {
         **env,
         "BROKER_STORE_URL": store_url,
@@ -202,22 +195,7 @@ async def peer_rate(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    emulator = await start(
-        [
-            sys.executable,
-            "-m",
-            "adapters.emulators",
-            "runway",
-            "--port",
-            str(port),
-            "--render-seconds",
-            str(options.render_s),
-            "--api-key",
-            PROVIDER_KEY,
-        ],
-        env,
-        workdir / "peer-emulator.log",
-    )
+    emulator = await start_emulator(port, options.render_s, env, workdir / "peer-emulator.log")
     try:
         await wait_http(session, f"{url}/_emulator/stats", emulator)
         rate, made = await litellm_submits_per_second(
