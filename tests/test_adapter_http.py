@@ -32,7 +32,7 @@ from adapters.http import (
     status_error,
     with_retries,
 )
-from tests.test_adapter_support import FakeTime
+from tests.support.adapters import FakeTime
 
 
 @pytest.fixture

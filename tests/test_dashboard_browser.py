@@ -20,9 +20,10 @@ from broker.app import create_app
 from broker.config import load_config
 from broker.sandbox import start_sandboxed
 from broker.settings import Settings
-from tests.browser import CHROMIUM, Browser, Page
-from tests.conftest import ADMIN_KEY, GROWTH_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.test_api_jobs import png, wait_for_status
+from tests.support.adapters import png_bytes as png
+from tests.support.api import wait_for_status
+from tests.support.browser import CHROMIUM, Browser, Page
+from tests.support.deployment import ADMIN_KEY, GROWTH_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 

@@ -30,8 +30,8 @@ from adapters.http import OutputInvalid
 from adapters.runway import RunwayAdapter
 from broker.routing import quote_for
 from broker.schema import Attempt, AttemptStatus, ErrorCode, JobError, JobRequest
-from tests.conftest import fake_config, fake_route
-from tests.test_adapter_support import FakeTime, context, serving
+from tests.support.adapters import FakeTime, context, serving
+from tests.support.deployment import fake_config, fake_route
 
 
 @pytest.mark.parametrize(

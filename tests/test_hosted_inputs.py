@@ -24,10 +24,10 @@ from broker.hosted_inputs import InputHosting, hosted_image, sign_input_url, ver
 from broker.sandbox import start_sandboxed
 from broker.schema import JobStatus
 from broker.settings import Settings
-from tests.conftest import STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.factories import job_record
-from tests.test_adapter_support import CONFIG_PATH
-from tests.test_api_jobs import png
+from tests.support.adapters import CONFIG_PATH
+from tests.support.adapters import png_bytes as png
+from tests.support.deployment import STUDIO_KEY, TEST_ENV, auth, fast_sleep
+from tests.support.factories import job_record
 
 SECRET = "s" * 40
 PUBLIC = "https://broker.example.com"

@@ -22,9 +22,9 @@ from broker.provider_calls import MAX_ENDPOINTS, ProviderResolver, path_template
 from broker.schema import Attempt, AttemptStatus, ErrorCode, JobError, JobStatus, RouteRef
 from broker.store import JobRecord
 from broker.store.sqlite import SQLiteStore
-from tests.conftest import fake_config
-from tests.factories import job_record
-from tests.test_adapter_support import serving
+from tests.support.adapters import serving
+from tests.support.deployment import fake_config
+from tests.support.factories import job_record
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 

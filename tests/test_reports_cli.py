@@ -13,7 +13,7 @@ import pytest
 from broker.report_cli import run_report
 from broker.reports import Dimension, build_report
 from broker.store.sqlite import SQLiteStore
-from tests.test_reports_aggregation import workload
+from tests.support.reports import workload
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 

@@ -13,10 +13,10 @@ from broker.appkeys import RUNNER, STORE
 from broker.capacity import Capacity, Limits
 from broker.config import BrokerConfig, ProviderConfig, parse_config
 from broker.settings import Settings
-from tests.conftest import TEST_ENV, auth, fake_route
-from tests.fakes import FakeProvider
-from tests.test_adapter_support import FakeTime
-from tests.test_api_jobs import wait_for_status
+from tests.support.adapters import FakeTime
+from tests.support.api import wait_for_status
+from tests.support.deployment import TEST_ENV, auth, fake_route
+from tests.support.fakes import FakeProvider
 
 
 def test_a_provider_takes_no_more_than_its_concurrency() -> None:

@@ -22,9 +22,9 @@ from broker.app import create_app
 from broker.config import BrokerConfig, load_config
 from broker.health import BreakerSettings
 from broker.settings import Settings
-from tests.conftest import TEST_ENV, auth, fast_sleep
-from tests.test_adapter_support import CONFIG_PATH
-from tests.test_api_jobs import wait_for_status
+from tests.support.adapters import CONFIG_PATH
+from tests.support.api import wait_for_status
+from tests.support.deployment import TEST_ENV, auth, fast_sleep
 
 FAL_WAN = "fal/fal-ai/wan-25-preview/text-to-video"
 RUNWAY_GEN45 = "runway/gen4.5"

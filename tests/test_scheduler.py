@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 from broker.appkeys import RUNNER, STORE
 from broker.store.redis import RedisStore
 from broker.store.sqlite import SQLiteStore
-from tests.conftest import REDIS_URL, auth
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import REDIS_URL, auth
+from tests.support.fakes import FakeProvider
 
 
 async def submit(client: Any, **body: Any) -> dict[str, Any]:

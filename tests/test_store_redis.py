@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
-from urllib.parse import urlparse
 
 import pytest
 import redis as syncredis
@@ -24,22 +23,16 @@ from redis.exceptions import ResponseError
 from broker.schema import JobStatus
 from broker.store import BudgetWindow, StoreUnavailable
 from broker.store.redis import RedisStore
-from tests import test_store_contract as contract
-from tests.conftest import REDIS_URL
-from tests.factories import job_record
+from tests.support import store_contract as contract
+from tests.support.deployment import REDIS_URL
+from tests.support.factories import job_record
+from tests.support.redis_proxy import TcpProxy, free_port, host_port
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 
 
 def _prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _free_cluster_port() -> int:
@@ -56,71 +49,6 @@ def _free_cluster_port() -> int:
         return port
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    parsed = urlparse(url)
-    return parsed.hostname or "127.0.0.1", parsed.port or 6379
-
-
-class TcpProxy:
-    """A loopback TCP proxy in front of Redis that can go away, come back, or swallow one reply."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = _free_port()
-        self.drop_next_reply = False
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        upstream_r, upstream_w = await asyncio.open_connection(*self.upstream)
-        self._writers |= {client_w, upstream_w}
-        try:
-            await asyncio.gather(
-                self._pump(client_r, upstream_w, replies=False),
-                self._pump(upstream_r, client_w, replies=True),
-            )
-        finally:
-            for writer in (client_w, upstream_w):
-                writer.close()
-                self._writers.discard(writer)
-
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool
-    ) -> None:
-        try:
-            while chunk := await reader.read(65536):
-                if replies and self.drop_next_reply:
-                    # Redis has run the command; the client never hears back and must retry.
-                    self.drop_next_reply = False
-                    writer.close()
-                    return
-                writer.write(chunk)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            return
-        finally:
-            writer.close()
-
-
 @pytest.fixture
 async def redis_store() -> AsyncIterator[RedisStore]:
     store = RedisStore.from_url(REDIS_URL, prefix=_prefix())
@@ -135,7 +63,7 @@ async def redis_store() -> AsyncIterator[RedisStore]:
 @pytest.fixture
 async def proxied() -> AsyncIterator[tuple[RedisStore, TcpProxy]]:
     """A store that reaches Redis through a proxy, and the proxy."""
-    proxy = TcpProxy(_host_port(REDIS_URL))
+    proxy = TcpProxy(host_port(REDIS_URL))
     await proxy.start()
     prefix = _prefix()
     store = RedisStore.from_url(proxy.url, prefix=prefix)
@@ -325,7 +253,7 @@ async def test_three_replicas_share_budgets_and_claims_exactly(redis_store: Redi
 # Outages ------------------------------------------------------------------------------------------
 @pytest.mark.timeout(15)
 async def test_closed_port_is_store_unavailable_not_a_hang() -> None:
-    store = RedisStore.from_url(f"redis://127.0.0.1:{_free_port()}/0", prefix=_prefix())
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix=_prefix())
     await store.open()
     try:
         calls = [

@@ -20,9 +20,9 @@ from pricing.money import Money
 from pricing.quote import quote
 from pricing.units import CostUnit, ReportedCost
 from pricing.unpriced import book_unpriced
-from tests.conftest import ADMIN_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.test_adapter_support import CONFIG_PATH
-from tests.test_api_jobs import wait_for_status
+from tests.support.adapters import CONFIG_PATH
+from tests.support.api import wait_for_status
+from tests.support.deployment import ADMIN_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
 
 CEILING = "0.40"
 IMAGE_JOB = {

@@ -1,5 +1,5 @@
 """The `Store` interface: jobs (with their attempts), claims, idempotency keys, budgets and policy
-versions. SQLite and Redis implement it and pass one contract suite (`tests/store_contract.py`).
+versions. SQLite and Redis implement it and pass one contract suite (`tests/support/store_contract.py`).
 
 A job is one record with a `version`; every write is compare-and-set on that version, so two workers
 can never both move one job. Attempts live inside the job record, so a transition of an attempt and of

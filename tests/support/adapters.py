@@ -19,7 +19,7 @@ from adapters.outbound import IpAddress, OutboundPolicy, Resolver
 from broker.config import load_config
 from pricing.rules import PriceRule
 
-CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+CONFIG_PATH = Path(__file__).resolve().parents[2] / "config.yaml"
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 

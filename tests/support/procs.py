@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEAM_KEY = "replica-team-key-0123456789"
 ADMIN_KEY = "replica-admin-key-0123456789"
 PROVIDER_KEY = "replica-provider-key-0123"
