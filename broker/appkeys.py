@@ -9,11 +9,11 @@ from aiohttp import web
 
 from adapters.base import Adapter, Clock
 from adapters.outbound import OutboundPolicy
-from broker.artifacts import ArtifactStore
 from broker.deployment import Deployment
-from broker.events import JobObserver
+from broker.observability.events import JobObserver
 from broker.settings import Settings
 from broker.store import Store
+from broker.store.artifacts import ArtifactStore
 
 if TYPE_CHECKING:
     from broker.jobs.reconcile import Bookkeeper

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from adapters.outbound import Resolver
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.config import BrokerConfig
 from broker.settings import Settings
 from broker.store import Store

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import STORE
 from broker.settings import Settings
 from broker.store.redis import RedisStore

@@ -11,8 +11,8 @@ import pytest
 import structlog
 
 from broker.cli import main
-from broker.logging import configure_logging
-from broker.sandbox import sandbox_settings
+from broker.cli.sandbox import sandbox_settings
+from broker.observability.logging import configure_logging
 from broker.settings import Settings
 from tests.support.deployment import TEST_ENV
 

@@ -26,8 +26,8 @@ from bench.cost_integrity import (
     table,
 )
 from broker.appkeys import ADAPTERS, BOOKKEEPER, RUNNER
+from broker.cli.report import run_report
 from broker.jobs.reconcile import reconcile_job
-from broker.report_cli import run_report
 from pricing.money import Money
 from tests.support.budget_rig import assert_budget_balances, on_store
 

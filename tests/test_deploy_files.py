@@ -19,7 +19,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.metrics import METRICS
+from broker.observability.metrics import METRICS
 from tests.support.api import wait_for_status
 from tests.support.deployment import auth, fake_config
 

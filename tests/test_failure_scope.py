@@ -28,7 +28,7 @@ from adapters.errors import (
 from adapters.failures import Health, Scope, classify, providers_to_exclude
 from adapters.http import OutputInvalid
 from adapters.runway import RunwayAdapter
-from broker.routing import quote_for
+from broker.jobs.routing import quote_for
 from broker.schema import Attempt, AttemptStatus, ErrorCode, JobError, JobRequest
 from tests.support.adapters import FakeTime, context, serving
 from tests.support.deployment import fake_config, fake_route

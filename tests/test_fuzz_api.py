@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.settings import Settings
 from tests.support.deployment import ADMIN_KEY, GROWTH_KEY, TEST_ENV, fake_config
 from tests.support.fakes import FakeProvider

@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from adapters.errors import ContentRejected, ProviderUnavailable, RateLimited
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import RUNNER
 from broker.errors import InvalidRequest
-from broker.health import BreakerSettings, BreakerState, CircuitBreaker, LatencyTracker, ProviderHealth
+from broker.jobs.provider_health import (
+    BreakerSettings,
+    BreakerState,
+    CircuitBreaker,
+    LatencyTracker,
+    ProviderHealth,
+)
 from broker.settings import Settings
 from tests.support.adapters import FakeTime
 from tests.support.api import wait_for_status

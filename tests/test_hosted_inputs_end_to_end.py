@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import BrokerConfig, load_config, parse_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
 from tests.support.adapters import CONFIG_PATH
 from tests.support.adapters import png_bytes as png

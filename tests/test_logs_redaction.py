@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 
 from adapters.errors import ContentRejected
 from broker.cli import secret_values
-from broker.joblog import TransitionLogger
-from broker.logging import configure_logging
+from broker.observability.joblog import TransitionLogger
+from broker.observability.logging import configure_logging
 from broker.schema import JobStatus, RouteRef
 from tests.support.deployment import ADMIN_KEY, GROWTH_KEY, STUDIO_KEY, TEST_ENV
 from tests.support.factories import job_record

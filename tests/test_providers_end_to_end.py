@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import load_config, parse_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
 from tests.support.adapters import png_bytes as png
 from tests.support.api import wait_for_status

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.config import load_config
 from broker.settings import Settings
 from tests.support.deployment import GROWTH_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep

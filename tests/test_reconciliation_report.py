@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.config import load_config
-from broker.reconciliation import build_reconciliation, parse_reported
+from broker.observability.reconciliation import build_reconciliation, parse_reported
 from broker.schema import Attempt, AttemptStatus, JobStatus
 from broker.store import JobRecord
 from pricing.units import CostUnit

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from broker.reports import BadParameter, Dimension, build_report, parse_group_by, report_window
+from broker.observability.reports import BadParameter, Dimension, build_report, parse_group_by, report_window
 from pricing.money import Money
 from tests.support.reports import DAY1, DAY2, workload
 

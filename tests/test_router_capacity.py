@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import RUNNER, STORE
-from broker.capacity import Capacity, Limits
 from broker.config import BrokerConfig, ProviderConfig, parse_config
+from broker.jobs.capacity import Capacity, Limits
 from broker.settings import Settings
 from tests.support.adapters import FakeTime
 from tests.support.api import wait_for_status

@@ -18,9 +18,9 @@ from adapters import fal, runway
 from adapters.base import Adapter, AdapterContext, AdapterFactory
 from adapters.emulators.fal import CONTENT_POLICY
 from adapters.emulators.sandbox import Sandbox, start_sandbox
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.config import BrokerConfig, load_config
-from broker.health import BreakerSettings
+from broker.jobs.provider_health import BreakerSettings
 from broker.settings import Settings
 from tests.support.adapters import CONFIG_PATH
 from tests.support.api import wait_for_status

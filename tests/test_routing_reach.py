@@ -17,9 +17,9 @@ from adapters import pixelapi
 from adapters.base import Adapter, AdapterContext, AdapterFactory
 from adapters.emulators.sandbox import Sandbox
 from adapters.registry import factory_for
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import load_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
 from tests.support.adapters import CONFIG_PATH
 from tests.support.adapters import png_bytes as png

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import load_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
 from tests.support.api import wait_for_status
 from tests.support.deployment import GROWTH_KEY, TEST_ENV, auth, fast_sleep

@@ -153,7 +153,7 @@ async def test_stopping_lets_running_steps_finish_and_leaves_no_lease(
 def test_the_api_process_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "from broker.app import create_app\n"
+        "from broker.api.app import create_app\n"
         "from broker.config import load_config\n"
         "from broker.settings import Settings\n"
         "from adapters.registry import FACTORIES\n"

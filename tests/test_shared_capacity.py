@@ -10,7 +10,7 @@ import pytest
 
 from adapters.errors import ProviderUnavailable
 from broker.config import ProviderConfig
-from broker.health import BreakerSettings, ProviderHealth
+from broker.jobs.provider_health import BreakerSettings, ProviderHealth
 from broker.store.redis import RedisStore
 from broker.store.redis_capacity import RedisSlots
 from broker.store.redis_circuits import RedisCircuits

@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.outbound import OutboundPolicy
+from broker.jobs.team_webhooks import RETRY_DELAYS_S, TeamWebhooks, sign
 from broker.schema import DeliveryStatus, JobStatus
 from broker.store import JobRecord, Store
-from broker.webhooks import RETRY_DELAYS_S, TeamWebhooks, sign
 from tests.support.api import wait_for_status
 from tests.support.deployment import auth
 from tests.support.factories import job_record

@@ -9,11 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import STORE
+from broker.cli.sandbox import start_sandboxed
 from broker.config import BrokerConfig, load_config, parse_config
-from broker.reports import Tally
-from broker.sandbox import start_sandboxed
+from broker.observability.reports import Tally
 from broker.schema import Attempt, AttemptStatus, JobRequest
 from broker.settings import Settings
 from pricing.money import Money

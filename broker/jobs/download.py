@@ -18,13 +18,13 @@ import structlog
 from adapters.base import TaskHandle, TaskState, TaskStatus
 from adapters.errors import ProviderError
 from adapters.http import OutputInvalid as DownloadInvalid
-from broker.artifacts import OutputInvalid
 from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
 from broker.jobs.costs import cost, reported_text, route_key
 from broker.jobs.ending import fail_attempt, settle
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
 from broker.schema import Attempt, AttemptStatus, BrokerError, JobStatus, Output
+from broker.store.artifacts import OutputInvalid
 from broker.store.base import DownloadState
 from pricing.money import Money
 

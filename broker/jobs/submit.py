@@ -18,9 +18,9 @@ from adapters.base import Adapter, ImageInput, RenderTask
 from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
 from adapters.images import FetchPolicy, ImageFetchFailed, check_image, fetch_image
 from adapters.outbound import OutboundRefused
-from broker.hosted_inputs import hosted_image
 from broker.jobs.context import StepContext
 from broker.jobs.ending import fail_attempt, fail_job
+from broker.jobs.hosted_inputs import hosted_image
 from broker.jobs.work import JobWork, with_attempt
 from broker.schema import (
     Attempt,
@@ -247,7 +247,7 @@ async def _provider_image(
     ctx: StepContext, job_id: str, request: JobRequest, adapter: Adapter
 ) -> ImageInput | None:
     """The job's image in a form the provider takes: bytes it cannot take are served to it from a
-    signed broker URL (`broker.hosted_inputs`), where hosting is on."""
+    signed broker URL (`broker.jobs.hosted_inputs`), where hosting is on."""
     image = await _image(ctx, request, adapter)
     if image is None:
         return None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.cost_integrity import Rig, rig
 from broker.appkeys import DEPLOYMENT, STORE
-from broker.budgets import budget_windows
+from broker.jobs.budgets import budget_windows
 from broker.store.redis import RedisStore
 from pricing.money import Money
 from tests.support.deployment import REDIS_URL

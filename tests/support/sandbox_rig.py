@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from adapters.emulators.emulator import ProviderEmulator
 from adapters.emulators.sandbox import Sandbox, start_sandbox
 from adapters.registry import FACTORIES
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.config import load_config
 from broker.settings import Settings
 from tests.support.api import wait_for_status

@@ -18,7 +18,7 @@ from adapters.base import AdapterFactory
 from adapters.emulators.runway import RunwayEmulator
 from adapters.emulators.runway import create_app as create_runway_app
 from adapters.errors import ContentRejected, ProviderUnavailable, RateLimited
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.config import BrokerConfig, parse_config
 from broker.settings import Settings
 from pricing.money import Money

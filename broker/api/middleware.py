@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from broker.handlers.common import json_response
+from broker.api.common import json_response
 from broker.schema import BrokerError, ErrorCode
 
 log = structlog.get_logger("broker.http")

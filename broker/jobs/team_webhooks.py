@@ -26,7 +26,7 @@ from adapters.outbound import OutboundPolicy, OutboundRefused
 from broker.schema import BrokerError, DeliveryStatus, WebhookDelivery
 from broker.store import JobRecord, Store
 
-log = structlog.get_logger("broker.webhooks")
+log = structlog.get_logger("broker.jobs.team_webhooks")
 
 RETRY_DELAYS_S = (1.0, 5.0, 30.0, 120.0)
 TIMEOUT_S = 10.0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from broker.api.common import identity_of, json_response
+from broker.api.intake import read_intake
 from broker.appkeys import DEPLOYMENT
 from broker.errors import Forbidden
-from broker.handlers.common import identity_of, json_response
-from broker.intake import read_intake
-from broker.routing import quote_for
+from broker.jobs.routing import quote_for
 from pricing.table import pricing_table
 
 

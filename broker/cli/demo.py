@@ -12,11 +12,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.cli import CommandFailed, check_store, load_settings, start_site
 from broker.client import BrokerClient
 from broker.config import ConfigError, load_config
-from broker.logging import configure_logging
+from broker.observability.logging import configure_logging
 from broker.schema import BrokerError, Job
 
 SAMPLE = Path(__file__).resolve().parent.parent / "local_backend" / "assets" / "sample.png"

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from broker.api.common import identity_of, json_response
 from broker.appkeys import CLOCK, DEPLOYMENT, STORE
 from broker.auth import Identity
 from broker.errors import Forbidden, InvalidRequest
-from broker.handlers.common import identity_of, json_response
-from broker.reconciliation import build_reconciliation
-from broker.reports import BadParameter, build_report, parse_group_by, report_window
+from broker.observability.reconciliation import build_reconciliation
+from broker.observability.reports import BadParameter, build_report, parse_group_by, report_window
 
 routes = web.RouteTableDef()
 FORMATS = ("json", "csv")

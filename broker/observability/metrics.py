@@ -1,7 +1,7 @@
 """Prometheus metrics, on a registry owned by the app (no global registry).
 
 Counters follow stored job changes (`MetricsObserver`, fed each change's before/after, so a cost is
-counted once, when it is booked) and provider calls (`broker.provider_calls`). Gauges that describe
+counted once, when it is booked) and provider calls (`provider_calls.py`). Gauges that describe
 the present (queue depth, jobs in flight, budgets) are read from the store at scrape time, so they
 are right for every replica sharing a store and after a restart.
 
@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from broker import budgets
 from broker.appkeys import CLOCK, DEPLOYMENT, STORE
-from broker.routing import current_policy
+from broker.jobs import budgets
+from broker.jobs.routing import current_policy
 from broker.schema import Attempt, AttemptStatus, JobStatus
 from broker.store import JobRecord
 from pricing.money import MICROS_PER_USD, Money

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from broker.api.common import json_response
 from broker.appkeys import RUNNER, STORE
 from broker.errors import NotReady
-from broker.handlers.common import json_response
 
 routes = web.RouteTableDef()
 

@@ -12,7 +12,7 @@ from adapters.emulators.sandbox import Sandbox, start_sandbox
 from broker.config import BrokerConfig
 from broker.settings import Settings
 
-log = structlog.get_logger("broker.sandbox")
+log = structlog.get_logger("broker.cli.sandbox")
 
 
 def sandbox_settings(settings: Settings) -> Settings:

@@ -14,13 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.api.common import identity_of, json_response
+from broker.api.intake import read_json
 from broker.appkeys import DEPLOYMENT, STORE
 from broker.auth import Identity, require_admin
-from broker.budgets import budget_status
 from broker.errors import Forbidden, InvalidRequest, NotFound
-from broker.handlers.common import identity_of, json_response
-from broker.intake import read_json
-from broker.routing import current_policy
+from broker.jobs.budgets import budget_status
+from broker.jobs.routing import current_policy
 from broker.store.base import PolicyVersion, policy_diff
 from policies.edits import PolicyInvalid, check_names, parse_policy, stored_form
 

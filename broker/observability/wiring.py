@@ -6,9 +6,9 @@ import aiohttp
 from aiohttp import web
 
 from broker.appkeys import DEPLOYMENT, OBSERVERS
-from broker.joblog import TransitionLogger
-from broker.metrics import METRICS, BrokerMetrics, MetricsObserver
-from broker.provider_calls import ProviderResolver, provider_trace_config
+from broker.observability.joblog import TransitionLogger
+from broker.observability.metrics import METRICS, BrokerMetrics, MetricsObserver
+from broker.observability.provider_calls import ProviderResolver, provider_trace_config
 
 
 def install(app: web.Application) -> aiohttp.TraceConfig:

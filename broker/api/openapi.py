@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from broker import __version__
-from broker.handlers.common import json_response
+from broker.api.common import json_response
 from broker.schema import Job, JobRequest
 from policies.model import Policy
 

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from broker import budgets
+from broker.api.common import identity_of, json_response
+from broker.api.intake import Intake, read_intake
 from broker.appkeys import ARTIFACTS, OBSERVERS, RUNNER, STORE
 from broker.auth import Identity
 from broker.errors import Conflict, Forbidden, InvalidRequest, NoFeasibleRoute, NotFound
-from broker.events import notify
-from broker.handlers.common import identity_of, json_response
-from broker.intake import Intake, read_intake
-from broker.routing import current_policy, quote_for
+from broker.jobs import budgets
+from broker.jobs.routing import current_policy, quote_for
+from broker.observability.events import notify
 from broker.schema import Job, JobStatus, RouteRef
 from broker.store import IdempotencyConflict, JobRecord, Store, StoreUnavailable
 

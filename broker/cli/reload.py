@@ -15,7 +15,7 @@ from broker.appkeys import DEPLOYMENT, RUNNER
 from broker.auth import Authenticator
 from broker.config import BrokerConfig, ConfigError, load_config
 
-log = structlog.get_logger("broker.reload")
+log = structlog.get_logger("broker.cli.reload")
 
 
 def _restart_only_changes(old: BrokerConfig, new: BrokerConfig) -> list[str]:

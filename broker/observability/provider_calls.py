@@ -20,9 +20,9 @@ import structlog
 from yarl import URL
 
 from broker.config import ProviderConfig
-from broker.metrics import BrokerMetrics
+from broker.observability.metrics import BrokerMetrics
 
-log = structlog.get_logger("broker.provider_calls")
+log = structlog.get_logger("broker.observability.provider_calls")
 
 MAX_ENDPOINTS = 50
 MAX_SEGMENTS = 8

@@ -15,8 +15,10 @@ from aiohttp import web
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from adapters.failures import providers_to_exclude
 from adapters.outbound import Resolver
-from broker import observability
-from broker.api import dashboard, inputs, providers
+from broker.api import callbacks, dashboard, health, inputs, jobs, openapi, policies, providers
+from broker.api import metrics as metrics_handlers
+from broker.api import reports as report_handlers
+from broker.api.middleware import errors, request_context
 from broker.appkeys import (
     ADAPTERS,
     ARTIFACTS,
@@ -30,26 +32,23 @@ from broker.appkeys import (
     SETTINGS,
     STORE,
 )
-from broker.artifacts import ArtifactStore
 from broker.auth import Authenticator
-from broker.budgets import budget_windows
 from broker.config import BrokerConfig
 from broker.deployment import Deployment
-from broker.handlers import callbacks, health, jobs, openapi, policies
-from broker.handlers import metrics as metrics_handlers
-from broker.handlers import reports as report_handlers
-from broker.health import ProviderHealth
-from broker.hosted_inputs import InputHosting
+from broker.jobs.budgets import budget_windows
 from broker.jobs.context import RunnerOptions, StepContext
+from broker.jobs.hosted_inputs import InputHosting
+from broker.jobs.provider_health import ProviderHealth
 from broker.jobs.reconcile import Bookkeeper
+from broker.jobs.routing import current_policy, quote_for
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.slots import LocalSlots, Slots
-from broker.logging import scrubber, secret_values
-from broker.middleware import errors, request_context
-from broker.routing import current_policy, quote_for
+from broker.jobs.team_webhooks import TeamWebhooks
+from broker.observability import wiring
+from broker.observability.logging import scrubber, secret_values
 from broker.settings import Settings
 from broker.store import JobRecord, open_store
-from broker.webhooks import TeamWebhooks
+from broker.store.artifacts import ArtifactStore
 from policies.model import Policy
 from pricing.money import Money
 from pricing.quote import Quote
@@ -109,7 +108,7 @@ def create_app(
     app[DEPLOYMENT] = Deployment(config, Authenticator(config, environment))
     app[CLOCK] = clock or time.time
     app[OBSERVERS] = []
-    trace = observability.install(app)  # metrics and transition logs observe jobs; provider calls traced
+    trace = wiring.install(app)  # metrics and transition logs observe jobs; provider calls traced
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         store = open_store(
@@ -158,7 +157,7 @@ def create_app(
 def _shared_state(app: web.Application) -> tuple[Slots, ProviderHealth]:
     """Capacity and circuit state where every replica sees them: in Redis with a Redis store, else in
     this process (SQLite serves one process)."""
-    from broker.capacity import Capacity
+    from broker.jobs.capacity import Capacity
     from broker.store.redis import RedisStore
 
     store, clock = app[STORE], app[CLOCK]
@@ -233,7 +232,7 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
 
 
 def _add_pricing_routes(app: web.Application) -> None:
-    from broker import api_pricing
+    from broker.api import pricing as api_pricing
 
     app.router.add_get("/v1/pricing", api_pricing.get_pricing)
     app.router.add_post("/v1/quotes", api_pricing.post_quote)

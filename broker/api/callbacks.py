@@ -9,10 +9,10 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
+from broker.api.common import json_response
+from broker.api.intake import JSON_MAX_DEPTH, too_deep
 from broker.appkeys import ADAPTERS, RUNNER
 from broker.errors import InvalidRequest, NotFound
-from broker.handlers.common import json_response
-from broker.intake import JSON_MAX_DEPTH, too_deep
 
 log = structlog.get_logger("broker.callbacks")
 routes = web.RouteTableDef()

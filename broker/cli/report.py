@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TextIO
 
 from broker.config import ConfigError, load_config
-from broker.reconciliation import Reconciliation, build_reconciliation
-from broker.reports import BadParameter, CostReport, build_report, parse_group_by, report_window
+from broker.observability.reconciliation import Reconciliation, build_reconciliation
+from broker.observability.reports import BadParameter, CostReport, build_report, parse_group_by, report_window
 from broker.schema import BrokerError
 from broker.settings import Settings
 from broker.store import Store, open_store

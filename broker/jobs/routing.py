@@ -10,7 +10,7 @@ from aiohttp import web
 
 from adapters.images import image_infeasibility
 from broker.appkeys import ADAPTERS, DEPLOYMENT, RUNNER, SETTINGS, STORE
-from broker.hosted_inputs import HOSTING_OFF, InputHosting
+from broker.jobs.hosted_inputs import HOSTING_OFF, InputHosting
 from broker.schema import JobRequest, decode_data_uri
 from policies.effective import effective_constraints
 from policies.model import Policy

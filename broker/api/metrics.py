@@ -6,7 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from broker.jobs.provider_status import refresh_provider_gauges
-from broker.metrics import METRICS, refresh_gauges
+from broker.observability.metrics import METRICS, refresh_gauges
 
 routes = web.RouteTableDef()
 
