@@ -18,6 +18,7 @@ from adapters.errors import (
     ContentRejected,
     GenerationFailed,
     InsufficientFunds,
+    OutputInvalid,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
@@ -26,7 +27,6 @@ from adapters.errors import (
     SubmissionUncertain,
 )
 from adapters.failures import Health, Scope, classify, providers_to_exclude
-from adapters.http import OutputInvalid
 from adapters.runway import RunwayAdapter
 from broker.jobs.routing import quote_for
 from broker.schema import Attempt, AttemptStatus, ErrorCode, JobError, JobRequest

@@ -13,12 +13,7 @@ from pathlib import Path
 
 import av
 
-from broker.schema import BrokerError, ErrorCode
-
-
-class OutputInvalid(BrokerError):
-    code = ErrorCode.OUTPUT_INVALID
-    http_status = 502
+from adapters.errors import OutputInvalid
 
 
 @dataclass(frozen=True, slots=True)
