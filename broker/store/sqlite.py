@@ -28,6 +28,7 @@ from broker.store.sqlite_ledger import SQLiteLedger
 _Write = tuple[JobRecord, JobRecord, "asyncio.Future[bool]"]
 _UNREADABLE = "unreadable"  # the status column of a quarantined record
 
+
 def _dump(record: JobRecord) -> str:
     return record.model_dump_json()
 
@@ -288,4 +289,3 @@ class SQLiteStore(SQLiteLedger, Store):
             lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,)).fetchone()
         )
         return int(row[0])
-
