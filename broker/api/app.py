@@ -20,6 +20,7 @@ from broker.api import metrics as metrics_handlers
 from broker.api import reports as report_handlers
 from broker.api.middleware import errors, request_context
 from broker.appkeys import (
+    ACCEPTANCE,
     ADAPTERS,
     ARTIFACTS,
     BOOKKEEPER,
@@ -28,6 +29,7 @@ from broker.appkeys import (
     HTTP,
     OBSERVERS,
     OUTBOUND,
+    ROUTER,
     RUNNER,
     SETTINGS,
     STORE,
@@ -35,12 +37,13 @@ from broker.appkeys import (
 from broker.auth import Authenticator
 from broker.config import BrokerConfig
 from broker.deployment import Deployment
+from broker.jobs.acceptance import Acceptance
 from broker.jobs.budgets import budget_windows
 from broker.jobs.context import RunnerOptions, StepContext
 from broker.jobs.hosted_inputs import InputHosting
 from broker.jobs.provider_health import ProviderHealth
 from broker.jobs.reconcile import Bookkeeper
-from broker.jobs.routing import current_policy, quote_for
+from broker.jobs.routing import Router
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.slots import LocalSlots, Slots
 from broker.jobs.team_webhooks import TeamWebhooks
@@ -129,6 +132,7 @@ def create_app(
             app[ADAPTERS] = build_adapters(app, factories or default_factories(), environment)
             runner = _runner(app, sleep, environment)
             app[RUNNER] = runner
+            app[ACCEPTANCE] = Acceptance(store, app[ROUTER], app[OBSERVERS], app[CLOCK], runner.wake)
             await runner.start()
             bookkeeper = Bookkeeper(runner.ctx)
             app[BOOKKEEPER] = bookkeeper
@@ -171,25 +175,27 @@ def _shared_state(app: web.Application) -> tuple[Slots, ProviderHealth]:
 
 
 def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Scheduler:
+    """The scheduler, and the router it and the API quote with (put on the app as `ROUTER`)."""
     settings, config = app[SETTINGS], app[DEPLOYMENT].config
+    hosting = InputHosting.from_settings(settings)
+    slots, health = _shared_state(app)
+    slots.follow(config.providers)
+    adapters: dict[str, Adapter] = app[ADAPTERS]
+    router = Router(app[DEPLOYMENT], adapters, app[STORE], hosting, health, slots)
+    app[ROUTER] = router
 
     async def accepted_policy(record: JobRecord) -> Policy:
         """The policy the job was accepted under (jobs stored before that was recorded: the current one)."""
         if record.policy is not None:
             return Policy.model_validate(record.policy)
-        return await current_policy(app, record.job.team)
+        return await router.policy(record.job.team)
 
     async def requote(record: JobRecord, tried: Collection[str]) -> Quote:
         policy = await accepted_policy(record)
         # Providers that failed the job at provider level are left for the rest of it (adapters.failures).
         gone = providers_to_exclude(record.job.attempts)
-        return await quote_for(
-            app,
-            record.job.team,
-            record.job.request,
-            exclude_routes=tried,
-            exclude_providers=gone,
-            policy=policy,
+        return await router.quote(
+            record.job.team, record.job.request, exclude_routes=tried, exclude_providers=gone, policy=policy
         )
 
     async def max_attempts(record: JobRecord) -> int:
@@ -200,8 +206,6 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
         windows = budget_windows(record.job.team, await accepted_policy(record), record.job.created_at)
         return not windows or (await app[STORE].reserve_budget(record.id, amount.micros, windows)).ok
 
-    slots, health = _shared_state(app)
-    slots.follow(config.providers)
     context = StepContext(
         store=app[STORE],
         artifacts=app[ARTIFACTS],
@@ -212,7 +216,7 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
             workers=settings.workers,
             lease_s=settings.lease_s,
             public_url=settings.public_url,
-            input_hosting=InputHosting.from_settings(settings),
+            input_hosting=hosting,
             outbound=app[OUTBOUND],
         ),
         clock=app[CLOCK],

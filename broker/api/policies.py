@@ -48,7 +48,7 @@ def _config_form(request: web.Request, team: str) -> dict[str, Any]:
 
 async def _policy_body(request: web.Request, team: str) -> dict[str, Any]:
     stored = await request.app[STORE].get_policy(team)
-    effective = await current_policy(request.app, team)
+    effective = await current_policy(request.app[DEPLOYMENT].config, request.app[STORE], team)
     body: dict[str, Any] = {
         "team": team,
         "version": 0 if stored is None else stored.version,

@@ -6,9 +6,8 @@ from aiohttp import web
 
 from broker.api.common import identity_of, json_response
 from broker.api.intake import read_intake
-from broker.appkeys import DEPLOYMENT
+from broker.appkeys import DEPLOYMENT, ROUTER
 from broker.errors import Forbidden
-from broker.jobs.routing import quote_for
 from pricing.table import pricing_table
 
 
@@ -24,5 +23,6 @@ async def post_quote(request: web.Request) -> web.Response:
     if identity.team is None:
         raise Forbidden("quotes are for a team: use a team key")
     intake = await read_intake(request)
-    quote = await quote_for(request.app, identity.team, intake.request, upload_bytes=intake.upload_bytes)
+    router = request.app[ROUTER]
+    quote = await router.quote(identity.team, intake.request, upload_bytes=intake.upload_bytes)
     return json_response(quote.to_json())

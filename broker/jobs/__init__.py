@@ -5,8 +5,9 @@ job takes next; `submit.py`, `poll.py` and `download.py` are the steps; `ending.
 and jobs; `costs.py` turns provider answers into money; `booking.py` stops a task at its provider
 and books what it charged; `reconcile.py` follows unconfirmed charges up and sweeps unsettled
 budgets beside the scheduler; `work.py` is a job held under a lease for one step; `context.py` what
-the steps share. What they decide with: `routing.py` (quotes a request against the catalog, the
-policy, provider health and capacity), `capacity.py` and `slots.py` (provider concurrency and rate
+the steps share; `acceptance.py` takes jobs in and cancels them for the API. What they decide with:
+`routing.py` (the `Router`: quotes a request against the catalog, the policy, provider health and
+capacity), `capacity.py` and `slots.py` (provider concurrency and rate
 limits), `provider_health.py` (circuit breakers per provider), `provider_status.py` (what a
 provider's answer means for it), `budgets.py` (team budget windows), `hosted_inputs.py` (signed URLs
 for inputs providers fetch) and `team_webhooks.py` (the signed webhooks to teams).

@@ -1,17 +1,25 @@
 """Quoting a job for a team: the team's current policy, the providers the app can reach, their health,
 their free capacity and the job's image decide which catalog routes are feasible (`pricing.quote`
-ranks them). Observed latencies stand in for the catalog's expected ones once there are any."""
+ranks them). Observed latencies stand in for the catalog's expected ones once there are any.
+
+`Router` holds what a quote depends on, each named: the deployment in force (config.yaml, swapped by
+a reload), the adapters built at start, the store (team policies), input hosting, provider health and
+capacity slots. A quote reads them and changes none (a reload updates the slots' limits).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from aiohttp import web
-
+from adapters.base import Adapter
 from adapters.images import image_infeasibility
-from broker.appkeys import ADAPTERS, DEPLOYMENT, RUNNER, SETTINGS, STORE
+from broker.config import BrokerConfig
+from broker.deployment import Deployment
 from broker.jobs.hosted_inputs import HOSTING_OFF, InputHosting
+from broker.jobs.provider_health import ProviderHealth
+from broker.jobs.slots import Slots
 from broker.schema import JobRequest, decode_data_uri
+from broker.store import Store
 from policies.effective import effective_constraints
 from policies.model import Policy
 from pricing.money import Money
@@ -20,10 +28,9 @@ from pricing.quote import Quote, quote
 PROVIDER_FAILED = "rate-limited, unavailable, out of funds, refused our key, or failed the render"
 
 
-async def current_policy(app: web.Application, team: str) -> Policy:
+async def current_policy(config: BrokerConfig, store: Store, team: str) -> Policy:
     """The team's policy: its latest edit through the API if any, else config.yaml's; over `default`."""
-    config = app[DEPLOYMENT].config
-    stored = await app[STORE].get_policy(team)
+    stored = await store.get_policy(team)
     if stored is None:
         return config.policy_for(team)
     return Policy.model_validate(stored.policy).merged_over(config.policies.get("default", Policy()))
@@ -41,12 +48,14 @@ def image_size(request: JobRequest, upload_bytes: int | None) -> tuple[bool, boo
 
 
 def unavailable_providers(
-    app: web.Application, request: JobRequest, upload_bytes: int | None
+    config: BrokerConfig,
+    adapters: Mapping[str, Adapter],
+    hosting: InputHosting | None,
+    request: JobRequest,
+    upload_bytes: int | None,
 ) -> dict[str, str]:
     """Provider -> why none of its routes can serve this job right now."""
-    config, adapters = app[DEPLOYMENT].config, app[ADAPTERS]
     has_url, has_bytes, size = image_size(request, upload_bytes)
-    hosting = InputHosting.from_settings(app[SETTINGS])
     # With hosting on, image bytes can also be handed over as a signed URL (GET /v1/inputs/{id}).
     reachable_by_url = has_url or (has_bytes and hosting is not None)
     reasons: dict[str, str] = {}
@@ -77,54 +86,75 @@ def unpriced_ceiling_of(policy: Policy) -> Money | None:
     return None if ceiling is None else Money.parse(ceiling)
 
 
-async def quote_for(
-    app: web.Application,
-    team: str,
-    request: JobRequest,
-    *,
-    upload_bytes: int | None = None,
-    exclude_routes: Collection[str] = (),
-    exclude_providers: Collection[str] = (),
-    policy: Policy | None = None,
-) -> Quote:
-    """Quote `request` for `team` under `policy` (default: the team's current one), skipping routes in
-    `exclude_routes` and every route of the providers in `exclude_providers` (those that failed this
-    job at the provider level: `adapters.failures.providers_to_exclude`).
+class Router:
+    """Quotes jobs for teams from its named dependencies (see the module docstring)."""
 
-    Providers with an open circuit are rejected. Providers at capacity are rejected too when another
-    route can serve the job; when none can, the quote keeps them (the job waits for a slot).
-    """
-    if policy is None:
-        policy = await current_policy(app, team)
-    unpriced_ceiling = unpriced_ceiling_of(policy)
-    unavailable = _merged(
-        unavailable_providers(app, request, upload_bytes),
-        {name: f"provider {name} already failed this job ({PROVIDER_FAILED})" for name in exclude_providers},
-    )
-    latency: Mapping[str, int] = {}
-    saturated: Mapping[str, str] = {}
-    runner = app.get(RUNNER)
-    if runner is not None:
-        # Limits come from the config in force, so a reload changes them before the next route is picked.
-        runner.slots.follow(app[DEPLOYMENT].config.providers)
-        unavailable = _merged(unavailable, await runner.health.unavailable_now())
-        latency, saturated = runner.health.latency.expected(), await runner.slots.saturated()
+    def __init__(
+        self,
+        deployment: Deployment,
+        adapters: Mapping[str, Adapter],
+        store: Store,
+        hosting: InputHosting | None,
+        health: ProviderHealth,
+        slots: Slots,
+    ) -> None:
+        self.deployment = deployment
+        self.adapters = adapters
+        self.store = store
+        self.hosting = hosting
+        self.health = health
+        self.slots = slots
 
-    def ranked(busy: Mapping[str, str]) -> Quote:
-        return quote(
-            request,
-            app[DEPLOYMENT].config.routes,
-            constraints=effective_constraints(policy, request.constraints),
-            exclude_models=policy.exclude_models,
-            unavailable=_merged(unavailable, busy),
-            exclude_routes=exclude_routes,
-            latency=latency,
-            unpriced_ceiling=unpriced_ceiling,
+    async def policy(self, team: str) -> Policy:
+        """The team's current policy (see `current_policy`)."""
+        return await current_policy(self.deployment.config, self.store, team)
+
+    async def quote(
+        self,
+        team: str,
+        request: JobRequest,
+        *,
+        upload_bytes: int | None = None,
+        exclude_routes: Collection[str] = (),
+        exclude_providers: Collection[str] = (),
+        policy: Policy | None = None,
+    ) -> Quote:
+        """Quote `request` for `team` under `policy` (default: the team's current one), skipping routes
+        in `exclude_routes` and every route of the providers in `exclude_providers` (those that failed
+        this job at the provider level: `adapters.failures.providers_to_exclude`).
+
+        Providers with an open circuit are rejected. Providers at capacity are rejected too when another
+        route can serve the job; when none can, the quote keeps them (the job waits for a slot).
+        """
+        if policy is None:
+            policy = await self.policy(team)
+        config = self.deployment.config
+        unpriced_ceiling = unpriced_ceiling_of(policy)
+        failed = {
+            name: f"provider {name} already failed this job ({PROVIDER_FAILED})" for name in exclude_providers
+        }
+        unavailable = _merged(
+            unavailable_providers(config, self.adapters, self.hosting, request, upload_bytes),
+            failed,
+            await self.health.unavailable_now(),
         )
+        latency, saturated = self.health.latency.expected(), await self.slots.saturated()
 
-    answer = ranked(saturated)
-    if answer.chosen is None and saturated:
-        waiting = ranked({})
-        if waiting.chosen is not None:
-            return waiting
-    return answer
+        def ranked(busy: Mapping[str, str]) -> Quote:
+            return quote(
+                request,
+                config.routes,
+                constraints=effective_constraints(policy, request.constraints),
+                exclude_models=policy.exclude_models,
+                unavailable=_merged(unavailable, busy),
+                exclude_routes=exclude_routes,
+                latency=latency,
+                unpriced_ceiling=unpriced_ceiling,
+            )
+
+        answer = ranked(saturated)
+        if answer.chosen is None and saturated:
+            waiting = ranked({})
+            if waiting.chosen is not None:
+                return waiting
+        return answer

@@ -152,7 +152,7 @@ async def refresh_gauges(app: web.Application) -> None:
     remaining: dict[tuple[str, str], Money] = {}
     limits: dict[tuple[str, str], Money] = {}
     for team in config.teams:
-        windows = budgets.budget_windows(team.name, await current_policy(app, team.name), now)
+        windows = budgets.budget_windows(team.name, await current_policy(config, store, team.name), now)
         usage = await store.budget_usage([w.key for w in windows])
         for window in windows:
             spent, reserved = usage.get(window.key, (0, 0))
