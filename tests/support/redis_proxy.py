@@ -1,10 +1,17 @@
-"""A loopback TCP proxy in front of Redis that can drop replies, to test answers lost on the way."""
+"""A loopback TCP proxy in front of Redis that can drop replies, to test answers lost on the way; free
+ports and fresh key prefixes for Redis tests."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from urllib.parse import urlparse
+
+
+def fresh_prefix() -> str:
+    """A key prefix of its own for one test (the store's keys under it are dropped afterwards)."""
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def free_port() -> int:
