@@ -17,6 +17,7 @@ from adapters.failures import providers_to_exclude
 from adapters.outbound import Resolver
 from broker.api import callbacks, dashboard, health, inputs, jobs, openapi, policies, providers
 from broker.api import metrics as metrics_handlers
+from broker.api import pricing as pricing_handlers
 from broker.api import reports as report_handlers
 from broker.api.middleware import errors, request_context
 from broker.appkeys import (
@@ -55,6 +56,21 @@ from broker.store.artifacts import ArtifactStore
 from policies.model import Policy
 from pricing.money import Money
 from pricing.quote import Quote
+
+# Every route of the API, one module per resource, each with its `routes` table.
+HANDLERS = (
+    jobs,
+    health,
+    openapi,
+    callbacks,
+    report_handlers,
+    metrics_handlers,
+    policies,
+    inputs,
+    providers,
+    dashboard,
+    pricing_handlers,
+)
 
 
 def default_factories() -> Mapping[str, AdapterFactory]:
@@ -151,10 +167,8 @@ def create_app(
                 await store.close()
 
     app.cleanup_ctx.append(resources)
-    for module in (jobs, health, openapi, callbacks, report_handlers, metrics_handlers, policies):
+    for module in HANDLERS:
         app.router.add_routes(module.routes)
-    app.router.add_routes([*inputs.routes, *providers.routes, *dashboard.routes])
-    _add_pricing_routes(app)
     return app
 
 
@@ -233,10 +247,3 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
         },
     )
     return Scheduler(context)
-
-
-def _add_pricing_routes(app: web.Application) -> None:
-    from broker.api import pricing as api_pricing
-
-    app.router.add_get("/v1/pricing", api_pricing.get_pricing)
-    app.router.add_post("/v1/quotes", api_pricing.post_quote)

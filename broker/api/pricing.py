@@ -10,13 +10,17 @@ from broker.appkeys import DEPLOYMENT, ROUTER
 from broker.errors import Forbidden
 from pricing.table import pricing_table
 
+routes = web.RouteTableDef()
 
+
+@routes.get("/v1/pricing")
 async def get_pricing(request: web.Request) -> web.Response:
     """Every route's price in its own unit and in USD for the durations it supports."""
     identity_of(request)
     return json_response(pricing_table(request.app[DEPLOYMENT].config.routes))
 
 
+@routes.post("/v1/quotes")
 async def post_quote(request: web.Request) -> web.Response:
     """Quote a job body for the caller's team without creating anything."""
     identity = identity_of(request)
