@@ -66,6 +66,25 @@ def test_the_api_is_imported_by_nothing_below_it() -> None:
     assert wrong == []
 
 
+# What each broker package stays clear of (their __init__ docstrings say the same).
+BELOW = {
+    "broker/jobs": ("broker.api", "broker.cli"),
+    "broker/store": ("broker.api", "broker.cli", "broker.observability"),
+    "broker/observability": ("broker.api", "broker.cli"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(BELOW))
+def test_the_broker_packages_import_nothing_above_them(folder: str) -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in sources(folder)
+        for line, name in imported_modules(path)
+        if any(is_module(name, above) for above in BELOW[folder])
+    ]
+    assert wrong == []
+
+
 def test_the_checker_sees_every_form_of_import(tmp_path: Path) -> None:
     # The rules above pass only if the checker finds imports at all, in each form they take.
     module = tmp_path / "broker" / "jobs" / "x.py"
