@@ -3,16 +3,8 @@
 -- so a job whose runner dies is due again the moment its lease lapses.
 local replayed = redis.call('GET', KEYS[2])
 local out = {}
-local function emit(id)
-  local f = fields(key('job', id))
-  table.insert(out, id)
-  table.insert(out, f[1])
-  table.insert(out, f[2])
-  table.insert(out, f[3])
-  table.insert(out, f[4])
-end
 if replayed then
-  for id in string.gmatch(replayed, '[^,]+') do emit(id) end
+  for id in string.gmatch(replayed, '[^,]+') do emit(out, id) end
   return out
 end
 local now, owner, limit = tonumber(ARGV[2]), ARGV[5], tonumber(ARGV[6])
@@ -26,7 +18,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT
     redis.call('HSET', jk, 'o', owner, 'l', ARGV[3], 'w', ARGV[4])
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     table.insert(taken, id)
-    emit(id)
+    emit(out, id)
   end
 end
 -- Kept only as long as redis-py may resend this call.

@@ -14,3 +14,12 @@ end
 local function place(id, ready)
   if ready == '' then redis.call('ZREM', key('due'), id) else redis.call('ZADD', key('due'), ready, id) end
 end
+-- Append a job's id and its fields r, v, o, l to `out`: how claims and listings answer.
+local function emit(out, id)
+  local f = fields(key('job', id))
+  table.insert(out, id)
+  table.insert(out, f[1])
+  table.insert(out, f[2])
+  table.insert(out, f[3])
+  table.insert(out, f[4])
+end

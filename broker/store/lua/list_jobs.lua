@@ -2,11 +2,6 @@
 -- id, then the fields r, v, o, l of each job.
 local out = {}
 for _, id in ipairs(redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[2], '-', 'LIMIT', 0, tonumber(ARGV[3]))) do
-  local f = fields(key('job', id))
-  table.insert(out, id)
-  table.insert(out, f[1])
-  table.insert(out, f[2])
-  table.insert(out, f[3])
-  table.insert(out, f[4])
+  emit(out, id)
 end
 return out
