@@ -89,9 +89,9 @@ class Acceptance:
             job=job,
             request_hash=request_hash,
             idempotency_key=idempotency_key,
-            baseline_cost_usd=str(quote.baseline.cost) if quote.baseline else None,
+            baseline_cost_usd=quote.baseline.cost if quote.baseline else None,
             policy=policy.model_dump(mode="json", exclude_none=True),
-            reserved_usd=str(estimate),
+            reserved_usd=estimate,
         )
         await budgets.reserve(self.store, job.id, estimate, budgets.budget_windows(team, policy, now))
         try:

@@ -135,14 +135,14 @@ async def _budget_covers(
 ) -> bool:
     """Reserve what this attempt may cost beyond what the job already holds (a fallback to a pricier
     route); when the team's budget cannot take it, end the job rather than overspend."""
-    held = Money.parse(work.record.reserved_usd) if work.record.reserved_usd else None
+    held = work.record.reserved_usd
     if ctx.reserve_more is None or price is None or held is None:
         return True
     need = Money.parse(work.job.cost_usd) + price - held
     if need.micros <= 0:
         return True
     if await ctx.reserve_more(work.record, need):
-        await work.save(lambda r: r.model_copy(update={"reserved_usd": str(held + need)}))
+        await work.save(lambda r: r.model_copy(update={"reserved_usd": held + need}))
         return True
     await ctx.provider_slots.release(route.provider, attempt_id)
     await ctx.provider_health.report_abandoned(route.provider)

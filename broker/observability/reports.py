@@ -81,7 +81,7 @@ class Tally:
         if job.status is JobStatus.SUCCEEDED:
             self.succeeded += 1
             if record.baseline_cost_usd is not None:
-                self.baseline += Money.parse(record.baseline_cost_usd)
+                self.baseline += record.baseline_cost_usd
                 self.baseline_actual += Money.parse(job.cost_usd)
         elif job.status is JobStatus.FAILED:
             self.failed += 1

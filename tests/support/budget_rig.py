@@ -41,6 +41,6 @@ async def assert_budget_balances(r: Rig) -> None:
     policy = app[DEPLOYMENT].config.policy_for("studio")
     keys = [w.key for w in budget_windows("studio", policy, datetime.now(UTC))]
     page, _ = await store.list_jobs(team="studio", limit=200)
-    open_holds = sum(Money.parse(j.reserved_usd or "0").micros for j in page if not j.status.terminal)
+    open_holds = sum((j.reserved_usd or Money.zero()).micros for j in page if not j.status.terminal)
     spent = sum(Money.parse(j.job.cost_usd).micros for j in page if j.status.terminal)
     assert keys and await store.budget_usage(keys) == dict.fromkeys(keys, (spent, open_holds))

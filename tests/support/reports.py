@@ -48,7 +48,8 @@ def finished(
     changed = record.evolve(
         status=status, attempts=attempts, cost_usd=str(total), estimated_cost_usd=estimate, route=route
     )
-    return changed.model_copy(update={"baseline_cost_usd": baseline})
+    baseline_usd = None if baseline is None else Money.parse(baseline)
+    return changed.model_copy(update={"baseline_cost_usd": baseline_usd})
 
 
 def workload() -> list[JobRecord]:
