@@ -13,9 +13,12 @@ never by message text, and the router decides from the class alone:
           │    └── ContentRejected     moderation / SAFETY.*; the same input fails everywhere; stop
           ├── AuthFailed               401/403 on our key; fall back (the operator must fix the key)
           ├── InsufficientFunds        402 / out of credits; fall back
-          └── SubmissionUncertain      a submit whose answer never arrived; never resubmitted blindly
+          ├── SubmissionUncertain      a submit whose answer never arrived; never resubmitted blindly
+          └── OutputInvalid            the output could not be fetched as a bounded, non-empty file, or is
+                                       not a decodable video (raised by the download and the artifact store)
 
-What the job does next is `adapters.failures.classify`'s table, by error code.
+What the job does next is `adapters.failures.classify`'s table, by error code. The whole tree, the
+broker's own errors included, is drawn in `broker/errors.py`.
 """
 
 from __future__ import annotations
@@ -98,3 +101,9 @@ class SubmissionUncertain(ProviderError):
 
     code = ErrorCode.SUBMISSION_UNCERTAIN
     fallback = False
+
+
+class OutputInvalid(ProviderError):
+    """The provider's output could not be downloaded as a bounded, non-empty file, or is no video."""
+
+    code = ErrorCode.OUTPUT_INVALID

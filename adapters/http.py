@@ -26,6 +26,7 @@ from adapters.base import Clock, Sleep, TaskStatus
 from adapters.errors import (
     AuthFailed,
     InsufficientFunds,
+    OutputInvalid,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
@@ -33,7 +34,6 @@ from adapters.errors import (
     RequestInvalid,
     SubmissionUncertain,
 )
-from broker.schema import ErrorCode
 
 T = TypeVar("T")
 
@@ -189,12 +189,6 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
             raise aiohttp.ClientPayloadError(f"answer larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-class OutputInvalid(ProviderError):
-    """The provider's output could not be downloaded as a bounded, non-empty file."""
-
-    code = ErrorCode.OUTPUT_INVALID
 
 
 async def download(

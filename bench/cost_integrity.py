@@ -27,10 +27,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.emulators.emulator import ProviderEmulator
 from adapters.emulators.sandbox import Sandbox
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import RUNNER
+from broker.cli.sandbox import start_sandboxed
 from broker.config import BrokerConfig, load_config, parse_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
 from pricing.catalog import RouteSpec
 from pricing.money import Money

@@ -9,14 +9,16 @@ from aiohttp import web
 
 from adapters.base import Adapter, Clock
 from adapters.outbound import OutboundPolicy
-from broker.artifacts import ArtifactStore
 from broker.deployment import Deployment
-from broker.events import JobObserver
+from broker.observability.events import JobObserver
 from broker.settings import Settings
 from broker.store import Store
+from broker.store.artifacts import ArtifactStore
 
 if TYPE_CHECKING:
+    from broker.jobs.acceptance import Acceptance
     from broker.jobs.reconcile import Bookkeeper
+    from broker.jobs.routing import Router
     from broker.jobs.scheduler import Scheduler
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,6 +29,8 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 ADAPTERS = web.AppKey("adapters", dict[str, Adapter])
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 RUNNER: web.AppKey[Scheduler] = web.AppKey("runner")
+ROUTER: web.AppKey[Router] = web.AppKey("router")  # quotes jobs (broker.jobs.routing)
+ACCEPTANCE: web.AppKey[Acceptance] = web.AppKey("acceptance")  # submits and cancels jobs
 BOOKKEEPER: web.AppKey[Bookkeeper] = web.AppKey("bookkeeper")  # reconciliation and the budget sweep
 OBSERVERS = web.AppKey("observers", list[JobObserver])
 OUTBOUND = web.AppKey("outbound", OutboundPolicy)  # where caller-given URLs may lead

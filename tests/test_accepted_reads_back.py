@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from broker.api.intake import JSON_MAX_DEPTH, parse_job_request, parse_json, too_deep
 from broker.errors import InvalidJson, InvalidRequest
-from broker.intake import JSON_MAX_DEPTH, parse_job_request, parse_json, too_deep
 from broker.schema import METADATA_MAX_DEPTH, Job, JobStatus
 from broker.store import JobRecord, Store
 

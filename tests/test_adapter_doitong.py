@@ -31,7 +31,7 @@ from broker.config import load_config
 from broker.schema import JobRequest
 from pricing.rules import PriceRule, PriceUnit
 from pricing.units import CostUnit, ReportedCost
-from tests.test_adapter_support import CONFIG_PATH, FakeTime, context, is_mp4, serving
+from tests.support.adapters import CONFIG_PATH, FakeTime, context, is_mp4, serving
 
 KEY = "doitong-test-key"
 SECRET = "doitong-webhook-secret-for-tests"

@@ -27,7 +27,7 @@ from adapters.polling import TaskTimedOut, poll_until_done
 from broker.config import load_config
 from broker.schema import JobRequest, Mode
 from pricing.catalog import RouteSpec
-from tests.test_adapter_support import CONFIG_PATH, FakeTime, context, is_mp4, serving
+from tests.support.adapters import CONFIG_PATH, FakeTime, context, is_mp4, serving
 
 KEY = "fal-test-key"
 KLING = "fal-ai/kling-video/v2.5-turbo/pro/image-to-video"

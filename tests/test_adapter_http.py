@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from adapters.errors import (
     AuthFailed,
     InsufficientFunds,
+    OutputInvalid,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
@@ -24,7 +25,6 @@ from adapters.errors import (
     SubmissionUncertain,
 )
 from adapters.http import (
-    OutputInvalid,
     RetryPolicy,
     download,
     retry_after_seconds,
@@ -32,7 +32,7 @@ from adapters.http import (
     status_error,
     with_retries,
 )
-from tests.test_adapter_support import FakeTime
+from tests.support.adapters import FakeTime
 
 
 @pytest.fixture

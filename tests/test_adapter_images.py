@@ -23,7 +23,7 @@ from adapters.images import (
 )
 from adapters.outbound import IpAddress, OutboundPolicy, Resolver
 from broker.schema import decode_data_uri
-from tests.test_adapter_support import LOOPBACK, loopback_policy, png_bytes
+from tests.support.adapters import LOOPBACK, loopback_policy, png_bytes
 
 PNG = png_bytes(64, 48)
 

@@ -31,7 +31,7 @@ from adapters.muvi import IMAGE_ACCEPTANCE, MuviAdapter, build
 from adapters.polling import poll_until_done
 from broker.schema import JobRequest
 from pricing.units import CostUnit, ReportedCost
-from tests.test_adapter_support import FakeTime, context, is_mp4, price_rule, serving
+from tests.support.adapters import FakeTime, context, is_mp4, price_rule, serving
 
 KEY = "muvi-test-key"
 SECRET = "muvi-webhook-secret-for-tests"

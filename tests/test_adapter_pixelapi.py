@@ -28,7 +28,7 @@ from adapters.pixelapi import PixelApiAdapter, build, parse_generation
 from adapters.polling import poll_until_done
 from broker.schema import JobRequest
 from pricing.units import CostUnit, ReportedCost
-from tests.test_adapter_support import FakeTime, context, is_mp4, png_bytes, price_rule, serving
+from tests.support.adapters import FakeTime, context, is_mp4, png_bytes, price_rule, serving
 
 KEY = "pixelapi-test-key"
 JPEG = png_bytes(96, 64, "JPEG")

@@ -20,7 +20,7 @@ from adapters.base import (
 )
 from adapters.errors import AuthFailed, ProviderError, ProviderUnavailable, RateLimited
 from adapters.polling import TaskTimedOut, poll_until_done
-from tests.test_adapter_support import FakeTime
+from tests.support.adapters import FakeTime
 
 HANDLE = TaskHandle(provider_job_id="task-1", model="m")
 

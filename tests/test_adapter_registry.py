@@ -19,7 +19,7 @@ from adapters.polling import poll_until_done
 from adapters.registry import FACTORIES, factory_for
 from broker.schema import JobRequest
 from pricing.units import CostUnit, ReportedCost
-from tests.test_adapter_support import FakeTime, context, is_mp4, png_bytes
+from tests.support.adapters import FakeTime, context, is_mp4, png_bytes
 
 REMOTE = ("runway", "fal", "muvi", "doitong", "pixelapi")
 MODELS = {

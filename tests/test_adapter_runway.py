@@ -30,7 +30,7 @@ from adapters.runway import RunwayAdapter, build, ratio_for
 from broker.config import load_config
 from broker.schema import AspectRatio, JobRequest, Mode, Resolution
 from pricing.units import CostUnit, ReportedCost
-from tests.test_adapter_support import (
+from tests.support.adapters import (
     CONFIG_PATH,
     FakeTime,
     context,

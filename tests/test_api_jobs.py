@@ -7,32 +7,12 @@ import io
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from tests.conftest import ADMIN_KEY, STUDIO_KEY, auth, fake_config
-from tests.fakes import FakeProvider
-
-Client = TestClient[Any, Any]
-
-
-def png(width: int = 64, height: int = 48) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 80, 40)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-async def wait_for_status(
-    client: Client, job_id: str, *statuses: str, key: str | None = None
-) -> dict[str, Any]:
-    headers = auth(key) if key else auth()
-    for _ in range(400):
-        response = await client.get(f"/v1/jobs/{job_id}", headers=headers)
-        body: dict[str, Any] = await response.json()
-        if body["status"] in statuses:
-            return body
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"job {job_id} stayed {body['status']}")
+from tests.support.adapters import png_bytes as png
+from tests.support.api import wait_for_status
+from tests.support.deployment import ADMIN_KEY, STUDIO_KEY, auth, fake_config
+from tests.support.fakes import FakeProvider
 
 
 async def test_health_and_openapi_need_no_key(make_client: Any) -> None:

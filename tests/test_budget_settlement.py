@@ -6,22 +6,17 @@ budget window's reservation equals the holds of its still-open jobs and its spen
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.cost_integrity import GEN4_TURBO, MUVI_GEN4, STUDIO_KEY, Rig, rig
-from broker.appkeys import BOOKKEEPER, DEPLOYMENT, STORE
-from broker.budgets import budget_windows
+from bench.cost_integrity import GEN4_TURBO, MUVI_GEN4, STUDIO_KEY, Rig
+from broker.appkeys import BOOKKEEPER, STORE
 from broker.store import Store, StoreUnavailable
-from broker.store.redis import RedisStore
-from pricing.money import Money
-from tests.conftest import REDIS_URL
+from tests.support.budget_rig import assert_budget_balances, on_store
 
 
 def cut(store: Store, method: str, times: int, *, when: Callable[..., bool] = lambda *a: True) -> list[int]:
@@ -39,38 +34,8 @@ def cut(store: Store, method: str, times: int, *, when: Callable[..., bool] = la
     return failed
 
 
-@contextlib.asynccontextmanager
-async def on_store(tmp_path: Path, kind: str) -> AsyncIterator[Rig]:
-    """The rig on SQLite, or on Redis under a fresh key prefix that is deleted afterwards."""
-    if kind == "sqlite":
-        async with rig(tmp_path) as r:
-            yield r
-        return
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    try:
-        async with rig(tmp_path, store_url=REDIS_URL, redis_prefix=prefix) as r:
-            yield r
-    finally:
-        store = RedisStore.from_url(REDIS_URL, prefix=prefix)
-        await store.open()
-        await store.drop_all_keys()
-        await store.close()
-
-
 def ending(record: Any) -> bool:
     return bool(record.status.terminal)
-
-
-async def assert_budget_balances(r: Rig) -> None:
-    """Reserved = the holds of open jobs; spent = the costs of ended jobs, in every studio window."""
-    app = r.client.server.app
-    store = app[STORE]
-    policy = app[DEPLOYMENT].config.policy_for("studio")
-    keys = [w.key for w in budget_windows("studio", policy, datetime.now(UTC))]
-    page, _ = await store.list_jobs(team="studio", limit=200)
-    open_holds = sum(Money.parse(j.reserved_usd or "0").micros for j in page if not j.status.terminal)
-    spent = sum(Money.parse(j.job.cost_usd).micros for j in page if j.status.terminal)
-    assert keys and await store.budget_usage(keys) == dict.fromkeys(keys, (spent, open_holds))
 
 
 async def run_job(r: Rig, providers: list[str], models: list[str]) -> dict[str, Any]:

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import STORE
 from broker.settings import Settings
 from broker.store.redis import RedisStore
 from pricing.money import Money
-from tests.conftest import ADMIN_KEY, REDIS_URL, TEST_ENV, auth, fake_config, fast_sleep
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import ADMIN_KEY, REDIS_URL, TEST_ENV, auth, fake_config, fast_sleep
+from tests.support.fakes import FakeProvider
 
 BUDGET = Money.parse("5.00").micros  # exactly 50 jobs on the 0.10 route
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from adapters.errors import ProviderUnavailable
 from broker.appkeys import STORE
-from tests.conftest import auth, fake_config
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import auth, fake_config
+from tests.support.fakes import FakeProvider
 
 
 def today() -> str:

@@ -25,8 +25,8 @@ from adapters.fal import FalAdapter, request_body
 from broker.config import load_config
 from broker.schema import JobRequest, Mode
 from pricing.catalog import RouteSpec
-from tests import runway_sdk
-from tests.test_adapter_support import CONFIG_PATH, FakeTime, context, serving
+from tests.support import runway_sdk
+from tests.support.adapters import CONFIG_PATH, FakeTime, context, serving
 
 IMAGE = ImageInput(content_type="image/png", url="https://img.example/cat.png")
 ROUTES = load_config(CONFIG_PATH).routes

@@ -11,10 +11,10 @@ import pytest
 import structlog
 
 from broker.cli import main
-from broker.logging import configure_logging
-from broker.sandbox import sandbox_settings
+from broker.cli.sandbox import sandbox_settings
+from broker.observability.logging import configure_logging
 from broker.settings import Settings
-from tests.conftest import TEST_ENV
+from tests.support.deployment import TEST_ENV
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "config.yaml")
 UNREACHABLE = "redis://:hunter2-secret@127.0.0.1:1/0"

@@ -21,9 +21,9 @@ from broker.cli.progress import CLEAR_LINE
 from broker.cli.remote import run_remote
 from broker.cli.submit import Console, submit
 from broker.sync_client import SyncBrokerClient
-from tests.conftest import GROWTH_KEY, STUDIO_KEY
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import png
+from tests.support.adapters import png_bytes as png
+from tests.support.deployment import GROWTH_KEY, STUDIO_KEY
+from tests.support.fakes import FakeProvider
 
 SERVER_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 

@@ -20,7 +20,7 @@ import pytest
 
 from broker.cli.exits import Exit
 from broker.cli.progress import CLEAR_LINE
-from tests.procs import ROOT, Proc, clean_env, free_port
+from tests.support.procs import ROOT, Proc, clean_env, free_port
 
 KEY = "sandbox-cli-key-0123456789"
 SAMPLE = ROOT / "local_backend" / "assets" / "sample.png"

@@ -26,10 +26,10 @@ from bench.cost_integrity import (
     table,
 )
 from broker.appkeys import ADAPTERS, BOOKKEEPER, RUNNER
+from broker.cli.report import run_report
 from broker.jobs.reconcile import reconcile_job
-from broker.report_cli import run_report
 from pricing.money import Money
-from tests.test_budget_settlement import assert_budget_balances, on_store
+from tests.support.budget_rig import assert_budget_balances, on_store
 
 
 async def test_runway_past_its_deadline_is_cancelled_booked_as_charged_and_falls_back(tmp_path: Path) -> None:

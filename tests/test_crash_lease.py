@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Cluster, wait_until_settled
+from tests.support.procs import Cluster, wait_until_settled
 
 
 @pytest.mark.timeout(60)

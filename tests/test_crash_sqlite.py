@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import (
+from tests.support.procs import (
     DOITONG_ROUTE,
     IMAGE_URL,
     Cluster,

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.errors import ProviderUnavailable
 from broker.appkeys import RUNNER
 from broker.config import BrokerConfig, ProviderConfig
-from tests.conftest import ADMIN_KEY, STUDIO_KEY, auth, fake_config
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import ADMIN_KEY, STUDIO_KEY, auth, fake_config
 
 EXTERNAL_URL = re.compile(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", re.IGNORECASE)
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # a name, never fetched

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import load_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
-from tests.browser import CHROMIUM, Browser, Page
-from tests.conftest import ADMIN_KEY, GROWTH_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.test_api_jobs import png, wait_for_status
+from tests.support.adapters import png_bytes as png
+from tests.support.api import wait_for_status
+from tests.support.browser import CHROMIUM, Browser, Page
+from tests.support.deployment import ADMIN_KEY, GROWTH_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 

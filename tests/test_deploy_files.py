@@ -19,9 +19,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.metrics import METRICS
-from tests.conftest import auth, fake_config
-from tests.test_api_jobs import wait_for_status
+from broker.observability.metrics import METRICS
+from tests.support.api import wait_for_status
+from tests.support.deployment import auth, fake_config
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -18,6 +18,7 @@ from adapters.errors import (
     ContentRejected,
     GenerationFailed,
     InsufficientFunds,
+    OutputInvalid,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
@@ -26,12 +27,11 @@ from adapters.errors import (
     SubmissionUncertain,
 )
 from adapters.failures import Health, Scope, classify, providers_to_exclude
-from adapters.http import OutputInvalid
 from adapters.runway import RunwayAdapter
-from broker.routing import quote_for
+from broker.appkeys import ROUTER
 from broker.schema import Attempt, AttemptStatus, ErrorCode, JobError, JobRequest
-from tests.conftest import fake_config, fake_route
-from tests.test_adapter_support import FakeTime, context, serving
+from tests.support.adapters import FakeTime, context, serving
+from tests.support.deployment import fake_config, fake_route
 
 
 @pytest.mark.parametrize(
@@ -113,12 +113,13 @@ def _two_providers() -> Any:
 async def test_the_quote_leaves_out_every_route_of_an_excluded_provider(make_client: Any) -> None:
     client = await make_client(_two_providers())
     request = JobRequest(prompt="waves")
-    plain = await quote_for(client.app, "growth", request)
+    router = client.app[ROUTER]
+    plain = await router.quote("growth", request)
     assert plain.chosen is not None and plain.chosen.route.key == "cheap/c1"
-    after_route = await quote_for(client.app, "growth", request, exclude_routes={"cheap/c1"})
+    after_route = await router.quote("growth", request, exclude_routes={"cheap/c1"})
     assert after_route.chosen is not None and after_route.chosen.route.key == "cheap/c2"
-    after_provider = await quote_for(
-        client.app, "growth", request, exclude_routes={"cheap/c1"}, exclude_providers={"cheap"}
+    after_provider = await router.quote(
+        "growth", request, exclude_routes={"cheap/c1"}, exclude_providers={"cheap"}
     )
     assert after_provider.chosen is not None and after_provider.chosen.route.key == "dear/d1"
     reasons = {(r.provider, r.model): r.reasons for r in after_provider.rejected}

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.settings import Settings
-from tests.conftest import ADMIN_KEY, GROWTH_KEY, TEST_ENV, fake_config
-from tests.fakes import FakeProvider
+from tests.support.deployment import ADMIN_KEY, GROWTH_KEY, TEST_ENV, fake_config
+from tests.support.fakes import FakeProvider
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 

@@ -9,15 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from adapters.errors import ContentRejected, ProviderUnavailable, RateLimited
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import RUNNER
 from broker.errors import InvalidRequest
-from broker.health import BreakerSettings, BreakerState, CircuitBreaker, LatencyTracker, ProviderHealth
+from broker.jobs.provider_health import (
+    BreakerSettings,
+    BreakerState,
+    CircuitBreaker,
+    LatencyTracker,
+    ProviderHealth,
+)
 from broker.settings import Settings
-from tests.conftest import TEST_ENV, auth, fake_config, fast_sleep
-from tests.fakes import FakeProvider, Script
-from tests.test_adapter_support import FakeTime
-from tests.test_api_jobs import wait_for_status
+from tests.support.adapters import FakeTime
+from tests.support.api import wait_for_status
+from tests.support.deployment import TEST_ENV, auth, fake_config, fast_sleep
+from tests.support.fakes import FakeProvider, Script
 
 SETTINGS = BreakerSettings(window_s=60, min_calls=4, failure_ratio=0.5, cooldown_s=30, probe_timeout_s=300)
 

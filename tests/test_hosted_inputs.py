@@ -17,17 +17,17 @@ from adapters.base import ImageAcceptance, ImageInput
 from adapters.doitong import IMAGE_ACCEPTANCE as DOITONG_ACCEPTANCE
 from adapters.muvi import IMAGE_ACCEPTANCE as MUVI_ACCEPTANCE
 from adapters.pixelapi import IMAGE_ACCEPTANCE as PIXELAPI_ACCEPTANCE
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import ARTIFACTS, STORE
+from broker.cli.sandbox import start_sandboxed
 from broker.config import load_config
-from broker.hosted_inputs import InputHosting, hosted_image, sign_input_url, verify
-from broker.sandbox import start_sandboxed
+from broker.jobs.hosted_inputs import InputHosting, hosted_image, sign_input_url, verify
 from broker.schema import JobStatus
 from broker.settings import Settings
-from tests.conftest import STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.factories import job_record
-from tests.test_adapter_support import CONFIG_PATH
-from tests.test_api_jobs import png
+from tests.support.adapters import CONFIG_PATH
+from tests.support.adapters import png_bytes as png
+from tests.support.deployment import STUDIO_KEY, TEST_ENV, auth, fast_sleep
+from tests.support.factories import job_record
 
 SECRET = "s" * 40
 PUBLIC = "https://broker.example.com"

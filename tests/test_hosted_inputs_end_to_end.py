@@ -10,13 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import BrokerConfig, load_config, parse_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
-from tests.conftest import STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.test_adapter_support import CONFIG_PATH
-from tests.test_api_jobs import png, wait_for_status
+from tests.support.adapters import CONFIG_PATH
+from tests.support.adapters import png_bytes as png
+from tests.support.api import wait_for_status
+from tests.support.deployment import STUDIO_KEY, TEST_ENV, auth, fast_sleep
 
 PUBLIC = "https://broker.example.com"  # the emulators never fetch it; the test does, through the client
 SECRET = "hosted-inputs-secret-0123456789abcdef"

@@ -15,9 +15,10 @@ from aiohttp.test_utils import TestClient
 
 from adapters.outbound import IpAddress
 from broker.appkeys import STORE
-from tests.conftest import ADMIN_KEY, GROWTH_KEY, REDIS_URL, STORE_KINDS, auth
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import ADMIN_KEY, GROWTH_KEY, REDIS_URL, auth
+from tests.support.fakes import FakeProvider
+from tests.support.stores import STORE_KINDS
 
 Client = TestClient[Any, Any]
 SECRET = "team-webhook-secret-42"

@@ -22,7 +22,7 @@ from broker.schema import JobRequest, Resolution
 from local_backend.assets import SAMPLE_IMAGE
 from pricing.rules import PriceRule, PriceUnit
 from pricing.units import CostUnit
-from tests.test_local_image import png_header_only
+from tests.support.images import png_header_only
 
 SAMPLE = SAMPLE_IMAGE.read_bytes()
 UPLOAD = "0" * 64  # stands for the uploaded image's digest in the request

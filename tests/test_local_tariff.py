@@ -15,7 +15,7 @@ from broker.schema import Attempt, AttemptStatus, JobRequest, Resolution
 from pricing.catalog import RouteSpec
 from pricing.quote import route_cost
 from pricing.units import CostUnit, ReportedCost
-from tests.test_providers_end_to_end import ROOT
+from tests.support.paths import ROOT
 
 
 def local_attempt(request: JobRequest) -> tuple[Attempt, RouteSpec]:

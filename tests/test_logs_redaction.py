@@ -16,13 +16,13 @@ from structlog.testing import capture_logs
 
 from adapters.errors import ContentRejected
 from broker.cli import secret_values
-from broker.joblog import TransitionLogger
-from broker.logging import configure_logging
+from broker.observability.joblog import TransitionLogger
+from broker.observability.logging import configure_logging
 from broker.schema import JobStatus, RouteRef
-from tests.conftest import ADMIN_KEY, GROWTH_KEY, STUDIO_KEY, TEST_ENV
-from tests.factories import job_record
-from tests.fakes import Script
-from tests.test_reports_workload import IMAGE, PNG, RUNWAY_KEY, MakeWorkload, serve_workload, workload_config
+from tests.support.deployment import ADMIN_KEY, GROWTH_KEY, STUDIO_KEY, TEST_ENV
+from tests.support.factories import job_record
+from tests.support.fakes import Script
+from tests.support.workload import IMAGE, PNG, RUNWAY_KEY, MakeWorkload, serve_workload, workload_config
 
 workload_client = pytest.fixture(serve_workload)
 SECRETS = (GROWTH_KEY, STUDIO_KEY, ADMIN_KEY, RUNWAY_KEY)

@@ -14,17 +14,22 @@ from yarl import URL
 
 from broker.appkeys import CLOCK, DEPLOYMENT, STORE
 from broker.auth import Authenticator
-from broker.budgets import budget_windows
 from broker.config import ProviderConfig
 from broker.deployment import Deployment
-from broker.metrics import METRICS, BrokerMetrics, MetricsObserver, refresh_gauges
-from broker.provider_calls import MAX_ENDPOINTS, ProviderResolver, path_template, provider_trace_config
+from broker.jobs.budgets import budget_windows
+from broker.observability.metrics import METRICS, BrokerMetrics, MetricsObserver, refresh_gauges
+from broker.observability.provider_calls import (
+    MAX_ENDPOINTS,
+    ProviderResolver,
+    path_template,
+    provider_trace_config,
+)
 from broker.schema import Attempt, AttemptStatus, ErrorCode, JobError, JobStatus, RouteRef
 from broker.store import JobRecord
 from broker.store.sqlite import SQLiteStore
-from tests.conftest import fake_config
-from tests.factories import job_record
-from tests.test_adapter_support import serving
+from tests.support.adapters import serving
+from tests.support.deployment import fake_config
+from tests.support.factories import job_record
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 

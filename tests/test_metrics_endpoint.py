@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from pricing.money import Money
-from tests.test_reports_sandbox import Rig, run_mixed, sandbox_rig
-from tests.test_reports_workload import MakeWorkload, money_by, serve_workload
+from tests.support.sandbox_rig import Rig, run_mixed, sandbox_rig
+from tests.support.workload import MakeWorkload, money_by, serve_workload
 
 workload_client = pytest.fixture(serve_workload)
 FAMILIES = {

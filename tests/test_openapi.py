@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from broker.handlers.openapi import document
+from broker.api.openapi import document
 from broker.schema import JobRequest
 
 

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from adapters.base import ImageAcceptance
 from adapters.outbound import IpAddress, OutboundPolicy, OutboundRefused, Resolver
-from tests.conftest import auth
-from tests.fakes import FakeAdapter, FakeProvider
-from tests.test_adapter_support import png_bytes
-from tests.test_api_jobs import wait_for_status
+from tests.support.adapters import png_bytes
+from tests.support.api import wait_for_status
+from tests.support.deployment import auth
+from tests.support.fakes import FakeAdapter, FakeProvider
 
 HOSTILE_URLS = [
     "https://127.0.0.1/x.png",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import ADMIN_KEY, STUDIO_KEY, auth, fake_config
+from tests.support.deployment import ADMIN_KEY, STUDIO_KEY, auth, fake_config
 
 ADMIN = auth(ADMIN_KEY)
 

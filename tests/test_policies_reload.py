@@ -11,11 +11,11 @@ import yaml
 from structlog.testing import capture_logs
 
 from broker.appkeys import DEPLOYMENT, RUNNER
+from broker.cli.reload import reload_config
 from broker.config import parse_config
-from broker.reload import reload_config
-from tests.conftest import TEST_ENV, auth, fake_route
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import TEST_ENV, auth, fake_route
+from tests.support.fakes import FakeProvider
 
 OPS_KEY = "ops-key-0123456789"
 

@@ -9,14 +9,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import load_config, parse_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
-from tests.conftest import STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.test_api_jobs import png, wait_for_status
+from tests.support.adapters import png_bytes as png
+from tests.support.api import wait_for_status
+from tests.support.deployment import STUDIO_KEY, TEST_ENV, auth, fast_sleep
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 # doitong publishes no USD per credit, so its route is unpriced and never chosen; an operator who
 # knows the rate prices it in config.yaml (here: 50 credits a 5 s clip at $0.005 = $0.25).
 DOITONG_PRICE = {"unit": "credits_per_video", "amount": "50", "usd_per_credit": "0.005"}

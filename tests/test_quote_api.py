@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.config import load_config
 from broker.settings import Settings
-from tests.conftest import GROWTH_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.fakes import FakeProvider
+from tests.support.deployment import GROWTH_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
+from tests.support.fakes import FakeProvider
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 PROVIDER_KEYS = {

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.config import load_config
-from broker.reconciliation import build_reconciliation, parse_reported
+from broker.observability.reconciliation import build_reconciliation, parse_reported
 from broker.schema import Attempt, AttemptStatus, JobStatus
 from broker.store import JobRecord
 from pricing.units import CostUnit
-from tests.factories import job_record
-from tests.test_providers_end_to_end import ROOT
+from tests.support.factories import job_record
+from tests.support.paths import ROOT
 
 ROUTES = {route.key: route for route in load_config(ROOT / "config.yaml").routes}
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)

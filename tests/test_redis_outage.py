@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from broker.store.redis import RedisStore
-from tests.conftest import REDIS_URL
-from tests.procs import (
+from tests.support.deployment import REDIS_URL
+from tests.support.procs import (
     ADMIN_KEY,
     TEAM_KEY,
     Broker,
@@ -28,7 +28,7 @@ from tests.procs import (
     wait_for_tasks,
     wait_until_settled,
 )
-from tests.test_store_redis import TcpProxy, _host_port
+from tests.support.redis_proxy import TcpProxy, host_port
 
 JOBS_BEFORE = 8
 OUTAGE_S = 3.0  # longer than fal's 2 s between polls: every worker's next write meets the outage
@@ -37,7 +37,7 @@ OUTAGE_S = 3.0  # longer than fal's 2 s between polls: every worker's next write
 @pytest.fixture
 async def proxy() -> AsyncIterator[TcpProxy]:
     """A running proxy to the machine's Redis; whatever keys go through it are deleted afterwards."""
-    instance = TcpProxy(_host_port(REDIS_URL))
+    instance = TcpProxy(host_port(REDIS_URL))
     await instance.start()
     try:
         yield instance

@@ -15,8 +15,8 @@ import pytest
 
 from broker.store.redis import RedisStore
 from pricing.money import Money
-from tests.conftest import REDIS_URL
-from tests.procs import Cluster, failures, wait_until_settled
+from tests.support.deployment import REDIS_URL
+from tests.support.procs import Cluster, failures, wait_until_settled
 
 BUDGET_USD = "2.00"
 JOB_USD = "0.25"  # the fal route: $0.05/s for the default 5 s

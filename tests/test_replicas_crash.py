@@ -15,8 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from broker.store.redis import RedisStore
-from tests.conftest import REDIS_URL
-from tests.procs import (
+from tests.support.deployment import REDIS_URL
+from tests.support.procs import (
     DOITONG_ROUTE,
     IMAGE_URL,
     Cluster,

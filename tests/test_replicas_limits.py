@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 
 from broker.store.redis import RedisStore
-from tests.conftest import REDIS_URL
-from tests.procs import Cluster, assert_one_submit_per_attempt, failures, wait_for_phases, wait_until_settled
+from tests.support.deployment import REDIS_URL
+from tests.support.procs import (
+    Cluster,
+    assert_one_submit_per_attempt,
+    failures,
+    wait_for_phases,
+    wait_until_settled,
+)
 
 LIMIT = 8
 

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from broker.schema import JobStatus
 from broker.store.redis import RedisStore
-from tests.conftest import REDIS_URL
-from tests.factories import job_record
+from tests.support.deployment import REDIS_URL
+from tests.support.factories import job_record
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.report_cli import run_report
-from broker.reports import Dimension, build_report
+from broker.cli.report import run_report
+from broker.observability.reports import Dimension, build_report
 from broker.store.sqlite import SQLiteStore
-from tests.test_reports_aggregation import workload
+from tests.support.reports import workload
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 

@@ -8,15 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import RUNNER, STORE
-from broker.capacity import Capacity, Limits
 from broker.config import BrokerConfig, ProviderConfig, parse_config
+from broker.jobs.capacity import Capacity, Limits
 from broker.settings import Settings
-from tests.conftest import TEST_ENV, auth, fake_route
-from tests.fakes import FakeProvider
-from tests.test_adapter_support import FakeTime
-from tests.test_api_jobs import wait_for_status
+from tests.support.adapters import FakeTime
+from tests.support.api import wait_for_status
+from tests.support.deployment import TEST_ENV, auth, fake_route
+from tests.support.fakes import FakeProvider
 
 
 def test_a_provider_takes_no_more_than_its_concurrency() -> None:

@@ -18,13 +18,13 @@ from adapters import fal, runway
 from adapters.base import Adapter, AdapterContext, AdapterFactory
 from adapters.emulators.fal import CONTENT_POLICY
 from adapters.emulators.sandbox import Sandbox, start_sandbox
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.config import BrokerConfig, load_config
-from broker.health import BreakerSettings
+from broker.jobs.provider_health import BreakerSettings
 from broker.settings import Settings
-from tests.conftest import TEST_ENV, auth, fast_sleep
-from tests.test_adapter_support import CONFIG_PATH
-from tests.test_api_jobs import wait_for_status
+from tests.support.adapters import CONFIG_PATH
+from tests.support.api import wait_for_status
+from tests.support.deployment import TEST_ENV, auth, fast_sleep
 
 FAL_WAN = "fal/fal-ai/wan-25-preview/text-to-video"
 RUNWAY_GEN45 = "runway/gen4.5"

@@ -19,9 +19,9 @@ from adapters.errors import (
 from broker.appkeys import STORE
 from broker.config import BrokerConfig, parse_config
 from pricing.money import Money
-from tests.conftest import auth, fake_config, fake_route
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import auth, fake_config, fake_route
+from tests.support.fakes import FakeProvider
 
 DAILY = "10.00"
 

@@ -17,13 +17,14 @@ from adapters import pixelapi
 from adapters.base import Adapter, AdapterContext, AdapterFactory
 from adapters.emulators.sandbox import Sandbox
 from adapters.registry import factory_for
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import load_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
-from tests.conftest import STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.test_adapter_support import CONFIG_PATH
-from tests.test_api_jobs import png, wait_for_status
+from tests.support.adapters import CONFIG_PATH
+from tests.support.adapters import png_bytes as png
+from tests.support.api import wait_for_status
+from tests.support.deployment import STUDIO_KEY, TEST_ENV, auth, fast_sleep
 
 
 def _quick(build: AdapterFactory) -> AdapterFactory:

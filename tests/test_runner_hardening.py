@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.errors import Rejected
-from tests.conftest import GROWTH_KEY, STUDIO_KEY, auth
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import GROWTH_KEY, STUDIO_KEY, auth
+from tests.support.fakes import FakeProvider
 
 
 async def test_provider_text_echoing_a_secret_is_scrubbed(

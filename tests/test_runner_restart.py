@@ -8,10 +8,10 @@ from typing import Any
 from broker.schema import Attempt, AttemptStatus, JobStatus, RouteRef
 from broker.settings import Settings
 from broker.store.sqlite import SQLiteStore
-from tests.conftest import auth
-from tests.factories import job_record
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import auth
+from tests.support.factories import job_record
+from tests.support.fakes import FakeProvider
 
 
 async def test_finished_job_and_output_survive_restart(make_client: Any) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from broker.app import create_app
+from broker.api.app import create_app
+from broker.cli.sandbox import start_sandboxed
 from broker.config import load_config
-from broker.sandbox import start_sandboxed
 from broker.settings import Settings
-from tests.conftest import GROWTH_KEY, TEST_ENV, auth, fast_sleep
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import GROWTH_KEY, TEST_ENV, auth, fast_sleep
 
 
 async def test_sandbox_routes_a_job_to_an_emulated_provider(aiohttp_client: Any, tmp_path: Path) -> None:

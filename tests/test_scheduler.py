@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 from broker.appkeys import RUNNER, STORE
 from broker.store.redis import RedisStore
 from broker.store.sqlite import SQLiteStore
-from tests.conftest import REDIS_URL, auth
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import REDIS_URL, auth
+from tests.support.fakes import FakeProvider
 
 
 async def submit(client: Any, **body: Any) -> dict[str, Any]:
@@ -153,7 +153,7 @@ async def test_stopping_lets_running_steps_finish_and_leaves_no_lease(
 def test_the_api_process_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "from broker.app import create_app\n"
+        "from broker.api.app import create_app\n"
         "from broker.config import load_config\n"
         "from broker.settings import Settings\n"
         "from adapters.registry import FACTORIES\n"

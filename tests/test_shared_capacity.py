@@ -10,12 +10,12 @@ import pytest
 
 from adapters.errors import ProviderUnavailable
 from broker.config import ProviderConfig
-from broker.health import BreakerSettings, ProviderHealth
+from broker.jobs.provider_health import BreakerSettings, ProviderHealth
 from broker.store.redis import RedisStore
 from broker.store.redis_capacity import RedisSlots
 from broker.store.redis_circuits import RedisCircuits
-from tests.conftest import REDIS_URL
-from tests.test_adapter_support import FakeTime
+from tests.support.adapters import FakeTime
+from tests.support.deployment import REDIS_URL
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import Broker, Cluster, wait_until_settled
+from tests.support.procs import Broker, Cluster, wait_until_settled
 
 
 async def _quote(broker: Broker) -> dict[str, Any]:

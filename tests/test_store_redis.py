@@ -4,126 +4,26 @@
 from __future__ import annotations
 
 import asyncio
-import random
-import shutil
-import socket
-import subprocess
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import urlparse
 
 import pytest
-import redis as syncredis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
 
 from broker.schema import JobStatus
 from broker.store import BudgetWindow, StoreUnavailable
 from broker.store.redis import RedisStore
-from tests import test_store_contract as contract
-from tests.conftest import REDIS_URL
-from tests.factories import job_record
+from tests.support.deployment import REDIS_URL
+from tests.support.factories import job_record
+from tests.support.redis_proxy import TcpProxy, free_port, fresh_prefix, host_port
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 
 
-def _prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free and valid too."""
-    rng = random.Random()
-    while True:
-        port = rng.randrange(20_000, 30_000)
-        try:
-            for candidate in (port, port + 10_000):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    parsed = urlparse(url)
-    return parsed.hostname or "127.0.0.1", parsed.port or 6379
-
-
-class TcpProxy:
-    """A loopback TCP proxy in front of Redis that can go away, come back, or swallow one reply."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = _free_port()
-        self.drop_next_reply = False
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._server.wait_closed()
-        self._server = None
-
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        upstream_r, upstream_w = await asyncio.open_connection(*self.upstream)
-        self._writers |= {client_w, upstream_w}
-        try:
-            await asyncio.gather(
-                self._pump(client_r, upstream_w, replies=False),
-                self._pump(upstream_r, client_w, replies=True),
-            )
-        finally:
-            for writer in (client_w, upstream_w):
-                writer.close()
-                self._writers.discard(writer)
-
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool
-    ) -> None:
-        try:
-            while chunk := await reader.read(65536):
-                if replies and self.drop_next_reply:
-                    # Redis has run the command; the client never hears back and must retry.
-                    self.drop_next_reply = False
-                    writer.close()
-                    return
-                writer.write(chunk)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            return
-        finally:
-            writer.close()
-
-
 @pytest.fixture
 async def redis_store() -> AsyncIterator[RedisStore]:
-    store = RedisStore.from_url(REDIS_URL, prefix=_prefix())
+    store = RedisStore.from_url(REDIS_URL, prefix=fresh_prefix())
     await store.open()
     try:
         yield store
@@ -135,9 +35,9 @@ async def redis_store() -> AsyncIterator[RedisStore]:
 @pytest.fixture
 async def proxied() -> AsyncIterator[tuple[RedisStore, TcpProxy]]:
     """A store that reaches Redis through a proxy, and the proxy."""
-    proxy = TcpProxy(_host_port(REDIS_URL))
+    proxy = TcpProxy(host_port(REDIS_URL))
     await proxy.start()
-    prefix = _prefix()
+    prefix = fresh_prefix()
     store = RedisStore.from_url(proxy.url, prefix=prefix)
     await store.open()
     try:
@@ -162,7 +62,7 @@ async def _all_keys(prefix: str) -> list[str]:
 
 # Key layout ---------------------------------------------------------------------------------------
 async def test_every_key_sits_in_the_slot_of_its_scripts() -> None:
-    prefix = _prefix()
+    prefix = fresh_prefix()
     store = RedisStore.from_url(REDIS_URL, prefix=prefix)
     await store.open()
     try:
@@ -200,7 +100,7 @@ async def test_every_key_sits_in_the_slot_of_its_scripts() -> None:
 
 
 async def test_drop_all_keys_keeps_other_prefixes(redis_store: RedisStore) -> None:
-    other = RedisStore.from_url(REDIS_URL, prefix=_prefix())
+    other = RedisStore.from_url(REDIS_URL, prefix=fresh_prefix())
     await other.open()
     try:
         kept, _ = await redis_store.create_job(job_record())
@@ -325,7 +225,7 @@ async def test_three_replicas_share_budgets_and_claims_exactly(redis_store: Redi
 # Outages ------------------------------------------------------------------------------------------
 @pytest.mark.timeout(15)
 async def test_closed_port_is_store_unavailable_not_a_hang() -> None:
-    store = RedisStore.from_url(f"redis://127.0.0.1:{_free_port()}/0", prefix=_prefix())
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix=fresh_prefix())
     await store.open()
     try:
         calls = [
@@ -354,7 +254,7 @@ async def test_silent_server_times_out_as_store_unavailable() -> None:
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix=_prefix(), socket_timeout=0.2)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", prefix=fresh_prefix(), socket_timeout=0.2)
     await store.open()
     try:
         with pytest.raises(StoreUnavailable, match="TimeoutError"):
@@ -435,145 +335,3 @@ async def test_lost_reply_to_policy_write_keeps_one_version(proxied: tuple[Redis
 
 
 # Redis Cluster ------------------------------------------------------------------------------------
-CLUSTER_SLOT_RANGES = [(0, 5460), (5461, 10922), (10923, 16383)]
-
-
-@pytest.fixture(scope="module")
-def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    """Three Redis Cluster primaries on loopback, each holding a third of the slots."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    workdir = tmp_path_factory.mktemp("redis-cluster")
-    ports: list[int] = []
-    while len(ports) < len(CLUSTER_SLOT_RANGES):
-        if (port := _free_cluster_port()) not in ports:
-            ports.append(port)
-    processes = [
-        subprocess.Popen(
-            [
-                server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                f"nodes-{port}.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--dir",
-                str(workdir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    nodes = [syncredis.Redis(port=port, decode_responses=True) for port in ports]
-    try:
-        _wait_for(lambda: all(_answers(node) for node in nodes), "the cluster nodes to start", processes)
-        for port in ports[1:]:
-            nodes[0].cluster("MEET", "127.0.0.1", str(port))
-        for node, (first, last) in zip(nodes, CLUSTER_SLOT_RANGES, strict=True):
-            node.cluster("ADDSLOTSRANGE", str(first), str(last))
-        _wait_for(
-            lambda: (
-                all(node.cluster("info")["cluster_state"] == "ok" for node in nodes)
-                and all(len(node.cluster("slots")) == len(ports) for node in nodes)
-            ),
-            "the cluster to agree on its slots",
-            processes,
-        )
-        yield ports
-    finally:
-        for node in nodes:
-            node.close()
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-def _answers(node: syncredis.Redis) -> bool:
-    try:
-        return bool(node.ping())
-    except syncredis.ConnectionError:
-        return False
-
-
-def _wait_for(ready: Callable[[], bool], what: str, processes: list[subprocess.Popen[bytes]]) -> None:
-    # Waiting on real processes: the one place these tests spend real time.
-    deadline = time.monotonic() + 20
-    while not ready():
-        if any(process.poll() is not None for process in processes):
-            raise AssertionError(f"a redis-server exited while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _prefix_spread_over_nodes() -> str:
-    """A prefix whose job, budget and policy tags live on three different primaries."""
-
-    def node(tag: str) -> int:
-        slot = key_slot(f"{{{tag}}}".encode())
-        return next(i for i, (first, last) in enumerate(CLUSTER_SLOT_RANGES) if first <= slot <= last)
-
-    while True:
-        prefix = _prefix()
-        spots = {node(f"{prefix}:jobs"), node(f"{prefix}:budget"), node(f"{prefix}:policy:growth")}
-        if len(spots) == 3:
-            return prefix
-
-
-@pytest.fixture
-async def cluster_store(cluster_ports: list[int]) -> AsyncIterator[RedisStore]:
-    store = RedisStore.from_url(
-        f"redis://127.0.0.1:{cluster_ports[0]}", prefix=_prefix_spread_over_nodes(), cluster=True
-    )
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.drop_all_keys()
-        await store.close()
-
-
-@pytest.mark.parametrize("case", sorted(name for name in dir(contract) if name.startswith("test_")))
-async def test_store_contract_on_a_three_node_cluster(cluster_store: RedisStore, case: str) -> None:
-    await getattr(contract, case)(cluster_store)
-
-
-async def test_drop_all_keys_reaches_every_cluster_node(
-    cluster_store: RedisStore, cluster_ports: list[int]
-) -> None:
-    await cluster_store.create_job(job_record())
-    await cluster_store.reserve_budget("job-1", 1, [BudgetWindow("t:day", 10)])
-    await cluster_store.put_policy("growth", {"a": 1}, expected_version=0, actor="ops", at=AT)
-    client = RedisCluster(host="127.0.0.1", port=cluster_ports[0], decode_responses=True)
-    try:
-        pattern = f"{{{cluster_store.prefix}:*"
-        assert len([key async for key in client.scan_iter(match=pattern)]) > 3
-        await cluster_store.drop_all_keys()
-        assert [key async for key in client.scan_iter(match=pattern)] == []
-    finally:
-        await client.aclose()
-
-
-async def test_cluster_refuses_a_script_that_leaves_its_slot(cluster_ports: list[int]) -> None:
-    # The guard the layout relies on: a script touching a key held by another node fails, so the
-    # contract passing above on a spread-out prefix means no store script ever does.
-    prefix = _prefix_spread_over_nodes()
-    client = RedisCluster(host="127.0.0.1", port=cluster_ports[0], decode_responses=True)
-    try:
-        with pytest.raises(ResponseError, match="non local key"):
-            await client.eval(
-                "return redis.call('GET', ARGV[1])", 1, f"{{{prefix}:jobs}}:ids", f"{{{prefix}:budget}}:w:x"
-            )
-    finally:
-        await client.aclose()

@@ -12,9 +12,9 @@ from aiohttp import web
 from broker.client import BrokerAPIError
 from broker.schema import JobRequest, JobStatus
 from broker.sync_client import BrokerUnreachable, SyncBrokerClient
-from tests.conftest import GROWTH_KEY
-from tests.fakes import FakeProvider
-from tests.test_api_jobs import png
+from tests.support.adapters import png_bytes as png
+from tests.support.deployment import GROWTH_KEY
+from tests.support.fakes import FakeProvider
 
 
 async def test_submit_upload_wait_download_and_list(make_client: Any, tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.outbound import OutboundPolicy
+from broker.jobs.team_webhooks import RETRY_DELAYS_S, TeamWebhooks, sign
 from broker.schema import DeliveryStatus, JobStatus
 from broker.store import JobRecord, Store
-from broker.webhooks import RETRY_DELAYS_S, TeamWebhooks, sign
-from tests.conftest import auth
-from tests.factories import job_record
-from tests.test_api_jobs import wait_for_status
+from tests.support.api import wait_for_status
+from tests.support.deployment import auth
+from tests.support.factories import job_record
 
 SECRET = "team-webhook-secret-42"
 LOOPBACK_ALLOWED = OutboundPolicy.parse("127.0.0.1")

@@ -9,20 +9,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.appkeys import STORE
+from broker.cli.sandbox import start_sandboxed
 from broker.config import BrokerConfig, load_config, parse_config
-from broker.reports import Tally
-from broker.sandbox import start_sandboxed
+from broker.observability.reports import Tally
 from broker.schema import Attempt, AttemptStatus, JobRequest
 from broker.settings import Settings
 from pricing.money import Money
 from pricing.quote import quote
 from pricing.units import CostUnit, ReportedCost
 from pricing.unpriced import book_unpriced
-from tests.conftest import ADMIN_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
-from tests.test_adapter_support import CONFIG_PATH
-from tests.test_api_jobs import wait_for_status
+from tests.support.adapters import CONFIG_PATH
+from tests.support.api import wait_for_status
+from tests.support.deployment import ADMIN_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
 
 CEILING = "0.40"
 IMAGE_JOB = {

@@ -1,5 +1,5 @@
 """`GET /v1/inputs/{job_id}?expires=&sig=`: a running job's uploaded or `data:` image, for a provider
-that takes images only as URLs. No auth header: the signature is the key (see `broker.hosted_inputs`).
+that takes images only as URLs. No auth header: the signature is the key (see `broker.jobs.hosted_inputs`).
 
 A bad, missing or expired signature is a 403 before anything is looked up, so the URL space reveals
 nothing; a signed URL of a job that has ended (its input released) or has no such image is a 404.
@@ -12,7 +12,7 @@ from aiohttp import web
 from adapters.images import InvalidImage, check_image
 from broker.appkeys import ARTIFACTS, CLOCK, SETTINGS, STORE
 from broker.errors import Forbidden, NotFound
-from broker.hosted_inputs import InputHosting, verify
+from broker.jobs.hosted_inputs import InputHosting, verify
 from broker.schema import JobRequest, decode_data_uri
 
 routes = web.RouteTableDef()

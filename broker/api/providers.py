@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.handlers.common import identity_of, json_response
+from broker.api.common import identity_of, json_response
 from broker.jobs.provider_status import provider_statuses
 
 routes = web.RouteTableDef()

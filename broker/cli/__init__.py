@@ -1,4 +1,13 @@
-"""`broker serve`, `broker demo`, `broker report`: the command line."""
+"""`broker serve`, `broker demo`, `broker report`: the command line.
+
+This module parses the arguments and runs `serve` (with `reload.py`: SIGHUP reloads config.yaml);
+`demo.py` runs a job against the emulators, `sandbox.py` serves the broker on them, `report.py`
+prints cost and reconciliation reports; `commands.py`, `submit.py`, `remote.py`, `jobflags.py`,
+`progress.py`, `tables.py`, `parsers.py` and `exits.py` are the remote commands (`submit`, `quote`,
+`jobs`, ...) that speak to a running broker through `broker.client`.
+
+The top of the stack: may import everything, `broker.api` included; nothing in the broker imports it.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +26,13 @@ from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
 
-from broker.app import create_app
+from broker.api.app import create_app
 from broker.cli.parsers import add_remote_commands
+from broker.cli.reload import reload_config
 from broker.cli.remote import run_remote
+from broker.cli.report import add_report_arguments, report_from_args
 from broker.config import BrokerConfig, ConfigError, load_config
-from broker.logging import configure_logging, secret_values
-from broker.reload import reload_config
-from broker.report_cli import add_report_arguments, report_from_args
+from broker.observability.logging import configure_logging, secret_values
 from broker.schema import BrokerError
 from broker.settings import Settings
 from broker.store import open_store
@@ -129,7 +138,7 @@ async def _serve(args: argparse.Namespace) -> None:
     secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]
     configure_logging(settings.log_level, secrets)
     if args.sandbox:
-        from broker.sandbox import sandbox_settings
+        from broker.cli.sandbox import sandbox_settings
 
         settings = sandbox_settings(settings)
         log.info("sandbox_store", store_url=_shown(settings.store_url), data_dir=str(settings.data_dir))
@@ -141,7 +150,7 @@ async def _serve(args: argparse.Namespace) -> None:
         )
     sandbox = None
     if args.sandbox:
-        from broker.sandbox import start_sandboxed
+        from broker.cli.sandbox import start_sandboxed
 
         sandbox, config, env = await start_sandboxed(config, env)
     try:
@@ -179,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "serve":
             asyncio.run(_serve(args))
         elif args.command == "demo":
-            from broker.demo import run_demo
+            from broker.cli.demo import run_demo
 
             raise SystemExit(asyncio.run(run_demo(args.out, args.prompt, args.duration)))
         elif args.command == "report":

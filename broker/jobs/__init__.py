@@ -1,10 +1,18 @@
-"""The job runner: the scheduler (`scheduler.py`) and the steps of a job, one module each.
+"""The job runner: the scheduler, the steps of a job, and what the steps decide with.
 
-`steps.py` says which step a job takes next; `submit.py`, `poll.py` and `download.py` are the steps;
-`ending.py` ends attempts and jobs; `costs.py` turns provider answers into money; `booking.py` stops
-a task at its provider and books what it charged; `reconcile.py` follows unconfirmed charges up and
-sweeps unsettled budgets beside the scheduler; `work.py` is a job held under a lease for one step;
-`slots.py` is provider capacity; `context.py` what the steps share.
-May import `adapters`, `pricing`, `policies`, `broker.schema`, `broker.store` and the broker modules
-below the API; nothing here imports `broker.api` or the handlers.
+`scheduler.py` takes due jobs from the store and runs one step each; `steps.py` says which step a
+job takes next; `submit.py`, `poll.py` and `download.py` are the steps; `ending.py` ends attempts
+and jobs; `costs.py` turns provider answers into money; `booking.py` stops a task at its provider
+and books what it charged; `reconcile.py` follows unconfirmed charges up and sweeps unsettled
+budgets beside the scheduler; `work.py` is a job held under a lease for one step; `context.py` what
+the steps share; `acceptance.py` takes jobs in and cancels them for the API. What they decide with:
+`routing.py` (the `Router`: quotes a request against the catalog, the policy, provider health and
+capacity), `capacity.py` and `slots.py` (provider concurrency and rate
+limits), `provider_health.py` (circuit breakers per provider), `provider_status.py` (what a
+provider's answer means for it), `budgets.py` (team budget windows), `hosted_inputs.py` (signed URLs
+for inputs providers fetch) and `team_webhooks.py` (the signed webhooks to teams).
+
+May import `adapters`, `pricing`, `policies`, the top-level broker modules, `broker.store` and
+`broker.observability` (the events the steps emit and the metrics they count); never `broker.api`
+or `broker.cli`.
 """

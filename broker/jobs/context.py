@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 from adapters.base import Adapter, Clock, Sleep
 from adapters.outbound import OutboundPolicy
-from broker.artifacts import ArtifactStore
-from broker.capacity import Capacity
-from broker.events import JobObserver
-from broker.health import ProviderHealth
-from broker.hosted_inputs import InputHosting
+from broker.jobs.capacity import Capacity
+from broker.jobs.hosted_inputs import InputHosting
+from broker.jobs.provider_health import ProviderHealth
 from broker.jobs.slots import LocalSlots, Slots
+from broker.observability.events import JobObserver
 from broker.store import JobRecord, Store
+from broker.store.artifacts import ArtifactStore
 from pricing.catalog import RouteSpec
 from pricing.money import Money
 from pricing.quote import Quote

@@ -16,9 +16,7 @@ import asyncio
 import structlog
 
 from adapters.base import TaskHandle, TaskState, TaskStatus
-from adapters.errors import ProviderError
-from adapters.http import OutputInvalid as DownloadInvalid
-from broker.artifacts import OutputInvalid
+from adapters.errors import OutputInvalid, ProviderError
 from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
 from broker.jobs.costs import cost, reported_text, route_key
@@ -52,7 +50,7 @@ def retention_s(ctx: StepContext, provider: str) -> float:
 
 def output_gone(exc: BrokerError) -> bool:
     """The output can never be fetched: not a video, or the provider says it no longer has it."""
-    if isinstance(exc, OutputInvalid | DownloadInvalid):
+    if isinstance(exc, OutputInvalid):
         return True
     return isinstance(exc, ProviderError) and exc.status in GONE_STATUSES
 

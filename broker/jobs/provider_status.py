@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.appkeys import ADAPTERS, DEPLOYMENT, RUNNER
-from broker.metrics import METRICS, BrokerMetrics
+from broker.observability.metrics import METRICS, BrokerMetrics
 
 OK_CLASSES = ("2xx", "3xx")
 

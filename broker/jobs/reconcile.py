@@ -27,11 +27,11 @@ import time
 import structlog
 
 from adapters.base import Clock, TaskHandle
-from broker.events import notify
 from broker.jobs.booking import RECONCILE_EVERY_S, RECONCILE_FOR_S, book, read_status
 from broker.jobs.context import StepContext
 from broker.jobs.costs import route_key
 from broker.jobs.work import with_attempt
+from broker.observability.events import notify
 from broker.schema import Attempt, BrokerError
 from broker.store import JobRecord
 from pricing.money import Money

@@ -27,10 +27,10 @@ import time
 import structlog
 
 from adapters.base import Clock
-from broker.capacity import Capacity
-from broker.health import ProviderHealth
+from broker.jobs.capacity import Capacity
 from broker.jobs.context import StepContext
 from broker.jobs.ending import fail_job
+from broker.jobs.provider_health import ProviderHealth
 from broker.jobs.slots import LocalSlots, Slots
 from broker.jobs.steps import run_step
 from broker.jobs.work import JobWork, LeaseLost

@@ -1,7 +1,7 @@
 """Provider capacity as the scheduler uses it: `max_concurrency` slots and `requests_per_minute`
 windows, behind one async interface with two homes.
 
-- `LocalSlots` keeps them in this process (`broker.capacity.Capacity`): right for SQLite, where one
+- `LocalSlots` keeps them in this process (`broker.jobs.capacity.Capacity`): right for SQLite, where one
   process owns the deployment. Slots held by jobs in flight are taken again from the store at start.
 - `RedisSlots` (`broker.store.redis_capacity`) keeps them in Redis, so every replica counts against
   one limit. A slot is leased: it expires unless its attempt is polled again, so a replica that died
@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from broker.capacity import Capacity
 from broker.config import ProviderConfig
+from broker.jobs.capacity import Capacity
 
 
 class Slots(Protocol):

@@ -18,9 +18,9 @@ from adapters.base import Adapter, ImageInput, RenderTask
 from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
 from adapters.images import FetchPolicy, ImageFetchFailed, check_image, fetch_image
 from adapters.outbound import OutboundRefused
-from broker.hosted_inputs import hosted_image
 from broker.jobs.context import StepContext
 from broker.jobs.ending import fail_attempt, fail_job
+from broker.jobs.hosted_inputs import hosted_image
 from broker.jobs.work import JobWork, with_attempt
 from broker.schema import (
     Attempt,
@@ -135,14 +135,14 @@ async def _budget_covers(
 ) -> bool:
     """Reserve what this attempt may cost beyond what the job already holds (a fallback to a pricier
     route); when the team's budget cannot take it, end the job rather than overspend."""
-    held = Money.parse(work.record.reserved_usd) if work.record.reserved_usd else None
+    held = work.record.reserved_usd
     if ctx.reserve_more is None or price is None or held is None:
         return True
     need = Money.parse(work.job.cost_usd) + price - held
     if need.micros <= 0:
         return True
     if await ctx.reserve_more(work.record, need):
-        await work.save(lambda r: r.model_copy(update={"reserved_usd": str(held + need)}))
+        await work.save(lambda r: r.model_copy(update={"reserved_usd": held + need}))
         return True
     await ctx.provider_slots.release(route.provider, attempt_id)
     await ctx.provider_health.report_abandoned(route.provider)
@@ -247,7 +247,7 @@ async def _provider_image(
     ctx: StepContext, job_id: str, request: JobRequest, adapter: Adapter
 ) -> ImageInput | None:
     """The job's image in a form the provider takes: bytes it cannot take are served to it from a
-    signed broker URL (`broker.hosted_inputs`), where hosting is on."""
+    signed broker URL (`broker.jobs.hosted_inputs`), where hosting is on."""
     image = await _image(ctx, request, adapter)
     if image is None:
         return None

@@ -17,7 +17,7 @@ from typing import TypeVar
 import structlog
 
 from adapters.base import Clock, Sleep
-from broker.events import JobObserver, notify
+from broker.observability.events import JobObserver, notify
 from broker.schema import Attempt, AttemptStatus, Job, JobError, JobStatus
 from broker.store import JobRecord, Store
 from broker.store.base import StoreUnavailable

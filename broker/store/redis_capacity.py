@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from adapters.base import Clock
-from broker.capacity import RATE_WINDOW_S, Limits
 from broker.config import ProviderConfig
+from broker.jobs.capacity import RATE_WINDOW_S, Limits
 from broker.store.redis import RedisStore
 
 # KEYS: slots, submits. ARGV: now, attempt id, slot lapses at, max concurrency ("" none), rpm ("" none).

@@ -1,4 +1,4 @@
-"""Circuit breakers in Redis, shared by every replica (see `broker.health`).
+"""Circuit breakers in Redis, shared by every replica (see `broker.jobs.provider_health`).
 
     {P:cap}:circuit:<provider>    hash  opened (unix s, while open or half-open), failures, calls (when
                                         it opened), probe (when the half-open probe went out)
@@ -14,7 +14,7 @@ import math
 import uuid
 from collections.abc import Collection
 
-from broker.health import BreakerSettings
+from broker.jobs.provider_health import BreakerSettings
 from broker.store.redis import RedisStore
 
 # KEYS: circuit, outcomes. ARGV: now, ok (1/0), token, window_s, min_calls, failure ratio, cooldown_s.

@@ -2,89 +2,30 @@
 
 Every call runs on a single-thread executor, so statements never interleave; multi-statement changes
 run in `BEGIN IMMEDIATE` transactions, and `synchronous=FULL` makes a committed write survive a crash.
+Split by concern: `sqlite_db.py` is the file, its schema and the executor; `sqlite_ledger.py` the
+budgets, reconciliation index and policy versions; this module the jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from broker.schema import JobStatus
 from broker.store.base import (
-    BudgetWindow,
     IdempotencyConflict,
     JobRecord,
-    PolicyVersion,
     RecordUnreadable,
-    Reservation,
     Store,
-    StoreUnavailable,
-    VersionConflict,
-    next_policy_version,
     readable,
     unreadable,
 )
+from broker.store.sqlite_ledger import SQLiteLedger
 
-T = TypeVar("T")
 _Write = tuple[JobRecord, JobRecord, "asyncio.Future[bool]"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    team TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    idempotency_key TEXT,
-    lease_until REAL,
-    version INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    ready_at REAL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(team, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, id);
-CREATE INDEX IF NOT EXISTS jobs_team ON jobs(team, id);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
-CREATE TABLE IF NOT EXISTS tasks (
-    provider TEXT NOT NULL,
-    provider_job_id TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    PRIMARY KEY (provider, provider_job_id)
-);
-CREATE TABLE IF NOT EXISTS budget_windows (
-    key TEXT PRIMARY KEY,
-    spent INTEGER NOT NULL DEFAULT 0,
-    reserved INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS budget_reservations (
-    job_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    amount INTEGER NOT NULL,
-    settled INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, key)
-);
-CREATE TABLE IF NOT EXISTS reconcile (
-    job_id TEXT PRIMARY KEY,
-    due_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reconcile_due ON reconcile(due_at);
-CREATE TABLE IF NOT EXISTS policy_versions (
-    team TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    PRIMARY KEY (team, version)
-);
-"""
-
-
-# Added after the first release: databases from before it get the column and its index on open.
-_READY_INDEX = "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(ready_at, id) WHERE ready_at IS NOT NULL"
 _UNREADABLE = "unreadable"  # the status column of a quarantined record
 
 
@@ -126,28 +67,11 @@ def _replace_row(db: sqlite3.Connection, record: JobRecord, stored: JobRecord) -
     return True
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-    if "ready_at" not in columns:
-        db.execute("ALTER TABLE jobs ADD COLUMN ready_at REAL")
-        db.execute(
-            "UPDATE jobs SET ready_at = COALESCE(lease_until, 0) WHERE status IN ('queued', 'running')"
-        )
-    db.execute(_READY_INDEX)
-    reservation_columns = {row[1] for row in db.execute("PRAGMA table_info(budget_reservations)")}
-    if "reserved_at" not in reservation_columns:  # reservations from before it count as old
-        db.execute("ALTER TABLE budget_reservations ADD COLUMN reserved_at REAL NOT NULL DEFAULT 0")
-    if "spent" not in reservation_columns:  # what a settled job put into spend (NULL: from before)
-        db.execute("ALTER TABLE budget_reservations ADD COLUMN spent INTEGER")
-
-
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteLedger, Store):
     """`sqlite:///path/to/broker.db` (relative) or `sqlite:////abs/path.db`."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None
+        super().__init__(path)
         self._writes: list[_Write] = []
         self._unreadable: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -155,42 +79,6 @@ class SQLiteStore(Store):
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
         return cls(Path(url.removeprefix("sqlite:///")))
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None or self._db is None:
-            raise StoreUnavailable("the store is not open")
-        db = self._db
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
-        except sqlite3.IntegrityError as exc:
-            raise VersionConflict(f"the write conflicts with stored state: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"the job store failed: {exc}") from exc
-
-    async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-
-        def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            _migrate(db)
-            return db
-
-        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
-
-    async def close(self) -> None:
-        if self._db is not None and self._executor is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-        self._db = None
-        self._executor = None
-
-    async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
     # Jobs ---------------------------------------------------------------------------------------
     async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
@@ -401,156 +289,3 @@ class SQLiteStore(Store):
             lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,)).fetchone()
         )
         return int(row[0])
-
-    # Budgets ------------------------------------------------------------------------------------
-    async def reserve_budget(
-        self, job_id: str, amount_micros: int, windows: list[BudgetWindow]
-    ) -> Reservation:
-        def reserve(db: sqlite3.Connection) -> Reservation:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                remaining: dict[str, int] = {}
-                for window in windows:
-                    db.execute("INSERT OR IGNORE INTO budget_windows (key) VALUES (?)", (window.key,))
-                    spent, reserved = db.execute(
-                        "SELECT spent, reserved FROM budget_windows WHERE key = ?", (window.key,)
-                    ).fetchone()
-                    remaining[window.key] = window.limit_micros - spent - reserved
-                if any(remaining[w.key] < amount_micros for w in windows):
-                    db.execute("COMMIT")
-                    return Reservation(ok=False, remaining_micros=remaining)
-                for window in windows:
-                    db.execute(
-                        "UPDATE budget_windows SET reserved = reserved + ? WHERE key = ?",
-                        (amount_micros, window.key),
-                    )
-                    db.execute(
-                        "INSERT INTO budget_reservations (job_id, key, amount, reserved_at, spent)"
-                        " VALUES (?, ?, ?, ?, 0)"
-                        " ON CONFLICT(job_id, key) DO UPDATE SET settled = 0, amount = excluded.amount"
-                        " + CASE WHEN settled THEN 0 ELSE amount END",
-                        (job_id, window.key, amount_micros, time.time()),
-                    )
-                    remaining[window.key] -= amount_micros
-                db.execute("COMMIT")
-                return Reservation(ok=True, remaining_micros=remaining)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-        return await self._run(reserve)
-
-    async def settle_budget(self, job_id: str, actual_micros: int) -> None:
-        def settle(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute(
-                    "SELECT key, amount, settled, spent FROM budget_reservations WHERE job_id = ?", (job_id,)
-                ).fetchall()
-                for key, amount, settled, spent in rows:
-                    if settled and spent is None:
-                        continue  # settled before the spent amount was kept: nothing to correct from
-                    released, delta = (0 if settled else amount), actual_micros - (spent or 0)
-                    db.execute(
-                        "UPDATE budget_windows SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
-                        (released, delta, key),
-                    )
-                db.execute(
-                    "UPDATE budget_reservations SET settled = 1, spent = ?"
-                    " WHERE job_id = ? AND (settled = 0 OR spent IS NOT NULL)",
-                    (actual_micros, job_id),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-        await self._run(settle)
-
-    async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
-        def usage(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
-            found = {
-                key: (spent, reserved)
-                for key, spent, reserved in db.execute(
-                    f"SELECT key, spent, reserved FROM budget_windows WHERE key IN"
-                    f" ({','.join('?' * len(keys))})",
-                    keys,
-                ).fetchall()
-            }
-            return {key: found.get(key, (0, 0)) for key in keys}
-
-        return await self._run(usage) if keys else {}
-
-    async def open_reservations(self, reserved_before: float, *, limit: int = 100) -> list[str]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT job_id FROM budget_reservations WHERE settled = 0 AND reserved_at < ?"
-                " GROUP BY job_id ORDER BY MIN(reserved_at) LIMIT ?",
-                (reserved_before, limit),
-            ).fetchall()
-        )
-        return [job_id for (job_id,) in rows]
-
-    # Reconciliation -----------------------------------------------------------------------------
-    async def schedule_reconcile(self, job_id: str, at: float) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO reconcile (job_id, due_at) VALUES (?, ?)"
-                " ON CONFLICT(job_id) DO UPDATE SET due_at = excluded.due_at",
-                (job_id, at),
-            )
-        )
-
-    async def due_reconciles(self, now: float, *, limit: int = 50) -> list[str]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT job_id FROM reconcile WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)
-            ).fetchall()
-        )
-        return [job_id for (job_id,) in rows]
-
-    async def drop_reconcile(self, job_id: str) -> None:
-        await self._run(lambda db: db.execute("DELETE FROM reconcile WHERE job_id = ?", (job_id,)))
-
-    # Policies -----------------------------------------------------------------------------------
-    async def get_policy(self, team: str) -> PolicyVersion | None:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT record FROM policy_versions WHERE team = ? ORDER BY version DESC LIMIT 1", (team,)
-            ).fetchone()
-        )
-        return None if row is None else PolicyVersion.model_validate_json(row[0])
-
-    async def put_policy(
-        self, team: str, policy: dict[str, Any], *, expected_version: int, actor: str, at: datetime
-    ) -> PolicyVersion:
-        def put(db: sqlite3.Connection) -> PolicyVersion:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT record FROM policy_versions WHERE team = ? ORDER BY version DESC LIMIT 1",
-                    (team,),
-                ).fetchone()
-                current = None if row is None else PolicyVersion.model_validate_json(row[0])
-                new = next_policy_version(
-                    team, current, policy, expected_version=expected_version, actor=actor, at=at
-                )
-                db.execute(
-                    "INSERT INTO policy_versions (team, version, record) VALUES (?, ?, ?)",
-                    (team, new.version, new.model_dump_json()),
-                )
-                db.execute("COMMIT")
-                return new
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-        return await self._run(put)
-
-    async def policy_history(self, team: str) -> list[PolicyVersion]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT record FROM policy_versions WHERE team = ? ORDER BY version", (team,)
-            ).fetchall()
-        )
-        return [PolicyVersion.model_validate_json(row[0]) for row in rows]

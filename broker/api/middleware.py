@@ -1,0 +1,60 @@
+"""The one place exceptions become HTTP answers, and where each request gets its id."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from broker.api.common import json_response
+from broker.schema import BrokerError, ErrorCode
+
+log = structlog.get_logger("broker.http")
+
+_HTTP_CODES = {
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    return json_response({"error": {"code": code, "message": message, "details": details}}, status=status)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id to every log line of this request and echo it back."""
+    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        response = await handler(request)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every exception to the error envelope; only a bug in the broker answers 500."""
+    try:
+        return await handler(request)
+    except BrokerError as exc:
+        if exc.http_status >= 500:
+            log.warning("request_failed", code=exc.code.value, error=exc.message, path=request.path)
+        return error_response(exc.http_status, exc.code.value, exc.message, exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, ErrorCode.INVALID_REQUEST)
+        message = exc.reason if exc.status != 413 else "the request body is larger than the limit"
+        return error_response(exc.status, code.value, message)
+    except Exception:
+        log.exception("unhandled_error", path=request.path, method=request.method)
+        return error_response(500, ErrorCode.INTERNAL.value, "internal error; it has been logged")

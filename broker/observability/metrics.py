@@ -1,0 +1,167 @@
+"""Prometheus metrics, on a registry owned by the app (no global registry).
+
+Counters follow stored job changes (`MetricsObserver`, fed each change's before/after, so a cost is
+counted once, when it is booked) and provider calls (`provider_calls.py`). Gauges that describe
+the present (queue depth, jobs in flight, budgets) are read from the store at scrape time, so they
+are right for every replica sharing a store and after a restart.
+
+Label values are bounded: provider, model and team names come from the configuration, statuses and
+error codes from enums, endpoints from path templates; never a job id or a prompt.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from broker.appkeys import CLOCK, DEPLOYMENT, STORE
+from broker.jobs import budgets
+from broker.jobs.routing import current_policy
+from broker.schema import Attempt, AttemptStatus, JobStatus
+from broker.store import JobRecord
+from pricing.money import MICROS_PER_USD, Money
+
+# Renders take tens of seconds; status polls and submits well under one.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class BrokerMetrics:
+    """Every metric the broker exports, registered on one registry per app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.job_transitions = Counter(
+            "broker_job_transitions", "Jobs entering a status", ["status", "provider", "model"], registry=r
+        )
+        self.spend = Counter(
+            "broker_spend_usd", "USD booked for attempts", ["provider", "team", "model"], registry=r
+        )
+        self.provider_errors = Counter(
+            "broker_provider_errors", "Failed attempts by error class", ["provider", "error"], registry=r
+        )
+        self.provider_requests = Counter(
+            "broker_provider_requests",
+            "HTTP requests to providers",
+            ["provider", "endpoint", "status_class"],
+            registry=r,
+        )
+        self.provider_latency = Histogram(
+            "broker_provider_request_duration_seconds",
+            "Time to a provider's answer (headers), by endpoint",
+            ["provider", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.jobs = Gauge("broker_jobs", "Jobs in the store by status", ["status"], registry=r)
+        self.in_flight = Gauge("broker_jobs_in_flight", "Jobs running now", registry=r)
+        self.queue_depth = Gauge("broker_queue_depth", "Jobs queued, waiting for a worker", registry=r)
+        self.budget_remaining = Gauge(
+            "broker_budget_remaining_usd",
+            "What a team may still spend in its current budget window",
+            ["team", "window"],
+            registry=r,
+        )
+        self.budget_limit = Gauge(
+            "broker_budget_limit_usd",
+            "A team's budget for its current window",
+            ["team", "window"],
+            registry=r,
+        )
+        # This replica's view (circuits and capacity slots are per replica), read at scrape time.
+        self.circuit_open = Gauge(
+            "broker_provider_circuit_open",
+            "1 while a provider's circuit is open or half-open",
+            ["provider"],
+            registry=r,
+        )
+        self.provider_in_flight = Gauge(
+            "broker_provider_in_flight", "Capacity slots a provider has taken", ["provider"], registry=r
+        )
+        self.provider_max_concurrency = Gauge(
+            "broker_provider_max_concurrency",
+            "A provider's configured max_concurrency",
+            ["provider"],
+            registry=r,
+        )
+        self.runner_up = Gauge("broker_runner_up", "1 while this replica's job runner is running", registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+METRICS = web.AppKey("metrics", BrokerMetrics)
+
+
+def _usd(money: Money) -> float:
+    return money.micros / MICROS_PER_USD
+
+
+def _route(record: JobRecord) -> tuple[str, str]:
+    route = record.job.route
+    return (route.provider, route.model) if route else ("none", "none")
+
+
+class MetricsObserver:
+    """Counts job transitions, booked spend and failed attempts from each stored change."""
+
+    def __init__(self, metrics: BrokerMetrics) -> None:
+        self.metrics = metrics
+
+    def job_changed(self, before: JobRecord | None, after: JobRecord) -> None:
+        """Count what changed between `before` and `after`, and nothing that was already counted."""
+        if before is None or before.status is not after.status:
+            self.metrics.job_transitions.labels(after.status.value, *_route(after)).inc()
+        previous = {a.id: a for a in before.job.attempts} if before else {}
+        for attempt in after.job.attempts:
+            self._attempt_changed(previous.get(attempt.id), attempt, after.job.team)
+
+    def _attempt_changed(self, before: Attempt | None, after: Attempt, team: str) -> None:
+        booked = Money.zero() if before is None or before.cost_usd is None else Money.parse(before.cost_usd)
+        if after.cost_usd is not None:
+            # A counter only grows: count a cost once, and only what it grew by if it is ever revised.
+            added = Money.parse(after.cost_usd) - booked
+            if added.micros > 0:
+                self.metrics.spend.labels(after.provider, team, after.model).inc(_usd(added))
+        failed = after.status is AttemptStatus.FAILED
+        if failed and (before is None or before.status is not AttemptStatus.FAILED):
+            code = after.error.code.value if after.error else "unknown"
+            self.metrics.provider_errors.labels(after.provider, code).inc()
+
+
+def _window_kind(key: str) -> str:
+    """ "growth:day:2026-11-21" -> "day": the date itself would make the label unbounded."""
+    parts = key.split(":")
+    return parts[1] if len(parts) == 3 and parts[1] in ("day", "month") else "other"
+
+
+async def refresh_gauges(app: web.Application) -> None:
+    """Read the present from the store: jobs by status, the queue, and each team's budget left."""
+    metrics, store, config = app[METRICS], app[STORE], app[DEPLOYMENT].config
+    for status in JobStatus:
+        count = await store.count_jobs(status)
+        metrics.jobs.labels(status.value).set(count)
+        if status is JobStatus.RUNNING:
+            metrics.in_flight.set(count)
+        elif status is JobStatus.QUEUED:
+            metrics.queue_depth.set(count)
+    now = datetime.fromtimestamp(app[CLOCK](), UTC)
+    remaining: dict[tuple[str, str], Money] = {}
+    limits: dict[tuple[str, str], Money] = {}
+    for team in config.teams:
+        windows = budgets.budget_windows(team.name, await current_policy(config, store, team.name), now)
+        usage = await store.budget_usage([w.key for w in windows])
+        for window in windows:
+            spent, reserved = usage.get(window.key, (0, 0))
+            remaining[team.name, _window_kind(window.key)] = Money(window.limit_micros - spent - reserved)
+            limits[team.name, _window_kind(window.key)] = Money(window.limit_micros)
+    # Replaced whole, with no await in between, so a concurrent scrape never sees half the series, and
+    # a team or budget dropped by a config reload leaves no stale one.
+    metrics.budget_remaining.clear()
+    metrics.budget_limit.clear()
+    for (team_name, kind), left in remaining.items():
+        metrics.budget_remaining.labels(team_name, kind).set(_usd(left))
+        metrics.budget_limit.labels(team_name, kind).set(_usd(limits[team_name, kind]))
