@@ -14,8 +14,10 @@ from broker.api.app import create_app
 from broker.config import BrokerConfig
 from broker.settings import Settings
 from broker.store import Store
-from tests.support.deployment import TEST_ENV, fake_config, fast_sleep
+from broker.store.redis import RedisStore
+from tests.support.deployment import REDIS_URL, TEST_ENV, fake_config, fast_sleep
 from tests.support.fakes import FakeProvider
+from tests.support.redis_proxy import fresh_prefix
 from tests.support.stores import STORE_KINDS
 
 
@@ -67,3 +69,30 @@ def make_client(
         return client
 
     return make
+
+
+# Redis shared by several replicas ------------------------------------------------------------------
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A fresh Redis key prefix for broker processes under test; its keys are deleted afterwards."""
+    name = fresh_prefix()
+    yield name
+    store = RedisStore.from_url(REDIS_URL, prefix=name)
+    await store.open()
+    await store.drop_all_keys()
+    await store.close()
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[list[RedisStore]]:
+    """Three stores on one prefix, each with its own connection pool, as three replicas would have."""
+    name = fresh_prefix()
+    stores = [RedisStore.from_url(REDIS_URL, prefix=name) for _ in range(3)]
+    for replica in stores:
+        await replica.open()
+    try:
+        yield stores
+    finally:
+        await stores[0].drop_all_keys()
+        for replica in stores:
+            await replica.close()

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker.store.redis import RedisStore
 from tests.support.deployment import REDIS_URL
 from tests.support.procs import (
     ADMIN_KEY,
@@ -44,16 +42,6 @@ async def proxy() -> AsyncIterator[TcpProxy]:
     finally:
         if instance.running:
             await instance.stop()
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    store = RedisStore.from_url(REDIS_URL, prefix=name)
-    await store.open()
-    await store.drop_all_keys()
-    await store.close()
 
 
 async def assert_store_unavailable(

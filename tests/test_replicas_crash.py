@@ -6,15 +6,12 @@ replica; one caught mid-step is due again when its lease lapses), and no job is 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from broker.store.redis import RedisStore
 from tests.support.deployment import REDIS_URL
 from tests.support.procs import (
     DOITONG_ROUTE,
@@ -28,17 +25,6 @@ from tests.support.procs import (
 
 JOBS = 300
 WORKERS = 100  # per replica: all 300 jobs are claimed at once, so none waits to be submitted
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A fresh key prefix; its keys are deleted after the test."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    store = RedisStore.from_url(REDIS_URL, prefix=name)
-    await store.open()
-    await store.drop_all_keys()
-    await store.close()
 
 
 async def unfinished_in_schedule(prefix: str) -> int:

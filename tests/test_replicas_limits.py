@@ -5,14 +5,11 @@ once (its steps finish; no job waits out a lease)."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from broker.store.redis import RedisStore
 from tests.support.deployment import REDIS_URL
 from tests.support.procs import (
     Cluster,
@@ -23,16 +20,6 @@ from tests.support.procs import (
 )
 
 LIMIT = 8
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    store = RedisStore.from_url(REDIS_URL, prefix=name)
-    await store.open()
-    await store.drop_all_keys()
-    await store.close()
 
 
 @pytest.mark.timeout(150)

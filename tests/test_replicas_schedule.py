@@ -5,7 +5,6 @@ whichever replica asks."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,21 +14,6 @@ from broker.schema import JobStatus
 from broker.store.redis import RedisStore
 from tests.support.deployment import REDIS_URL
 from tests.support.factories import job_record
-
-
-@pytest.fixture
-async def replicas() -> AsyncIterator[list[RedisStore]]:
-    """Three stores on one prefix, each with its own connection pool, as three processes would have."""
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    stores = [RedisStore.from_url(REDIS_URL, prefix=prefix) for _ in range(3)]
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        await stores[0].drop_all_keys()
-        for store in stores:
-            await store.close()
 
 
 @pytest.fixture

@@ -3,11 +3,6 @@ against one limit, share one breaker verdict, and send at most one half-open pro
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
-import pytest
-
 from adapters.errors import ProviderUnavailable
 from broker.config import ProviderConfig
 from broker.jobs.provider_health import BreakerSettings, ProviderHealth
@@ -15,21 +10,6 @@ from broker.store.redis import RedisStore
 from broker.store.redis_capacity import RedisSlots
 from broker.store.redis_circuits import RedisCircuits
 from tests.support.adapters import FakeTime
-from tests.support.deployment import REDIS_URL
-
-
-@pytest.fixture
-async def replicas() -> AsyncIterator[list[RedisStore]]:
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    stores = [RedisStore.from_url(REDIS_URL, prefix=prefix) for _ in range(3)]
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        await stores[0].drop_all_keys()
-        for store in stores:
-            await store.close()
 
 
 async def test_three_replicas_take_no_more_slots_than_the_limit(replicas: list[RedisStore]) -> None:

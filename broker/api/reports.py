@@ -13,6 +13,7 @@ from broker.auth import Identity
 from broker.errors import Forbidden, InvalidRequest
 from broker.observability.reconciliation import build_reconciliation
 from broker.observability.reports import BadParameter, build_report, parse_group_by, report_window
+from broker.store import JobRecord
 
 routes = web.RouteTableDef()
 FORMATS = ("json", "csv")
@@ -31,6 +32,20 @@ def _team_scope(identity: Identity, asked: str | None) -> str | None:
     return identity.team
 
 
+async def _records(
+    request: web.Request, identity: Identity
+) -> tuple[list[JobRecord], datetime, datetime, str | None]:
+    """The jobs of the asked window (`from`, `to`) the caller may see, with the window and team."""
+    query = request.query
+    try:
+        now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
+        start, end = report_window(query.get("from"), query.get("to"), now)
+    except BadParameter as exc:
+        raise _bad(exc) from None
+    team = _team_scope(identity, query.get("team"))
+    return await request.app[STORE].jobs_created_between(start, end, team=team), start, end, team
+
+
 @routes.get("/v1/reports/costs")
 async def cost_report(request: web.Request) -> web.Response:
     identity = identity_of(request)
@@ -40,12 +55,9 @@ async def cost_report(request: web.Request) -> web.Response:
         if fmt not in FORMATS:
             raise BadParameter("format", f"must be one of {', '.join(FORMATS)}")
         group_by = parse_group_by(query.get("group_by", "provider"))
-        now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
-        start, end = report_window(query.get("from"), query.get("to"), now)
     except BadParameter as exc:
         raise _bad(exc) from None
-    team = _team_scope(identity, query.get("team"))
-    records = await request.app[STORE].jobs_created_between(start, end, team=team)
+    records, start, end, team = await _records(request, identity)
     report = build_report(records, group_by, start, end)
     if fmt == "csv":
         return web.Response(
@@ -59,14 +71,6 @@ async def cost_report(request: web.Request) -> web.Response:
 @routes.get("/v1/reports/reconciliation")
 async def reconciliation_report(request: web.Request) -> web.Response:
     """Per provider and day: booked against the providers' own figures, and every attempt that differs."""
-    identity = identity_of(request)
-    query = request.query
-    try:
-        now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
-        start, end = report_window(query.get("from"), query.get("to"), now)
-    except BadParameter as exc:
-        raise _bad(exc) from None
-    team = _team_scope(identity, query.get("team"))
-    records = await request.app[STORE].jobs_created_between(start, end, team=team)
+    records, start, end, team = await _records(request, identity_of(request))
     routes = {route.key: route for route in request.app[DEPLOYMENT].config.routes}
     return json_response({**build_reconciliation(records, routes, start, end).to_json(), "team": team})

@@ -19,7 +19,7 @@ from broker.observability.reconciliation import Reconciliation, build_reconcilia
 from broker.observability.reports import BadParameter, CostReport, build_report, parse_group_by, report_window
 from broker.schema import BrokerError
 from broker.settings import Settings
-from broker.store import Store, open_store
+from broker.store import JobRecord, Store, open_store
 
 # Short column titles for the table; the CSV keeps the API's field names.
 TITLES = {
@@ -96,6 +96,18 @@ def _store(url: str) -> Store:
         raise BadParameter("--store-url", str(exc)) from None
 
 
+async def _records(
+    args: argparse.Namespace, settings: Settings, start: datetime, end: datetime
+) -> list[JobRecord]:
+    """The jobs created in [start, end) (of `--team`, if given), read from the store the options name."""
+    store = _store(args.store_url or settings.store_url)
+    await store.open()
+    try:
+        return await store.jobs_created_between(start, end, team=args.team)
+    finally:
+        await store.close()
+
+
 async def load_report(args: argparse.Namespace, now: datetime) -> CostReport:
     """Read the jobs of the report's window from the store and sum them; `BadParameter` on bad options."""
     try:
@@ -106,12 +118,7 @@ async def load_report(args: argparse.Namespace, now: datetime) -> CostReport:
         start, end = report_window(args.start, args.end, now)
     except BadParameter as exc:
         raise BadParameter(f"--{exc.param}", exc.message) from None
-    store = _store(args.store_url or Settings().store_url)
-    await store.open()
-    try:
-        records = await store.jobs_created_between(start, end, team=args.team)
-    finally:
-        await store.close()
+    records = await _records(args, Settings(), start, end)
     return build_report(records, group_by, start, end)
 
 
@@ -152,12 +159,7 @@ async def load_reconciliation(args: argparse.Namespace, now: datetime) -> Reconc
         routes = {route.key: route for route in load_config(settings.config).routes}
     except ConfigError as exc:
         raise BadParameter("BROKER_CONFIG", str(exc)) from None
-    store = _store(args.store_url or settings.store_url)
-    await store.open()
-    try:
-        records = await store.jobs_created_between(start, end, team=args.team)
-    finally:
-        await store.close()
+    records = await _records(args, settings, start, end)
     return build_reconciliation(records, routes, start, end)
 
 

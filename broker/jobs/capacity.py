@@ -3,7 +3,8 @@
 
 A slot is taken just before an attempt's submit and given back when the attempt ends; slots are keyed
 by attempt id, so giving one back twice is harmless. A route whose provider is saturated is skipped
-when another route can serve the job; otherwise the job waits (`wait_for_change`) until a slot frees.
+when another route can serve the job; otherwise the job is parked and looks again (broker/jobs/submit.py).
+This is the in-process home of the slots (`broker.jobs.slots.LocalSlots`); with Redis they live there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from adapters.base import Clock, Sleep
 from broker.config import ProviderConfig
+from broker.jobs.waiting import sleep_or_event
 
 RATE_WINDOW_S = 60.0
 
@@ -125,15 +127,7 @@ class Capacity:
 
     async def wait_for_change(self, timeout_s: float, sleep: Sleep) -> None:
         """Return when a slot is given back or limits change, or after `timeout_s` on `sleep`."""
-        changed = self._changed
-        waiter = asyncio.ensure_future(changed.wait())
-        sleeper = asyncio.ensure_future(sleep(max(0.0, timeout_s)))
-        try:
-            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (waiter, sleeper):
-                task.cancel()
-            await asyncio.gather(waiter, sleeper, return_exceptions=True)
+        await sleep_or_event(sleep, timeout_s, self._changed)
 
     def _signal(self) -> None:
         # Wake every waiter once; later waiters wait on a fresh event.
@@ -144,4 +138,3 @@ class Capacity:
         now = self.clock()
         while state.submits and now - state.submits[0] >= RATE_WINDOW_S:
             state.submits.popleft()
-

@@ -33,6 +33,7 @@ from broker.jobs.ending import fail_job
 from broker.jobs.provider_health import ProviderHealth
 from broker.jobs.slots import LocalSlots, Slots
 from broker.jobs.steps import run_step
+from broker.jobs.waiting import sleep_or_event
 from broker.jobs.work import JobWork, LeaseLost
 from broker.schema import AttemptStatus, BrokerError, ErrorCode, JobError, JobStatus
 from broker.store import JobRecord
@@ -51,6 +52,7 @@ class Scheduler:
         self.options = ctx.options
         self._clock: Clock = ctx.clock
         self._started_at = time.monotonic()
+        self._unreadable_checked = 0.0
         ctx.clock = self.now  # the steps' deadlines and timestamps run on the scheduler's clock too
         self.name = name or f"runner-{secrets.token_hex(6)}"
         self._skipped = 0.0
@@ -200,15 +202,7 @@ class Scheduler:
     async def _sleep(self, seconds: float) -> None:
         """Wait on the injected sleep until a job is due, or until woken."""
         before = self._clock()
-        sleeper = asyncio.ensure_future(self.ctx.sleep(seconds))
-        waiter = asyncio.ensure_future(self._wakeup.wait())
-        try:
-            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pending in (sleeper, waiter):
-                pending.cancel()
-            await asyncio.gather(sleeper, waiter, return_exceptions=True)
-        if not self._wakeup.is_set():
+        if not await sleep_or_event(self.ctx.sleep, seconds, self._wakeup):
             skipped = self._skipped + max(0.0, seconds - (self._clock() - before))
             # Never more than MAX_PACE times real time's pace: providers (and emulators) keep real
             # time, and a schedule far ahead of them would see deadlines pass mid-render.
@@ -262,6 +256,11 @@ class Scheduler:
 
     # Records the store cannot read, and slots after a restart -----------------------------------
     async def _set_aside_unreadable(self) -> None:
+        # Looked for about once per idle wait, not on every claim: the loop is the hot path.
+        now = time.monotonic()
+        if now - self._unreadable_checked < self.options.idle_wait_s:
+            return
+        self._unreadable_checked = now
         for job_id in await self.ctx.store.unreadable_due(self.now()):
             log.error("job_record_unreadable", job_id=job_id, action="failed and set aside")
             await self.ctx.store.quarantine_job(job_id)

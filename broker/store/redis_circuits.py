@@ -45,19 +45,28 @@ end
 return 1
 """
 
-# KEYS: circuit. ARGV: now, cooldown_s, probe_timeout_s. Returns {"ok"} or {"open", wait, failures, calls}
-# or {"probing"}; half-open, the first caller takes the probe.
+# KEYS: one circuit per provider. ARGV: now, cooldown_s, probe_timeout_s, take the probe (1/0). Returns
+# four values per key: "ok", "open" (with wait, failures, calls) or "probing"; a half-open circuit's first
+# caller that takes the probe gets "ok". One call answers for every provider (quotes ask about all).
 _ADMIT = """
 local now = tonumber(ARGV[1])
-local c = redis.call('HMGET', KEYS[1], 'opened', 'failures', 'calls', 'probe')
-if not c[1] then return {'ok'} end
-local since = now - tonumber(c[1])
-if since < tonumber(ARGV[2]) then
-  return {'open', tostring(tonumber(ARGV[2]) - since), c[2] or '0', c[3] or '0'}
+local out = {}
+for _, key in ipairs(KEYS) do
+  local c = redis.call('HMGET', key, 'opened', 'failures', 'calls', 'probe')
+  local verdict = {'ok', '', '', ''}
+  if c[1] then
+    local since = now - tonumber(c[1])
+    if since < tonumber(ARGV[2]) then
+      verdict = {'open', tostring(tonumber(ARGV[2]) - since), c[2] or '0', c[3] or '0'}
+    elseif c[4] and now - tonumber(c[4]) < tonumber(ARGV[3]) then
+      verdict = {'probing', '', '', ''}
+    elseif ARGV[4] == '1' then
+      redis.call('HSET', key, 'probe', ARGV[1])
+    end
+  end
+  for _, v in ipairs(verdict) do table.insert(out, v) end
 end
-if c[4] and now - tonumber(c[4]) < tonumber(ARGV[3]) then return {'probing'} end
-if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'probe', ARGV[1]) end
-return {'ok'}
+return out
 """
 
 
@@ -75,22 +84,28 @@ class RedisCircuits:
         keys = self._store.keys
         return [keys.cap("circuit", provider), keys.cap("outcomes", provider)]
 
-    async def _check(self, provider: str, now: float, *, take_probe: bool) -> str | None:
+    async def _check(self, providers: list[str], now: float, *, take_probe: bool) -> dict[str, str]:
+        """Provider -> why its circuit keeps attempts out now, for those it does (one round trip)."""
         s = self.settings
         reply = await self._store.run_script(
             _ADMIT,
-            self._keys(provider)[:1],
+            [self._keys(provider)[0] for provider in providers],
             [repr(now), repr(s.cooldown_s), repr(s.probe_timeout_s), "1" if take_probe else "0"],
         )
-        if reply[0] == "ok":
-            return None
-        if reply[0] == "probing":
-            return "circuit half-open: a probe attempt is in flight"
-        wait = math.ceil(float(reply[1]))
-        return f"circuit open: {reply[2]} of the last {reply[3]} attempts failed; retried in {wait} s"
+        reasons: dict[str, str] = {}
+        for provider, at in zip(providers, range(0, len(reply), 4), strict=True):
+            verdict, wait, failures, calls = reply[at : at + 4]
+            if verdict == "probing":
+                reasons[provider] = "circuit half-open: a probe attempt is in flight"
+            elif verdict == "open":
+                retry = math.ceil(float(wait))
+                reasons[provider] = (
+                    f"circuit open: {failures} of the last {calls} attempts failed; retried in {retry} s"
+                )
+        return reasons
 
     async def admit(self, provider: str, now: float) -> str | None:
-        return await self._check(provider, now, take_probe=True)
+        return (await self._check([provider], now, take_probe=True)).get(provider)
 
     async def record(self, provider: str, ok: bool, now: float) -> None:
         s = self.settings
@@ -113,9 +128,4 @@ class RedisCircuits:
             await redis.hdel(self._keys(provider)[0], "probe")
 
     async def unavailable(self, now: float) -> dict[str, str]:
-        reasons: dict[str, str] = {}
-        for provider in self._providers:
-            reason = await self._check(provider, now, take_probe=False)
-            if reason is not None:
-                reasons[provider] = reason
-        return reasons
+        return await self._check(self._providers, now, take_probe=False) if self._providers else {}
