@@ -19,6 +19,9 @@ from tests.support.deployment import REDIS_URL, TEST_ENV, fake_config, fast_slee
 from tests.support.fakes import FakeProvider
 from tests.support.redis_proxy import fresh_prefix
 from tests.support.stores import STORE_KINDS
+from tests.support.tracebacks import install as install_traceback_guard
+
+install_traceback_guard()
 
 
 @pytest.fixture(params=sorted(STORE_KINDS))
