@@ -32,7 +32,6 @@ class ProviderError(BrokerError):
     """A failure at a provider. `fallback` says whether another route could fix it."""
 
     code: ClassVar[ErrorCode] = ErrorCode.PROVIDER_ERROR
-    http_status: ClassVar[int] = 502
     fallback: ClassVar[bool] = True
 
     def __init__(
@@ -52,7 +51,6 @@ class ProviderError(BrokerError):
 
 class RateLimited(ProviderError):
     code = ErrorCode.RATE_LIMITED
-    http_status = 429
 
     def __init__(self, message: str, *, retry_after_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -61,12 +59,10 @@ class RateLimited(ProviderError):
 
 class ProviderUnavailable(ProviderError):
     code = ErrorCode.PROVIDER_UNAVAILABLE
-    http_status = 503
 
 
 class Rejected(ProviderError):
     code = ErrorCode.REJECTED
-    http_status = 422
     fallback = False
 
 

@@ -36,17 +36,14 @@ _DATA_URI_PREFIX_BYTES = len("data:image/jpeg;base64,")
 
 class InvalidImage(BrokerError):
     code = ErrorCode.INVALID_IMAGE
-    http_status = 422
 
 
 class ImageTooLarge(BrokerError):
     code = ErrorCode.IMAGE_TOO_LARGE
-    http_status = 413
 
 
 class ImageFetchFailed(BrokerError):
     code = ErrorCode.IMAGE_FETCH_FAILED
-    http_status = 422
 
 
 @dataclass(frozen=True, slots=True)

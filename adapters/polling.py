@@ -21,7 +21,6 @@ class TaskTimedOut(ProviderUnavailable):
     """The task did not finish before the poll deadline; it may still be running at the provider."""
 
     code = ErrorCode.TIMED_OUT
-    http_status = 504
 
 
 async def poll_until_done(

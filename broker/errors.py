@@ -1,9 +1,10 @@
 """The broker's error tree, drawn whole here; this module holds the errors the HTTP API raises.
 
 Every error the broker raises on purpose is a `BrokerError` (`broker/schema.py`): its `code` is the
-envelope's `error.code` and its `http_status` the answer's status, which `broker/api/middleware.py`
-turns into `{"error": {"code", "message", "details"}}`; anything else reaching the edge is a logged
-500 `internal`. Status and code of each class:
+envelope's `error.code`. `broker/api/middleware.py` turns it into `{"error": {"code", "message",
+"details"}}` with the status its table `STATUSES` maps the class to (the nearest ancestor it names):
+statuses live there only. Anything else reaching the edge is a logged 500 `internal`. Code and
+status of each class:
 
     BrokerError                           internal 500      broker/schema.py
      ├── InvalidRequest                   invalid_request 400     (this module: the API's own)
@@ -27,6 +28,7 @@ turns into `{"error": {"code", "message", "details"}}`; anything else reaching t
      └── ProviderError                    provider_error 502       adapters/errors.py: a provider's failure
           ├── RateLimited                 rate_limited 429
           ├── ProviderUnavailable         provider_unavailable 503
+          │    └── TaskTimedOut           timed_out 504            adapters/polling.py: past the deadline
           ├── Rejected                    rejected 422
           │    ├── RequestInvalid         request_invalid 422
           │    ├── GenerationFailed       generation_failed 422
@@ -53,54 +55,43 @@ from broker.schema import BrokerError, ErrorCode
 
 class InvalidRequest(BrokerError):
     code = ErrorCode.INVALID_REQUEST
-    http_status = 400
 
 
 class InvalidJson(BrokerError):
     code = ErrorCode.INVALID_JSON
-    http_status = 400
 
 
 class Unauthorized(BrokerError):
     code = ErrorCode.UNAUTHORIZED
-    http_status = 401
 
 
 class Forbidden(BrokerError):
     code = ErrorCode.FORBIDDEN
-    http_status = 403
 
 
 class NotFound(BrokerError):
     code = ErrorCode.NOT_FOUND
-    http_status = 404
 
 
 class PayloadTooLarge(BrokerError):
     code = ErrorCode.PAYLOAD_TOO_LARGE
-    http_status = 413
 
 
 class UnsupportedMediaType(BrokerError):
     code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
-    http_status = 415
 
 
 class NoFeasibleRoute(BrokerError):
     code = ErrorCode.NO_FEASIBLE_ROUTE
-    http_status = 422
 
 
 class BudgetExceeded(BrokerError):
     code = ErrorCode.BUDGET_EXCEEDED
-    http_status = 402
 
 
 class Conflict(BrokerError):
     code = ErrorCode.CONFLICT
-    http_status = 409
 
 
 class NotReady(BrokerError):
     code = ErrorCode.NOT_READY
-    http_status = 503

@@ -138,11 +138,11 @@ class ErrorCode(StrEnum):
 class BrokerError(Exception):
     """Root of every error the broker raises on purpose; the HTTP edge maps it to the error envelope.
 
-    Subclasses set `code` and `http_status`; `details` is JSON-safe extra context for the caller.
+    Subclasses set `code`; `details` is JSON-safe extra context for the caller. The HTTP status is
+    the edge's business: `broker/api/middleware.py` maps each class to one.
     """
 
     code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
-    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)

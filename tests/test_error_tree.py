@@ -1,5 +1,5 @@
 """The error tree drawn in broker/errors.py is the tree in the code: every `BrokerError` with its
-code, status and parent, and one `OutputInvalid`."""
+code, the status the middleware gives it and its parent, and one `OutputInvalid`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import re
 import adapters.errors
 import adapters.http
 import adapters.images
+import adapters.polling
 import broker.errors
 import broker.store.artifacts
 import broker.store.base
+from broker.api.middleware import status_for
 from broker.schema import BrokerError
 
-MODULES = (broker.errors, broker.store.base, adapters.errors, adapters.images)
+MODULES = (broker.errors, broker.store.base, adapters.errors, adapters.images, adapters.polling)
 LINE = re.compile(r"^(?P<indent>[ │]*)(?:[├└]── )?(?P<name>\w+)\s+(?P<code>[a-z_]+) (?P<status>\d{3})\b")
 
 
@@ -45,7 +47,7 @@ def test_every_broker_error_is_drawn_with_its_code_status_and_parent() -> None:
     assert len(classes) > 20
     for name, cls in classes.items():
         parent = cls.__mro__[1].__name__
-        assert tree[name] == (cls.code.value, cls.http_status, parent), name
+        assert tree[name] == (cls.code.value, status_for(cls), parent), name
     assert tree["BrokerError"] == ("internal", 500, None)
     assert set(tree) == {*classes, "BrokerError"}
 

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from broker.api.middleware import status_for
 from broker.schema import JobStatus
 from broker.store import BudgetWindow, StoreUnavailable
 from broker.store.redis import RedisStore
@@ -239,7 +240,7 @@ async def test_closed_port_is_store_unavailable_not_a_hang() -> None:
         for call in calls:
             with pytest.raises(StoreUnavailable) as caught:
                 await call
-            assert caught.value.http_status == 503
+            assert status_for(type(caught.value)) == 503
             assert "127.0.0.1" not in caught.value.message
     finally:
         await store.close()

@@ -1,4 +1,8 @@
-"""The one place exceptions become HTTP answers, and where each request gets its id."""
+"""The one place exceptions become HTTP answers, and where each request gets its id.
+
+Errors carry a code and a message; the status each answers with is decided here only, by the
+nearest class in the error's ancestry that `STATUSES` names (the tree is drawn in `broker/errors.py`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,61 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from adapters.errors import ProviderError, ProviderUnavailable, RateLimited, Rejected
+from adapters.images import ImageFetchFailed, ImageTooLarge, InvalidImage
+from adapters.polling import TaskTimedOut
 from broker.api.common import json_response
+from broker.errors import (
+    BudgetExceeded,
+    Conflict,
+    Forbidden,
+    InvalidJson,
+    InvalidRequest,
+    NoFeasibleRoute,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from broker.schema import BrokerError, ErrorCode
+from broker.store.base import IdempotencyConflict, RecordUnreadable, StoreUnavailable, VersionConflict
 
 log = structlog.get_logger("broker.http")
+
+STATUSES: dict[type[BrokerError], int] = {
+    BrokerError: 500,
+    InvalidRequest: 400,
+    InvalidJson: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    NoFeasibleRoute: 422,
+    BudgetExceeded: 402,
+    Conflict: 409,
+    NotReady: 503,
+    InvalidImage: 422,
+    ImageTooLarge: 413,
+    ImageFetchFailed: 422,
+    StoreUnavailable: 503,
+    IdempotencyConflict: 409,
+    VersionConflict: 409,
+    # Not a 500: the broker is fine and says what became of the job; its record is set aside.
+    RecordUnreadable: 410,
+    ProviderError: 502,
+    RateLimited: 429,
+    ProviderUnavailable: 503,
+    TaskTimedOut: 504,
+    Rejected: 422,
+}
+
+
+def status_for(error: type[BrokerError]) -> int:
+    """The HTTP status an error answers with: its nearest ancestor's in `STATUSES`."""
+    return next(STATUSES[cls] for cls in error.__mro__ if cls in STATUSES)
+
 
 _HTTP_CODES = {
     400: ErrorCode.INVALID_REQUEST,
@@ -46,9 +101,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BrokerError as exc:
-        if exc.http_status >= 500:
+        status = status_for(type(exc))
+        if status >= 500:
             log.warning("request_failed", code=exc.code.value, error=exc.message, path=request.path)
-        return error_response(exc.http_status, exc.code.value, exc.message, exc.details)
+        return error_response(status, exc.code.value, exc.message, exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

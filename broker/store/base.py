@@ -40,8 +40,6 @@ class RecordUnreadable(BrokerError):
     """A stored record that cannot be decoded (written by a bug, or by hand): that one job fails."""
 
     code = ErrorCode.INTERNAL
-    # Not a 500: the broker is fine and says what happened to the job; the record is set aside.
-    http_status = 410
 
 
 def unreadable(job_id: str | None) -> RecordUnreadable:
@@ -66,17 +64,14 @@ def readable(raws: Iterable[str]) -> list[JobRecord]:
 
 class StoreUnavailable(BrokerError):
     code = ErrorCode.STORE_UNAVAILABLE
-    http_status = 503
 
 
 class IdempotencyConflict(BrokerError):
     code = ErrorCode.IDEMPOTENCY_CONFLICT
-    http_status = 409
 
 
 class VersionConflict(BrokerError):
     code = ErrorCode.CONFLICT
-    http_status = 409
 
 
 class AttemptHandle(BaseModel):
