@@ -12,12 +12,13 @@ from aiohttp import web
 from structlog.testing import capture_logs
 from yarl import URL
 
+from broker.api.metrics import refresh_gauges
 from broker.appkeys import CLOCK, DEPLOYMENT, STORE
 from broker.auth import Authenticator
 from broker.config import ProviderConfig
 from broker.deployment import Deployment
 from broker.jobs.budgets import budget_windows
-from broker.observability.metrics import METRICS, BrokerMetrics, MetricsObserver, refresh_gauges
+from broker.observability.metrics import METRICS, BrokerMetrics, MetricsObserver
 from broker.observability.provider_calls import (
     MAX_ENDPOINTS,
     ProviderResolver,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from adapters.errors import ProviderUnavailable
 from broker.config import ProviderConfig
 from broker.jobs.provider_health import BreakerSettings, ProviderHealth
+from broker.jobs.redis_capacity import RedisSlots
+from broker.jobs.redis_circuits import RedisCircuits
 from broker.store.redis import RedisStore
-from broker.store.redis_capacity import RedisSlots
-from broker.store.redis_circuits import RedisCircuits
 from tests.support.adapters import FakeTime
 
 

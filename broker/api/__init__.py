@@ -6,7 +6,8 @@ every route registered in one place); `middleware.py` maps errors to statuses an
 identity, JSON answers). One handler module per resource: `jobs.py`, `pricing.py` (`/v1/pricing`,
 `/v1/quotes`), `policies.py`, `reports.py`, `callbacks.py` (provider webhooks), `inputs.py` (hosted
 inputs), `providers.py`, `health.py` (`/healthz`, `/readyz`), `metrics.py` (`/metrics`),
-`openapi.py`, `dashboard.py` (with `static/`).
+`openapi.py`, `dashboard.py` (with `static/`); `provider_status.py` gathers each provider's health
+for `providers.py`, `metrics.py` and the dashboard.
 
 May import everything below it: the top-level broker modules, `broker.jobs`, `broker.store`,
 `broker.observability`, `adapters`, `pricing` and `policies`. Nothing but `broker.cli` imports it

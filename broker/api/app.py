@@ -180,8 +180,8 @@ def _shared_state(app: web.Application) -> tuple[Slots, ProviderHealth]:
 
     store, clock = app[STORE], app[CLOCK]
     if isinstance(store, RedisStore):
-        from broker.store.redis_capacity import RedisSlots
-        from broker.store.redis_circuits import RedisCircuits
+        from broker.jobs.redis_capacity import RedisSlots
+        from broker.jobs.redis_circuits import RedisCircuits
 
         circuits = RedisCircuits(store, app[DEPLOYMENT].config.providers)
         return RedisSlots(store, clock), ProviderHealth(clock, shared=circuits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker.api.common import identity_of, json_response
-from broker.jobs.provider_status import provider_statuses
+from broker.api.provider_status import provider_statuses
 
 routes = web.RouteTableDef()
 

@@ -7,10 +7,11 @@ and books what it charged; `reconcile.py` follows unconfirmed charges up and swe
 budgets beside the scheduler; `work.py` is a job held under a lease for one step; `context.py` what
 the steps share; `acceptance.py` takes jobs in and cancels them for the API. What they decide with:
 `routing.py` (the `Router`: quotes a request against the catalog, the policy, provider health and
-capacity), `capacity.py` and `slots.py` (provider concurrency and rate
-limits), `provider_health.py` (circuit breakers per provider), `provider_status.py` (what a
-provider's answer means for it), `budgets.py` (team budget windows), `hosted_inputs.py` (signed URLs
-for inputs providers fetch) and `team_webhooks.py` (the signed webhooks to teams).
+capacity), `capacity.py` and `slots.py` (provider concurrency and rate limits, kept in the process),
+`provider_health.py` (circuit breakers per provider), `redis_capacity.py` and `redis_circuits.py`
+(the same slots, rate windows and breakers kept in Redis, where every replica sees them),
+`budgets.py` (team budget windows), `hosted_inputs.py` (signed URLs for inputs providers fetch) and
+`team_webhooks.py` (the signed webhooks to teams).
 
 May import `adapters`, `pricing`, `policies`, the top-level broker modules, `broker.store` and
 `broker.observability` (the events the steps emit and the metrics they count); never `broker.api`

@@ -144,7 +144,7 @@ def is_provider_failure(exc: BrokerError) -> bool | None:
 
 
 class SharedCircuits(Protocol):
-    """Breaker state kept where every replica sees it (`broker.store.redis_circuits`): one verdict per
+    """Breaker state kept where every replica sees it (`broker.jobs.redis_circuits`): one verdict per
     provider for the whole deployment, and at most one half-open probe at a time across replicas."""
 
     async def admit(self, provider: str, now: float) -> str | None:

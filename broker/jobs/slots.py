@@ -3,7 +3,7 @@ windows, behind one async interface with two homes.
 
 - `LocalSlots` keeps them in this process (`broker.jobs.capacity.Capacity`): right for SQLite, where one
   process owns the deployment. Slots held by jobs in flight are taken again from the store at start.
-- `RedisSlots` (`broker.store.redis_capacity`) keeps them in Redis, so every replica counts against
+- `RedisSlots` (`broker.jobs.redis_capacity`) keeps them in Redis, so every replica counts against
   one limit. A slot is leased: it expires unless its attempt is polled again, so a replica that died
   holding a slot gives it back by itself.
 

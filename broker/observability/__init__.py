@@ -6,6 +6,6 @@
 observers on an app), `reports.py` (cost reports by provider, team, model and day) and
 `reconciliation.py` (what providers reported against what was booked).
 
-May import the top-level broker modules, `broker.store`, `pricing`, and from `broker.jobs` only the
-budget windows and current policy its gauges read; never `broker.api` or `broker.cli`.
+May import the top-level broker modules, `broker.store` and `pricing`; never `broker.jobs` (the
+runner reports to it through `events.py`), `broker.api` or `broker.cli`.
 """

@@ -2,8 +2,9 @@
 
 Counters follow stored job changes (`MetricsObserver`, fed each change's before/after, so a cost is
 counted once, when it is booked) and provider calls (`provider_calls.py`). Gauges that describe
-the present (queue depth, jobs in flight, budgets) are read from the store at scrape time, so they
-are right for every replica sharing a store and after a restart.
+the present (queue depth, jobs in flight, budgets) are read from the store at scrape time (by
+`broker/api/metrics.py`, the `/metrics` handler), so they are right for every replica sharing a
+store and after a restart.
 
 Label values are bounded: provider, model and team names come from the configuration, statuses and
 error codes from enums, endpoints from path templates; never a job id or a prompt.
@@ -11,15 +12,10 @@ error codes from enums, endpoints from path templates; never a job id or a promp
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from broker.appkeys import CLOCK, DEPLOYMENT, STORE
-from broker.jobs import budgets
-from broker.jobs.routing import current_policy
-from broker.schema import Attempt, AttemptStatus, JobStatus
+from broker.schema import Attempt, AttemptStatus
 from broker.store import JobRecord
 from pricing.money import MICROS_PER_USD, Money
 
@@ -96,7 +92,8 @@ class BrokerMetrics:
 METRICS = web.AppKey("metrics", BrokerMetrics)
 
 
-def _usd(money: Money) -> float:
+def usd_float(money: Money) -> float:
+    """Dollars as a float, for a Prometheus sample (the books stay in integer micro-USD)."""
     return money.micros / MICROS_PER_USD
 
 
@@ -125,43 +122,8 @@ class MetricsObserver:
             # A counter only grows: count a cost once, and only what it grew by if it is ever revised.
             added = Money.parse(after.cost_usd) - booked
             if added.micros > 0:
-                self.metrics.spend.labels(after.provider, team, after.model).inc(_usd(added))
+                self.metrics.spend.labels(after.provider, team, after.model).inc(usd_float(added))
         failed = after.status is AttemptStatus.FAILED
         if failed and (before is None or before.status is not AttemptStatus.FAILED):
             code = after.error.code.value if after.error else "unknown"
             self.metrics.provider_errors.labels(after.provider, code).inc()
-
-
-def _window_kind(key: str) -> str:
-    """ "growth:day:2026-11-21" -> "day": the date itself would make the label unbounded."""
-    parts = key.split(":")
-    return parts[1] if len(parts) == 3 and parts[1] in ("day", "month") else "other"
-
-
-async def refresh_gauges(app: web.Application) -> None:
-    """Read the present from the store: jobs by status, the queue, and each team's budget left."""
-    metrics, store, config = app[METRICS], app[STORE], app[DEPLOYMENT].config
-    for status in JobStatus:
-        count = await store.count_jobs(status)
-        metrics.jobs.labels(status.value).set(count)
-        if status is JobStatus.RUNNING:
-            metrics.in_flight.set(count)
-        elif status is JobStatus.QUEUED:
-            metrics.queue_depth.set(count)
-    now = datetime.fromtimestamp(app[CLOCK](), UTC)
-    remaining: dict[tuple[str, str], Money] = {}
-    limits: dict[tuple[str, str], Money] = {}
-    for team in config.teams:
-        windows = budgets.budget_windows(team.name, await current_policy(config, store, team.name), now)
-        usage = await store.budget_usage([w.key for w in windows])
-        for window in windows:
-            spent, reserved = usage.get(window.key, (0, 0))
-            remaining[team.name, _window_kind(window.key)] = Money(window.limit_micros - spent - reserved)
-            limits[team.name, _window_kind(window.key)] = Money(window.limit_micros)
-    # Replaced whole, with no await in between, so a concurrent scrape never sees half the series, and
-    # a team or budget dropped by a config reload leaves no stale one.
-    metrics.budget_remaining.clear()
-    metrics.budget_limit.clear()
-    for (team_name, kind), left in remaining.items():
-        metrics.budget_remaining.labels(team_name, kind).set(_usd(left))
-        metrics.budget_limit.labels(team_name, kind).set(_usd(limits[team_name, kind]))

@@ -1,13 +1,11 @@
 """Durable broker state behind one interface; the URL's scheme picks the implementation.
 
 `base.py` is the `Store` interface and its records; `sqlite.py` and `redis.py` implement it (both
-pass tests/support/store_contract.py); `redis_capacity.py` and `redis_circuits.py` keep provider
-capacity and circuit state in Redis, where every replica sees them; `artifacts.py` is the artifact
-store for finished videos (files under the data directory).
+pass tests/support/store_contract.py); `artifacts.py` is the artifact store for finished videos
+(files under the data directory).
 
-May import `broker.schema`, `broker.config`, `pricing`, `adapters` (for types) and, for the Redis
-capacity and circuit state, the value types of `broker.jobs.capacity` and
-`broker.jobs.provider_health`; never `broker.api`, `broker.cli` or `broker.observability`.
+May import `broker.schema`, `broker.config`, `pricing` and `adapters` (for types); never
+`broker.jobs`, `broker.api`, `broker.cli` or `broker.observability`.
 """
 
 from __future__ import annotations
