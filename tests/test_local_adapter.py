@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,8 @@ async def test_the_metered_seconds_price_through_the_compute_rule(
     )
     assert status.reported_cost is not None
     money = rule.reported_to_money(status.reported_cost)
-    assert money.micros == round(float(status.reported_cost.amount) * 2.10 / 3600 * 1e6)
+    usd = status.reported_cost.amount * Decimal("2.10") / 3600  # rounded once, halves up (pricing.money)
+    assert money.micros == int((usd * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 async def test_a_second_render_is_queued_behind_the_first(adapter: LocalAdapter) -> None:
