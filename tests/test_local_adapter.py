@@ -65,6 +65,16 @@ def decode(path: Path) -> tuple[list[NDArray[np.uint8]], tuple[int, int, Fractio
         return frames, (stream.codec_context.width, stream.codec_context.height, duration)
 
 
+# Two encodes of the same frames decode this close (CRF 23); another seed's clip is far below it.
+SAME_PICTURE_DB = 40.0
+
+
+def psnr(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
+    """Peak signal-to-noise ratio of two 8-bit pictures in dB (infinite when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
 @pytest.fixture
 def adapter(tmp_path: Path) -> LocalAdapter:
     return LocalAdapter(tmp_path / "data")
@@ -91,15 +101,17 @@ async def test_each_size_follows_the_aspect_ratio(adapter: LocalAdapter, tmp_pat
     assert (width, height) == (720, 1280) and len(frames) == 24
 
 
-async def test_the_same_seed_renders_identical_frames(adapter: LocalAdapter, tmp_path: Path) -> None:
+async def test_the_same_seed_renders_the_same_clip(adapter: LocalAdapter, tmp_path: Path) -> None:
+    # The rendered frames are bit-identical (tests/test_local_render.py); x264 may now and then spend
+    # its bits differently on them, so the decoded pictures are compared as pictures.
     fields = {"prompt": "orbit around the trees", "seed": 1234}
     first, _ = decode((await render(adapter, tmp_path / "a.mp4", **fields))[1])
     again, _ = decode((await render(adapter, tmp_path / "b.mp4", **fields))[1])
     other, _ = decode(
         (await render(adapter, tmp_path / "c.mp4", prompt="orbit around the trees", seed=99))[1]
     )
-    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
-    assert not all(np.array_equal(a, c) for a, c in zip(first, other, strict=True))
+    assert min(psnr(a, b) for a, b in zip(first, again, strict=True)) >= SAME_PICTURE_DB
+    assert min(psnr(a, c) for a, c in zip(first, other, strict=True)) < SAME_PICTURE_DB
 
 
 async def test_the_metered_seconds_price_through_the_compute_rule(
@@ -187,7 +199,7 @@ async def test_after_a_restart_a_lost_render_is_rendered_again_from_its_kept_inp
     assert status.state is TaskState.SUCCEEDED, status.error
     await restarted.fetch_output(status, tmp_path / "resumed.mp4")
     _, reference = await render(LocalAdapter(tmp_path / "other"), tmp_path / "reference.mp4", seed=7)
-    assert decode(tmp_path / "resumed.mp4")[0][-1].tobytes() == decode(reference)[0][-1].tobytes()
+    assert psnr(decode(tmp_path / "resumed.mp4")[0][-1], decode(reference)[0][-1]) >= SAME_PICTURE_DB
     assert sorted(p.name for p in (tmp_path / "local").iterdir()) == []  # inputs dropped once delivered
 
 

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from local_backend.assets import SAMPLE_IMAGE
 from local_backend.depth import estimate_nearness
+from local_backend.encode import Mp4Writer
 from local_backend.failures import RenderCancelled
 from local_backend.formats import ASPECT_RATIOS, RESOLUTIONS, FormatError, frame_count, frame_size
 from local_backend.generator import ClipRequest, render_clip
@@ -111,6 +112,24 @@ def _horizontal_shift(before: NDArray[np.uint8], after: NDArray[np.uint8]) -> in
         for s in range(-margin + 1, margin)
     }
     return -min(errors, key=lambda s: errors[s])
+
+
+def test_the_same_seed_renders_bit_identical_frames(
+    sample: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[list[bytes]] = []
+    encode = Mp4Writer.write
+
+    def keep(writer: Mp4Writer, frames: NDArray[np.uint8]) -> None:
+        written[-1].append(frames.tobytes())  # what the renderer handed the encoder
+        encode(writer, frames)
+
+    monkeypatch.setattr(Mp4Writer, "write", keep)
+    for seed, name in ((1234, "a"), (1234, "b"), (99, "c")):
+        written.append([])
+        render_clip(sample, ClipRequest(prompt="orbit", duration_s=1, seed=seed), tmp_path / f"{name}.mp4")
+    assert written[0] == written[1] and len(written[0]) > 1
+    assert written[0] != written[2]
 
 
 def test_a_locked_camera_moves_little_and_keeps_its_edges(sample: Image.Image, tmp_path: Path) -> None:
