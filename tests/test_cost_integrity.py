@@ -28,6 +28,7 @@ from bench.cost_integrity import (
 from broker.appkeys import ADAPTERS, BOOKKEEPER, RUNNER
 from broker.cli.report import run_report
 from broker.jobs.reconcile import reconcile_job
+from broker.store import StoreUnavailable
 from pricing.money import Money
 from tests.support.budget_rig import assert_budget_balances, on_store
 
@@ -112,6 +113,35 @@ async def test_a_charge_no_one_could_cancel_is_unconfirmed_then_corrected_by_rec
         assert fixed["cost_usd"] == "0.000000" and muvi.charges() == {task.id: 0}
         assert await ctx.store.due_reconciles(ctx.clock() + 10**6) == []  # nothing left to ask
         await assert_budget_balances(r)  # the settled spend was corrected by the difference
+
+
+async def test_a_correction_whose_budget_settlement_was_cut_lands_in_the_next_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with rig(tmp_path) as r:
+        muvi = r.emulator("muvi")
+        muvi.inject("never_finish")
+        job = await r.wait(await r.submit(["muvi"], [MUVI_TURBO]), "succeeded", "failed")
+        (attempt,) = job["attempts"]
+        await asyncio.sleep(0.05)
+        task = muvi.tasks[attempt["provider_job_id"]]
+        task.never_finish, task.fail_code = False, "INTERNAL_ERROR"  # refunded after all
+        ctx = r.client.server.app[RUNNER].ctx
+        settle = ctx.store.settle_budget
+
+        async def cut(job_id: str, actual_micros: int) -> None:
+            raise StoreUnavailable("the store is unreachable")
+
+        monkeypatch.setattr(ctx.store, "settle_budget", cut)
+        with pytest.raises(StoreUnavailable):
+            await reconcile_job(ctx, job["id"])  # the correction is booked, its settlement is cut
+        assert (await r.job(job["id"]))["cost_usd"] == "0.000000"
+        with pytest.raises(AssertionError):
+            await assert_budget_balances(r)  # the budget still holds the believed 0.25
+        monkeypatch.setattr(ctx.store, "settle_budget", settle)
+        assert await reconcile_job(ctx, job["id"]) == 0  # nothing left to confirm, but the budget
+        await assert_budget_balances(r)  # is settled to the corrected cost
+        assert await ctx.store.due_reconciles(ctx.clock() + 10**6) == []
 
 
 async def test_a_charge_still_unconfirmed_is_asked_about_again_later(tmp_path: Path) -> None:

@@ -46,6 +46,10 @@ async def reconcile_job(ctx: StepContext, job_id: str) -> int:
     record = await ctx.store.get_job(job_id)
     pending = [] if record is None else _unconfirmed(record)
     if record is None or not pending:
+        if record is not None and record.status.terminal:
+            # A correction booked in an earlier round whose budget settlement a store outage cut off
+            # lands now (settling converges: an already settled job's budget does not move).
+            await ctx.store.settle_budget(job_id, Money.parse(record.job.cost_usd).micros)
         await ctx.store.drop_reconcile(job_id)
         return 0
     confirmed: dict[str, Attempt] = {}
