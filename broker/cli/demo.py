@@ -18,8 +18,8 @@ from broker.client import BrokerClient
 from broker.config import ConfigError, load_config
 from broker.observability.logging import configure_logging
 from broker.schema import BrokerError, Job
+from local_backend.assets import SAMPLE_IMAGE
 
-SAMPLE = Path(__file__).resolve().parent.parent / "local_backend" / "assets" / "sample.png"
 DEMO_TEAM_ENV = "BROKER_KEY_GROWTH"
 
 
@@ -64,7 +64,7 @@ async def run_demo(out: Path, prompt: str, duration: int) -> int:
         async with BrokerClient(base, env[DEMO_TEAM_ENV]) as broker:
             # The demo never spends money: it asks for the local route even when provider keys are set.
             request = {"prompt": prompt, "duration_s": duration, "constraints": {"providers": ["local"]}}
-            job = await broker.submit(request, image=SAMPLE)
+            job = await broker.submit(request, image=SAMPLE_IMAGE)
             assert job.route is not None
             _say(
                 f"submitted {job.id}: {prompt!r}, {duration} s, route {job.route.provider}/{job.route.model},"
