@@ -34,6 +34,14 @@ def _listed(values: Collection[str]) -> str:
     return ", ".join(sorted(values))
 
 
+def _allowed(values: Collection[str], kind: str) -> str:
+    """The allow list as a reason shows it; an empty one says why it is empty."""
+    if values:
+        return f"the allowed {kind} ({_listed(values)})"
+    # A request may only narrow its team's policy: asking for names the policy leaves out leaves none.
+    return f"the allowed {kind}: none, as the request and its team's policy name none in common"
+
+
 @dataclass(frozen=True, slots=True)
 class ModeFilter:
     mode: Mode
@@ -147,7 +155,7 @@ class AllowedProvidersFilter:
         return route.provider in self.allowed
 
     def reason(self, route: RouteSpec, cost: Money | None) -> str:
-        return f"provider {route.provider} not in the allowed providers ({_listed(self.allowed)})"
+        return f"provider {route.provider} not in {_allowed(self.allowed, 'providers')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +182,7 @@ class AllowedModelsFilter:
         return _names_model(self.allowed, route)
 
     def reason(self, route: RouteSpec, cost: Money | None) -> str:
-        return f"model {route.model} not in the allowed models ({_listed(self.allowed)})"
+        return f"model {route.model} not in {_allowed(self.allowed, 'models')}"
 
 
 @dataclass(frozen=True, slots=True)

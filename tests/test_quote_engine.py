@@ -111,6 +111,17 @@ def test_a_rejection_keeps_all_of_its_reasons(catalog: list[RouteSpec]) -> None:
     )
 
 
+def test_an_allow_list_narrowed_to_nothing_says_why(catalog: list[RouteSpec]) -> None:
+    # What a team policy allowing only runway, narrowed by a request for pixelapi, leaves.
+    result = quote(t2v(duration_s=5), catalog, constraints=Constraints(providers=[], models=[]))
+    assert reasons_for(result, "pixelapi/video") == [
+        "provider pixelapi not in the allowed providers: none, as the request and its team's policy"
+        " name none in common",
+        "model video not in the allowed models: none, as the request and its team's policy name none in"
+        " common",
+    ]
+
+
 def test_text_to_video_aspect_ratios_can_be_narrower_than_image_to_video(catalog: list[RouteSpec]) -> None:
     wide = quote(t2v(aspect_ratio="4:3", duration_s=5), catalog)
     assert "aspect ratio 4:3 not supported (supports 16:9, 9:16)" in reasons_for(wide, "runway/gen4.5")
