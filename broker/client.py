@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,17 @@ class BrokerAPIError(Exception):
     def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def job_path(job_id: str, tail: str = "") -> str:
+    """The API path of one job (a job id as one path segment, whatever a caller typed)."""
+    return f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}{tail}"
+
+
+def list_params(status: str | None, limit: int, cursor: str | None) -> dict[str, str]:
+    """The query of one page of `GET /v1/jobs`."""
+    given = {"status": status, "limit": limit, "cursor": cursor}
+    return {key: str(value) for key, value in given.items() if value is not None}
 
 
 def request_fields(request: JobLike) -> dict[str, Any]:
@@ -124,22 +136,17 @@ class BrokerClient:
         return answer
 
     async def get(self, job_id: str) -> Job:
-        return Job.model_validate(await self._call("GET", f"/v1/jobs/{job_id}"))
+        return Job.model_validate(await self._call("GET", job_path(job_id)))
 
     async def list(
         self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[Job], str | None]:
         """One page of the team's jobs, newest first, and the cursor of the next page."""
-        params = {
-            k: str(v)
-            for k, v in {"status": status, "limit": limit, "cursor": cursor}.items()
-            if v is not None
-        }
-        answer = await self._call("GET", "/v1/jobs", params=params)
+        answer = await self._call("GET", "/v1/jobs", params=list_params(status, limit, cursor))
         return [Job.model_validate(job) for job in answer["jobs"]], answer["next_cursor"]
 
     async def cancel(self, job_id: str) -> Job:
-        return Job.model_validate(await self._call("DELETE", f"/v1/jobs/{job_id}"))
+        return Job.model_validate(await self._call("DELETE", job_path(job_id)))
 
     async def wait(
         self,
@@ -163,5 +170,5 @@ class BrokerClient:
 
     async def download(self, job_id: str, dest: Path) -> Path:
         """Write the job's MP4 to `dest`."""
-        dest.write_bytes(await self._call("GET", f"/v1/jobs/{job_id}/output"))
+        dest.write_bytes(await self._call("GET", job_path(job_id, "/output")))
         return dest

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from broker.client import BrokerAPIError, JobLike, form_fields, request_fields
+from broker.client import BrokerAPIError, JobLike, form_fields, job_path, list_params, request_fields
 from broker.schema import Job
 
 DOWNLOAD_CHUNK = 1 << 20
@@ -151,22 +151,17 @@ class SyncBrokerClient:
         return self._call("POST", path, body=body, headers={**headers, "Content-Type": content_type})
 
     def get(self, job_id: str) -> Job:
-        return Job.model_validate(self._call("GET", f"/v1/jobs/{_quoted(job_id)}"))
+        return Job.model_validate(self._call("GET", job_path(job_id)))
 
     def list(
         self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[Job], str | None]:
         """One page of the team's jobs (every team's for the admin key), newest first, and the next cursor."""
-        params = {
-            k: str(v)
-            for k, v in {"status": status, "limit": limit, "cursor": cursor}.items()
-            if v is not None
-        }
-        answer = self._call("GET", "/v1/jobs", params=params)
+        answer = self._call("GET", "/v1/jobs", params=list_params(status, limit, cursor))
         return [Job.model_validate(job) for job in answer["jobs"]], answer["next_cursor"]
 
     def cancel(self, job_id: str) -> Job:
-        return Job.model_validate(self._call("DELETE", f"/v1/jobs/{_quoted(job_id)}"))
+        return Job.model_validate(self._call("DELETE", job_path(job_id)))
 
     def pricing(self) -> dict[str, Any]:
         """`GET /v1/pricing`: every route's price in its own unit and in USD."""
@@ -199,7 +194,7 @@ class SyncBrokerClient:
         partial = dest.with_name(dest.name + ".part")
         try:
             with (
-                self._open("GET", f"/v1/jobs/{_quoted(job_id)}/output") as response,
+                self._open("GET", job_path(job_id, "/output")) as response,
                 self._reading(),
                 partial.open("wb") as out,
             ):
@@ -219,8 +214,3 @@ class SyncBrokerClient:
 def _chunks(response: Any) -> Iterator[bytes]:
     while chunk := response.read(DOWNLOAD_CHUNK):
         yield chunk
-
-
-def _quoted(job_id: str) -> str:
-    """A job id as one path segment, whatever a caller typed."""
-    return urllib.parse.quote(job_id, safe="")

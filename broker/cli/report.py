@@ -126,18 +126,20 @@ def report_from_args(
     args: argparse.Namespace, *, now: datetime | None = None, out: TextIO | None = None
 ) -> int:
     """Print the report for parsed options; 0 on success, 2 for a bad option, 1 if the store fails."""
-    stream = out or sys.stdout
-    if getattr(args, "reconcile", False):
-        return _reconcile(args, now or datetime.now(UTC), stream)
+    stream, at = out or sys.stdout, now or datetime.now(UTC)
     try:
-        report = asyncio.run(load_report(args, now or datetime.now(UTC)))
+        if getattr(args, "reconcile", False):
+            text = render_reconciliation(asyncio.run(load_reconciliation(args, at)))
+        else:
+            report = asyncio.run(load_report(args, at))
+            text = report.to_csv() if args.csv else render_table(report)
     except BadParameter as exc:
         print(f"broker report: {exc}", file=sys.stderr)
         return 2
     except BrokerError as exc:
         print(f"broker report: {exc.message}", file=sys.stderr)
         return 1
-    stream.write(report.to_csv() if args.csv else render_table(report))
+    stream.write(text)
     return 0
 
 
@@ -191,16 +193,3 @@ def render_reconciliation(report: Reconciliation) -> str:
             f" booked {item['booked_usd']}, reported {said}: {item['reason']}"
         )
     return "\n".join(lines) + "\n"
-
-
-def _reconcile(args: argparse.Namespace, now: datetime, stream: TextIO) -> int:
-    try:
-        report = asyncio.run(load_reconciliation(args, now))
-    except BadParameter as exc:
-        print(f"broker report: {exc}", file=sys.stderr)
-        return 2
-    except BrokerError as exc:
-        print(f"broker report: {exc.message}", file=sys.stderr)
-        return 1
-    stream.write(render_reconciliation(report))
-    return 0
