@@ -3,7 +3,10 @@
 Renders run in-process (see `local_backend.scheduler`). Each render's inputs (request and image) are
 written under `data_dir/local` before it is queued, so a broker restarted mid-render renders the same
 clip again when asked about it (the output is deterministic and costs nothing external); only a render
-whose inputs are gone reports FAILED with `ProviderUnavailable`, and the router may fall back. Text-to-video
+whose inputs are gone reports FAILED with `ProviderUnavailable`, and the router may fall back.
+Replicas sharing the data directory render each clip once: a render is owned (`adapters.local_claims`)
+by the process running it, and another replica asked about it reads its outcome, sees it running, or
+takes it over only once its owner is gone. Text-to-video
 needs model weights and is refused; so is audio. A bad image is `Rejected` with the image error's
 machine code (`invalid_image`, `image_too_large`) as `provider_code`. No webhooks.
 """
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import secrets
 import shutil
 import threading
 import time
@@ -21,7 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from adapters.base import (
@@ -37,7 +41,9 @@ from adapters.base import (
     WebhookEvent,
 )
 from adapters.errors import ProviderError, ProviderUnavailable, Rejected
+from adapters.http import NO_RETRY
 from adapters.images import IMAGE_MAX_BYTES
+from adapters.local_claims import RenderClaims
 from broker.schema import JobRequest, Mode
 from local_backend.formats import FormatError, expected_render_seconds, frame_count, frame_size
 from local_backend.image import DEFAULT_MAX_PIXELS, ImageError, decode_image, probe_image
@@ -76,6 +82,7 @@ class LocalAdapter:
     poll_schedule = POLL_SCHEDULE
     # Sending a lost submit again renders the same clip for free: nothing can be paid twice.
     idempotent_submit = True
+    submit_retry = NO_RETRY  # a local submit is refused only for a bad request: nothing to wait out
 
     def __init__(
         self,
@@ -92,6 +99,9 @@ class LocalAdapter:
         self._options = options
         self.max_pixels = max_pixels
         self.scheduler = RenderScheduler(concurrency, clock)
+        self.claims = RenderClaims(self.root)
+        self._writing: dict[str, asyncio.Future[None]] = {}  # render id -> its outcome file being written
+        self._closing = False
 
     @property
     def options(self) -> RenderOptions:
@@ -112,6 +122,7 @@ class LocalAdapter:
         self.root.mkdir(parents=True, exist_ok=True)
         job_id = uuid.uuid4().hex
         await asyncio.to_thread(self._keep_inputs, job_id, task, data)
+        await asyncio.to_thread(self.claims.take, job_id)  # a new id: nobody else can hold it
         estimate = self._enqueue(job_id, clip, data)
         return Submission(handle=TaskHandle(job_id, task.model), estimated_seconds=estimate)
 
@@ -149,8 +160,8 @@ class LocalAdapter:
         return True
 
     def _enqueue(self, job_id: str, clip: ClipRequest, data: bytes) -> float:
-        """Queue the render on its device; returns the expected wait in seconds."""
-        dest = self.root / f"{job_id}.mp4"
+        """Queue the render (owned by this process) on its device; returns the expected wait in seconds."""
+        dest = self.root / f"{job_id}.{secrets.token_hex(4)}.mp4"  # this render's own file
 
         def work(progress: ProgressFn, stop: threading.Event) -> ClipResult:
             from local_backend.generator import render_clip
@@ -162,16 +173,45 @@ class LocalAdapter:
         ahead = sum(
             self.scheduler.count(device, state) for state in (RenderState.RUNNING, RenderState.QUEUED)
         )
-        self.scheduler.submit(job_id, device, work)
+        job = self.scheduler.submit(job_id, device, work)
+        assert job.task is not None
+        job.task.add_done_callback(lambda _: self._ended(job))
         # Renders ahead of this one share the device's slots; assume they are like this one.
         rounds = 1 + ahead // self.scheduler.concurrency
         return expected_render_seconds(clip.duration_s, clip.resolution) * rounds
 
+    def _ended(self, job: RenderJob) -> None:
+        """Leave the render's outcome for every replica, then let the render go (off the loop)."""
+        if self._closing and job.state is RenderState.CANCELLED:
+            self.claims.release(job.id)  # stopped by a shutdown, not by its owner: anyone may resume it
+            return
+        outcome: dict[str, object] = {"state": job.state.value, "compute_s": job.compute_s}
+        if job.result is not None:
+            outcome["output"] = job.result.path.name
+        if job.state is RenderState.FAILED:
+            failure = _failure(job)
+            outcome["error"] = {"code": failure.provider_code, "message": failure.message}
+            outcome["rejected"] = isinstance(failure, Rejected)
+        writing = asyncio.ensure_future(asyncio.to_thread(self.claims.finish, job.id, outcome))
+        self._writing[job.id] = writing
+        writing.add_done_callback(lambda _: self._writing.pop(job.id, None))
+
     async def status(self, handle: TaskHandle) -> TaskStatus:
-        """The render's state and progress; FAILED with ProviderUnavailable if this process never ran it."""
-        job = self.scheduler.get(handle.provider_job_id)
-        if job is None and await self._resume(handle.provider_job_id):
-            job = self.scheduler.get(handle.provider_job_id)
+        """The render's state and progress; FAILED with ProviderUnavailable if no process can run it."""
+        render_id = handle.provider_job_id
+        job = self.scheduler.get(render_id)
+        if job is None:
+            if (outcome := await asyncio.to_thread(self.claims.outcome, render_id)) is not None:
+                ended = self._ended_status(outcome)
+                if ended.state is not TaskState.SUCCEEDED:
+                    await self._forget(render_id)
+                return ended
+            if not await asyncio.to_thread(self.claims.take, render_id):
+                return TaskStatus(TaskState.RUNNING)  # a live replica renders it
+            if await self._resume(render_id):
+                job = self.scheduler.get(render_id)
+            else:
+                self.claims.release(render_id)
         if job is None:
             error = ProviderUnavailable(
                 "the local render is unknown to this process and its inputs are gone",
@@ -184,10 +224,33 @@ class LocalAdapter:
         if state is TaskState.SUCCEEDED:
             assert job.result is not None
             return TaskStatus(state, progress=1.0, output_url=job.result.path.as_uri(), reported_cost=cost)
+        if state.terminal:  # failed or cancelled: nothing will be fetched, nothing is left to resume
+            await self._forget(render_id)
         if state is TaskState.FAILED:
-            await asyncio.to_thread(self._drop_inputs, handle.provider_job_id)
             return TaskStatus(state, progress=job.progress, reported_cost=cost, error=_failure(job))
         return TaskStatus(state, progress=job.progress, reported_cost=cost)
+
+    async def _forget(self, render_id: str) -> None:
+        """Drop an ended render's inputs, lock and outcome (once its outcome is written)."""
+        if (writing := self._writing.get(render_id)) is not None:
+            await asyncio.gather(writing, return_exceptions=True)
+        await asyncio.to_thread(self._drop_inputs, render_id)
+        await asyncio.to_thread(self.claims.forget, render_id)
+
+    def _ended_status(self, outcome: dict[str, Any]) -> TaskStatus:
+        """The status of a render another process finished, from the outcome it left."""
+        state = TaskState(outcome.get("state", "failed"))
+        cost = _compute_cost(float(outcome.get("compute_s", 0.0)))
+        if state is TaskState.SUCCEEDED and isinstance(name := outcome.get("output"), str):
+            return TaskStatus(state, progress=1.0, output_url=(self.root / name).as_uri(), reported_cost=cost)
+        error = outcome.get("error") or {}
+        kind = Rejected if outcome.get("rejected") else ProviderUnavailable
+        failure = kind(
+            str(error.get("message", "the local render failed")),
+            provider=PROVIDER,
+            provider_code=error.get("code") or "render_failed",
+        )
+        return TaskStatus(state, reported_cost=cost, error=failure if state is TaskState.FAILED else None)
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """Cancel a queued render, or stop a running one at its next batch."""
@@ -203,7 +266,9 @@ class LocalAdapter:
                 "the rendered file is gone", provider=PROVIDER, provider_code="output_missing"
             )
         await asyncio.to_thread(shutil.move, source, dest)
-        await asyncio.to_thread(self._drop_inputs, source.stem)
+        render_id = source.name.split(".")[0]
+        await asyncio.to_thread(self._drop_inputs, render_id)
+        await asyncio.to_thread(self.claims.forget, render_id)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """The local backend sends no webhooks, so every callback is refused."""
@@ -211,7 +276,10 @@ class LocalAdapter:
 
     async def close(self) -> None:
         """Stop unfinished renders; the app calls this when it shuts down."""
+        self._closing = True
         await self.scheduler.close()
+        await asyncio.gather(*self._writing.values(), return_exceptions=True)
+        self.claims.close()
 
     def _clip_request(self, task: RenderTask) -> ClipRequest:
         request = task.request
@@ -272,7 +340,11 @@ class LocalAdapter:
 
 
 def _metered(job: RenderJob) -> ReportedCost:
-    seconds = Decimal(repr(job.compute_s)).quantize(_MILLI, rounding=ROUND_HALF_UP)
+    return _compute_cost(job.compute_s)
+
+
+def _compute_cost(compute_s: float) -> ReportedCost:
+    seconds = Decimal(repr(compute_s)).quantize(_MILLI, rounding=ROUND_HALF_UP)
     return ReportedCost(seconds, CostUnit.COMPUTE_SECONDS)
 
 
