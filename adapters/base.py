@@ -14,13 +14,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
 from adapters.errors import ProviderError
 from broker.schema import JobRequest
 from pricing.units import ReportedCost
+
+if TYPE_CHECKING:
+    from adapters.http import RetryPolicy
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -142,6 +145,9 @@ class Adapter(Protocol):
     poll_schedule: PollSchedule
     # True only where a lost submit may be sent again safely (the provider takes an idempotency key).
     idempotent_submit: bool
+    # When a submit the provider refused for now (429, 5xx) is sent again: the broker waits each
+    # delay as the job's due time, never inside a request (`adapters.http.RetryPolicy`).
+    submit_retry: RetryPolicy
 
     async def submit(self, task: RenderTask) -> Submission:
         """Start a render. Raises a `ProviderError`; `SubmissionUncertain` if the answer was lost."""

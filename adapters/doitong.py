@@ -51,7 +51,6 @@ from adapters.http import (
     retry_after_seconds,
     send,
     status_error,
-    with_retries,
 )
 from adapters.images import image_reference
 from broker.schema import AspectRatio, Mode
@@ -64,7 +63,6 @@ POLL_SCHEDULE = PollSchedule(min_interval_s=3.0, max_interval_s=30.0, backoff=1.
 SUBMIT_RETRY = RetryPolicy(
     attempts=4, max_elapsed_s=90.0, retry_on=(RateLimited, ProviderUnavailable, SubmissionUncertain)
 )
-POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
 SIGNATURE_HEADER = "X-Doitong-Signature"
 DURATIONS = (5, 10)
 ASPECT_RATIOS = (AspectRatio.WIDE, AspectRatio.TALL, AspectRatio.SQUARE)
@@ -225,6 +223,7 @@ class DoitongAdapter:
     """The doitong adapter over the app's shared session."""
 
     idempotent_submit = True
+    submit_retry = SUBMIT_RETRY
 
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
@@ -265,7 +264,7 @@ class DoitongAdapter:
                 GENERATE, variables, "generate", submit=True, headers={"Idempotency-Key": task.attempt_id}
             )
 
-        job = await with_retries(once, SUBMIT_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep)
+        job = await once()
         job_id = job.get("id")
         if not isinstance(job_id, str) or not job_id:
             raise SubmissionUncertain("doitong answered the submit without a job id", provider=PROVIDER)
@@ -280,7 +279,7 @@ class DoitongAdapter:
         async def once() -> dict[str, Any]:
             return await self._operation(JOB, {"id": handle.provider_job_id}, "job", submit=False)
 
-        return parse_job(await with_retries(once, POLL_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep))
+        return parse_job(await once())
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """Cancel a processing job; False when it already ended or is unknown."""

@@ -52,7 +52,6 @@ from adapters.http import (
     retry_after_seconds,
     send,
     status_error,
-    with_retries,
 )
 from adapters.images import image_reference
 from broker.schema import AspectRatio, Mode
@@ -62,7 +61,6 @@ PROVIDER = "fal"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=10 * 1024 * 1024)
 POLL_SCHEDULE = PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
-POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
 
 CANCELLED = "request_cancelled"
 _CONTENT = frozenset({"content_policy_violation"})
@@ -253,6 +251,7 @@ class FalAdapter:
     """The fal queue adapter over the app's shared session."""
 
     idempotent_submit = False
+    submit_retry = SUBMIT_RETRY
 
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
@@ -266,7 +265,6 @@ class FalAdapter:
 
     async def _json(
         self,
-        policy: RetryPolicy,
         method: str,
         url: str,
         *,
@@ -288,7 +286,7 @@ class FalAdapter:
             )
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
 
-        return await with_retries(once, policy, clock=self._ctx.clock, sleep=self._ctx.sleep)
+        return await once()
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self._ctx.api_key or ''}"}
@@ -300,7 +298,6 @@ class FalAdapter:
         """Queue the request; retried only on answers that prove it was not queued (429, 5xx)."""
         params = {"fal_webhook": task.webhook_url} if task.webhook_url else None
         answer = await self._json(
-            SUBMIT_RETRY,
             "POST",
             f"{self._base}/{task.model.strip('/')}",
             submit=True,
@@ -318,7 +315,7 @@ class FalAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the request's status, and its result once it completed (both free)."""
-        answer = await self._json(POLL_RETRY, "GET", _url(handle, "status_url"), submit=False)
+        answer = await self._json("GET", _url(handle, "status_url"), submit=False)
         state = answer.get("status")
         if state == "IN_QUEUE":
             return TaskStatus(state=TaskState.QUEUED)
@@ -340,7 +337,7 @@ class FalAdapter:
 
     async def _result(self, handle: TaskHandle) -> TaskStatus:
         try:
-            result = await self._json(POLL_RETRY, "GET", _url(handle, "response_url"), submit=False)
+            result = await self._json("GET", _url(handle, "response_url"), submit=False)
         except (RateLimited, ProviderUnavailable):
             raise
         except ProviderError as exc:  # the request completed, and its result is its failure

@@ -5,24 +5,23 @@ request that never left (connection refused) is `ProviderUnavailable`; one that 
 provider but whose answer was lost is `SubmissionUncertain` when the caller says so (a submit), else
 `ProviderUnavailable` (a status poll, safe to repeat). Each adapter then classifies error answers in
 one function of its own, falling back on `status_error()` for what its error codes do not decide.
-`with_retries()` repeats a call on rate limits and unavailability, honouring `Retry-After`, bounded
-in attempts and in (injected-clock) time.
+`RetryPolicy` says when a call that failed on a rate limit or unavailability may be tried again,
+honouring `Retry-After`, bounded in tries and time: the caller waits, as a due time, never in a request.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from adapters.base import Clock, Sleep, TaskStatus
+from adapters.base import TaskStatus
 from adapters.errors import (
     AuthFailed,
     InsufficientFunds,
@@ -34,8 +33,6 @@ from adapters.errors import (
     RequestInvalid,
     SubmissionUncertain,
 )
-
-T = TypeVar("T")
 
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # JSON answers; outputs are streamed by `download()`
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
@@ -249,7 +246,12 @@ async def download_output(
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how long to repeat a call that failed in a way worth repeating."""
+    """How often and how long a call that failed in a way worth repeating is tried again.
+
+    The policy only decides; nobody sleeps on it inside a request. The broker turns each delay into
+    the job's next due time (`broker.jobs.submit`), so a 429 with `Retry-After: 30` holds no worker,
+    no lease and no task while it waits.
+    """
 
     attempts: int = 3
     max_elapsed_s: float = 60.0
@@ -257,39 +259,18 @@ class RetryPolicy:
     max_delay_s: float = 30.0  # a longer Retry-After is not waited for: the error goes to the router
     retry_on: tuple[type[ProviderError], ...] = (RateLimited, ProviderUnavailable)
 
+    def delay_before_next(self, tries: int, error: BaseException, elapsed_s: float) -> float | None:
+        """Seconds to wait before try `tries + 1`, after try `tries` failed with `error` `elapsed_s`
+        seconds after the first; None when the policy gives up (the router then falls back)."""
+        if tries >= self.attempts or not isinstance(error, self.retry_on):
+            return None
+        if isinstance(error, RateLimited) and error.retry_after_s is not None:
+            delay = error.retry_after_s
+        else:
+            delay = min(self.base_delay_s * 2 ** (tries - 1), self.max_delay_s)
+        if delay > self.max_delay_s or elapsed_s + delay > self.max_elapsed_s:
+            return None
+        return float(delay)
+
 
 NO_RETRY = RetryPolicy(attempts=1)
-
-
-def _delay(policy: RetryPolicy, state: RetryCallState) -> float:
-    error = state.outcome.exception() if state.outcome is not None else None
-    if isinstance(error, RateLimited) and error.retry_after_s is not None:
-        return error.retry_after_s
-    return float(min(policy.base_delay_s * 2 ** (state.attempt_number - 1), policy.max_delay_s))
-
-
-async def with_retries(
-    call: Callable[[], Awaitable[T]], policy: RetryPolicy, *, clock: Clock, sleep: Sleep
-) -> T:
-    """Run `call`, repeating it on `policy.retry_on` errors; the last error is raised when it stops."""
-    started = clock()
-
-    def stop(state: RetryCallState) -> bool:
-        upcoming = state.upcoming_sleep
-        return (
-            state.attempt_number >= policy.attempts
-            or upcoming > policy.max_delay_s
-            or clock() - started + upcoming > policy.max_elapsed_s
-        )
-
-    retrying = AsyncRetrying(
-        stop=stop,
-        wait=lambda state: _delay(policy, state),
-        retry=retry_if_exception_type(policy.retry_on),
-        sleep=sleep,
-        reraise=True,
-    )
-    async for attempt in retrying:
-        with attempt:
-            return await call()
-    raise AssertionError("tenacity ends with a result or an error")  # pragma: no cover

@@ -57,7 +57,6 @@ from adapters.http import (
     retry_after_seconds,
     send,
     status_error,
-    with_retries,
 )
 from adapters.images import image_reference
 from broker.schema import Mode
@@ -67,7 +66,6 @@ PROVIDER = "muvi"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
 POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
-POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
 TIMESTAMP_HEADER = "X-PixelByte-Timestamp"
 SIGNATURE_HEADER = "X-PixelByte-Signature"
 WEBHOOK_TOLERANCE_S = 300.0
@@ -193,6 +191,7 @@ class MuviAdapter:
     """The muvi adapter over the app's shared session. `wall_clock` reads Unix time."""
 
     idempotent_submit = False
+    submit_retry = SUBMIT_RETRY
 
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
@@ -207,7 +206,7 @@ class MuviAdapter:
         self._wall_clock = wall_clock
 
     async def _json(
-        self, policy: RetryPolicy, method: str, path: str, *, submit: bool, body: Any = None
+        self, method: str, path: str, *, submit: bool, body: Any = None
     ) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
             reply = await send(
@@ -222,12 +221,12 @@ class MuviAdapter:
             )
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
 
-        return await with_retries(once, policy, clock=self._ctx.clock, sleep=self._ctx.sleep)
+        return await once()
 
     async def submit(self, task: RenderTask) -> Submission:
         """Submit the job; retried only on answers that prove it was not created (429, 5xx)."""
         body = request_body(task)
-        answer = await self._json(SUBMIT_RETRY, "POST", "/v1/jobs/submit", submit=True, body=body)
+        answer = await self._json("POST", "/v1/jobs/submit", submit=True, body=body)
         job_id = answer.get("jobId")
         if not isinstance(job_id, str) or not job_id:
             raise SubmissionUncertain(
@@ -254,7 +253,7 @@ class MuviAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the job (free; safe to repeat)."""
-        answer = await self._json(POLL_RETRY, "GET", f"/v1/jobs/{handle.provider_job_id}", submit=False)
+        answer = await self._json("GET", f"/v1/jobs/{handle.provider_job_id}", submit=False)
         quoted = handle.data.get(_COST_KEY)
         return parse_job(answer, ReportedCost(Decimal(quoted), CostUnit.MICRO_CENTS) if quoted else None)
 

@@ -55,7 +55,6 @@ from adapters.http import (
     retry_after_seconds,
     send,
     status_error,
-    with_retries,
 )
 from adapters.images import image_with_bytes
 from broker.schema import Mode
@@ -67,7 +66,6 @@ IMAGE_ACCEPTANCE = ImageAcceptance(url=False, file_max_bytes=10 * 1024 * 1024)
 # PixelAPI suggests polling every 5 s; renders take 90-150 s and the submit gives an estimate.
 POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=90.0, max_delay_s=60.0)
-POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
 MODELS = ("seedance", "video")
 
 _STATES = {"processing": TaskState.RUNNING, "completed": TaskState.SUCCEEDED, "failed": TaskState.FAILED}
@@ -165,6 +163,7 @@ class PixelApiAdapter:
     """The PixelAPI adapter over the app's shared session."""
 
     idempotent_submit = False
+    submit_retry = SUBMIT_RETRY
 
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
@@ -199,7 +198,7 @@ class PixelApiAdapter:
             )
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=True)
 
-        answer = await with_retries(once, SUBMIT_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep)
+        answer = await once()
         generation_id = answer.get("generation_id")
         if not isinstance(generation_id, str) or not generation_id:
             raise SubmissionUncertain(
@@ -241,7 +240,7 @@ class PixelApiAdapter:
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
 
         return parse_generation(
-            await with_retries(once, POLL_RETRY, clock=self._ctx.clock, sleep=self._ctx.sleep)
+            await once()
         )
 
     async def cancel(self, handle: TaskHandle) -> bool:

@@ -45,7 +45,6 @@ from adapters.http import (
     retry_after_seconds,
     send,
     status_error,
-    with_retries,
 )
 from adapters.images import image_reference
 from broker.schema import AspectRatio, Mode, Resolution
@@ -56,7 +55,6 @@ API_VERSION = "2024-11-06"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=5 * 1024 * 1024)
 POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
-POLL_RETRY = RetryPolicy(attempts=3, max_elapsed_s=30.0)
 
 _STATES = {
     "PENDING": TaskState.QUEUED,
@@ -201,6 +199,7 @@ class RunwayAdapter:
     """The Runway adapter over the app's shared session."""
 
     idempotent_submit = False
+    submit_retry = SUBMIT_RETRY
 
     provider = PROVIDER
     image_acceptance = IMAGE_ACCEPTANCE
@@ -226,20 +225,20 @@ class RunwayAdapter:
             json_body=body,
         )
 
-    async def _retrying(
-        self, policy: RetryPolicy, method: str, path: str, *, submit: bool, body: Any = None
+    async def _answer(
+        self, method: str, path: str, *, submit: bool, body: Any = None
     ) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
             reply = await self._call(method, path, submit=submit, body=body)
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
 
-        return await with_retries(once, policy, clock=self._ctx.clock, sleep=self._ctx.sleep)
+        return await once()
 
     async def submit(self, task: RenderTask) -> Submission:
         """Create the task; retried only on answers that prove it was not created (429, 5xx)."""
         body = request_body(task)
         path = f"/v1/{task.request.resolved_mode.value}"  # image_to_video | text_to_video
-        answer = await self._retrying(SUBMIT_RETRY, "POST", path, submit=True, body=body)
+        answer = await self._answer("POST", path, submit=True, body=body)
         task_id = answer.get("id")
         if not isinstance(task_id, str) or not task_id:
             raise SubmissionUncertain(
@@ -249,7 +248,7 @@ class RunwayAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the task (free; safe to repeat)."""
-        answer = await self._retrying(POLL_RETRY, "GET", f"/v1/tasks/{handle.provider_job_id}", submit=False)
+        answer = await self._answer("GET", f"/v1/tasks/{handle.provider_job_id}", submit=False)
         return parse_task(answer)
 
     async def cancel(self, handle: TaskHandle) -> bool:

@@ -109,6 +109,18 @@ def parse_config(raw: Any, source: str) -> BrokerConfig:
         raise ConfigError(f"{source}: {problems}") from None
 
 
+def lease_problems(config: BrokerConfig, lease_s: float) -> list[str]:
+    """The providers whose request timeout cannot fit a lease: a step renews its lease right before a
+    request, so a request must end (and its answer be written) within half of one."""
+    return [
+        f"providers.{name}.timeout_s is {provider.timeout_s:g} s, over half the job lease"
+        f" (BROKER_LEASE_S={lease_s:g} s): a request could outlive its step's lease;"
+        f" lower the timeout to at most {lease_s / 2:g} s or raise BROKER_LEASE_S"
+        for name, provider in config.providers.items()
+        if provider.timeout_s > lease_s / 2
+    ]
+
+
 def load_config(path: Path) -> BrokerConfig:
     """Read and validate a config file."""
     try:

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
         default=None,
         description="signs the URLs of hosted inputs (GET /v1/inputs/{id}); the same on every replica",
     )
-    lease_s: float = Field(default=30.0, gt=0, description="how long a job claim lasts unrenewed")
+    # A step renews its lease while its I/O runs; a provider request must end well inside one lease
+    # (`broker.config.lease_problems`), so a dead replica's jobs are due again within a minute.
+    lease_s: float = Field(default=60.0, gt=0, description="how long a job claim lasts unrenewed")
 
     @field_validator("input_signing_secret")
     @classmethod

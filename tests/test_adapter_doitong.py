@@ -107,11 +107,17 @@ def test_credits_convert_once_an_operator_prices_them() -> None:
 
 
 @pytest.mark.parametrize("fault", ["lose_answer", "malformed", "slow"])
-async def test_a_lost_submit_answer_is_repeated_with_the_same_key_and_makes_one_job(
+async def test_a_lost_submit_answer_is_uncertain_and_sending_it_again_with_the_same_key_makes_one_job(
     rig: Rig, fault: str
 ) -> None:
     rig.emulator.inject(fault, "submit", delay_s=1.0)
-    submission = await rig.adapter.submit(task())
+    with pytest.raises(SubmissionUncertain) as caught:
+        await rig.adapter.submit(task())
+    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
+    # doitong takes an idempotency key, so its policy sends a lost submit again.
+    assert rig.adapter.idempotent_submit
+    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == 1.0
+    submission = await rig.adapter.submit(task())  # the same attempt, sent again when the job is due
     assert list(rig.emulator.tasks) == [submission.handle.provider_job_id]
     keys = {r.headers["Idempotency-Key"] for r in rig.emulator.recorder.of("submit")}
     assert rig.emulator.submit_count() == 2 and keys == {"att-42"}
@@ -119,23 +125,41 @@ async def test_a_lost_submit_answer_is_repeated_with_the_same_key_and_makes_one_
 
 async def test_a_submit_lost_every_time_stays_uncertain_and_is_bounded(rig: Rig) -> None:
     rig.emulator.inject("lose_answer", "submit", count=None)
-    with pytest.raises(SubmissionUncertain):
-        await rig.adapter.submit(task())
+    policy = rig.adapter.submit_retry
+    tries, elapsed = 0, 0.0
+    delays: list[float] = []
+    while True:  # as the broker's submit step does, with each delay a due time
+        with pytest.raises(SubmissionUncertain) as caught:
+            await rig.adapter.submit(task())
+        tries += 1
+        delay = policy.delay_before_next(tries, caught.value, elapsed)
+        if delay is None:
+            break
+        delays.append(delay)
+        elapsed += delay
+    assert delays == [1.0, 2.0, 4.0] and rig.fake.sleeps == []
     assert rig.emulator.submit_count() == 4 and len(rig.emulator.tasks) == 1
 
 
-async def test_rate_limit_honours_retry_after(rig: Rig) -> None:
+async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_delay(rig: Rig) -> None:
     rig.emulator.inject("rate_limit", "submit", retry_after_s=12)
-    await rig.adapter.submit(task())
-    assert rig.fake.sleeps == [12.0]
+    with pytest.raises(RateLimited) as caught:
+        await rig.adapter.submit(task())
+    assert caught.value.retry_after_s == 12.0 and caught.value.status == 429
+    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == [] and rig.emulator.tasks == {}
+    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == 12.0
+    submission = await rig.adapter.submit(task())  # the send the broker makes when the job is due
+    assert list(rig.emulator.tasks) == [submission.handle.provider_job_id]
 
 
 async def test_the_request_rate_limit_is_rate_limited_with_its_retry_after(tmp_path: Path) -> None:
     async for limited in make_rig(tmp_path, requests_per_minute=1):
         await limited.adapter.submit(task(attempt_id="a1"))
-        with pytest.raises(RateLimited) as caught:  # 60 s to wait is over the retry policy's cap
+        with pytest.raises(RateLimited) as caught:
             await limited.adapter.submit(task(attempt_id="a2"))
         assert caught.value.provider_code == "RATE_LIMITED" and caught.value.retry_after_s == 60.0
+        # 60 s to wait is over the retry policy's cap: the router falls back instead.
+        assert limited.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) is None
 
 
 async def test_out_of_credits_carries_the_amounts(tmp_path: Path) -> None:
@@ -177,13 +201,17 @@ async def test_what_doitong_cannot_take_is_refused_before_sending(rig: Rig) -> N
 
 
 @pytest.mark.parametrize("fault", ["drop", "malformed", "server_error"])
-async def test_one_status_fault_is_retried_and_a_lasting_one_is_unavailable(rig: Rig, fault: str) -> None:
+async def test_a_status_fault_is_unavailable_after_one_request_and_the_next_poll_reads_it(
+    rig: Rig, fault: str
+) -> None:
+    # doitong polls over POST (GraphQL): not idempotent to the HTTP client, so even a drop is not resent.
     submission = await rig.adapter.submit(task())
     rig.emulator.inject(fault, "status")
-    assert (await rig.adapter.status(submission.handle)).state is TaskState.RUNNING
-    rig.emulator.inject(fault, "status", count=None)
     with pytest.raises(ProviderUnavailable):
         await rig.adapter.status(submission.handle)
+    assert rig.emulator.recorder.count("status") == 1 and rig.fake.sleeps == []
+    assert (await rig.adapter.status(submission.handle)).state is TaskState.RUNNING
+    assert rig.emulator.recorder.count("status") == 2
 
 
 @pytest.mark.parametrize(

@@ -111,10 +111,15 @@ async def test_uploaded_bytes_travel_as_a_data_uri(rig: Rig) -> None:
     assert rig.emulator.recorder.of("submit")[0].json["image_url"].startswith("data:image/png;base64,")
 
 
-async def test_rate_limit_honours_retry_after(rig: Rig) -> None:
+async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_delay(rig: Rig) -> None:
     rig.emulator.inject("rate_limit", "submit", retry_after_s=6)
-    await rig.adapter.submit(task())
-    assert rig.fake.sleeps == [6.0] and rig.emulator.submit_count() == 2
+    with pytest.raises(RateLimited) as caught:
+        await rig.adapter.submit(task())
+    assert caught.value.retry_after_s == 6.0 and caught.value.status == 429
+    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
+    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == 6.0
+    await rig.adapter.submit(task())  # the send the broker makes when the job is due
+    assert rig.emulator.submit_count() == 2
 
 
 async def test_a_lasting_rate_limit_is_raised(rig: Rig) -> None:
@@ -124,11 +129,15 @@ async def test_a_lasting_rate_limit_is_raised(rig: Rig) -> None:
     assert caught.value.retry_after_s == 2.0
 
 
-async def test_server_errors_are_retried_then_unavailable(rig: Rig) -> None:
+async def test_a_server_error_is_unavailable_after_one_request_and_backs_off_by_policy(rig: Rig) -> None:
     rig.emulator.inject("server_error", "submit", status=504, count=None)
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(ProviderUnavailable) as caught:
         await rig.adapter.submit(task())
-    assert rig.emulator.submit_count() == 3
+    assert caught.value.status == 504
+    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
+    policy = rig.adapter.submit_retry
+    assert policy.delay_before_next(1, caught.value, 0.0) == 1.0
+    assert policy.delay_before_next(3, caught.value, 3.0) is None  # three tries, then the router
 
 
 @pytest.mark.parametrize("fault", ["lose_answer", "malformed", "slow"])
@@ -139,14 +148,32 @@ async def test_a_submit_whose_answer_never_arrived_is_uncertain(rig: Rig, fault:
     assert rig.emulator.submit_count() == 1
 
 
-@pytest.mark.parametrize("fault", ["drop", "malformed", "server_error"])
-async def test_one_status_fault_is_retried_and_a_lasting_one_is_unavailable(rig: Rig, fault: str) -> None:
+@pytest.mark.parametrize("fault", ["malformed", "server_error"])
+async def test_a_status_fault_is_unavailable_after_one_request_and_the_next_poll_reads_it(
+    rig: Rig, fault: str
+) -> None:
     submission = await rig.adapter.submit(task())
     rig.emulator.inject(fault, "status")
-    assert (await rig.adapter.status(submission.handle)).state is TaskState.QUEUED
-    rig.emulator.inject(fault, "status", count=None)
     with pytest.raises(ProviderUnavailable):
         await rig.adapter.status(submission.handle)
+    assert rig.emulator.recorder.count("status") == 1 and rig.fake.sleeps == []
+    assert (await rig.adapter.status(submission.handle)).state is TaskState.QUEUED
+    assert rig.emulator.recorder.count("status") == 2
+
+
+async def test_a_dropped_poll_is_resent_once_by_the_http_client_and_a_lasting_drop_is_unavailable(
+    rig: Rig,
+) -> None:
+    # aiohttp itself resends an idempotent GET whose reused keep-alive connection closed unanswered
+    # (RFC 9112 9.3.1), once and without a wait; the adapter adds no retry of its own.
+    submission = await rig.adapter.submit(task())
+    rig.emulator.inject("drop", "status")
+    assert (await rig.adapter.status(submission.handle)).state is TaskState.QUEUED
+    assert rig.emulator.recorder.count("status") == 2
+    rig.emulator.inject("drop", "status", count=None)
+    with pytest.raises(ProviderUnavailable):
+        await rig.adapter.status(submission.handle)
+    assert rig.fake.sleeps == []
 
 
 async def test_validation_errors_are_rejected(rig: Rig) -> None:

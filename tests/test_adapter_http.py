@@ -30,9 +30,7 @@ from adapters.http import (
     retry_after_seconds,
     send,
     status_error,
-    with_retries,
 )
-from tests.support.adapters import FakeTime
 
 
 @pytest.fixture
@@ -90,51 +88,35 @@ class Flaky:
         return "done"
 
 
-async def test_retry_honours_retry_after() -> None:
-    fake = FakeTime()
-    call = Flaky(RateLimited("slow down", retry_after_s=4.0), RateLimited("slow down", retry_after_s=2.0))
-    result = await with_retries(call, RetryPolicy(attempts=3), clock=fake.clock, sleep=fake.sleep)
-    assert result == "done"
-    assert fake.sleeps == [4.0, 2.0]
+def test_retry_honours_retry_after() -> None:
+    policy = RetryPolicy(attempts=3)
+    assert policy.delay_before_next(1, RateLimited("slow down", retry_after_s=4.0), 0.0) == 4.0
+    assert policy.delay_before_next(2, RateLimited("slow down", retry_after_s=2.0), 4.0) == 2.0
+    assert policy.delay_before_next(3, RateLimited("slow down", retry_after_s=2.0), 6.0) is None
 
 
-async def test_retry_backs_off_then_gives_up_after_its_attempts() -> None:
-    fake = FakeTime()
-    call = Flaky(*(ProviderUnavailable("down") for _ in range(5)))
-    with pytest.raises(ProviderUnavailable):
-        policy = RetryPolicy(attempts=3, base_delay_s=1.0)
-        await with_retries(call, policy, clock=fake.clock, sleep=fake.sleep)
-    assert call.calls == 3
-    assert fake.sleeps == [1.0, 2.0]
+def test_retry_backs_off_then_gives_up_after_its_attempts() -> None:
+    policy = RetryPolicy(attempts=3, base_delay_s=1.0)
+    down = ProviderUnavailable("down")
+    assert [policy.delay_before_next(tries, down, 0.0) for tries in (1, 2, 3)] == [1.0, 2.0, None]
 
 
-async def test_retry_after_longer_than_allowed_goes_straight_up() -> None:
-    fake = FakeTime()
-    call = Flaky(RateLimited("daily limit", retry_after_s=3600.0))
-    with pytest.raises(RateLimited) as caught:
-        policy = RetryPolicy(attempts=5, max_delay_s=30.0)
-        await with_retries(call, policy, clock=fake.clock, sleep=fake.sleep)
-    assert caught.value.retry_after_s == 3600.0
-    assert call.calls == 1 and fake.sleeps == []
+def test_retry_after_longer_than_allowed_goes_straight_up() -> None:
+    policy = RetryPolicy(attempts=5, max_delay_s=30.0)
+    assert policy.delay_before_next(1, RateLimited("daily limit", retry_after_s=3600.0), 0.0) is None
 
 
-async def test_retry_is_bounded_in_time() -> None:
-    fake = FakeTime()
-    call = Flaky(*(RateLimited("wait", retry_after_s=20.0) for _ in range(10)))
+def test_retry_is_bounded_in_time() -> None:
     policy = RetryPolicy(attempts=10, max_elapsed_s=50.0, max_delay_s=30.0)
-    with pytest.raises(RateLimited):
-        await with_retries(call, policy, clock=fake.clock, sleep=fake.sleep)
-    assert fake.sleeps == [20.0, 20.0]  # a third wait would end past 50 s
+    wait = RateLimited("wait", retry_after_s=20.0)
+    assert policy.delay_before_next(1, wait, 0.0) == 20.0
+    assert policy.delay_before_next(2, wait, 20.0) == 20.0
+    assert policy.delay_before_next(3, wait, 40.0) is None  # a third wait would end past 50 s
 
 
-async def test_retry_never_repeats_a_rejection_or_an_uncertain_submit() -> None:
-    fake = FakeTime()
+def test_retry_never_repeats_a_rejection_or_an_uncertain_submit() -> None:
     for error in (Rejected("bad input"), SubmissionUncertain("lost")):
-        call = Flaky(error)
-        with pytest.raises(type(error)):
-            await with_retries(call, RetryPolicy(attempts=3), clock=fake.clock, sleep=fake.sleep)
-        assert call.calls == 1
-    assert fake.sleeps == []
+        assert RetryPolicy(attempts=3).delay_before_next(1, error, 0.0) is None
 
 
 async def _drop(request: web.Request) -> web.StreamResponse:

@@ -117,19 +117,30 @@ async def test_requests_pixelapi_cannot_render_are_refused_before_sending(rig: R
     assert rig.emulator.submit_count() == 0
 
 
-async def test_the_concurrency_cap_is_waited_out_per_retry_after(rig: Rig) -> None:
+async def test_the_concurrency_cap_is_rate_limited_and_sent_again_after_its_retry_after(rig: Rig) -> None:
     for _ in range(5):
         await rig.adapter.submit(task())
-    await rig.adapter.submit(task())  # 429 Retry-After 30; by then the first five have finished
-    assert rig.fake.sleeps == [30.0]
+    with pytest.raises(RateLimited) as caught:  # 429 Retry-After 30, raised without waiting
+        await rig.adapter.submit(task())
+    assert caught.value.retry_after_s == 30.0 and caught.value.status == 429
+    assert rig.emulator.submit_count() == 6 and rig.fake.sleeps == []
+    delay = rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0)
+    assert delay == 30.0  # within PixelAPI's 60 s cap
+    rig.fake.now += delay  # the job's due time: by then the first five have finished
+    await rig.adapter.submit(task())
     assert rig.emulator.submit_count() == 7
 
 
-async def test_a_lasting_rate_limit_is_raised(rig: Rig) -> None:
+async def test_a_lasting_rate_limit_is_raised_and_given_up_after_the_policys_attempts(rig: Rig) -> None:
     rig.emulator.inject("rate_limit", "submit", retry_after_s=5, count=None)
     with pytest.raises(RateLimited) as caught:
         await rig.adapter.submit(task())
-    assert caught.value.retry_after_s == 5.0 and rig.emulator.submit_count() == 3
+    assert caught.value.retry_after_s == 5.0
+    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
+    policy = rig.adapter.submit_retry
+    assert policy.delay_before_next(1, caught.value, 0.0) == 5.0
+    assert policy.delay_before_next(2, caught.value, 5.0) == 5.0
+    assert policy.delay_before_next(3, caught.value, 10.0) is None  # three tries, then the router
 
 
 async def test_out_of_credits_is_insufficient_funds(tmp_path: Path) -> None:
@@ -169,14 +180,32 @@ async def test_a_submit_whose_answer_never_arrived_is_uncertain(rig: Rig, fault:
     assert rig.emulator.submit_count() == 1
 
 
-@pytest.mark.parametrize("fault", ["drop", "malformed", "server_error"])
-async def test_one_status_fault_is_retried_and_a_lasting_one_is_unavailable(rig: Rig, fault: str) -> None:
+@pytest.mark.parametrize("fault", ["malformed", "server_error"])
+async def test_a_status_fault_is_unavailable_after_one_request_and_the_next_poll_reads_it(
+    rig: Rig, fault: str
+) -> None:
     submission = await rig.adapter.submit(task())
     rig.emulator.inject(fault, "status")
-    assert (await rig.adapter.status(submission.handle)).state is TaskState.RUNNING
-    rig.emulator.inject(fault, "status", count=None)
     with pytest.raises(ProviderUnavailable):
         await rig.adapter.status(submission.handle)
+    assert rig.emulator.recorder.count("status") == 1 and rig.fake.sleeps == []
+    assert (await rig.adapter.status(submission.handle)).state is TaskState.RUNNING
+    assert rig.emulator.recorder.count("status") == 2
+
+
+async def test_a_dropped_poll_is_resent_once_by_the_http_client_and_a_lasting_drop_is_unavailable(
+    rig: Rig,
+) -> None:
+    # aiohttp itself resends an idempotent GET whose reused keep-alive connection closed unanswered
+    # (RFC 9112 9.3.1), once and without a wait; the adapter adds no retry of its own.
+    submission = await rig.adapter.submit(task())
+    rig.emulator.inject("drop", "status")
+    assert (await rig.adapter.status(submission.handle)).state is TaskState.RUNNING
+    assert rig.emulator.recorder.count("status") == 2
+    rig.emulator.inject("drop", "status", count=None)
+    with pytest.raises(ProviderUnavailable):
+        await rig.adapter.status(submission.handle)
+    assert rig.fake.sleeps == []
 
 
 async def test_a_failed_generation_is_refunded_and_classified_without_reading_its_message(rig: Rig) -> None:

@@ -147,37 +147,57 @@ async def test_text_to_video_uses_its_endpoint(rig: Rig) -> None:
     assert sent.path == "/v1/text_to_video" and "promptImage" not in sent.json
 
 
-async def test_rate_limit_honours_retry_after(rig: Rig) -> None:
-    rig.emulator.inject("rate_limit", "submit", retry_after_s=7)
-    submission = await rig.adapter.submit(i2v())
-    assert submission.handle.provider_job_id in rig.emulator.tasks
-    assert rig.fake.sleeps == [7.0]
+@pytest.mark.parametrize(("retry_after", "delay"), [(7, 7.0), (45, None)])
+async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_delay(
+    rig: Rig, retry_after: int, delay: float | None
+) -> None:
+    rig.emulator.inject("rate_limit", "submit", retry_after_s=retry_after)
+    with pytest.raises(RateLimited) as caught:
+        await rig.adapter.submit(i2v())
+    assert caught.value.retry_after_s == float(retry_after) and caught.value.status == 429
+    assert rig.emulator.submit_count() == 1 and rig.emulator.tasks == {}
+    assert rig.fake.sleeps == []  # the adapter never waits: the broker parks the job instead
+    # Within max_delay_s (30 s) the broker sends again after Retry-After; beyond it, it falls back.
+    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == delay
+    submission = await rig.adapter.submit(i2v())  # the send the broker makes when the job is due
+    assert list(rig.emulator.tasks) == [submission.handle.provider_job_id]
     assert rig.emulator.submit_count() == 2
 
 
-async def test_a_lasting_rate_limit_is_raised_with_its_retry_after(rig: Rig) -> None:
+async def test_a_lasting_rate_limit_is_given_up_after_the_policys_attempts(rig: Rig) -> None:
     rig.emulator.inject("rate_limit", "submit", retry_after_s=4, count=None)
     with pytest.raises(RateLimited) as caught:
         await rig.adapter.submit(i2v())
     assert caught.value.retry_after_s == 4.0 and caught.value.status == 429
-    assert rig.emulator.submit_count() == 3 and rig.fake.sleeps == [4.0, 4.0]
+    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
+    policy = rig.adapter.submit_retry
+    assert policy.delay_before_next(1, caught.value, 0.0) == 4.0
+    assert policy.delay_before_next(2, caught.value, 4.0) == 4.0
+    assert policy.delay_before_next(3, caught.value, 8.0) is None  # three tries, then the router
 
 
-async def test_server_errors_are_retried_then_unavailable(rig: Rig) -> None:
+async def test_a_server_error_is_unavailable_after_one_request_and_backs_off_by_policy(rig: Rig) -> None:
     rig.emulator.inject("server_error", "submit", status=503, count=None)
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(ProviderUnavailable) as caught:
         await rig.adapter.submit(i2v())
-    assert rig.emulator.submit_count() == 3
+    assert caught.value.status == 503
+    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
     assert rig.emulator.tasks == {}
+    policy = rig.adapter.submit_retry
+    assert policy.delay_before_next(1, caught.value, 0.0) == 1.0
+    assert policy.delay_before_next(2, caught.value, 1.0) == 2.0
+    assert policy.delay_before_next(3, caught.value, 3.0) is None
 
 
 @pytest.mark.parametrize("fault", ["lose_answer", "malformed"])
 async def test_a_lost_or_malformed_submit_answer_is_uncertain_and_not_repeated(rig: Rig, fault: str) -> None:
     rig.emulator.inject(fault, "submit")
-    with pytest.raises(SubmissionUncertain):
+    with pytest.raises(SubmissionUncertain) as caught:
         await rig.adapter.submit(i2v())
     assert rig.emulator.submit_count() == 1
     assert len(rig.emulator.tasks) == 1  # Runway did create it: resubmitting would pay twice
+    assert not rig.adapter.idempotent_submit
+    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) is None
 
 
 async def test_a_slow_submit_times_out_as_uncertain(rig: Rig) -> None:
@@ -194,13 +214,28 @@ async def test_a_dropped_connection_before_the_submit_ran_is_still_uncertain(rig
         await rig.adapter.submit(i2v())
 
 
-@pytest.mark.parametrize("fault", ["drop", "malformed", "server_error", "slow"])
-async def test_status_polls_are_retried_through_one_fault(rig: Rig, fault: str) -> None:
+@pytest.mark.parametrize("fault", ["malformed", "server_error", "slow"])
+async def test_a_status_fault_is_unavailable_after_one_request_and_the_next_poll_reads_the_task(
+    rig: Rig, fault: str
+) -> None:
     submission = await rig.adapter.submit(i2v())
     rig.emulator.inject(fault, "status", delay_s=1.0)
-    status = await rig.adapter.status(submission.handle)
+    with pytest.raises(ProviderUnavailable):
+        await rig.adapter.status(submission.handle)
+    assert rig.emulator.recorder.count("status") == 1 and rig.fake.sleeps == []
+    status = await rig.adapter.status(submission.handle)  # the poll step's own back-off sends it again
     assert status.state in (TaskState.QUEUED, TaskState.RUNNING)
     assert rig.emulator.recorder.count("status") == 2
+
+
+async def test_a_dropped_poll_is_resent_once_by_the_http_client_not_the_adapter(rig: Rig) -> None:
+    # aiohttp itself resends an idempotent GET whose reused keep-alive connection closed unanswered
+    # (RFC 9112 9.3.1): a transport resend with no wait, not an adapter retry.
+    submission = await rig.adapter.submit(i2v())
+    rig.emulator.inject("drop", "status")
+    status = await rig.adapter.status(submission.handle)
+    assert status.state in (TaskState.QUEUED, TaskState.RUNNING)
+    assert rig.emulator.recorder.count("status") == 2 and rig.fake.sleeps == []
 
 
 @pytest.mark.parametrize("fault", ["drop", "malformed", "server_error"])
@@ -209,6 +244,9 @@ async def test_lasting_status_faults_are_unavailable(rig: Rig, fault: str) -> No
     rig.emulator.inject(fault, "status", count=None)
     with pytest.raises(ProviderUnavailable):
         await rig.adapter.status(submission.handle)
+    # One request (a drop: plus aiohttp's one resend of the GET), never a sleep in the adapter.
+    assert rig.emulator.recorder.count("status") == (2 if fault == "drop" else 1)
+    assert rig.fake.sleeps == []
 
 
 @pytest.mark.parametrize(

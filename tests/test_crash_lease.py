@@ -17,7 +17,7 @@ async def test_lease_shorter_than_the_poll_interval_is_kept_by_its_worker(tmp_pa
     async with Cluster(tmp_path) as cluster:
         # fal polls 2 s after the submit (running, 1.5 s to go), then 2 s later (done).
         fal = await cluster.emulator("fal", render_seconds=3.5)
-        config = cluster.write_config({"fal": fal.base_url})
+        config = cluster.write_config({"fal": fal.base_url}, timeout_s=0.25)
         broker = await cluster.broker(
             config,
             store_url=f"sqlite:///{tmp_path}/broker.db",

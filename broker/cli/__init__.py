@@ -31,7 +31,7 @@ from broker.cli.parsers import add_remote_commands
 from broker.cli.reload import reload_config
 from broker.cli.remote import run_remote
 from broker.cli.report import add_report_arguments, report_from_args
-from broker.config import BrokerConfig, ConfigError, load_config
+from broker.config import BrokerConfig, ConfigError, lease_problems, load_config
 from broker.observability.logging import configure_logging, secret_values
 from broker.schema import BrokerError
 from broker.settings import Settings
@@ -133,6 +133,9 @@ async def _serve(args: argparse.Namespace) -> None:
     settings = load_settings(**overrides)
     path = args.config or settings.config
     config = load_or_exit(path)
+    if problems := lease_problems(config, settings.lease_s):
+        print(f"broker: bad configuration: {path}: {'; '.join(problems)}", file=sys.stderr)
+        raise SystemExit(2)
     env: dict[str, str] = dict(os.environ)
     signing = settings.input_signing_secret.get_secret_value() if settings.input_signing_secret else ""
     secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]

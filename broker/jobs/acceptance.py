@@ -5,18 +5,23 @@ A submit with a repeated idempotency key gets that key's job back (checked befor
 reserving, so a retry gets its job even when the budget or the routes have changed since; another
 body is an `IdempotencyConflict`). Otherwise the router quotes the job under the team's current
 policy (no route: `NoFeasibleRoute`), the budget holds the estimate, and the store creates the job,
-queued and due now; its observers hear of it and the scheduler wakes. Two first submits racing each
-other are settled by the store's create.
+queued and due now; its observers hear of it and the scheduler wakes.
+
+Retries of one key racing each other: in one process they take turns (a lock per key), so every one
+after the first finds the first's job before it quotes or reserves; across replicas, the store's
+create settles which one made the job, and a retry the budget refused looks for the key's job once
+more before it answers 402 — a retry of an accepted job always gets that job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from adapters.base import Clock
-from broker.errors import Conflict, NoFeasibleRoute, NotFound
+from broker.errors import BudgetExceeded, Conflict, NoFeasibleRoute, NotFound
 from broker.jobs import budgets
 from broker.jobs.routing import Router
 from broker.observability.events import JobObserver, notify
@@ -27,6 +32,12 @@ from broker.store import IdempotencyConflict, JobRecord, Store, StoreUnavailable
 def new_id(prefix: str, at: datetime) -> str:
     """A unique id that sorts by creation time: milliseconds in hex, then randomness."""
     return f"{prefix}_{int(at.timestamp() * 1000):012x}{secrets.token_hex(5)}"
+
+
+class _KeyLock(asyncio.Lock):
+    """One idempotency key's turn-taking, dropped when its last waiter is done."""
+
+    users = 0
 
 
 class Acceptance:
@@ -45,6 +56,7 @@ class Acceptance:
         self.observers = observers
         self.clock = clock
         self.wake = wake  # the scheduler's: a new or cancelled job is due now
+        self._keys: dict[tuple[str, str], _KeyLock] = {}  # idempotency keys being submitted here
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -59,9 +71,35 @@ class Acceptance:
         idempotency_key: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """The job for this request, and whether this call created it (False: an idempotent replay)."""
-        replay = None if idempotency_key is None else await self._replay(team, idempotency_key, request_hash)
-        if replay is not None:
-            return replay, False
+        if idempotency_key is None:
+            return await self._create(team, request, request_hash, upload_bytes, None)
+        lock = self._keys.setdefault((team, idempotency_key), _KeyLock())
+        lock.users += 1
+        try:
+            async with lock:
+                replay = await self._replay(team, idempotency_key, request_hash)
+                if replay is not None:
+                    return replay, False
+                try:
+                    return await self._create(team, request, request_hash, upload_bytes, idempotency_key)
+                except BudgetExceeded:
+                    # Another replica may have accepted this key's job while this one quoted.
+                    if (replay := await self._replay(team, idempotency_key, request_hash)) is not None:
+                        return replay, False
+                    raise
+        finally:
+            lock.users -= 1
+            if not lock.users:
+                del self._keys[(team, idempotency_key)]
+
+    async def _create(
+        self,
+        team: str,
+        request: JobRequest,
+        request_hash: str,
+        upload_bytes: int | None,
+        idempotency_key: str | None,
+    ) -> tuple[JobRecord, bool]:
         policy = await self.router.policy(team)
         quote = await self.router.quote(team, request, upload_bytes=upload_bytes, policy=policy)
         if quote.chosen is None:

@@ -12,10 +12,11 @@ falls back.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import structlog
 
-from adapters.base import TaskHandle, TaskState, TaskStatus
+from adapters.base import Adapter, TaskHandle, TaskState, TaskStatus
 from adapters.errors import OutputInvalid, ProviderError
 from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
@@ -23,6 +24,7 @@ from broker.jobs.costs import cost, reported_text, route_key
 from broker.jobs.ending import fail_attempt, settle
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
 from broker.schema import Attempt, AttemptStatus, BrokerError, JobStatus, Output
+from broker.store.artifacts import VideoInfo
 from broker.store.base import DownloadState
 from pricing.money import Money
 
@@ -67,7 +69,8 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
             )
         )
     route = ctx.routes.get(route_key(attempt))
-    partial = ctx.artifacts.partial_path(attempt.id)
+    # Each step writes its own partial file: a step that lost its lease never shares one with the next.
+    partial = ctx.artifacts.partial_path(f"{attempt.id}-{work.owner}")
     try:
         if status is None:  # a retry, or resumed after a restart: ask again where the output is
             status = await adapter.status(TaskHandle(stored.provider_job_id, stored.model, stored.data))
@@ -75,8 +78,8 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
             raise ProviderError(
                 f"{attempt.provider} no longer has the task's output", provider=attempt.provider, status=410
             )
-        await adapter.fetch_output(status, partial)
-        info = await asyncio.to_thread(ctx.artifacts.commit_output, partial, work.job.id)
+        fetched = status
+        info = await work.keep_lease(lambda: _fetch(ctx, adapter, fetched, partial, work.job.id))
     except BrokerError as exc:
         await _not_fetched(ctx, work, attempt, status, exc)
         return
@@ -101,6 +104,17 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
     )
     await settle(ctx, work)
     log.info("job_succeeded", provider=attempt.provider, model=attempt.model, cost_usd=work.job.cost_usd)
+
+
+async def _fetch(
+    ctx: StepContext, adapter: Adapter, status: TaskStatus, partial: Path, job_id: str
+) -> VideoInfo:
+    """Download the output and move it into place; a download cut off leaves no partial file."""
+    try:
+        await adapter.fetch_output(status, partial)
+        return await asyncio.to_thread(ctx.artifacts.commit_output, partial, job_id)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 async def _not_fetched(

@@ -60,7 +60,9 @@ async def fail_attempt(
     if can_fall_back and len(work.job.attempts) < await ctx.attempt_limit(work.record):
         await work.park(
             0.0,
-            lambda r: with_attempt(r, failed, work.now()).model_copy(update={"poll": None, "download": None}),
+            lambda r: with_attempt(r, failed, work.now()).model_copy(
+                update={"poll": None, "download": None, "submit": None}
+            ),
         )
         return
     await work.save(

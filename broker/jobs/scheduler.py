@@ -60,6 +60,7 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._step_done = asyncio.Event()
         self._steps: set[asyncio.Task[None]] = set()
+        self._stepping: dict[str, JobWork] = {}  # job id -> the step this process runs on it
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
         self.restarts = 0
@@ -164,6 +165,10 @@ class Scheduler:
                 await self._idle(self.options.idle_wait_s)
                 continue
             for record in claimed:
+                if (running := self._stepping.get(record.id)) is not None:
+                    # Its lease lapsed while this process stepped it: one step, under the new claim.
+                    running.adopt(record)
+                    continue
                 task = asyncio.create_task(self._step(record), name=f"step-{record.id}")
                 self._steps.add(task)
                 task.add_done_callback(self._step_finished)
@@ -223,6 +228,7 @@ class Scheduler:
             self.ctx.sleep,
             schedule_clock=self.now,
         )
+        self._stepping[record.id] = work
         with structlog.contextvars.bound_contextvars(job_id=record.id, team=record.job.team):
             try:
                 await run_step(self.ctx, work)
@@ -235,6 +241,8 @@ class Scheduler:
             except Exception:
                 log.exception("job_step_crashed")
                 await self._after_crash(work)
+            finally:
+                del self._stepping[record.id]
 
     async def _after_crash(self, work: JobWork) -> None:
         """A bug, not a provider's failure: retry the step a few times, then fail the job."""
@@ -274,7 +282,11 @@ class Scheduler:
             page, cursor = await self.ctx.store.list_jobs(status=JobStatus.RUNNING, limit=200, cursor=cursor)
             for record in page:
                 attempt = record.job.attempts[-1] if record.job.attempts else None
-                if attempt is not None and attempt.status in (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING):
+                if attempt is not None and attempt.status in (
+                    AttemptStatus.SUBMITTING,
+                    AttemptStatus.SUBMITTED,
+                    AttemptStatus.RUNNING,
+                ):
                     ttl = self.ctx.slot_ttl(attempt.provider)
                     await self.ctx.provider_slots.hold(attempt.provider, attempt.id, record.id, ttl)
             if cursor is None:

@@ -2,7 +2,8 @@
 
   cancel requested   -> cancel (at the provider too, where it can) and end
   no active attempt  -> submit: quote again without the tried routes, take a slot, submit (`submit.py`)
-  submitting         -> found after a crash: resend only where the provider takes an idempotency key
+  submitting         -> a refused submit due again: send it again; one a stopped runner left mid-send:
+                        resend only where the provider takes an idempotency key, else book it unconfirmed
   submitted/running  -> poll once and park until the next poll (`poll.py`); past the deadline,
                         cancel at the provider, book what it charged, fall back (`booking.py`)
   downloading        -> fetch the output, book the cost, end (`download.py`); a failed fetch is
@@ -17,7 +18,7 @@ from broker.jobs.context import StepContext
 from broker.jobs.download import download
 from broker.jobs.ending import cancel
 from broker.jobs.poll import poll
-from broker.jobs.submit import resolve_uncertain, start_attempt
+from broker.jobs.submit import resume_submit, start_attempt
 from broker.jobs.work import JobWork
 from broker.schema import AttemptStatus
 
@@ -30,7 +31,7 @@ async def run_step(ctx: StepContext, work: JobWork) -> None:
     elif attempt is None:
         await start_attempt(ctx, work)
     elif attempt.status is AttemptStatus.SUBMITTING:
-        await resolve_uncertain(ctx, work, attempt)
+        await resume_submit(ctx, work, attempt)
     elif attempt.status is AttemptStatus.DOWNLOADING:
         await download(ctx, work, attempt, None)
     else:

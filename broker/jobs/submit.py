@@ -1,10 +1,20 @@
 """The submit step: pick the cheapest untried route, take a capacity slot, reserve any extra budget,
 and hand the render to the provider.
 
-The attempt is written as `submitting` before the submit goes out and as `submitted` (with the task's
-handle, due at its first poll) after, so a crash in between is seen as uncertain: resent only where
-the provider takes an idempotency key, else failed with `submission_uncertain` — never paid twice.
-A job whose providers are all at capacity waits as a record, due again when a slot may have freed.
+The attempt is written as `submitting` (its `SubmitState` marked `sending`) right before the submit
+goes out, in a fenced write that also renews the lease, and as `submitted` (with the task's handle,
+due at its first poll) after, so a crash in between is seen as uncertain.
+
+Waits that are due times, never sleeps in a step:
+  * a submit the provider refused for now (429 with its `Retry-After`, a 5xx): the attempt stays
+    `submitting`, not sending, and the job is parked until the adapter's `submit_retry` policy says;
+    the next step sends the same attempt again (same request, same idempotency key). When the policy
+    gives up, the attempt fails and the router falls back;
+  * every feasible provider at capacity: parked until a slot may have freed.
+An uncertain submit (its answer was lost, or a runner stopped mid-send) is sent again only where the
+provider takes an idempotency key; anywhere else it is booked at the route's estimate as
+`unconfirmed_usd` (the provider may have the task and charge it; never $0) and fails with
+`submission_uncertain`, listed by the reconciliation report. Never paid twice.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from adapters.base import Adapter, ImageInput, RenderTask
 from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
 from adapters.images import FetchPolicy, ImageFetchFailed, check_image, fetch_image
 from adapters.outbound import OutboundRefused
+from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
 from broker.jobs.ending import fail_attempt, fail_job
 from broker.jobs.hosted_inputs import hosted_image
@@ -34,7 +45,7 @@ from broker.schema import (
     decode_data_uri,
 )
 from broker.store import JobRecord
-from broker.store.base import AttemptHandle, PollState
+from broker.store.base import AttemptHandle, PollState, SubmitState
 from pricing.catalog import RouteSpec
 from pricing.money import Money
 from pricing.quote import Quote, bounded_cost
@@ -79,6 +90,8 @@ async def start_attempt(ctx: StepContext, work: JobWork) -> None:
         unpriced=unpriced,
     )
 
+    state = SubmitState(since=ctx.clock(), sending=False)
+
     def begin(record: JobRecord) -> JobRecord:
         ref = RouteRef(
             provider=route.provider, model=route.model, estimated_cost_usd=attempt.estimated_cost_usd
@@ -86,7 +99,7 @@ async def start_attempt(ctx: StepContext, work: JobWork) -> None:
         changed = with_attempt(record, attempt, work.now()).evolve(status=JobStatus.RUNNING, route=ref)
         # A save applied again after a lost store reply must not list the route twice.
         tried = record.tried_routes if route.key in record.tried_routes else [*record.tried_routes, route.key]
-        return changed.model_copy(update={"tried_routes": tried, "poll": None})
+        return changed.model_copy(update={"tried_routes": tried, "poll": None, "submit": state})
 
     await work.save(begin)
     log.info("attempt_started", provider=route.provider, model=route.model, attempt=attempt.id)
@@ -161,7 +174,7 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
         await fail_attempt(ctx, work, attempt, error, Money.zero())
         return
     try:
-        image = await _provider_image(ctx, work.job.id, work.job.request, adapter)
+        image = await work.keep_lease(lambda: _provider_image(ctx, work.job.id, work.job.request, adapter))
     except BrokerError as exc:
         await fail_attempt(ctx, work, attempt, exc, Money.zero(), fallback=False)
         return
@@ -173,11 +186,17 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
         image=image,
         webhook_url=f"{base.rstrip('/')}/v1/callbacks/{attempt.provider}" if base else None,
     )
+    state = work.record.submit or SubmitState(since=ctx.clock())
+    # The fence: this write lands only while the step holds the job, and renews the lease, so the
+    # request below (bounded by the provider's timeout, well under a lease) never goes out after it.
+    await work.save(lambda r: r.model_copy(update={"submit": state.model_copy(update={"sending": True})}))
     try:
-        submission = await adapter.submit(task)
+        submission = await work.keep_lease(lambda: adapter.submit(task))
+    except SubmissionUncertain as exc:
+        await _uncertain(ctx, work, attempt, exc)
+        return
     except ProviderError as exc:
-        # Nothing was accepted, so nothing was charged (an uncertain submit is failed, not paid twice).
-        await fail_attempt(ctx, work, attempt, exc, Money.zero())
+        await _refused(ctx, work, attempt, exc, state)
         return
     handle = submission.handle
     submitted = attempt.model_copy(
@@ -191,12 +210,46 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
         )
         changed = with_attempt(record, submitted, work.now())
         return changed.model_copy(
-            update={"handles": {**record.handles, attempt.id: stored}, "poll": PollState(delay_s=delay)}
+            update={
+                "handles": {**record.handles, attempt.id: stored},
+                "poll": PollState(delay_s=delay),
+                "submit": None,
+            }
         )
 
     await work.park(delay, record_submit)
     await ctx.store.index_task(attempt.provider, handle.provider_job_id, work.job.id)
     log.info("attempt_submitted", provider=attempt.provider, provider_job_id=handle.provider_job_id)
+
+
+async def _refused(
+    ctx: StepContext, work: JobWork, attempt: Attempt, exc: ProviderError, state: SubmitState
+) -> None:
+    """The provider answered and created nothing: send again when its policy says, else fail the
+    attempt (nothing charged) and let the router fall back."""
+    tries = state.tries + 1
+    policy = ctx.adapters[attempt.provider].submit_retry
+    delay = policy.delay_before_next(tries, exc, ctx.clock() - state.since)
+    if delay is None:
+        await fail_attempt(ctx, work, attempt, exc, Money.zero())
+        return
+    log.info(
+        "submit_refused_retrying", provider=attempt.provider, code=exc.code.value, tries=tries, in_s=delay
+    )
+    retry = state.model_copy(update={"tries": tries, "sending": False})
+    await work.park(delay, lambda r: r.model_copy(update={"submit": retry}))
+
+
+async def _uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc: SubmissionUncertain) -> None:
+    """The submit may have reached the provider: send again where that is safe, else book it."""
+    adapter = ctx.adapters[attempt.provider]
+    if adapter.idempotent_submit:
+        state = work.record.submit or SubmitState(since=ctx.clock())
+        await _refused(ctx, work, attempt, exc, state)
+        return
+    # The provider may have the task and charge it: booked at the estimate until it says otherwise.
+    spent = Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
+    await fail_attempt(ctx, work, attempt, exc, spent, booking=Booking(spent, unconfirmed=True))
 
 
 def _expected_latency(ctx: StepContext, attempt: Attempt) -> float | None:
@@ -208,20 +261,23 @@ def _expected_latency(ctx: StepContext, attempt: Attempt) -> float | None:
     return float(observed) if observed is not None else (float(route.expected_latency_s) if route else None)
 
 
-async def resolve_uncertain(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
-    """An attempt found `submitting` (its runner stopped mid-submit)."""
+async def resume_submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
+    """An attempt found `submitting`: a refused submit due again, or one a stopped runner left."""
+    await ctx.provider_slots.hold(attempt.provider, attempt.id, work.job.id, ctx.slot_ttl(attempt.provider))
+    state = work.record.submit
     adapter = ctx.adapters.get(attempt.provider)
-    if adapter is not None and getattr(adapter, "idempotent_submit", False):
-        await ctx.provider_slots.hold(
-            attempt.provider, attempt.id, work.job.id, ctx.slot_ttl(attempt.provider)
-        )
+    if state is not None and not state.sending:
+        await submit(ctx, work, attempt)  # nothing went out, or the provider refused it: send again
+        return
+    if adapter is not None and adapter.idempotent_submit:
         await submit(ctx, work, attempt)  # same attempt id, so the same idempotency key
         return
     error = SubmissionUncertain(
-        "the broker stopped while submitting; the provider may have the task, so it is not resent",
+        "the broker stopped while sending this submit; the provider may have the task, so it is not"
+        " resent, and it is booked at the route's estimate until the provider's charge is known",
         provider=attempt.provider,
     )
-    await fail_attempt(ctx, work, attempt, error, Money.zero())
+    await _uncertain(ctx, work, attempt, error)
 
 
 async def _image(ctx: StepContext, request: JobRequest, adapter: Adapter) -> ImageInput | None:

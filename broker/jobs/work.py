@@ -1,8 +1,14 @@
 """A job one step holds under a lease, and the pure changes the steps make to it.
 
-Every save is compare-and-set; when another writer (a cancel through the API) got there first, the
-change is applied again to the fresh record, as long as this step still holds the lease. A step ends
-with `park` (the job is saved with its next due time and no lease) or with the job's end.
+Every save is compare-and-set on the record's version, and every claim bumps the version: the version
+is the step's fencing token, so a step whose lease another runner took can change nothing. When
+another writer (a cancel through the API) got there first, the change is applied again to the fresh
+record, as long as this step still holds the lease. A step ends with `park` (the job is saved with its
+next due time and no lease) or with the job's end.
+
+I/O that can outlast a lease (a download, an upload, an image fetch, a submit's request) runs under
+`keep_lease`, which renews the lease while the call runs and cancels the call as soon as the lease is
+lost, or would lapse before the store can be told.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pricing.money import Money
 log = structlog.get_logger("broker.jobwork")
 T = TypeVar("T")
 STORE_RETRY_MAX_S = 5.0
+RENEWALS_PER_LEASE = 3  # how often `keep_lease` renews within one lease
 
 
 class LeaseLost(Exception):
@@ -71,7 +78,9 @@ class JobWork:
                 update={"lease_owner": lease[0], "lease_until": lease[1]}
             )
             if candidate.status.terminal:
-                candidate = candidate.model_copy(update={"due_at": None, "poll": None, "download": None})
+                candidate = candidate.model_copy(
+                    update={"due_at": None, "poll": None, "download": None, "submit": None}
+                )
             stored = await self.through_outage(functools.partial(self.store.replace_job, candidate))
             if stored is not None:
                 before, self.record = self.record, stored
@@ -112,10 +121,32 @@ class JobWork:
         due_at = self.schedule_now() + max(0.0, due_in)
         return await self.save(lambda r: change(r).model_copy(update={"due_at": due_at}), release=True)
 
-    async def renew_if_due(self) -> None:
-        until = self.record.lease_until or 0.0
-        if until - self.schedule_now() < self.lease_s / 2:
-            await self.save(lambda r: r)
+    async def keep_lease(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call` while renewing the lease every third of it; `LeaseLost` (with `call` cancelled)
+        once another runner holds the job, or once the lease lapses while the store cannot be reached."""
+        task = asyncio.ensure_future(call())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.lease_s / RENEWALS_PER_LEASE)
+                if done:
+                    return task.result()
+                left = (self.record.lease_until or 0.0) - self.schedule_now()
+                try:
+                    # A save retries through a store outage; it must land before the lease lapses.
+                    await asyncio.wait_for(self.save(lambda r: r), timeout=max(0.0, left))
+                except TimeoutError:
+                    log.warning("lease_lapsed_in_outage", job_id=self.record.id)
+                    raise LeaseLost(self.record.id) from None
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    def adopt(self, claimed: JobRecord) -> None:
+        """This process claimed the job again while stepping it (its lease had lapsed): the running
+        step carries on under the new claim instead of a second step starting beside it."""
+        assert claimed.lease_owner is not None
+        self.owner, self.record = claimed.lease_owner, claimed
 
     def active_attempt(self) -> Attempt | None:
         attempts = self.job.attempts

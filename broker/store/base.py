@@ -104,6 +104,17 @@ class DownloadState(BaseModel):
     delay_s: float = 0.0
 
 
+class SubmitState(BaseModel):
+    """Sends of the active attempt's submit. `sending`: a request may be out (a runner that stops now
+    leaves the attempt uncertain); else the last send was refused (429, 5xx) and may be sent again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    since: float  # the first send (unix s), for the retry policy's time bound
+    tries: int = 0  # sends refused so far
+    sending: bool = True
+
+
 class JobRecord(BaseModel):
     """A job as stored: the public `Job` plus the fields only the broker sees."""
 
@@ -131,6 +142,7 @@ class JobRecord(BaseModel):
     poll: PollState | None = None  # the active attempt's polling so far
     step_failures: int = 0  # steps that crashed (bugs, not provider failures), bounded by the runner
     download: DownloadState | None = None  # the active attempt's output fetch, retried while kept
+    submit: SubmitState | None = None  # the active attempt's submit, while it is `submitting`
 
     @property
     def id(self) -> str:

@@ -21,6 +21,7 @@ from adapters.base import (
 )
 from adapters.emulators.media import make_mp4
 from adapters.errors import ProviderError, Rejected
+from adapters.http import NO_RETRY
 from pricing.units import CostUnit, ReportedCost
 
 _MP4 = make_mp4(64, 36, 1)
@@ -54,6 +55,7 @@ class FakeProvider:
 
 class FakeAdapter:
     idempotent_submit = False
+    submit_retry = NO_RETRY  # a scripted failure falls back at once
     image_acceptance = ImageAcceptance(url=True, data_uri_max_bytes=5_000_000, file_max_bytes=10_000_000)
     poll_schedule = PollSchedule(min_interval_s=0.01, max_interval_s=0.02, deadline_s=30)
 

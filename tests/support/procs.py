@@ -240,14 +240,17 @@ class Cluster:
         routes: Iterable[Mapping[str, Any]] = (FAL_TEXT_ROUTE,),
         policy: Mapping[str, Any] | None = None,
         max_concurrency: int = 1000,
+        timeout_s: float = LEASE_S / 2,
     ) -> Path:
-        """A config.yaml with these providers (keys from the environment), routes and one team."""
+        """A config.yaml with these providers (keys from the environment), routes and one team; the
+        providers' request timeout fits the default test lease (`broker.config.lease_problems`)."""
         config = {
             "providers": {
                 name: {
                     "base_url": url,
                     "api_key_env": PROVIDER_KEY_ENV[name],
                     "max_concurrency": max_concurrency,
+                    "timeout_s": timeout_s,
                 }
                 for name, url in base_urls.items()
             },
