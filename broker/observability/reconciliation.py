@@ -104,7 +104,9 @@ def _finding(
     booked = Money.parse(attempt.cost_usd or "0")
     if route is not None and route.price is not None and route.price.unit is PriceUnit.USD_PER_COMPUTE_HOUR:
         return None  # our own backend: its tariff is the charge, its metered compute only a figure
-    if attempt.unconfirmed_usd is not None:
+    if attempt.unconfirmed_usd is not None and attempt.provider_job_id is None:
+        reason = "unconfirmed: the submit's answer was lost; the provider may hold (and charge) a task"
+    elif attempt.unconfirmed_usd is not None:
         reason = "unconfirmed: the provider has not reported the task's end"
     elif attempt.reported_cost is None:
         reason = "unreported: the provider gives no cost for the task; booked from the price table"
@@ -140,7 +142,7 @@ def build_reconciliation(
     for record in records:
         day = record.job.created_at.date()
         for attempt in record.job.attempts:
-            if attempt.provider_job_id is None:
+            if attempt.provider_job_id is None and attempt.unconfirmed_usd is None:
                 continue  # never reached the provider: nothing to reconcile
             reported = parse_reported(attempt.reported_cost)
             route = routes.get(f"{attempt.provider}/{attempt.model}")
