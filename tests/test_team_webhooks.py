@@ -4,6 +4,7 @@ never following a redirect, retried with backoff; the job shows the last deliver
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -15,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.outbound import OutboundPolicy
-from broker.jobs.team_webhooks import RETRY_DELAYS_S, TeamWebhooks, sign
+from broker.jobs.team_webhooks import RECHECK_S, RETRY_DELAYS_S, TeamWebhooks, enqueue, sign
 from broker.schema import DeliveryStatus, JobStatus
 from broker.store import JobRecord, Store
 from tests.support.api import wait_for_status
@@ -68,7 +69,12 @@ async def test_finished_job_is_delivered_signed_and_the_job_says_so(
 
     path, headers, raw = hooks.received[0]
     payload = json.loads(raw)
-    assert path == "/hook" and payload["event"] == "job.succeeded" and payload["job"]["id"] == job["id"]
+    assert path == "/hook" and payload["type"] == "job.succeeded" and payload["data"]["id"] == job["id"]
+    # Standard Webhooks: id, timestamp, and v1 = base64 HMAC-SHA256 of "<id>.<timestamp>.<body>".
+    message_id, stamp = headers["webhook-id"], headers["webhook-timestamp"]
+    assert message_id == f"msg_{job['id']}_succeeded"
+    mac = hmac.new(SECRET.encode(), f"{message_id}.{stamp}.".encode() + raw, hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(mac).decode()
     timestamp = headers["X-Broker-Timestamp"]
     expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
     assert headers["X-Broker-Signature"] == f"sha256={expected}"
@@ -119,29 +125,35 @@ async def test_a_webhook_url_inside_is_refused_at_submit_and_nothing_is_sent(
     assert hooks.received == []
 
 
-class Sleeps:
-    def __init__(self) -> None:
-        self.seen: list[float] = []
+class Clock:
+    """The senders' clock: each test moves it past a retry's delay by hand."""
 
-    async def __call__(self, seconds: float) -> None:
-        self.seen.append(seconds)
-        await asyncio.sleep(0)
+    def __init__(self, now: float = 1_790_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
-async def _finished(store: Store, url: str) -> tuple[JobRecord, JobRecord]:
+async def _finished(store: Store, url: str) -> JobRecord:
     record, _ = await store.create_job(job_record(webhook_url=url))
     done = record.evolve(status=JobStatus.SUCCEEDED)
+    await enqueue(store, done)
     stored = await store.replace_job(done)
     assert stored is not None
-    return record, stored
+    return stored
 
 
-async def _deliver(store: Store, hooks: TeamWebhooks, url: str) -> JobRecord:
-    _, after = await _finished(store, url)
-    await hooks.deliver(after)
+async def _deliver(store: Store, hooks: TeamWebhooks, clock: Clock, url: str, rounds: int = 10) -> JobRecord:
+    """Send from the outbox until it is empty, moving the clock to each retry's due time."""
+    done = await _finished(store, url)
+    for _ in range(rounds):
+        await hooks.send_due()
+        clock.now += max(RETRY_DELAYS_S) + 1
     await hooks.close()
-    final = await store.get_job(after.id)
+    final = await store.get_job(done.id)
     assert final is not None
+    assert await store.claim_webhooks(clock.now + 10**6, 1.0) == []  # nothing left in the outbox
     return final
 
 
@@ -150,19 +162,29 @@ async def test_deliveries_retry_with_backoff_and_the_job_shows_the_last_one(
 ) -> None:
     hooks, server = receiver
     hooks.statuses = [503, 500]
-    sleeps = Sleeps()
-    webhooks = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, sleep=sleeps, clock=lambda: 1_790_000_000.0)
-    final = await _deliver(store, webhooks, f"http://127.0.0.1:{server.port}/hook")
-    assert len(hooks.received) == 3 and sleeps.seen == [0.0, *RETRY_DELAYS_S[:2]]
-    assert final.job.webhook is not None
+    clock = Clock()
+    webhooks = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, clock=clock)
+    done = await _finished(store, f"http://127.0.0.1:{server.port}/hook")
+    assert await webhooks.send_due() == 1 and len(hooks.received) == 1
+    assert await webhooks.send_due() == 0  # due again only after the first delay
+    clock.now += RETRY_DELAYS_S[0]
+    assert await webhooks.send_due() == 1 and len(hooks.received) == 2
+    clock.now += RETRY_DELAYS_S[1]
+    assert await webhooks.send_due() == 1 and len(hooks.received) == 3
+    await webhooks.close()
+    final = await store.get_job(done.id)
+    assert final is not None and final.job.webhook is not None
     assert final.job.webhook.status is DeliveryStatus.DELIVERED and final.job.webhook.attempts == 3
+    ids = {headers["webhook-id"] for _, headers, _ in hooks.received}
+    assert ids == {f"msg_{done.id}_succeeded"}  # one id on every retry: the receiver de-duplicates
 
 
 async def test_retries_are_bounded(store: Store, receiver: tuple[Receiver, TestServer]) -> None:
     hooks, server = receiver
     hooks.statuses = [503] * 10
-    webhooks = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, sleep=Sleeps(), clock=lambda: 0.0)
-    final = await _deliver(store, webhooks, f"http://127.0.0.1:{server.port}/hook")
+    clock = Clock()
+    webhooks = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, clock=clock)
+    final = await _deliver(store, webhooks, clock, f"http://127.0.0.1:{server.port}/hook")
     assert len(hooks.received) == 1 + len(RETRY_DELAYS_S)
     assert final.job.webhook is not None and final.job.webhook.status is DeliveryStatus.FAILED
     assert final.job.webhook.http_status == 503
@@ -171,8 +193,9 @@ async def test_retries_are_bounded(store: Store, receiver: tuple[Receiver, TestS
 async def test_a_redirect_is_not_followed(store: Store, receiver: tuple[Receiver, TestServer]) -> None:
     hooks, server = receiver
     hooks.statuses = [307]
-    webhooks = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, sleep=Sleeps(), clock=lambda: 0.0)
-    final = await _deliver(store, webhooks, f"http://127.0.0.1:{server.port}/hook")
+    clock = Clock()
+    webhooks = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, clock=clock)
+    final = await _deliver(store, webhooks, clock, f"http://127.0.0.1:{server.port}/hook")
     assert [path for path, _, _ in hooks.received] == ["/hook"]
     assert final.job.webhook is not None and final.job.webhook.status is DeliveryStatus.FAILED
     assert "redirect" in (final.job.webhook.error or "")
@@ -183,8 +206,9 @@ async def test_a_loopback_receiver_is_refused_without_the_allow_list(
 ) -> None:
     """A job stored with a URL the policy refuses (the allow-list changed since) is never sent."""
     hooks, server = receiver
-    webhooks = TeamWebhooks(store, SECRET, OutboundPolicy(), sleep=Sleeps(), clock=lambda: 0.0)
-    final = await _deliver(store, webhooks, f"https://127.0.0.1:{server.port}/hook")
+    clock = Clock()
+    webhooks = TeamWebhooks(store, SECRET, OutboundPolicy(), clock=clock)
+    final = await _deliver(store, webhooks, clock, f"https://127.0.0.1:{server.port}/hook")
     assert hooks.received == []
     assert final.job.webhook is not None and final.job.webhook.status is DeliveryStatus.FAILED
     assert "loopback" in (final.job.webhook.error or "")
@@ -192,7 +216,38 @@ async def test_a_loopback_receiver_is_refused_without_the_allow_list(
 
 async def test_nothing_is_sent_unsigned(store: Store, receiver: tuple[Receiver, TestServer]) -> None:
     hooks, server = receiver
-    webhooks = TeamWebhooks(store, None, LOOPBACK_ALLOWED, sleep=Sleeps(), clock=lambda: 0.0)
-    final = await _deliver(store, webhooks, f"http://127.0.0.1:{server.port}/hook")
+    clock = Clock()
+    webhooks = TeamWebhooks(store, None, LOOPBACK_ALLOWED, clock=clock)
+    final = await _deliver(store, webhooks, clock, f"http://127.0.0.1:{server.port}/hook")
     assert hooks.received == []
     assert final.job.webhook is not None and "BROKER_WEBHOOK_SECRET" in (final.job.webhook.error or "")
+
+
+async def test_a_delivery_found_before_its_job_ended_waits_for_the_end(
+    store: Store, receiver: tuple[Receiver, TestServer]
+) -> None:
+    """The end's delivery is queued before the end is written: a sender in between sends nothing."""
+    hooks, server = receiver
+    clock = Clock()
+    record, _ = await store.create_job(job_record(webhook_url=f"http://127.0.0.1:{server.port}/hook"))
+    await enqueue(store, record.evolve(status=JobStatus.SUCCEEDED))
+    webhooks = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, clock=clock)
+    assert await webhooks.send_due() == 1 and hooks.received == []  # not ended yet: looked at later
+    assert await store.replace_job(record.evolve(status=JobStatus.SUCCEEDED)) is not None
+    clock.now += RECHECK_S
+    assert await webhooks.send_due() == 1 and len(hooks.received) == 1
+    await webhooks.close()
+
+
+async def test_two_senders_never_take_one_delivery_at_once(
+    store: Store, receiver: tuple[Receiver, TestServer]
+) -> None:
+    hooks, server = receiver
+    clock = Clock()
+    await _finished(store, f"http://127.0.0.1:{server.port}/hook")
+    first = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, clock=clock)
+    second = TeamWebhooks(store, SECRET, LOOPBACK_ALLOWED, clock=clock)
+    taken = await asyncio.gather(first.send_due(), second.send_due())
+    assert sorted(taken) == [0, 1] and len(hooks.received) == 1
+    await first.close()
+    await second.close()

@@ -141,9 +141,7 @@ def create_app(
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
         async with aiohttp.ClientSession(timeout=timeout, trace_configs=[trace]) as session:
             app[HTTP] = session
-            webhooks = TeamWebhooks(
-                store, settings.webhook_secret, app[OUTBOUND], sleep=sleep, clock=app[CLOCK]
-            )
+            webhooks = TeamWebhooks(store, settings.webhook_secret, app[OUTBOUND], clock=app[CLOCK])
             app[OBSERVERS].append(webhooks)
             app[ADAPTERS] = build_adapters(app, factories or default_factories(), environment)
             runner = _runner(app, sleep, environment)
@@ -153,6 +151,7 @@ def create_app(
             bookkeeper = Bookkeeper(runner.ctx)
             app[BOOKKEEPER] = bookkeeper
             bookkeeper.start()
+            webhooks.start()
             try:
                 yield
             finally:

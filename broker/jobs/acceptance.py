@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from adapters.base import Clock
 from broker.errors import BudgetExceeded, Conflict, NoFeasibleRoute, NotFound
-from broker.jobs import budgets
+from broker.jobs import budgets, team_webhooks
 from broker.jobs.routing import Router
 from broker.observability.events import JobObserver, notify
 from broker.schema import Job, JobRequest, JobStatus, RouteRef
@@ -166,6 +166,7 @@ class Acceptance:
             untouched = not record.job.attempts and record.lease_owner is None
             if untouched:
                 changed = record.evolve(status=JobStatus.CANCELLED, updated_at=now, completed_at=now)
+                await team_webhooks.enqueue(self.store, changed)
             else:
                 # Due now: a job waiting for its next poll is cancelled at once, not at that poll.
                 changed = record.model_copy(update={"cancel_requested": True, "due_at": None})

@@ -27,6 +27,7 @@ import time
 import structlog
 
 from adapters.base import Clock, TaskHandle
+from broker.jobs import team_webhooks
 from broker.jobs.booking import RECONCILE_EVERY_S, RECONCILE_FOR_S, book, read_status
 from broker.jobs.context import StepContext
 from broker.jobs.costs import route_key
@@ -113,6 +114,8 @@ async def _write(ctx: StepContext, job_id: str, confirmed: dict[str, Attempt]) -
                 changed = with_attempt(changed, attempt, changed.job.updated_at)
         if changed is record:
             return record
+        if changed.status.terminal and changed.job.cost_usd != record.job.cost_usd:
+            await team_webhooks.enqueue(ctx.store, changed, team_webhooks.COST_CORRECTED)
         stored = await ctx.store.replace_job(changed)
         if stored is not None:
             notify(ctx.observers, record, stored)  # metrics count a raised charge (a counter never falls)

@@ -23,6 +23,7 @@ from typing import TypeVar
 import structlog
 
 from adapters.base import Clock, Sleep
+from broker.jobs import team_webhooks
 from broker.observability.events import JobObserver, notify
 from broker.schema import Attempt, AttemptStatus, Job, JobError, JobStatus
 from broker.store import JobRecord, Store
@@ -81,6 +82,8 @@ class JobWork:
                 candidate = candidate.model_copy(
                     update={"due_at": None, "poll": None, "download": None, "submit": None}
                 )
+                if not self.record.status.terminal:  # its webhook is in the outbox before its end is stored
+                    await self.through_outage(functools.partial(team_webhooks.enqueue, self.store, candidate))
             stored = await self.through_outage(functools.partial(self.store.replace_job, candidate))
             if stored is not None:
                 before, self.record = self.record, stored

@@ -310,6 +310,19 @@ class Store(ABC):
     async def drop_reconcile(self, job_id: str) -> None:
         """Nothing of the job is left to reconcile."""
 
+    # Team webhooks: an outbox every replica sends from ------------------------------------------
+    @abstractmethod
+    async def schedule_webhook(self, delivery: str, at: float, tries: int = 0) -> None:
+        """Put a delivery ("<job id>|<event>") in the outbox, due at `at`, after `tries` tries."""
+
+    @abstractmethod
+    async def claim_webhooks(self, now: float, hold_s: float, *, limit: int = 50) -> list[tuple[str, int]]:
+        """The due deliveries with their tries, each held for `hold_s` so no other replica sends it."""
+
+    @abstractmethod
+    async def drop_webhook(self, delivery: str) -> None:
+        """The delivery is done (delivered, or given up)."""
+
     # Policies -----------------------------------------------------------------------------------
     @abstractmethod
     async def get_policy(self, team: str) -> PolicyVersion | None: ...

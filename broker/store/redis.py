@@ -24,7 +24,7 @@ script runs inside one Redis Cluster slot:
                                              write token, spent -> what the job put in the windows' spend;
                                              kept for a week after settling, for reconciled corrections
     {P:budget}:open                    zset  ids of jobs with an unsettled reservation, by when it was made
-    {P:jobs}:reconcile                 zset  ids of jobs with charges to confirm, by when to ask next
+    {P:jobs}:reconcile, webhooks, ...  the small indexes beside the jobs (`redis_indexes.py`)
     {P:policy:<team>}:history          list  every policy version as JSON, oldest first
     {P:policy:<team>}:write            string token of the last policy write
 
@@ -83,7 +83,8 @@ from broker.store.base import (
     next_policy_version,
     unreadable,
 )
-from broker.store.redis_base import RedisConnection, float_arg, opt_arg, outage_as_unavailable, write_token
+from broker.store.redis_base import float_arg, opt_arg, outage_as_unavailable, write_token
+from broker.store.redis_indexes import RedisIndexes
 
 log = structlog.get_logger("broker.store")
 
@@ -124,7 +125,7 @@ def _readable_rows(rows: Iterable[Sequence[Any]]) -> list[JobRecord]:
     return records
 
 
-class RedisStore(RedisConnection, Store):
+class RedisStore(RedisIndexes, Store):
     """`redis://host:port/db` (or `rediss://`, `unix://`); several replicas may share one. With
     `cluster=True` the URL names any node of a Redis Cluster and the cluster client routes by slot."""
 
@@ -328,22 +329,6 @@ class RedisStore(RedisConnection, Store):
                 self._keys.open_reservations, "-inf", f"({reserved_before!r}", start=0, num=limit
             )
         return [str(job_id) for job_id in found]
-
-    # Reconciliation -----------------------------------------------------------------------------
-    async def schedule_reconcile(self, job_id: str, at: float) -> None:
-        with outage_as_unavailable():
-            await self._redis.zadd(self._keys.jobs_index("reconcile"), {job_id: at})
-
-    async def due_reconciles(self, now: float, *, limit: int = 50) -> list[str]:
-        with outage_as_unavailable():
-            found = await self._redis.zrangebyscore(
-                self._keys.jobs_index("reconcile"), "-inf", now, start=0, num=limit
-            )
-        return [str(job_id) for job_id in found]
-
-    async def drop_reconcile(self, job_id: str) -> None:
-        with outage_as_unavailable():
-            await self._redis.zrem(self._keys.jobs_index("reconcile"), job_id)
 
     async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
         if not keys:

@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS reconcile (
     due_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reconcile_due ON reconcile(due_at);
+CREATE TABLE IF NOT EXISTS webhooks (
+    delivery TEXT PRIMARY KEY,
+    due_at REAL NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks(due_at);
 CREATE TABLE IF NOT EXISTS policy_versions (
     team TEXT NOT NULL,
     version INTEGER NOT NULL,

@@ -130,6 +130,31 @@ class SQLiteLedger(SQLiteDatabase):
     async def drop_reconcile(self, job_id: str) -> None:
         await self._run(lambda db: db.execute("DELETE FROM reconcile WHERE job_id = ?", (job_id,)))
 
+    # Team webhooks ------------------------------------------------------------------------------
+    async def schedule_webhook(self, delivery: str, at: float, tries: int = 0) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO webhooks (delivery, due_at, tries) VALUES (?, ?, ?) ON CONFLICT(delivery)"
+                " DO UPDATE SET due_at = excluded.due_at, tries = excluded.tries",
+                (delivery, at, tries),
+            )
+        )
+
+    async def claim_webhooks(self, now: float, hold_s: float, *, limit: int = 50) -> list[tuple[str, int]]:
+        def claim(db: sqlite3.Connection) -> list[tuple[str, int]]:
+            rows = db.execute(
+                "SELECT delivery, tries FROM webhooks WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)
+            ).fetchall()
+            db.executemany(
+                "UPDATE webhooks SET due_at = ? WHERE delivery = ?", [(now + hold_s, d) for d, _ in rows]
+            )
+            return [(str(delivery), int(tries)) for delivery, tries in rows]
+
+        return await self._run(claim)
+
+    async def drop_webhook(self, delivery: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM webhooks WHERE delivery = ?", (delivery,)))
+
     # Policies -----------------------------------------------------------------------------------
     async def get_policy(self, team: str) -> PolicyVersion | None:
         row = await self._run(
