@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigError, load_config
+from broker.config import ConfigError, lease_problems, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +72,19 @@ def test_serve_refuses_to_start_with_a_bad_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert str(path) in result.stderr and "teams.0.policy" in result.stderr
+
+
+def test_serve_refuses_a_provider_timeout_that_cannot_fit_the_lease(tmp_path: Path) -> None:
+    """A step renews its lease right before a request: the request must end within half a lease."""
+    env = {**os.environ, "BROKER_LEASE_S": "40", "BROKER_DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve", "--config", str(ROOT / "config.yaml"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "providers.runway.timeout_s is 30 s" in result.stderr and "BROKER_LEASE_S=40" in result.stderr
+    assert lease_problems(load_config(ROOT / "config.yaml"), 60.0) == []  # the shipped defaults fit

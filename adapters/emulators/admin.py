@@ -77,7 +77,13 @@ async def _list_tasks(request: web.Request) -> web.Response:
     emulator = request.app[EMULATOR_KEY]
     return web.json_response(
         [
-            {"id": t.id, "model": t.model, "phase": emulator.phase(t).value, "deleted": t.deleted}
+            {
+                "id": t.id,
+                "model": t.model,
+                "phase": emulator.phase(t).value,
+                "deleted": t.deleted,
+                "charged": emulator.charged(t),  # in the provider's unit, as its books would say
+            }
             for t in emulator.tasks.values()
         ]
     )

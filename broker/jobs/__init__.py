@@ -11,7 +11,13 @@ capacity), `capacity.py` and `slots.py` (provider concurrency and rate limits, k
 `provider_health.py` (circuit breakers per provider), `redis_capacity.py` and `redis_circuits.py`
 (the same slots, rate windows and breakers kept in Redis, where every replica sees them),
 `budgets.py` (team budget windows), `hosted_inputs.py` (signed URLs for inputs providers fetch) and
-`team_webhooks.py` (the signed webhooks to teams).
+`team_webhooks.py` (the signed webhooks to teams, sent from a store outbox by any replica).
+
+No step sleeps. Every wait is a due time on the job: a submit the provider refused for now (429 with
+its `Retry-After`, 5xx; `submit.py`), the next poll and a poll the provider rate-limited (`poll.py`),
+a download to try again (`download.py`), a full provider (`submit.py`), a crashed step's back-off
+(`scheduler.py`); a webhook's retry is a due time in the outbox. Inside a step there is only I/O,
+and I/O that can outlast a lease runs under `JobWork.keep_lease`.
 
 May import `adapters`, `pricing`, `policies`, the top-level broker modules, `broker.store` and
 `broker.observability` (the events the steps emit and the metrics they count); never `broker.api`
