@@ -117,7 +117,7 @@ def lease_problems(config: BrokerConfig, lease_s: float) -> list[str]:
         f" (BROKER_LEASE_S={lease_s:g} s): a request could outlive its step's lease;"
         f" lower the timeout to at most {lease_s / 2:g} s or raise BROKER_LEASE_S"
         for name, provider in config.providers.items()
-        if provider.timeout_s > lease_s / 2
+        if provider.base_url and provider.timeout_s > lease_s / 2  # no base URL: no requests (local)
     ]
 
 

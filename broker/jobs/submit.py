@@ -191,7 +191,7 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     # request below (bounded by the provider's timeout, well under a lease) never goes out after it.
     await work.save(lambda r: r.model_copy(update={"submit": state.model_copy(update={"sending": True})}))
     try:
-        submission = await work.keep_lease(lambda: adapter.submit(task))
+        submission = await work.keep_lease(lambda: adapter.submit(task), stop_in_outage=False)
     except SubmissionUncertain as exc:
         await _uncertain(ctx, work, attempt, exc)
         return

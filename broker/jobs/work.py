@@ -124,26 +124,35 @@ class JobWork:
         due_at = self.schedule_now() + max(0.0, due_in)
         return await self.save(lambda r: change(r).model_copy(update={"due_at": due_at}), release=True)
 
-    async def keep_lease(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def keep_lease(self, call: Callable[[], Awaitable[T]], *, stop_in_outage: bool = True) -> T:
         """Run `call` while renewing the lease every third of it; `LeaseLost` (with `call` cancelled)
-        once another runner holds the job, or once the lease lapses while the store cannot be reached."""
+        once another runner holds the job, or, with `stop_in_outage`, once the lease lapses while the
+        store cannot be reached. A submit runs without it: a request that may be at the provider is
+        not abandoned for an outage, since its answer is what makes the attempt certain (the save
+        after it is compare-and-set, so a runner that took the job over meanwhile still wins)."""
         task = asyncio.ensure_future(call())
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=self.lease_s / RENEWALS_PER_LEASE)
                 if done:
                     return task.result()
-                left = (self.record.lease_until or 0.0) - self.schedule_now()
-                try:
-                    # A save retries through a store outage; it must land before the lease lapses.
-                    await asyncio.wait_for(self.save(lambda r: r), timeout=max(0.0, left))
-                except TimeoutError:
-                    log.warning("lease_lapsed_in_outage", job_id=self.record.id)
-                    raise LeaseLost(self.record.id) from None
+                await self._renew(stop_in_outage)
         finally:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+    async def _renew(self, stop_in_outage: bool) -> None:
+        """Renew the lease once; a store outage is waited out only until the lease would lapse."""
+        if not stop_in_outage:
+            await self.save(lambda r: r)
+            return
+        left = (self.record.lease_until or 0.0) - self.schedule_now()
+        try:
+            await asyncio.wait_for(self.save(lambda r: r), timeout=max(0.0, left))
+        except TimeoutError:
+            log.warning("lease_lapsed_in_outage", job_id=self.record.id)
+            raise LeaseLost(self.record.id) from None
 
     def adopt(self, claimed: JobRecord) -> None:
         """This process claimed the job again while stepping it (its lease had lapsed): the running

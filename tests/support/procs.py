@@ -242,8 +242,7 @@ class Cluster:
         max_concurrency: int = 1000,
         timeout_s: float = LEASE_S / 2,
     ) -> Path:
-        """A config.yaml with these providers (keys from the environment), routes and one team; the
-        providers' request timeout fits the default test lease (`broker.config.lease_problems`)."""
+        """A config.yaml with these providers, routes and one team; request timeouts fit the lease."""
         config = {
             "providers": {
                 name: {
