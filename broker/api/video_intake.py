@@ -23,7 +23,7 @@ from adapters.images import ImageTooLarge, InvalidImage, check_image
 from broker.api.intake import Intake, deployment_problems, parse_json
 from broker.api.video_views import AUTO, SIZES, Catalog
 from broker.appkeys import ARTIFACTS, SETTINGS
-from broker.errors import InvalidRequest, UnsupportedMediaType
+from broker.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from broker.schema import JobRequest
 
 OPENAI_FIELDS = ("prompt", "model", "seconds", "size", "input_reference")
@@ -65,10 +65,22 @@ def _put(fields: dict[str, Any], name: str, value: Any) -> None:
         raise bad(name, "given twice, or both as a value and as a list")
 
 
+async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
+    """A part's bytes, refused as soon as they pass `limit` (a part is not bounded by aiohttp)."""
+    data = bytearray()
+    while chunk := await part.read_chunk():
+        data += chunk
+        if len(data) > limit:
+            if what == "input_reference":
+                raise ImageTooLarge(f"input_reference: the image is over the limit of {limit} bytes")
+            raise PayloadTooLarge(f"{what}: over the limit of {limit} bytes")
+    return bytes(data)
+
+
 async def _read_form(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
     fields: dict[str, Any] = {}
     image: bytes | None = None
-    limit = request.app[SETTINGS].max_image_bytes
+    settings = request.app[SETTINGS]
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader) or part.name is None:
@@ -76,13 +88,17 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], bytes | None
         if part.name == "input_reference" and part.filename is not None:
             if image is not None:
                 raise bad("input_reference", "give one image")
-            image = await part.read(decode=False)
-            if len(image) > limit:
-                raise ImageTooLarge(f"input_reference: the image is {len(image)} bytes; the limit is {limit}")
-        elif part.name in _JSON_FIELDS:
-            _put(fields, part.name, parse_json(await part.read(decode=True), part.name))
+            image = await _read_part(part, settings.max_image_bytes, part.name)
+            continue
+        raw = await _read_part(part, settings.max_body_bytes, part.name[:64])
+        if part.name in _JSON_FIELDS:
+            _put(fields, part.name, parse_json(raw, part.name))
         else:
-            _put(fields, part.name, await part.text())
+            try:
+                text = raw.decode(part.get_charset("utf-8"))
+            except (LookupError, UnicodeDecodeError):
+                raise bad(part.name[:64], "not text in its charset") from None
+            _put(fields, part.name, text)
     return fields, image
 
 
@@ -199,9 +215,14 @@ async def read_video_request(request: web.Request, catalog: Catalog) -> Intake:
     app = request.app
     if request.content_type == "application/json":
         return Intake(_checked(app, job_request(parse_json(await request.read()), catalog)), None)
+    if request.content_type == "application/x-www-form-urlencoded":
+        fields: dict[str, Any] = {}
+        for name, value in (await request.post()).items():
+            _put(fields, name, value)
+        return Intake(_checked(app, job_request(fields, catalog)), None)
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType(
-            "send multipart/form-data (what the openai package sends) or application/json"
+            "send multipart/form-data (what the openai package sends), a URL-encoded form or application/json"
         )
     fields, image = await read_form(request)
     if image is None:
