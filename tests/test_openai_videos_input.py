@@ -4,17 +4,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, make_mocked_request
 from openai import AsyncOpenAI
 
 from broker.api.video_views import video_body
+from broker.api.videos import speaks_openai
 from broker.schema import JobError, JobStatus
-from broker.store.base import PollState
+from broker.store.base import PollState, StoreUnavailable
 from tests.support.adapters import png_bytes as png
 from tests.support.api import wait_for_status
 from tests.support.deployment import GROWTH_KEY, STUDIO_KEY, auth
@@ -203,3 +206,14 @@ async def test_a_url_encoded_form_is_read_like_multipart(make_client: Any) -> No
     video = await response.json()
     assert response.status == 200, video
     assert (video["seconds"], video["size"], video["model"]) == ("2", "720x720", "dear/d1")
+
+
+async def test_a_broker_outage_answers_in_openais_body_and_may_be_retried() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise StoreUnavailable("the store did not answer in time")
+
+    response = await speaks_openai(handler)(make_mocked_request("GET", "/v1/videos"))
+    assert isinstance(response, web.Response) and response.status == 503
+    assert "x-should-retry" not in response.headers  # the SDK retries a 5xx, as it should here
+    error = json.loads(response.text or "")["error"]
+    assert (error["type"], error["code"]) == ("server_error", "store_unavailable")

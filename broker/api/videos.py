@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import structlog
 from aiohttp import web
 from PIL import Image
 
@@ -38,6 +39,7 @@ from broker.schema import BrokerError, JobStatus
 from broker.store import JobRecord
 
 routes = web.RouteTableDef()
+log = structlog.get_logger("broker.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LIMIT_DEFAULT, LIMIT_MAX = 20, 100
 _VARIANTS = ("video", "thumbnail", "spritesheet")
@@ -93,7 +95,7 @@ def speaks_openai(handler: Handler) -> Handler:
                 status = 400 if isinstance(exc, NoFeasibleRoute) else status_for(type(exc))
                 code = "invalid_api_key" if status == 401 else exc.code.value
             if status >= 500:
-                raise  # the middleware logs it and answers
+                log.warning("request_failed", code=exc.code.value, error=exc.message, path=request.path)
             return openai_error(status, _message(exc), code, _param(exc.details), exc.details)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -225,8 +227,8 @@ async def delete_video(request: web.Request) -> web.StreamResponse:
         return json_response(deleted_body(record, True, "the video was already cancelled"))
     if record.status.terminal:
         message = (
-            f"the video already {video_body(record)['status']}; the broker keeps finished videos for the"
-            " team's books until its retention period ends"
+            f"the video already {video_body(record)['status']}; the broker keeps finished videos and their"
+            " jobs for the team's books"
         )
         return json_response(deleted_body(record, False, message))
     try:
