@@ -145,6 +145,7 @@ def paths() -> dict[str, Any]:
             },
         },
     }
+    form = {"type": "object", "properties": {name: _STRING for name in (*OPENAI_FIELDS, *BROKER_FIELDS)}}
     idempotency = {"name": "Idempotency-Key", "in": "header", "schema": {**_STRING, "maxLength": 255}}
     query = [
         {
@@ -166,6 +167,7 @@ def paths() -> dict[str, Any]:
                     "required": True,
                     "content": {
                         "multipart/form-data": {"schema": multipart},
+                        "application/x-www-form-urlencoded": {"schema": form},
                         "application/json": {"schema": _ref("VideoCreateRequest")},
                     },
                 },
