@@ -40,6 +40,12 @@ _FORM_NAME = re.compile(r"^([A-Za-z_]\w{0,63})((?:\[\w{0,64}\]){0,3})$")
 _FORM_KEY = re.compile(r"\[(\w*)\]")
 
 
+def shown(value: Any, limit: int = 64) -> str:
+    """A caller's value for an error message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def bad(param: str, message: str) -> InvalidRequest:
     """A 400 naming the parameter (it becomes OpenAI's `error.param`)."""
     return InvalidRequest(f"{param}: {message}", details=[{"field": param, "message": message}])
@@ -114,14 +120,15 @@ def _seconds(value: Any, catalog: Catalog) -> int:
     text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
     served = ", ".join(map(str, catalog.seconds))
     if not text.isdigit() or int(text) not in catalog.seconds:
-        raise bad("seconds", f"no route of this broker makes a {value!r}-second video; use one of {served}")
+        message = f"no route of this broker makes a {shown(value)}-second video; use one of {served}"
+        raise bad("seconds", message)
     return int(text)
 
 
 def _size(value: Any, catalog: Catalog) -> dict[str, str]:
     if not isinstance(value, str) or value not in catalog.sizes:
         sizes = ", ".join(catalog.sizes)
-        raise bad("size", f"no route of this broker makes {value!r}; use one of {sizes} (WIDTHxHEIGHT)")
+        raise bad("size", f"no route of this broker makes {shown(value)}; use one of {sizes} (WIDTHxHEIGHT)")
     aspect, resolution = SIZES[value]
     return {"aspect_ratio": aspect.value, "resolution": resolution.value}
 
@@ -134,14 +141,14 @@ def _pin(model: Any, constraints: dict[str, Any], catalog: Catalog) -> None:
         example = next(iter(catalog.routes), "runway/gen4_turbo")
         raise bad(
             "model",
-            f"{model!r} is not a model of this broker. Use 'auto' (or leave it out) for the cheapest route "
-            f"that can make the video, or 'provider/model' to pin one route, e.g. {example!r}; "
+            f"{shown(model)} is not a model of this broker. Use 'auto' (or leave it out) for the cheapest"
+            f" route that can make the video, or 'provider/model' to pin one route, e.g. {example!r}; "
             "GET /v1/pricing lists every route",
         )
     wanted = constraints.get("models")
     route = catalog.routes[model]
     if isinstance(wanted, list) and model not in wanted and route.model not in wanted:
-        raise bad("model", f"{model!r} is not among constraints.models {wanted}")
+        raise bad("model", f"{model!r} is not among constraints.models {shown(wanted, 200)}")
     constraints["models"] = [model]
 
 
