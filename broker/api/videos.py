@@ -119,19 +119,36 @@ def _poll_after(request: web.Request, record: JobRecord) -> dict[str, str]:
     return {"openai-poll-after-ms": str(int(min(high, max(low, wait_ms))))}
 
 
+def _about_pinned(exc: NoFeasibleRoute, models: list[str] | None) -> NoFeasibleRoute:
+    """With the models pinned, only their routes' reasons: the others were left out on purpose."""
+    rejected = exc.details.get("rejected") if isinstance(exc.details, dict) else None
+    if not models or not isinstance(rejected, list):
+        return exc
+    names = set(models)
+    pinned = [
+        r
+        for r in rejected
+        if isinstance(r, dict) and ({f"{r.get('provider')}/{r.get('model')}", r.get("model")} & names)
+    ]
+    return NoFeasibleRoute(exc.message, details={**exc.details, "rejected": pinned}) if pinned else exc
+
+
 @routes.post("/v1/videos")
 @speaks_openai
 async def create_video(request: web.Request) -> web.StreamResponse:
     team = team_of(identity_of(request))
     key = idempotency_key(request)
     intake = await read_video_request(request, _catalog(request.app))
-    record, _ = await request.app[ACCEPTANCE].submit(
-        team,
-        intake.request,
-        request_hash=intake.request_hash,
-        upload_bytes=intake.upload_bytes,
-        idempotency_key=key,
-    )
+    try:
+        record, _ = await request.app[ACCEPTANCE].submit(
+            team,
+            intake.request,
+            request_hash=intake.request_hash,
+            upload_bytes=intake.upload_bytes,
+            idempotency_key=key,
+        )
+    except NoFeasibleRoute as exc:
+        raise _about_pinned(exc, intake.request.constraints.models) from None
     return json_response(video_body(record), headers=_poll_after(request, record))
 
 
