@@ -157,7 +157,7 @@ async def test_list_pages_through_newest_first_and_oldest_first(tmp_path: Path) 
 async def test_delete_cancels_a_running_job_at_its_provider(tmp_path: Path) -> None:
     async with openai_rig(tmp_path, render_seconds=60) as rig:
         video = await rig.openai.videos.create(prompt="a long take", model="runway/gen4.5", seconds="5")
-        for _ in range(500):  # until the provider holds the task
+        for _ in range(1500):  # until the provider holds the task
             seen = await rig.openai.videos.retrieve(video.id)
             attempts = (seen.model_extra or {})["attempts"]
             if attempts and attempts[0]["provider_job_id"]:
@@ -169,7 +169,7 @@ async def test_delete_cancels_a_running_job_at_its_provider(tmp_path: Path) -> N
 
         assert deleted.id == video.id and deleted.deleted is True and deleted.object == "video.deleted"
         emulator = rig.sandbox.endpoints["runway"].emulator
-        for _ in range(500):
+        for _ in range(1500):
             ended = await rig.openai.videos.retrieve(video.id)
             if ended.status == "failed":
                 break
