@@ -15,7 +15,7 @@ from aiohttp import web
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from adapters.failures import providers_to_exclude
 from adapters.outbound import Resolver
-from broker.api import callbacks, dashboard, health, inputs, jobs, openapi, policies, providers
+from broker.api import callbacks, dashboard, health, inputs, jobs, openapi, policies, providers, videos
 from broker.api import metrics as metrics_handlers
 from broker.api import pricing as pricing_handlers
 from broker.api import reports as report_handlers
@@ -70,6 +70,7 @@ HANDLERS = (
     providers,
     dashboard,
     pricing_handlers,
+    videos,
 )
 
 

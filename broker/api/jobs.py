@@ -21,21 +21,21 @@ def job_body(record: JobRecord) -> dict[str, object]:
     return record.job.model_dump(mode="json")
 
 
-def _team_of(identity: Identity) -> str:
+def team_of(identity: Identity) -> str:
     if identity.team is None:
         raise Forbidden("jobs are submitted with a team key, not the admin key")
     return identity.team
 
 
-async def visible_job(request: web.Request, identity: Identity) -> JobRecord:
-    """The job named in the path, if the caller may see it; another team's job is a 404."""
-    record = await request.app[STORE].get_job(request.match_info["job_id"])
+async def visible_job(request: web.Request, identity: Identity, job_id: str | None = None) -> JobRecord:
+    """The job named in the path (or `job_id`), if the caller may see it; another team's job is a 404."""
+    record = await request.app[STORE].get_job(job_id or request.match_info["job_id"])
     if record is None or (not identity.admin and record.job.team != identity.team):
         raise NotFound("no such job")
     return record
 
 
-def _idempotency_key(request: web.Request) -> str | None:
+def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
         raise InvalidRequest(f"Idempotency-Key must be 1..{IDEMPOTENCY_KEY_MAX} characters")
@@ -45,15 +45,15 @@ def _idempotency_key(request: web.Request) -> str | None:
 @routes.post("/v1/jobs")
 async def submit_job(request: web.Request) -> web.Response:
     identity = identity_of(request)
-    team = _team_of(identity)
-    idempotency_key = _idempotency_key(request)
+    team = team_of(identity)
+    key = idempotency_key(request)
     intake = await read_intake(request)
     record, created = await request.app[ACCEPTANCE].submit(
         team,
         intake.request,
         request_hash=intake.request_hash,
         upload_bytes=intake.upload_bytes,
-        idempotency_key=idempotency_key,
+        idempotency_key=key,
     )
     if not created:
         return json_response(job_body(record), status=200)

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from broker import __version__
+from broker.api import video_openapi
 from broker.api.common import json_response
 from broker.schema import Job, JobRequest
 from policies.model import Policy
@@ -185,6 +186,7 @@ def _paths() -> dict[str, Any]:
         "/v1/pricing": {
             "get": {"summary": "Every route's price", "responses": {"200": {"description": "prices"}}}
         },
+        **video_openapi.paths(),
         **_policy_paths(),
         **_report_paths(),
         **_dashboard_paths(),
@@ -324,7 +326,7 @@ def document() -> dict[str, Any]:
     _, schemas = models_json_schema(
         [(JobRequest, "validation"), (Job, "serialization"), (Policy, "validation")], ref_template=_REF
     )
-    components = dict(schemas.get("$defs", {}))
+    components = {**schemas.get("$defs", {}), **video_openapi.schemas()}
     components["Error"] = {
         "type": "object",
         "required": ["error"],
