@@ -119,29 +119,32 @@ async def run_serve(args: argparse.Namespace) -> None:
     path = args.config or settings.config
     config = load_or_exit(path)
     env: dict[str, str] = dict(os.environ)
+    if args.sandbox:
+        from broker.cli.sandbox import sandbox_settings
+
+        settings = sandbox_settings(settings)  # before logging starts: its signing secret is redacted too
     signing = settings.input_signing_secret.get_secret_value() if settings.input_signing_secret else ""
     secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]
     configure_logging(settings.log_level, secrets)
     if args.sandbox:
-        from broker.cli.sandbox import sandbox_settings
-
-        settings = sandbox_settings(settings)
-        log.info("sandbox_store", store_url=_shown(settings.store_url), data_dir=str(settings.data_dir))
+        log.info(
+            "sandbox_store",
+            store_url=_shown(settings.store_url),
+            data_dir=str(settings.data_dir),
+            public_url=settings.public_url,
+        )
     await check_store(settings)
     if not settings.webhook_secret:
         log.warning(
             "webhooks_off",
             reason="BROKER_WEBHOOK_SECRET is not set: jobs with a webhook_url are refused (400) until it is",
         )
-    sandbox = None
-    if args.sandbox:
-        from broker.cli.sandbox import start_sandboxed
+    async with contextlib.AsyncExitStack() as stack:
+        adjust = None
+        if args.sandbox:
+            from broker.cli.sandbox import running_sandbox
 
-        sandbox, config, env = await start_sandboxed(config, env)
-    try:
+            config, env, adjust = await stack.enter_async_context(running_sandbox(settings, config, env))
         app = create_app(settings, config, env=env)
-        reload = functools.partial(reload_config, app, path, env)
+        reload = functools.partial(reload_config, app, path, env, adjust=adjust)
         await serve_until_stopped(app, settings.host, settings.port, on_hangup=reload)
-    finally:
-        if sandbox is not None:
-            await sandbox.close()
