@@ -5,7 +5,7 @@ second sandbox on the same store would take those jobs' steps and poll its own e
 heard of the tasks. So the second one is refused at start, with a line naming the first.
 
 SQLite: an exclusive `flock` on `<db>.sandbox.lock`, held while the process lives (the kernel drops it
-when the process dies). Redis: the key `<prefix>:sandbox:owner`, set only if absent, with a 30 s expiry
+when the process dies). Redis: the key `{<prefix>:sandbox}:owner`, set only if absent, with a 30 s expiry
 renewed every 10 s, deleted at a clean stop; a crashed sandbox's claim lapses within 30 s.
 """
 
@@ -80,7 +80,7 @@ async def _redis_claim(settings: Settings, owner: str) -> AsyncIterator[None]:
 
     url = settings.store_url
     client: Any = RedisCluster.from_url(url) if settings.redis_cluster else Redis.from_url(url)
-    key = f"{settings.redis_prefix}:sandbox:owner"
+    key = f"{{{settings.redis_prefix}:sandbox}}:owner"  # under the store's own key pattern
     try:
         if not await client.set(key, owner, nx=True, px=CLAIM_TTL_MS):
             held = await client.get(key)
