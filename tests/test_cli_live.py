@@ -347,7 +347,7 @@ def test_report_over_http_and_from_the_prefixed_store_equal_the_api(
     out, err = capsys.readouterr()
     assert stopped.value.code == 0, err
     assert json.loads(out) == api
-    assert f"from {REDIS_URL} (prefix '{live.prefix}')" in err and f"read {api['totals']['jobs']} jobs" in err
+    assert f"from {REDIS_URL} (prefix '{live.prefix}')" in err and f"read {api['totals']['jobs']} job(s)" in err
     table = cli(capsys, live, "report", "--by", "provider", key=STUDIO)
     assert table.out.startswith("Costs from ") and "runway" in table.out
 

@@ -97,7 +97,7 @@ def read_store_report(args: argparse.Namespace, now: datetime, err: TextIO) -> d
             raise BadOption("BROKER_CONFIG", str(exc)) from None
     records = asyncio.run(_records(args.store_url, settings, start, end, args.team))
     print(
-        f"broker report: read {len(records)} jobs from {store_name(args.store_url, settings)}",
+        f"broker report: read {len(records)} job(s) from {store_name(args.store_url, settings)}",
         file=err,
     )
     if routes is not None:
