@@ -172,7 +172,8 @@ def report_from_args(
         print(f"broker report: {_api_words(exc) or describe(exc)}", file=sys.stderr)
         return exit_for_api_error(exc)
     except (BrokerUnreachable, CommandError) as exc:
-        print(f"broker report: {exc}", file=sys.stderr)
+        hint = "" if args.store_url else "; or read a store directly with --store-url"
+        print(f"broker report: {exc}{hint}", file=sys.stderr)
         return exc.code if isinstance(exc, CommandError) else Exit.UNAVAILABLE
     stream.write(text)
     return Exit.OK
