@@ -192,6 +192,12 @@ def test_jobs_watch_redraws_the_list(live: Live, capsys: pytest.CaptureFixture[s
     assert code == Exit.OK and pauses == [0.5, 0.5]
     frames = [frame for frame in screen.getvalue().split("Ctrl-C stops)\n") if frame][1:]
     assert len(frames) == 3 and all(job_id in frame for frame in frames)
+
+    def ctrl_c(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with live.client() as client:  # Ctrl-C is how a watch ends: exit 0, not 130
+        assert watch_jobs(client, args, out=io.StringIO(), sleep=ctrl_c) == Exit.OK
     streamed = io.StringIO()
     json_args = _parser().parse_args(["jobs", "--watch", "--json", "--url", live.url, "--key", STUDIO])
     with live.client() as client:
@@ -347,7 +353,9 @@ def test_report_over_http_and_from_the_prefixed_store_equal_the_api(
     out, err = capsys.readouterr()
     assert stopped.value.code == 0, err
     assert json.loads(out) == api
-    assert f"from {REDIS_URL} (prefix '{live.prefix}')" in err and f"read {api['totals']['jobs']} job(s)" in err
+    assert (
+        f"from {REDIS_URL} (prefix '{live.prefix}')" in err and f"read {api['totals']['jobs']} job(s)" in err
+    )
     table = cli(capsys, live, "report", "--by", "provider", key=STUDIO)
     assert table.out.startswith("Costs from ") and "runway" in table.out
 

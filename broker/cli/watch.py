@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -57,28 +58,35 @@ def jobs(
     """The newest jobs (the key's team; every team for the admin key); with --watch, redrawn every
     --interval seconds until Ctrl-C (or `rounds` redraws, for a test)."""
     stream = out or sys.stdout
-    drawn = 0
-    while True:
+    if not args.watch:
         page, cursor = client.list(status=args.status, limit=args.limit)
-        body = {"jobs": [j.model_dump(mode="json") for j in page], "next_cursor": cursor}
-        table = jobs_table(page) + ("\n(more: raise --limit, up to 200)" if cursor else "")
-        if not args.watch:
-            print(json.dumps(body, indent=2) if args.json else table, file=stream)
-            return Exit.OK
-        if args.json:
-            print(json.dumps(body), file=stream)  # one JSON document per line: a stream a script can read
-        else:
-            clear = CLEAR_SCREEN if stream.isatty() else ""
-            now = datetime.now(UTC).strftime("%H:%M:%S")
-            print(f"{clear}{now} UTC, every {args.interval:g} s (Ctrl-C stops)\n{table}\n", file=stream)
-        stream.flush()
-        drawn += 1
-        if rounds is not None and drawn >= rounds:
-            return Exit.OK
-        try:
+        print(json.dumps(_body(page, cursor), indent=2) if args.json else _text(page, cursor), file=stream)
+        return Exit.OK
+    try:
+        for drawn in itertools.count(1):
+            page, cursor = client.list(status=args.status, limit=args.limit)
+            if args.json:  # one JSON document per line: a stream a script can read
+                print(json.dumps(_body(page, cursor)), file=stream)
+            else:
+                clear = CLEAR_SCREEN if stream.isatty() else ""
+                now = datetime.now(UTC).strftime("%H:%M:%S")
+                heading = f"{now} UTC, every {args.interval:g} s (Ctrl-C stops)"
+                print(f"{clear}{heading}\n{_text(page, cursor)}\n", file=stream)
+            stream.flush()
+            if rounds is not None and drawn >= rounds:
+                break
             sleep(args.interval)
-        except KeyboardInterrupt:
-            return Exit.OK
+    except KeyboardInterrupt:  # how a watch ends: not a failure
+        pass
+    return Exit.OK
+
+
+def _body(page: list[Job], cursor: str | None) -> dict[str, object]:
+    return {"jobs": [j.model_dump(mode="json") for j in page], "next_cursor": cursor}
+
+
+def _text(page: list[Job], cursor: str | None) -> str:
+    return jobs_table(page) + ("\n(more: raise --limit, up to 200)" if cursor else "")
 
 
 def timeline(job: Job) -> list[dict[str, str]]:
