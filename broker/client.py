@@ -11,7 +11,6 @@ status, code and message. Retrying `submit` with the same `idempotency_key` is a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.parse
@@ -212,6 +211,8 @@ class BrokerClient:
         on_update: Callable[[Job], None] | None = None,
     ) -> Job:
         """Poll until the job ends; `on_update` sees every answer. TimeoutError past `timeout_s`."""
+        import asyncio  # here, not at the top: the CLI's sync twin imports this module and needs none
+
         deadline = time.monotonic() + timeout_s
         while True:
             job = await self.get(job_id)
