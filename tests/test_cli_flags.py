@@ -1,8 +1,11 @@
 """The CLI's own knowledge of the API, held to the schema: flag choices, the flags named in errors,
-the input forms of the URL-only providers, and the one-sandbox-per-store claim."""
+the input forms of the URL-only providers, the one-sandbox-per-store claim, and what it imports."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from adapters.doitong import IMAGE_ACCEPTANCE as DOITONG_ACCEPTANCE
 from adapters.emulators import doitong, muvi
 from adapters.muvi import IMAGE_ACCEPTANCE as MUVI_ACCEPTANCE
 from broker.cli import CommandFailed
+from broker.cli.exits import Exit
 from broker.cli.jobflags import QUALITIES, RATIOS
 from broker.cli.parsers import JOB_STATUSES
 from broker.cli.remote import FLAGS, describe, flag_of
@@ -20,6 +24,7 @@ from broker.cli.sandbox_claim import claim_store
 from broker.client import BrokerAPIError
 from broker.schema import AspectRatio, Constraints, JobRequest, JobStatus, Quality
 from broker.settings import Settings
+from tests.support.procs import ROOT
 
 HOSTED = "http://127.0.0.1:8080/v1/inputs/job_1?expires=1&sig=ab"
 DATA_URI = "data:image/png;base64,iVBORw0KGgo="
@@ -104,3 +109,26 @@ async def test_a_second_sandbox_on_one_sqlite_store_is_refused_and_the_claim_end
         assert "the sandbox at http://127.0.0.1:1 (pid 1) already runs on the store" in str(refused.value)
     async with claim_store(settings, "the sandbox at http://127.0.0.1:2 (pid 2)"):
         pass  # the first one stopped: its claim went with it
+
+
+def _imported(*argv: str) -> tuple[int, set[str]]:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "broker", *argv],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+
+
+def test_help_and_remote_commands_import_no_server_code() -> None:
+    code, imported = _imported("--help")
+    assert code == 0 and "broker.cli" in imported
+    heavy = {"aiohttp", "asyncio", "broker.api", "broker.api.app", "structlog", "torch", "yarl"}
+    assert not imported & (heavy | {"pydantic", "broker.schema"}), imported & heavy
+    # A remote command loads the schema and the urllib client, still nothing of the server.
+    code, imported = _imported("jobs", "--url", "http://127.0.0.1:9", "--key", "k")
+    assert code == Exit.UNAVAILABLE and "broker.sync_client" in imported
+    assert not imported & heavy, imported & heavy

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -381,26 +380,3 @@ def test_sighup_on_the_sandbox_reloads_without_asking_for_a_restart(live: Live) 
     with live.client() as client:  # still routing to the emulators, doitong still priced
         prices = {f"{r['provider']}/{r['model']}": r for r in client.pricing()["routes"]}
     assert prices["doitong/runway-i2v"]["price"] is not None
-
-
-def _imported(*argv: str) -> tuple[int, set[str]]:
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "broker", *argv],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return done.returncode, {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
-
-
-def test_help_and_remote_commands_import_no_server_code() -> None:
-    code, imported = _imported("--help")
-    assert code == 0 and "broker.cli" in imported
-    heavy = {"aiohttp", "asyncio", "broker.api", "broker.api.app", "structlog", "torch", "yarl"}
-    assert not imported & (heavy | {"pydantic", "broker.schema"}), imported & heavy
-    # A remote command loads the schema and the urllib client, still nothing of the server.
-    code, imported = _imported("jobs", "--url", "http://127.0.0.1:9", "--key", "k")
-    assert code == Exit.UNAVAILABLE and "broker.sync_client" in imported
-    assert not imported & heavy, imported & heavy
