@@ -21,8 +21,8 @@ function colorOf(provider) {
   return COLORS[hash % COLORS.length];
 }
 
-function swatched(provider) {
-  const item = el("span", { class: "swatch", dataset: { provider } }, provider);
+function swatched(provider, label = provider) {
+  const item = el("span", { class: "swatch", dataset: { provider } }, label);
   item.style.setProperty("--swatch", colorOf(provider));
   return item;
 }
@@ -160,7 +160,7 @@ function renderByTeam(data) {
 
 function renderByModel(data) {
   const rows = data.groups.map((g) => [
-    g.provider, g.model, g.jobs, g.attempts, g.spend_usd, g.avg_cost_per_success_usd, g.savings_usd,
+    swatched(g.provider), g.model, g.jobs, g.attempts, g.spend_usd, g.avg_cost_per_success_usd, g.savings_usd,
   ]);
   table("by-model", ["provider", "model", "jobs", "attempts", "spend_usd", "avg_per_clip_usd", "savings_usd"], rows, {
     numeric: [2, 3, 4, 5, 6],
@@ -300,7 +300,8 @@ function renderJobs() {
   const shown = state.jobs.filter((j) => (!provider || j.route?.provider === provider) && (!team || j.team === team));
   const rows = shown.map((j) => [
     j.id, j.team, el("span", { class: `status-${j.status}` }, j.status),
-    j.route ? `${j.route.provider}/${j.route.model}` : "—", j.attempts.length, j.cost_usd, seconds(j),
+    j.route ? swatched(j.route.provider, `${j.route.provider}/${j.route.model}`) : "—",
+    j.attempts.length, j.cost_usd, seconds(j),
     j.created_at.slice(0, 19).replace("T", " "), outputLink(j),
   ]);
   table("jobs", ["id", "team", "status", "route", "attempts", "cost_usd", "took_s", "created (UTC)", "output"],
