@@ -357,6 +357,7 @@ def test_report_over_http_and_from_the_prefixed_store_equal_the_api(
     )
     table = cli(capsys, live, "report", "--by", "provider", key=STUDIO)
     assert table.out.startswith("Costs from ") and "runway" in table.out
+    assert table.out.splitlines()[0].endswith(", by provider; team studio only")  # a team key's scope
 
 
 def test_a_second_sandbox_on_the_same_store_is_refused(live: Live) -> None:

@@ -82,6 +82,8 @@ def render_table(body: dict[str, Any]) -> str:
     title = f"Costs from {body['from']} to {body['to']}"
     if body["group_by"]:
         title += ", by " + ", ".join(body["group_by"])
+    if body.get("team"):
+        title += f"; team {body['team']} only"
     groups = [line(r) for r in body_rows[:-1]]
     lines = [title, "", line(titles), rule, *groups, *([rule] if groups else []), line(body_rows[-1])]
     return "\n".join(lines) + "\n"
