@@ -11,18 +11,18 @@ status, code and message. Retrying `submit` with the same `idempotency_key` is a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from broker.schema import Job, JobRequest
+
+if TYPE_CHECKING:  # imported when a client is made: the CLI's sync twin starts without aiohttp
+    import aiohttp
 
 JobLike = Mapping[str, Any] | JobRequest
 
@@ -44,6 +44,19 @@ def list_params(status: str | None, limit: int, cursor: str | None) -> dict[str,
     """The query of one page of `GET /v1/jobs`."""
     given = {"status": status, "limit": limit, "cursor": cursor}
     return {key: str(value) for key, value in given.items() if value is not None}
+
+
+def policy_headers(version: int) -> dict[str, str]:
+    """The headers of a policy write: the version the editor read, as `If-Match`."""
+    return {"If-Match": f'"{version}"', "Content-Type": "application/json"}
+
+
+def report_params(
+    start: str | None = None, end: str | None = None, group_by: str | None = None, team: str | None = None
+) -> dict[str, str]:
+    """The query of `GET /v1/reports/costs` (and of the reconciliation, which ignores `group_by`)."""
+    given = {"from": start, "to": end, "group_by": group_by, "team": team}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def request_fields(request: JobLike) -> dict[str, Any]:
@@ -75,11 +88,13 @@ class BrokerClient:
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._session = session
         self._owned = session is None
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
 
     async def __aenter__(self) -> BrokerClient:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
         return self
 
     async def __aexit__(
@@ -123,6 +138,8 @@ class BrokerClient:
         if image is None:
             answer = await self._call("POST", "/v1/jobs", json=fields, headers=headers)
             return Job.model_validate(answer)
+        import aiohttp
+
         form = aiohttp.FormData()
         for name, value in form_fields(fields).items():
             form.add_field(name, value)
@@ -133,6 +150,43 @@ class BrokerClient:
     async def pricing(self) -> dict[str, Any]:
         """`GET /v1/pricing`: every route's price in its own unit and in USD."""
         answer: dict[str, Any] = await self._call("GET", "/v1/pricing")
+        return answer
+
+    async def providers(self) -> list[dict[str, Any]]:
+        """`GET /v1/providers`: each provider's circuit, capacity in use, latency and error rate."""
+        answer = await self._call("GET", "/v1/providers")
+        providers: list[dict[str, Any]] = answer["providers"]
+        return providers
+
+    async def policies(self) -> list[dict[str, Any]]:
+        """Every team's policy (the admin key), or the key's own team's, with versions and budgets."""
+        policies: list[dict[str, Any]] = (await self._call("GET", "/v1/policies"))["policies"]
+        return policies
+
+    async def policy(self, team: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._call("GET", f"/v1/policies/{urllib.parse.quote(team, safe='')}")
+        return answer
+
+    async def put_policy(self, team: str, fields: Mapping[str, Any], *, version: int) -> dict[str, Any]:
+        """Save `fields` as the team's policy, as the version after `version` (409 if it moved on)."""
+        path = f"/v1/policies/{urllib.parse.quote(team, safe='')}"
+        body = json.dumps(dict(fields)).encode()
+        answer: dict[str, Any] = await self._call("PUT", path, data=body, headers=policy_headers(version))
+        return answer
+
+    async def policy_history(self, team: str) -> list[dict[str, Any]]:
+        path = f"/v1/policies/{urllib.parse.quote(team, safe='')}/history"
+        versions: list[dict[str, Any]] = (await self._call("GET", path))["versions"]
+        return versions
+
+    async def cost_report(self, **query: str | None) -> dict[str, Any]:
+        """`GET /v1/reports/costs` with `start`, `end`, `group_by`, `team` (see `report_params`)."""
+        answer: dict[str, Any] = await self._call("GET", "/v1/reports/costs", params=report_params(**query))
+        return answer
+
+    async def reconciliation(self, **query: str | None) -> dict[str, Any]:
+        path = "/v1/reports/reconciliation"
+        answer: dict[str, Any] = await self._call("GET", path, params=report_params(**query))
         return answer
 
     async def get(self, job_id: str) -> Job:
@@ -157,6 +211,8 @@ class BrokerClient:
         on_update: Callable[[Job], None] | None = None,
     ) -> Job:
         """Poll until the job ends; `on_update` sees every answer. TimeoutError past `timeout_s`."""
+        import asyncio  # here, not at the top: the CLI's sync twin imports this module and needs none
+
         deadline = time.monotonic() + timeout_s
         while True:
             job = await self.get(job_id)

@@ -25,7 +25,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from broker.client import BrokerAPIError, JobLike, form_fields, job_path, list_params, request_fields
+from broker.client import (
+    BrokerAPIError,
+    JobLike,
+    form_fields,
+    job_path,
+    list_params,
+    policy_headers,
+    report_params,
+    request_fields,
+)
 from broker.schema import Job
 
 DOWNLOAD_CHUNK = 1 << 20
@@ -149,6 +158,43 @@ class SyncBrokerClient:
         data = image.read_bytes() if isinstance(image, Path) else image
         body, content_type = _multipart(form_fields(fields), data)
         return self._call("POST", path, body=body, headers={**headers, "Content-Type": content_type})
+
+    def providers(self) -> list[dict[str, Any]]:
+        """`GET /v1/providers`: each provider's circuit, capacity in use, latency and error rate."""
+        providers: list[dict[str, Any]] = self._call("GET", "/v1/providers")["providers"]
+        return providers
+
+    def policies(self) -> list[dict[str, Any]]:
+        """Every team's policy (the admin key), or the key's own team's, with versions and budgets."""
+        policies: list[dict[str, Any]] = self._call("GET", "/v1/policies")["policies"]
+        return policies
+
+    def policy(self, team: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("GET", f"/v1/policies/{urllib.parse.quote(team, safe='')}")
+        return answer
+
+    def put_policy(self, team: str, fields: dict[str, Any], *, version: int) -> dict[str, Any]:
+        """Save `fields` as the team's policy, as the version after `version` (409 if it moved on)."""
+        path = f"/v1/policies/{urllib.parse.quote(team, safe='')}"
+        body = json.dumps(fields).encode()
+        answer: dict[str, Any] = self._call("PUT", path, body=body, headers=policy_headers(version))
+        return answer
+
+    def policy_history(self, team: str) -> list[dict[str, Any]]:
+        path = f"/v1/policies/{urllib.parse.quote(team, safe='')}/history"
+        versions: list[dict[str, Any]] = self._call("GET", path)["versions"]
+        return versions
+
+    def cost_report(self, **query: str | None) -> dict[str, Any]:
+        """`GET /v1/reports/costs` with `start`, `end`, `group_by`, `team` (see `report_params`)."""
+        answer: dict[str, Any] = self._call("GET", "/v1/reports/costs", params=report_params(**query))
+        return answer
+
+    def reconciliation(self, **query: str | None) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call(
+            "GET", "/v1/reports/reconciliation", params=report_params(**query)
+        )
+        return answer
 
     def get(self, job_id: str) -> Job:
         return Job.model_validate(self._call("GET", job_path(job_id)))

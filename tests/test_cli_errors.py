@@ -59,9 +59,11 @@ def test_an_unreachable_store_is_one_line_without_its_password(
 ) -> None:
     monkeypatch.setenv("BROKER_STORE_URL", UNREACHABLE)
     monkeypatch.setenv("BROKER_CONFIG", CONFIG)
-    code, err = run([command], capsys)
+    # `broker report` asks a broker unless --store-url names a store to read; that store is unreachable.
+    argv = [command, "--store-url", UNREACHABLE] if command == "report" else [command]
+    code, err = run(argv, capsys)
     line = one_line(err, command)
-    assert code == 1 and "unreachable" in line
+    assert code == (7 if command == "report" else 1) and "unreachable" in line
     assert "hunter2" not in err
 
 
@@ -95,3 +97,20 @@ def test_the_sandbox_keeps_its_own_store_and_data(tmp_path: Path) -> None:
     on_redis = sandbox_settings(real.model_copy(update={"sandbox_store_url": "redis://r:6379/0"}))
     assert on_redis.store_url == "redis://r:6379/0" and on_redis.redis_prefix == "broker-sandbox"
     assert sandbox_settings(Settings()).store_url == "sqlite:///data/sandbox/broker.db"
+
+
+def test_the_sandbox_hosts_inputs_at_its_own_url_unless_told_otherwise() -> None:
+    own = sandbox_settings(Settings(host="0.0.0.0", port=8123))
+    assert own.public_url == "http://127.0.0.1:8123"  # where its emulators reach it
+    secret = own.input_signing_secret
+    assert secret is not None and len(secret.get_secret_value()) == 64
+    other = sandbox_settings(Settings(port=8123)).input_signing_secret
+    assert other is not None and other.get_secret_value() != secret.get_secret_value()  # fresh each start
+    given = Settings(public_url="https://broker.example", input_signing_secret="s" * 32, port=8123)
+    kept = sandbox_settings(given)
+    assert (
+        kept.public_url == "https://broker.example"
+        and kept.input_signing_secret == given.input_signing_secret
+    )
+    picked = sandbox_settings(Settings(port=0))  # a port chosen now, so the URL can name it
+    assert picked.port != 0 and picked.public_url == f"http://127.0.0.1:{picked.port}"

@@ -10,7 +10,7 @@ import pytest
 from broker.client import BrokerAPIError, BrokerClient
 from broker.schema import JobRequest, JobStatus
 from tests.support.adapters import png_bytes as png
-from tests.support.deployment import GROWTH_KEY
+from tests.support.deployment import ADMIN_KEY, GROWTH_KEY
 from tests.support.fakes import FakeProvider
 
 
@@ -54,3 +54,25 @@ async def test_errors_carry_the_envelope(make_client: Any, providers: dict[str, 
         with pytest.raises(BrokerAPIError) as refused:
             await stranger.list()
         assert refused.value.status == 401
+
+
+async def test_providers_policies_and_reports(make_client: Any) -> None:
+    """The operator's calls the sync twin also has (`broker policy`, `providers`, `report`)."""
+    server = await make_client()
+    url = str(server.make_url(""))
+    async with BrokerClient(url, ADMIN_KEY) as admin, BrokerClient(url, GROWTH_KEY) as growth:
+        assert {p["provider"] for p in await growth.providers()} == {"cheap", "dear"}
+        assert [p["team"] for p in await growth.policies()] == ["growth"]
+        current = await admin.policy("growth")
+        saved = await admin.put_policy("growth", {**current["policy"], "max_attempts": 2}, version=0)
+        assert saved["version"] == 1 and saved["effective"]["max_attempts"] == 2
+        with pytest.raises(BrokerAPIError) as stale:  # If-Match: the version read has moved on
+            await admin.put_policy("growth", current["policy"], version=0)
+        assert stale.value.status == 409
+        history = await admin.policy_history("growth")
+        assert [v["version"] for v in history] == [0, 1] and history[1]["change"]["max_attempts"][1] == 2
+        job = await growth.submit({"prompt": "x"})
+        await growth.wait(job.id, poll_s=0.01, timeout_s=30)
+        report = await growth.cost_report(group_by="provider")
+        assert report["team"] == "growth" and report["totals"]["jobs"] == 1
+        assert (await admin.reconciliation())["totals"]["attempts"] == 1

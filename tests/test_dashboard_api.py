@@ -64,6 +64,9 @@ async def test_providers_reports_circuits_capacity_and_calls(make_client: Any) -
     assert by_name["cheap"]["circuit"] == "closed" and by_name["cheap"]["in_flight"] == 0
     assert by_name["cheap"]["max_concurrency"] == 4 and by_name["cheap"]["routable"] is True
     assert by_name["dear"]["max_concurrency"] is None  # no limit of the broker's own
+    # `cheap` is reached without HTTP (no base_url, as the local backend): its renders are its calls.
+    assert (by_name["cheap"]["requests"], by_name["cheap"]["failed_requests"]) == (1, 0)
+    assert by_name["cheap"]["mean_latency_s"] is not None and by_name["dear"]["requests"] == 0
     assert by_name["dear"]["circuit"] == "open" and by_name["dear"]["circuit_reason"].startswith(
         "circuit open"
     )

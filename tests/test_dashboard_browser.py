@@ -78,6 +78,28 @@ async def _open(browser: Browser, client: TestClient[Any, Any], key: str) -> Pag
     return page
 
 
+# Each provider's colour wherever the page shows one (chart legend, tables); a clash is an error.
+READ_COLOURS = """() => {
+    const seen = {};
+    for (const node of document.querySelectorAll('[data-provider]')) {
+        const colour = node.style.getPropertyValue('--swatch');
+        if (seen[node.dataset.provider] && seen[node.dataset.provider] !== colour) return null;
+        seen[node.dataset.provider] = colour;
+    }
+    for (const bar of document.querySelectorAll('#daily-chart rect')) {
+        const provider = bar.textContent.split(' ')[1].replace(':', '');
+        if (seen[provider] !== bar.getAttribute('fill')) return null;
+    }
+    return seen;
+}"""
+
+
+async def _colours(page: Page) -> dict[str, str]:
+    colours: dict[str, str] | None = await page.evaluate(f"({READ_COLOURS})()")
+    assert colours is not None, "a provider shows in two colours"
+    return colours
+
+
 async def _table(page: Page, table_id: str) -> list[list[str]]:
     rows: list[list[str]] = await page.evaluate(f"({READ_TABLE})({json.dumps(table_id)})")
     return rows
@@ -104,6 +126,8 @@ async def test_dashboard_totals_match_the_cost_report_and_the_console_is_clean(
         assert chart_bars >= len(expected)
         health = {row[0]: row for row in await _table(page, "providers")}
         assert health["runway"][1] == "closed" and int(health["runway"][4]) > 0
+        assert int(health["local"][4]) == 1  # the local render, though no HTTP call reached it
+        assert {"runway", "fal", "pixelapi", "local"} <= set(await _colours(page))
         assert await page.evaluate("document.getElementById('scope').textContent") == "admin: every team"
         assert await page.evaluate("location.hash") == ""  # the key left the address bar
         csv = await client.get(
@@ -134,7 +158,13 @@ async def test_a_team_key_sees_only_its_team(sandbox_server: TestClient[Any, Any
         assert {row[0] for row in await _table(page, "budget-table")} == {"studio"}
         assert await page.evaluate("document.getElementById('policy-editor').hidden") is True
         assert await page.evaluate("document.getElementById('scope').textContent") == "team studio"
+        team_colours = await _colours(page)
         assert page.console_errors == []
+    async with Browser.start(tmp_path) as browser:
+        admin_colours = await _colours(await _open(browser, client, ADMIN_KEY))
+    # One colour per provider: the same in the admin's and the team's view, in every place it shows.
+    assert team_colours.items() <= admin_colours.items() and set(team_colours) == {"runway", "fal"}
+    assert len(set(admin_colours.values())) == len(admin_colours)
 
 
 async def test_the_admin_edits_a_policy_with_if_match(

@@ -152,7 +152,8 @@ async def test_lost_answer_repeated_with_its_key_creates_nothing_new(
         (GENERATE_MUTATION, {"input": generate_input(duration="5")}, "BAD_USER_INPUT"),
         (
             GENERATE_MUTATION,
-            {"input": {**generate_input(), "input": {"imageUrl": "http://x/y.png"}}},
+            # doitong documents imageUrl as a URL it fetches: no data URI (the adapter sends URLs only)
+            {"input": {**generate_input(), "input": {"imageUrl": "data:image/png;base64,iVBORw0KGgo="}}},
             "BAD_USER_INPUT",
         ),
         (GENERATE_MUTATION, {"input": {**generate_input(), "provider": "pika"}}, "BAD_USER_INPUT"),

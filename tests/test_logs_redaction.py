@@ -15,7 +15,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from adapters.errors import ContentRejected
-from broker.cli import secret_values
+from broker.cli.serve import secret_values
 from broker.observability.joblog import TransitionLogger
 from broker.observability.logging import configure_logging
 from broker.schema import JobStatus, RouteRef

@@ -105,3 +105,15 @@ def test_without_grouping_the_table_is_the_totals_alone(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("+00:00") and len(lines) == 5  # title, blank, titles, rule, totals
     assert lines[-1].split()[:2] == ["5", "2"] and "0.670000" in lines[-1].split()
+
+
+def test_without_a_store_url_it_asks_a_broker_and_says_how_else(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BROKER_API_KEY", raising=False)
+    assert run_report([], now=NOW) == 3  # no key for the broker
+    assert "no API key" in capsys.readouterr().err
+    assert run_report(["--url", "http://127.0.0.1:9", "--key", "k"], now=NOW) == 7
+    err = capsys.readouterr().err
+    assert err.startswith("broker report: cannot reach the broker at http://127.0.0.1:9")
+    assert "--store-url" in err and err.count("\n") == 1

@@ -94,7 +94,10 @@ def _config(*, doitong_price: dict[str, str] | None = None, ceiling: str | None 
 
 
 async def _run(aiohttp_client: Any, tmp_path: Path, config: BrokerConfig) -> tuple[Any, Any, dict[str, Any]]:
-    sandbox, pointed, env = await start_sandboxed(config, TEST_ENV, render_seconds=0.05)
+    # Without the sandbox's own doitong price: these tests are about the config's (or its absence).
+    sandbox, pointed, env = await start_sandboxed(
+        config, TEST_ENV, render_seconds=0.05, emulator_prices=False
+    )
     # The emulators take the image URL without fetching it; the test admits its made-up host.
     settings = Settings(
         store_url=f"sqlite:///{tmp_path}/b.db",

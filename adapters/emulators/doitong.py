@@ -50,6 +50,9 @@ OPERATIONS = {"generate": Endpoint.SUBMIT, "job": Endpoint.STATUS, "cancelJob": 
 MUTATIONS = frozenset({"generate", "cancelJob"})
 ROOT_FIELD = re.compile(r"(\w+)\s*\(([^)]*)\)\s*\{([^{}]*)\}")
 CREDITS_PER_SECOND = 10
+# doitong publishes no USD value of a credit. The emulator's own figure, for the sandbox's price: the
+# rate of the Runway gen4_turbo it wraps (0.05 USD/s), so its 50 credits per 5 s clip cost 0.25 USD.
+USD_PER_CREDIT = "0.005"
 DURATIONS = frozenset({5, 10})
 ASPECT_RATIOS = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1)}
 VERSIONS = frozenset({"gen-2", "gen-3", "gen-4"})
@@ -184,9 +187,10 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_image(image: Any, field: str) -> None:
-    """Refuse anything but an https URL or an image data URI."""
-    if not isinstance(image, str) or not image.startswith(("https://", "data:image/")):
-        raise _bad_input("an image URL (https) or data URI is required", field)
+    """Refuse anything but the image URL doitong's page documents (`imageUrl`: an http(s) URL it
+    fetches); it documents no data URI, so none is taken, as the adapter declares (URL only)."""
+    if not isinstance(image, str) or not image.startswith(("https://", "http://")):
+        raise _bad_input("imageUrl must be an http(s) URL of the image", field)
 
 
 def _fingerprint(body: Any) -> str:

@@ -133,8 +133,9 @@ def validate(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if not isinstance(data.get("prompt"), str) or not data["prompt"]:
         raise _invalid("input.prompt", "prompt is required")
     image = data.get("image_url")
-    if not isinstance(image, str) or not image.startswith(("https://", "http://", "data:image/")):
-        raise _invalid("input.image_url", "image_url must be a URL or a data URI")
+    # The page documents `image_url` as a URL muvi fetches (no data URI), as the adapter declares.
+    if not isinstance(image, str) or not image.startswith(("https://", "http://")):
+        raise _invalid("input.image_url", "image_url must be an http(s) URL of the image")
     duration = data.get("duration", "5")
     if not isinstance(duration, str):
         raise _invalid("input.duration", 'duration must be a string such as "5"')

@@ -3,6 +3,7 @@
     sandbox = await start_sandbox()
     sandbox.endpoints["runway"].base_url   # http://127.0.0.1:<port>, for providers.runway.base_url
     sandbox.env()                          # {"RUNWAYML_API_SECRET": ..., "MUVI_WEBHOOK_SECRET": ...}
+    sandbox.prices()                       # {"doitong": {...}}: prices the real provider leaves open
     await sandbox.close()
 
 Keys and webhook secrets are fresh random strings per sandbox, so nothing real ever matches them.
@@ -32,6 +33,9 @@ class ProviderSpec:
     make_app: Callable[[Any], web.Application]
     api_key_env: str
     webhook_secret_env: str | None = None
+    # The emulator's own price, in config.yaml's price form, for a provider whose real price is not
+    # published: the sandbox quotes and books its routes at it (the real config leaves them unpriced).
+    price: dict[str, str] | None = None
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -39,7 +43,15 @@ PROVIDERS: dict[str, ProviderSpec] = {
     "fal": ProviderSpec(fal.FalEmulator, fal.create_app, "FAL_KEY"),
     "muvi": ProviderSpec(muvi.MuviEmulator, muvi.create_app, "MUVI_API_KEY", "MUVI_WEBHOOK_SECRET"),
     "doitong": ProviderSpec(
-        doitong.DoitongEmulator, doitong.create_app, "DOITONG_API_KEY", "DOITONG_WEBHOOK_SECRET"
+        doitong.DoitongEmulator,
+        doitong.create_app,
+        "DOITONG_API_KEY",
+        "DOITONG_WEBHOOK_SECRET",
+        price={
+            "unit": "credits_per_second",
+            "amount": str(doitong.CREDITS_PER_SECOND),
+            "usd_per_credit": doitong.USD_PER_CREDIT,
+        },
     ),
     "pixelapi": ProviderSpec(pixelapi.PixelApiEmulator, pixelapi.create_app, "PIXELAPI_KEY"),
 }
@@ -87,6 +99,10 @@ class Sandbox:
             if endpoint.webhook_secret_env and endpoint.webhook_secret:
                 env[endpoint.webhook_secret_env] = endpoint.webhook_secret
         return env
+
+    def prices(self) -> dict[str, dict[str, str]]:
+        """The emulators' own prices, for the providers whose real price is not published."""
+        return {name: spec.price for name, spec in PROVIDERS.items() if spec.price and name in self.endpoints}
 
     async def close(self) -> None:
         """Stop every emulator (and their webhook senders)."""

@@ -98,6 +98,8 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def get_output(request: web.Request) -> web.StreamResponse:
     record = await visible_job(request, identity_of(request))
     if record.status is not JobStatus.SUCCEEDED or record.job.output is None:
+        if record.status.terminal:
+            raise Conflict(f"the job ended {record.status.value}: it has no output")
         raise Conflict(f"the job has no output yet (status {record.status.value})")
     path = request.app[ARTIFACTS].output_path(record.id)
     if not path.exists():

@@ -184,7 +184,10 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/v1/pricing": {
-            "get": {"summary": "Every route's price", "responses": {"200": {"description": "prices"}}}
+            "get": {
+                "summary": "Every route's price, and the size limits of a job body and an uploaded image",
+                "responses": {"200": {"description": "prices, and limits.max_image_bytes / max_body_bytes"}},
+            }
         },
         **video_openapi.paths(),
         **_policy_paths(),

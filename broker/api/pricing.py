@@ -6,7 +6,7 @@ from aiohttp import web
 
 from broker.api.common import identity_of, json_response
 from broker.api.intake import read_intake
-from broker.appkeys import DEPLOYMENT, ROUTER
+from broker.appkeys import DEPLOYMENT, ROUTER, SETTINGS
 from broker.errors import Forbidden
 from pricing.table import pricing_table
 
@@ -15,9 +15,12 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/pricing")
 async def get_pricing(request: web.Request) -> web.Response:
-    """Every route's price in its own unit and in USD for the durations it supports."""
+    """Every route's price in its own unit and in USD for the durations it supports, and the size
+    limits of a job's body and uploaded image (so a client can refuse a file before sending it)."""
     identity_of(request)
-    return json_response(pricing_table(request.app[DEPLOYMENT].config.routes))
+    settings = request.app[SETTINGS]
+    limits = {"max_image_bytes": settings.max_image_bytes, "max_body_bytes": settings.max_body_bytes}
+    return json_response({**pricing_table(request.app[DEPLOYMENT].config.routes), "limits": limits})
 
 
 @routes.post("/v1/quotes")

@@ -28,6 +28,8 @@ class ProviderStatus:
     circuit_reason: str | None
     in_flight: int
     max_concurrency: int | None  # None: no limit of the broker's own
+    # HTTP calls to the provider; for one reached without HTTP (the local backend, no base_url), its
+    # renders: attempts ended, those that failed, and their mean time from start to end.
     requests: int
     failed_requests: int  # answers other than 2xx/3xx, and calls that got no answer
     mean_latency_s: float | None
@@ -67,6 +69,26 @@ def _calls_by_provider(metrics: BrokerMetrics) -> dict[str, _Calls]:
     return calls
 
 
+def _renders_by_provider(metrics: BrokerMetrics) -> dict[str, _Calls]:
+    """Attempts ended per provider, as calls: for providers the broker reaches without HTTP."""
+    renders: dict[str, _Calls] = defaultdict(_Calls)
+    for family in metrics.attempts_ended.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                entry = renders[sample.labels["provider"]]
+                entry.requests += int(sample.value)
+                if sample.labels["status"] == "failed":
+                    entry.failed += int(sample.value)
+    for family in metrics.attempt_duration.collect():
+        for sample in family.samples:
+            entry = renders[sample.labels["provider"]]
+            if sample.name.endswith("_sum"):
+                entry.latency_sum += sample.value
+            elif sample.name.endswith("_count"):
+                entry.latency_count += int(sample.value)
+    return renders
+
+
 def _circuit(reason: str | None, local: str | None) -> str:
     if local is not None:
         return local
@@ -78,12 +100,12 @@ def _circuit(reason: str | None, local: str | None) -> str:
 async def provider_statuses(app: web.Application) -> list[ProviderStatus]:
     """One status per configured provider, in configuration order."""
     runner, adapters = app[RUNNER], app[ADAPTERS]
-    calls = _calls_by_provider(app[METRICS])
+    calls, renders = _calls_by_provider(app[METRICS]), _renders_by_provider(app[METRICS])
     blocked = await runner.health.unavailable_now()
     circuits = {} if runner.health.shared is not None else runner.health.states()
     statuses = []
     for name, config in app[DEPLOYMENT].config.providers.items():
-        seen = calls.get(name, _Calls())
+        seen = calls.get(name, _Calls()) if config.base_url else renders.get(name, _Calls())
         statuses.append(
             ProviderStatus(
                 provider=name,

@@ -1,4 +1,4 @@
-"""`broker quote`, `jobs`, `status`, `cancel`, `download`, `pricing`: one call each, printed for people."""
+"""`broker quote`, `status`, `cancel`, `download`, `pricing`: one call each, printed for people."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from broker.cli.exits import Exit
-from broker.cli.jobflags import job_input
+from broker.cli.exits import CommandError, Exit
+from broker.cli.jobflags import check_image_size, job_input
 from broker.cli.tables import render_table
 from broker.schema import Job, JobStatus
 from broker.sync_client import SyncBrokerClient
@@ -28,11 +28,22 @@ def _print_json(body: Any) -> None:
     print(json.dumps(body, indent=2))
 
 
+def image_limit(client: SyncBrokerClient) -> int | None:
+    """The largest image the broker takes in an upload (None from a broker that does not say)."""
+    limits = client.pricing().get("limits") or {}
+    limit = limits.get("max_image_bytes")
+    return limit if isinstance(limit, int) else None
+
+
 def quote(client: SyncBrokerClient, args: argparse.Namespace) -> int:
-    """Feasible routes cheapest first, then every rejected route with its reasons."""
+    """Feasible routes cheapest first, then (unless --feasible) every rejected route with its reasons."""
     given = job_input(args)
+    if given.image is not None:
+        check_image_size(given.image, image_limit(client))
     answer = client.quote(given.fields, image=given.image)
     if args.json:
+        if args.feasible:
+            answer = {**answer, "rejected": []}
         _print_json(answer)
         return Exit.OK if answer["chosen"] else Exit.NO_ROUTE
     chosen = answer["chosen"]
@@ -51,7 +62,9 @@ def quote(client: SyncBrokerClient, args: argparse.Namespace) -> int:
         print(render_table(["", "provider", "model", "cost_usd", "latency_s", "quality"], rows))
     else:
         print("no route can serve this job")
-    if answer["rejected"]:
+    if answer["rejected"] and args.feasible:
+        print(f"({len(answer['rejected'])} routes cannot take it: drop --feasible to see why)")
+    elif answer["rejected"]:
         print("\nrejected:")
         for rejection in answer["rejected"]:
             print(f"  {rejection['provider']}/{rejection['model']}: {'; '.join(rejection['reasons'])}")
@@ -66,32 +79,6 @@ def _duration(job: Job) -> str:
     if job.completed_at is None:
         return "-"
     return f"{(job.completed_at - job.created_at).total_seconds():.1f}"
-
-
-def jobs(client: SyncBrokerClient, args: argparse.Namespace) -> int:
-    """The newest jobs (the key's team; every team for the admin key)."""
-    page, cursor = client.list(status=args.status, limit=args.limit)
-    if args.json:
-        _print_json({"jobs": [j.model_dump(mode="json") for j in page], "next_cursor": cursor})
-        return Exit.OK
-    rows = [
-        [
-            j.id,
-            j.team,
-            j.status.value,
-            _route(j),
-            str(len(j.attempts)),
-            j.cost_usd,
-            _duration(j),
-            j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        ]
-        for j in page
-    ]
-    header = ["id", "team", "status", "route", "attempts", "cost_usd", "took_s", "created (UTC)"]
-    print(render_table(header, rows) if rows else "no jobs")
-    if cursor:
-        print("(more: raise --limit, up to 200)")
-    return Exit.OK
 
 
 def describe_job(job: Job) -> str:
@@ -125,12 +112,25 @@ def status(client: SyncBrokerClient, args: argparse.Namespace) -> int:
 
 
 def cancel(client: SyncBrokerClient, args: argparse.Namespace) -> int:
+    """Ask the broker to cancel the job; say what was asked and where the job stands now."""
     job = client.cancel(args.job_id)
-    print(f"{job.id}: {job.status.value}")
+    if job.status is JobStatus.CANCELLED:
+        print(f"{job.id}: cancelled")
+    elif job.status.terminal:
+        print(f"{job.id}: had already ended {job.status.value}; nothing to cancel")
+    else:
+        print(
+            f"{job.id}: cancel requested; the job is {job.status.value} while its provider is asked to stop"
+            f" (`broker status {job.id}` shows when it ends)"
+        )
     return Exit.OK
 
 
 def download(client: SyncBrokerClient, args: argparse.Namespace) -> int:
+    job = client.get(args.job_id)
+    if job.status.terminal and job.status is not JobStatus.SUCCEEDED:
+        why = f": {job.error.message} ({job.error.code.value})" if job.error else ""
+        raise CommandError(f"job {job.id} ended {job.status.value}{why}; it has no output", exit_for_job(job))
     path = client.download(args.job_id, args.output or Path(f"{args.job_id}.mp4"))
     print(f"{path} ({path.stat().st_size} bytes)")
     return Exit.OK

@@ -13,7 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 from broker.api.app import create_app
-from broker.cli import CommandFailed, check_store, load_settings, start_site
+from broker.cli import CommandFailed
+from broker.cli.serve import check_store, load_settings, start_site
 from broker.client import BrokerClient
 from broker.config import ConfigError, load_config
 from broker.observability.logging import configure_logging

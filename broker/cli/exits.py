@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Protocol
 
-from broker.client import BrokerAPIError
+
+class _ErrorAnswer(Protocol):
+    status: int
+    code: str
 
 
 class Exit(IntEnum):
-    """`broker submit/quote/jobs/status/cancel/download/pricing` exit with one of these."""
+    """`broker submit/quote/jobs/status/cancel/download/pricing/...` exit with one of these."""
 
     OK = 0
     JOB_FAILED = 1  # the job ran and failed
-    USAGE = 2  # bad flags, or a request the broker refused as invalid (400, 409, 413, 415)
+    USAGE = 2  # bad flags, or a request the broker refused as invalid (400, 409, 413, 415, 422)
     AUTH = 3  # no key, a wrong key, or a key without the right (401, 403)
     NOT_FOUND = 4  # no such job for this key (404)
     NO_ROUTE = 5  # no route can serve the job (422 no_feasible_route)
@@ -23,8 +27,16 @@ class Exit(IntEnum):
     INTERRUPTED = 130  # Ctrl-C (the job was left running unless you chose to cancel it)
 
 
-def exit_for_api_error(error: BrokerAPIError) -> Exit:
-    """The exit code for an error answer."""
+class CommandError(Exception):
+    """A failure a command found itself (a bad file, a missing flag): its line and exit code."""
+
+    def __init__(self, message: str, code: Exit = Exit.USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def exit_for_api_error(error: _ErrorAnswer) -> Exit:
+    """The exit code for an error answer (a `broker.client.BrokerAPIError`)."""
     if error.status in (401, 403):
         return Exit.AUTH
     if error.status == 404:

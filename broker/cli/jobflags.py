@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.cli.remote import CommandError
+from broker.cli.exits import CommandError
 
 URL_PREFIXES = ("https://", "http://", "data:")
+RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")
+QUALITIES = ("basic", "standard", "premium")
+USD = re.compile(r"^\d+(\.\d{1,6})?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,18 +24,26 @@ class JobInput:
     image: Path | None
 
 
+def _usd(text: str) -> str:
+    if not USD.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an amount in USD: write it like 0.50 (up to 6 decimals)"
+        )
+    return text
+
+
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", nargs="?", metavar="IMAGE_FILE_OR_URL", help="a still to animate")
     parser.add_argument("--prompt", "-p", required=True, help="what should happen in the clip")
     parser.add_argument("--duration", type=int, metavar="S", help="seconds (default 5)")
-    parser.add_argument("--ratio", metavar="W:H", help="aspect ratio: 16:9, 9:16, 1:1, 4:3, 3:4, 21:9")
+    parser.add_argument("--ratio", choices=RATIOS, help="aspect ratio (default 16:9)")
     parser.add_argument("--resolution", choices=["720p", "1080p"])
     parser.add_argument("--audio", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--camera-fixed", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--max-cost", metavar="USD", help='the most the job may cost, e.g. "0.50"')
+    parser.add_argument("--max-cost", type=_usd, metavar="USD", help='the most the job may cost, e.g. "0.50"')
     parser.add_argument("--max-latency", type=int, metavar="S", help="the slowest route to accept")
-    parser.add_argument("--min-quality", choices=["basic", "standard", "premium"])
+    parser.add_argument("--min-quality", choices=QUALITIES)
     parser.add_argument(
         "--provider", action="append", metavar="NAME", help="only this provider (repeat for several)"
     )
@@ -74,3 +86,19 @@ def job_input(args: argparse.Namespace) -> JobInput:
             if not image.is_file():
                 raise CommandError(f"{args.image}: no such image file (or pass an https:// URL)")
     return JobInput(fields, image)
+
+
+def check_image_size(image: Path | None, limit: int | None) -> None:
+    """Refuse, before any upload, an image file over the broker's limit, saying both sizes."""
+    if image is None or limit is None:
+        return
+    size = image.stat().st_size
+    if size > limit:
+        raise CommandError(
+            f"{image}: the image is {_mib(size)} ({size} bytes); the broker takes images up to "
+            f"{_mib(limit)} ({limit} bytes). Shrink it, or pass an https:// URL"
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"

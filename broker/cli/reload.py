@@ -5,7 +5,7 @@ built, so those changes wait for a restart (the log says so)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import structlog
@@ -35,16 +35,26 @@ def _restart_only_changes(old: BrokerConfig, new: BrokerConfig) -> list[str]:
     return changed
 
 
-def reload_config(app: web.Application, path: Path, env: Mapping[str, str] | None = None) -> bool:
+def reload_config(
+    app: web.Application,
+    path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    adjust: Callable[[BrokerConfig], BrokerConfig] | None = None,
+) -> bool:
     """Load `path` and put it in force; False (and the old config kept) when it cannot be used.
 
-    `env` is where team and admin keys are read (the process environment by default).
+    `env` is where team and admin keys are read (the process environment by default); `adjust` turns
+    the file's config into the running one as at start (a sandbox points it at its emulators again, so
+    only what the file really changed counts as a change).
     """
     try:
         config = load_config(path)
     except ConfigError as exc:
         log.error("config_reload_failed", error=str(exc))
         return False
+    if adjust is not None:
+        config = adjust(config)
     deployment = app[DEPLOYMENT]
     old = deployment.config
     # No await between the two: no request sees the new config with the old keys.

@@ -14,25 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from broker.cli.commands import exit_for_job
+from broker.cli.commands import exit_for_job, image_limit
 from broker.cli.exits import Exit
-from broker.cli.jobflags import add_job_arguments, job_input
+from broker.cli.jobflags import check_image_size, job_input
 from broker.cli.progress import Progress, snapshot
-from broker.cli.remote import add_connection_arguments
 from broker.schema import Job, JobStatus
 from broker.sync_client import SyncBrokerClient
 
 TICK_S = 0.5  # the live line is redrawn this often; the job is fetched every --poll seconds
-
-
-def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
-    add_job_arguments(parser)
-    parser.add_argument("--wait", "-w", action="store_true", help="follow the job and save its MP4")
-    parser.add_argument("-o", "--output", type=Path, help="where to save the MP4 (implies --wait)")
-    parser.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
-    parser.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between status checks")
-    parser.add_argument("--wait-timeout", type=float, default=1800, metavar="S", help="give up waiting after")
-    add_connection_arguments(parser)
 
 
 def _ask_on_terminal(question: str) -> bool:
@@ -112,6 +101,8 @@ def submit(client: SyncBrokerClient, args: argparse.Namespace, console: Console 
     """Submit; print the job id; with --wait (or -o) follow it and save the MP4."""
     console = console or Console()
     given = job_input(args)
+    if given.image is not None:
+        check_image_size(given.image, image_limit(client))
     job = client.submit(given.fields, image=given.image, idempotency_key=args.idempotency_key)
     route = f"{job.route.provider}/{job.route.model}" if job.route else "-"
     print(

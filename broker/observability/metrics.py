@@ -38,6 +38,15 @@ class BrokerMetrics:
         self.provider_errors = Counter(
             "broker_provider_errors", "Failed attempts by error class", ["provider", "error"], registry=r
         )
+        self.attempts_ended = Counter(
+            "broker_attempts_ended",
+            "Attempts that ended, by provider and outcome",
+            ["provider", "status"],
+            registry=r,
+        )
+        self.attempt_duration = Histogram(
+            "broker_attempt_duration_seconds", "From an attempt's start to its end", ["provider"], registry=r
+        )
         self.provider_requests = Counter(
             "broker_provider_requests",
             "HTTP requests to providers",
@@ -123,6 +132,11 @@ class MetricsObserver:
             added = Money.parse(after.cost_usd) - booked
             if added.micros > 0:
                 self.metrics.spend.labels(after.provider, team, after.model).inc(usd_float(added))
+        if after.status.terminal and (before is None or not before.status.terminal):
+            self.metrics.attempts_ended.labels(after.provider, after.status.value).inc()
+            if after.finished_at is not None:
+                took = (after.finished_at - after.started_at).total_seconds()
+                self.metrics.attempt_duration.labels(after.provider).observe(max(0.0, took))
         failed = after.status is AttemptStatus.FAILED
         if failed and (before is None or before.status is not AttemptStatus.FAILED):
             code = after.error.code.value if after.error else "unknown"

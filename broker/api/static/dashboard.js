@@ -5,6 +5,28 @@
 const KEY_STORE = "broker.dashboard.key";
 const COLORS = ["#2f6fdb", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#d4ac0d"];
 
+// One colour per provider on every view and for every key: the provider's place among all the
+// broker's providers (GET /v1/providers answers every key alike), not among those a report shows.
+const palette = new Map();
+
+function setPalette(names) {
+  palette.clear();
+  [...names].sort().forEach((name, i) => palette.set(name, COLORS[i % COLORS.length]));
+}
+
+function colorOf(provider) {
+  if (palette.has(provider)) return palette.get(provider);
+  let hash = 0; // a name outside the list ("(none)"): still one colour, always the same
+  for (const c of provider) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return COLORS[hash % COLORS.length];
+}
+
+function swatched(provider, label = provider) {
+  const item = el("span", { class: "swatch", dataset: { provider } }, label);
+  item.style.setProperty("--swatch", colorOf(provider));
+  return item;
+}
+
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -118,7 +140,9 @@ function renderTotals(totals) {
 }
 
 function renderByProvider(data) {
-  const rows = data.groups.map((g) => [g.provider, g.jobs, g.attempts, g.spend_usd, g.refunds_usd, g.savings_usd]);
+  const rows = data.groups.map((g) => [
+    swatched(g.provider), g.jobs, g.attempts, g.spend_usd, g.refunds_usd, g.savings_usd,
+  ]);
   const t = data.totals;
   table("by-provider", ["provider", "jobs", "attempts", "spend_usd", "refunds_usd", "savings_usd"], rows, {
     numeric: [1, 2, 3, 4, 5],
@@ -136,7 +160,7 @@ function renderByTeam(data) {
 
 function renderByModel(data) {
   const rows = data.groups.map((g) => [
-    g.provider, g.model, g.jobs, g.attempts, g.spend_usd, g.avg_cost_per_success_usd, g.savings_usd,
+    swatched(g.provider), g.model, g.jobs, g.attempts, g.spend_usd, g.avg_cost_per_success_usd, g.savings_usd,
   ]);
   table("by-model", ["provider", "model", "jobs", "attempts", "spend_usd", "avg_per_clip_usd", "savings_usd"], rows, {
     numeric: [2, 3, 4, 5, 6],
@@ -177,13 +201,13 @@ function renderDaily(data) {
   }
   days.forEach((day, i) => {
     let y = top + plot;
-    providers.forEach((provider, p) => {
+    providers.forEach((provider) => {
       const value = spend.get(`${day}|${provider}`) || 0;
       if (!value) return;
       const h = (plot * value) / peak;
       y -= h;
       const bar = svg("rect", {
-        x: left + i * step + step * 0.1, y, width: step * 0.8, height: h, fill: COLORS[p % COLORS.length],
+        x: left + i * step + step * 0.1, y, width: step * 0.8, height: h, fill: colorOf(provider),
       });
       bar.append(svg("title", {}));
       bar.lastChild.textContent = `${day} ${provider}: $${usd(value)}`;
@@ -197,11 +221,7 @@ function renderDaily(data) {
   });
   $("daily-chart").replaceChildren(chart);
   $("daily-legend").replaceChildren(
-    ...providers.map((provider, p) => {
-      const item = el("span", {}, provider);
-      item.style.setProperty("--swatch", COLORS[p % COLORS.length]);
-      return item;
-    }),
+    ...providers.map((provider) => swatched(provider)),
   );
 }
 
@@ -228,7 +248,7 @@ function renderBudgets(policies) {
 
 function renderProviders(data) {
   const rows = data.providers.map((p) => [
-    p.provider,
+    swatched(p.provider),
     el("span", { class: `state-${p.circuit}`, title: p.circuit_reason || "" }, p.circuit.replace("_", "-")),
     p.routable ? "yes" : "no key",
     `${p.in_flight} / ${p.max_concurrency}`,
@@ -280,7 +300,8 @@ function renderJobs() {
   const shown = state.jobs.filter((j) => (!provider || j.route?.provider === provider) && (!team || j.team === team));
   const rows = shown.map((j) => [
     j.id, j.team, el("span", { class: `status-${j.status}` }, j.status),
-    j.route ? `${j.route.provider}/${j.route.model}` : "—", j.attempts.length, j.cost_usd, seconds(j),
+    j.route ? swatched(j.route.provider, `${j.route.provider}/${j.route.model}`) : "—",
+    j.attempts.length, j.cost_usd, seconds(j),
     j.created_at.slice(0, 19).replace("T", " "), outputLink(j),
   ]);
   table("jobs", ["id", "team", "status", "route", "attempts", "cost_usd", "took_s", "created (UTC)", "output"],
@@ -374,6 +395,7 @@ async function load() {
       api("/v1/policies"), api("/v1/providers"),
     ]);
     const admin = byProvider.team === null;
+    setPalette(providers.providers.map((p) => p.provider));
     $("scope").textContent = admin ? "admin: every team" : `team ${byProvider.team}`;
     $("window-text").textContent = `${byProvider.from.slice(0, 16)} → ${byProvider.to.slice(0, 16)} UTC`;
     renderTotals(byProvider.totals);
