@@ -119,8 +119,7 @@ async def run_serve(args: argparse.Namespace) -> None:
     path = args.config or settings.config
     config = load_or_exit(path)
     if problems := lease_problems(config, settings.lease_s):
-        print(f"broker: bad configuration: {path}: {'; '.join(problems)}", file=sys.stderr)
-        raise SystemExit(2)
+        raise CommandFailed(f"bad configuration: {path}: {'; '.join(problems)}", exit_code=2)
     env: dict[str, str] = dict(os.environ)
     if args.sandbox:
         from broker.cli.sandbox import sandbox_settings
