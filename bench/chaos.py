@@ -22,6 +22,7 @@ import asyncio
 import base64
 import io
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -53,6 +54,7 @@ PROVIDERS = ("pixelapi", "runway", "doitong")
 DOITONG_PRICE = {"unit": "credits_per_video", "amount": "60", "usd_per_credit": "0.005"}
 URL_IMAGE = "https://127.0.0.1:9/harbour.png"  # doitong and Runway take URLs; the emulators never fetch
 SECRET = "chaos-webhook-secret-0123456789"
+KEEP = "--keep" in sys.argv  # leave the processes' logs behind
 
 
 def data_uri() -> str:
@@ -61,8 +63,9 @@ def data_uri() -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def write_config(workdir: Path, emulators: dict[str, Emulator]) -> Path:
-    """config.yaml's routes for the three providers, on their emulators, doitong priced."""
+def write_config(workdir: Path, emulators: dict[str, Emulator], lease_s: float) -> Path:
+    """config.yaml's routes for the three providers, on their emulators, doitong priced, each
+    request timeout within half a lease (the shipped 30 s at the default lease)."""
     raw = load_config(ROOT / "config.yaml").model_dump(mode="json", exclude_none=True)
     routes = [r for r in raw["routes"] if r["provider"] in PROVIDERS]
     for route in routes:
@@ -73,6 +76,7 @@ def write_config(workdir: Path, emulators: dict[str, Emulator]) -> Path:
             **raw["providers"][name],
             "base_url": emulators[name].base_url,
             "api_key_env": PROVIDER_KEY_ENV[name],
+            "timeout_s": min(raw["providers"][name].get("timeout_s", 30.0), lease_s / 2),
         }
         for name in PROVIDERS
     }
@@ -147,10 +151,29 @@ async def _run(
     jobs: int, replicas: int, lease_s: float, rng: random.Random, receiver: Receiver, hook_port: int
 ) -> dict[str, Any]:
     prefix = fresh_prefix()
-    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="chaos-")
+    print(f"logs under {tmp}", file=sys.stderr)
+    try:
+        return await _in(tmp, jobs, replicas, lease_s, rng, receiver, hook_port, prefix)
+    finally:
+        if not KEEP:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _in(
+    tmp: str,
+    jobs: int,
+    replicas: int,
+    lease_s: float,
+    rng: random.Random,
+    receiver: Receiver,
+    hook_port: int,
+    prefix: str,
+) -> dict[str, Any]:
+    if True:
         async with Cluster(Path(tmp)) as cluster:
             emulators = {name: await cluster.emulator(name, render_seconds=3.0) for name in PROVIDERS}
-            config = write_config(Path(tmp), emulators)
+            config = write_config(Path(tmp), emulators, lease_s)
             brokers = await cluster.brokers(
                 replicas,
                 config,
@@ -179,7 +202,11 @@ async def _run(
                 ids.append(job["id"])
             killed_at = await _kill_when_a_third_ended(brokers, ids)
             live = brokers[1:]
-            settled = await wait_until_settled(live, ids, timeout_s=lease_s * 6 + 600)
+            progress = asyncio.create_task(_report_progress(live[0], started))
+            try:
+                settled = await wait_until_settled(live, ids, timeout_s=lease_s * 6 + 600)
+            finally:
+                progress.cancel()
             stop.set()
             planted = await driver
             await _wait_for_webhooks(receiver, set(ids), timeout_s=180)
@@ -198,6 +225,14 @@ async def _kill_when_a_third_ended(brokers: list[Broker], ids: list[str]) -> flo
             brokers[0].kill()
             return time.monotonic() - started
         await asyncio.sleep(1.0)
+
+
+async def _report_progress(broker: Broker, started: float) -> None:
+    """A line on stderr every 15 s: the jobs by status, so a long run shows it is moving."""
+    while True:
+        await asyncio.sleep(15)
+        counts = Counter(job["status"] for job in await broker.all_jobs())
+        print(f"{time.monotonic() - started:6.0f} s  {dict(counts)}", file=sys.stderr, flush=True)
 
 
 async def _wait_for_webhooks(receiver: Receiver, ids: set[str], timeout_s: float) -> None:
@@ -270,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--lease-s", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args.jobs, args.replicas, args.lease_s, args.seed))
     print(
