@@ -335,6 +335,14 @@ class Output(_Model):
     height: int | None = None
     duration_s: float | None = None
     sha256: str
+    fps: float | None = None
+    codec: str | None = None
+    audio: bool | None = None
+    # False: the provider's bytes, kept as delivered; True: re-encoded to the asked shape, and
+    # `normalized_from` is the shape the provider delivered (container, codec, size, fps, ...).
+    normalized: bool | None = None
+    normalized_from: dict[str, Any] | None = None
+    poster_url: str | None = None  # the first frame as a JPEG
 
 
 class Attempt(_Model):

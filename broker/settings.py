@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="broker", description="key prefix of a Redis store")
     redis_cluster: bool = Field(default=False, description="the Redis store URL names a Redis Cluster")
     data_dir: Path = Path("data")
+    artifacts_url: str | None = Field(
+        default=None,
+        description="where outputs, posters and uploads live: s3://bucket/prefix (endpoint and credentials "
+        "from the AWS_* variables), else files under data_dir",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(

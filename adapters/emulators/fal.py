@@ -29,7 +29,7 @@ from aiohttp import web
 
 from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
-from adapters.emulators.media import make_mp4, size_for_ratio
+from adapters.emulators.media import Delivery, clip, size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase, iso
 from adapters.emulators.webhooks import encode_body
 
@@ -73,6 +73,8 @@ class FalEmulator(ProviderEmulator):
     """fal's queue state. `models=None` takes any endpoint id with free-form fields."""
 
     provider = "fal"
+    # Wan/LTX-style models: the height on the 32-pixel latent grid (704 for 720) and 4k+1 frames.
+    delivery = Delivery(row_multiple=32, extra_frames=1)
     rate_limit_code = "rate_limited"
     server_error_code = "internal_server_error"
     task_fail_code = "internal_server_error"
@@ -163,7 +165,7 @@ def result_json(task: EmulatedTask) -> dict[str, Any]:
     url = task.output_url
     if task.params.get("video_as_string"):
         return {"video": url, "seed": task.params["seed"]}
-    size = len(make_mp4(task.width, task.height, task.duration_s))
+    size = len(clip(task.width, task.height, task.duration_s, FalEmulator.delivery))
     video = {"url": url, "content_type": "video/mp4", "file_name": "output.mp4", "file_size": size}
     return {"video": video, "seed": task.params["seed"]}
 

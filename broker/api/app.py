@@ -52,7 +52,7 @@ from broker.observability import wiring
 from broker.observability.logging import scrubber, secret_values
 from broker.settings import Settings
 from broker.store import JobRecord, open_store
-from broker.store.artifacts import ArtifactStore
+from broker.store.artifacts import open_artifacts
 from policies.model import Policy
 from pricing.money import Money
 from pricing.quote import Quote
@@ -135,8 +135,8 @@ def create_app(
         )
         await store.open()
         app[STORE] = store
-        artifacts = ArtifactStore(settings.data_dir)
-        artifacts.open()
+        artifacts = open_artifacts(settings.artifacts_url, settings.data_dir)
+        await artifacts.open()
         app[ARTIFACTS] = artifacts
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
         async with aiohttp.ClientSession(timeout=timeout, trace_configs=[trace]) as session:
@@ -165,6 +165,7 @@ def create_app(
                     if close is not None:
                         await close()
                 await store.close()
+                await artifacts.close()
 
     app.cleanup_ctx.append(resources)
     for module in HANDLERS:

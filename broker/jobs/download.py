@@ -11,8 +11,6 @@ falls back.
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
 from adapters.base import TaskHandle, TaskState, TaskStatus
@@ -21,8 +19,9 @@ from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
 from broker.jobs.costs import cost, reported_text, route_key
 from broker.jobs.ending import fail_attempt, settle
+from broker.jobs.outputs import accept_output
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
-from broker.schema import Attempt, AttemptStatus, BrokerError, JobStatus, Output
+from broker.schema import Attempt, AttemptStatus, BrokerError, JobStatus
 from broker.store.base import DownloadState
 from pricing.money import Money
 
@@ -76,7 +75,7 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
                 f"{attempt.provider} no longer has the task's output", provider=attempt.provider, status=410
             )
         await adapter.fetch_output(status, partial)
-        info = await asyncio.to_thread(ctx.artifacts.commit_output, partial, work.job.id)
+        output = await accept_output(ctx.artifacts, ctx.normalizer, partial, work.record)
     except BrokerError as exc:
         await _not_fetched(ctx, work, attempt, status, exc)
         return
@@ -85,14 +84,6 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
     await ctx.provider_slots.release(attempt.provider, attempt.id)
     elapsed = ctx.clock() - attempt.started_at.timestamp()
     await ctx.provider_health.report_success(attempt.provider, route_key(attempt), elapsed)
-    output = Output(
-        url=f"/v1/jobs/{work.job.id}/output",
-        bytes=info.bytes,
-        width=info.width,
-        height=info.height,
-        duration_s=info.duration_s,
-        sha256=info.sha256,
-    )
     await work.save(
         lambda r: end_job(with_attempt(r, done, work.now()), JobStatus.SUCCEEDED, work.now()).evolve(
             output=output
