@@ -60,7 +60,12 @@ def clip(width: int, height: int, duration_s: int, delivery: Delivery = CONFORMI
     """The MP4 a provider with `delivery` hands over for a `width`x`height` clip of `duration_s`."""
     out_w, out_h, frames = delivery.shape(width, height, duration_s)
     return make_mp4(
-        out_w, out_h, duration_s, fps=delivery.fps, frames=frames, audio=delivery.audio,
+        out_w,
+        out_h,
+        duration_s,
+        fps=delivery.fps,
+        frames=frames,
+        audio=delivery.audio,
         faststart=delivery.faststart,
     )
 

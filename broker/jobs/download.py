@@ -75,7 +75,7 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
                 f"{attempt.provider} no longer has the task's output", provider=attempt.provider, status=410
             )
         await adapter.fetch_output(status, partial)
-        output = await accept_output(ctx.artifacts, ctx.normalizer, partial, work.record)
+        output = await accept_output(ctx.artifacts, ctx.normalizer, partial, work.record, work.renew_if_due)
     except BrokerError as exc:
         await _not_fetched(ctx, work, attempt, status, exc)
         return

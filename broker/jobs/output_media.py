@@ -182,9 +182,10 @@ def normalize(source: Path, dest: Path, shape: Shape, target: Target, fit: Fit, 
     fps = target_fps(shape)
     frames_out = max(1, round(min(target.duration_s, shape.duration_s) * fps))
     try:
-        with av.open(str(source)) as inp, av.open(
-            str(dest), "w", format="mp4", options={"movflags": "+faststart"}
-        ) as out:
+        with (
+            av.open(str(source)) as inp,
+            av.open(str(dest), "w", format="mp4", options={"movflags": "+faststart"}) as out,
+        ):
             video_in = inp.streams.video[0]
             video_in.thread_type = "AUTO"
             video: Any = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))

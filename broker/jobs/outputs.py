@@ -3,14 +3,18 @@ poster, and describe it on the job (`Output`). The media work is in `broker.jobs
 
 Normalization is CPU work: it runs in threads, at most `Normalizer.parallel` at once per process
 (each encoder held to `threads` threads), so a burst of deviating outputs cannot starve the event loop
-or the machine. Probing, hashing and the poster are short and run in threads too.
+or the machine. Probing, hashing and the poster are short and run in threads too. All of it can
+outlast a lease: `keep_alive` (the step's lease renewal) is called every `KEEP_ALIVE_TICK_S` while it
+runs, and if it raises (the lease is lost) the work is abandoned and the error goes up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +27,8 @@ from local_backend.formats import frame_size
 from policies.model import Policy
 
 T = TypeVar("T")
+KeepAlive = Callable[[], Awaitable[None]]
+KEEP_ALIVE_TICK_S = 0.05  # a renewal writes only when half the lease is gone; looking is free
 DEFAULT_FIT: Fit = "pad"
 DEFAULT_MIN_SCALE = 0.5
 DEFAULT_MIN_DURATION_RATIO = 0.8
@@ -66,7 +72,11 @@ def check_usable(shape: Shape, target: Target, policy: Policy) -> None:
 def _check_normalized(shape: Shape, target: Target) -> None:
     """Only a clip shorter than asked (yet long enough to use) may differ from the request now."""
     if (shape.codec, shape.pix_fmt, shape.faststart, shape.width, shape.height) != (
-        "h264", "yuv420p", True, target.width, target.height
+        "h264",
+        "yuv420p",
+        True,
+        target.width,
+        target.height,
     ):
         raise OutputInvalid(f"the normalized output still misses the request: {deviations(shape, target)}")
 
@@ -76,12 +86,48 @@ def policy_of(record: JobRecord) -> Policy:
     return Policy.model_validate(record.policy) if record.policy is not None else Policy()
 
 
+async def alive_while(
+    work: Awaitable[T], keep_alive: KeepAlive | None, tick_s: float = KEEP_ALIVE_TICK_S
+) -> T:
+    """Await `work`, calling `keep_alive` every `tick_s`; if that raises, cancel `work` and re-raise."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=tick_s)
+            if done:
+                return task.result()
+            if keep_alive is not None:
+                await keep_alive()
+    except BaseException:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise
+
+
 async def accept_output(
-    artifacts: ArtifactStore, normalizer: Normalizer, partial: Path, record: JobRecord
+    artifacts: ArtifactStore,
+    normalizer: Normalizer,
+    partial: Path,
+    record: JobRecord,
+    keep_alive: KeepAlive | None = None,
 ) -> Output:
     """Check the download at `partial`, normalize it if it misses the request, store it and its
     poster under the job, and describe it; `OutputInvalid` (the attempt fails, the job falls back) if
-    it is no video or too small or short to use. `partial` is consumed either way."""
+    it is no video or too small or short to use. `partial` is consumed either way. `keep_alive` is
+    called while this runs (see the module doc)."""
+    # This run's own files: a step that lost its lease and one that took the job over never share one.
+    own = partial.with_name(f"{partial.stem}-{uuid.uuid4().hex[:8]}.mp4")
+    try:
+        os.replace(partial, own)
+    except OSError as exc:
+        raise OutputInvalid(f"the downloaded output is gone: {exc}") from exc
+    return await alive_while(_accept(artifacts, normalizer, own, record), keep_alive)
+
+
+async def _accept(
+    artifacts: ArtifactStore, normalizer: Normalizer, partial: Path, record: JobRecord
+) -> Output:
     job_id, target, policy = record.id, target_of(record.job.request), policy_of(record)
     normalized = partial.with_name(f"{partial.stem}.normalized.mp4")
     try:
