@@ -15,14 +15,18 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import obstore
 from obstore.exceptions import BaseError
-from obstore.store import ClientConfig, S3Store
+from obstore.store import S3Store
 
 from broker.store.artifacts import CHUNK, ArtifactStore
 from broker.store.base import StoreUnavailable
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig
 
 
 @contextmanager
