@@ -337,12 +337,8 @@ class Output(_Model):
     sha256: str
     fps: float | None = None
     codec: str | None = None
-    audio: bool | None = None
-    # False: the provider's bytes, kept as delivered; True: re-encoded to the asked shape, and
-    # `normalized_from` is the shape the provider delivered (container, codec, size, fps, ...).
-    normalized: bool | None = None
-    normalized_from: dict[str, Any] | None = None
-    poster_url: str | None = None  # the first frame as a JPEG
+    normalized: bool | None = None  # re-encoded to the asked shape (else the provider's bytes as sent)
+    normalized_from: dict[str, Any] | None = None  # the shape the provider sent, when normalized
 
 
 class Attempt(_Model):

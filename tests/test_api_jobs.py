@@ -89,7 +89,7 @@ async def test_job_runs_to_success_and_output_downloads(
     video = await client.get(output["url"], headers=auth())
     assert video.status == 200 and video.content_type == "video/mp4"
     assert hashlib.sha256(await video.read()).hexdigest() == output["sha256"]
-    poster = await client.get(output["poster_url"], headers=auth())
+    poster = await client.get(f"/v1/jobs/{job['id']}/poster", headers=auth())
     assert poster.status == 200 and poster.content_type == "image/jpeg"
     assert Image.open(io.BytesIO(await poster.read())).size == (1280, 720)
     assert len(providers["cheap"].submits) == 1

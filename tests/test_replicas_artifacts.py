@@ -31,8 +31,8 @@ async def test_replicas_without_shared_disk_serve_each_others_outputs_by_redirec
     aiohttp_client: Any,
     tmp_path: Path,
     providers: dict[str, FakeProvider],
-    s3: S3Server,
-    prefix: str,  # noqa: F811
+    s3: S3Server,  # noqa: F811 - the fixture
+    prefix: str,
 ) -> None:
     probe = redis.Redis.from_url(REDIS_URL)
     try:
@@ -78,7 +78,7 @@ async def test_replicas_without_shared_disk_serve_each_others_outputs_by_redirec
         status, content_type, body = await _fetch(location)
         assert (status, content_type) == (200, "video/mp4")
         assert hashlib.sha256(body).hexdigest() == output["sha256"] and len(body) == output["bytes"]
-        poster = await other.get(output["poster_url"], headers=auth(), allow_redirects=False)
+        poster = await other.get(f"/v1/jobs/{job_id}/poster", headers=auth(), allow_redirects=False)
         assert poster.status == 302
         status, content_type, body = await _fetch(poster.headers["Location"])
         assert (status, content_type, body[:2]) == (200, "image/jpeg", b"\xff\xd8")

@@ -106,10 +106,9 @@ async def get_output(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/jobs/{job_id}/poster")
 async def get_poster(request: web.Request) -> web.StreamResponse:
-    """The first frame of the job's output, as a JPEG."""
+    """The first frame of the job's output, as a JPEG (outputs stored before posters were made have none:
+    a 404)."""
     record = await visible_job(request, identity_of(request))
     if record.status is not JobStatus.SUCCEEDED or record.job.output is None:
         raise Conflict(f"the job has no output yet (status {record.status.value})")
-    if record.job.output.poster_url is None:
-        raise NotFound("the job's output was stored before posters were made")
     return await serve_artifact(request, poster_key(record.id), "image/jpeg")

@@ -167,7 +167,20 @@ def _paths() -> dict[str, Any]:
                 "parameters": _JOB_ID,
                 "responses": {
                     "200": {"description": "the video", "content": {"video/mp4": {}}},
+                    "302": {"description": "a presigned URL of the video (an S3 artifact store)"},
                     "404": _error("no such job"),
+                    "409": _error("not finished"),
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/poster": {
+            "get": {
+                "summary": "The first frame of the output, as a JPEG",
+                "parameters": _JOB_ID,
+                "responses": {
+                    "200": {"description": "the poster", "content": {"image/jpeg": {}}},
+                    "302": {"description": "a presigned URL of the poster (an S3 artifact store)"},
+                    "404": _error("no such job, or no poster"),
                     "409": _error("not finished"),
                 },
             }

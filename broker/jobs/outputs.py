@@ -155,8 +155,6 @@ async def _accept(
         sha256=digest,
         fps=shape.fps,
         codec=shape.codec,
-        audio=shape.audio,
         normalized=final is normalized,
         normalized_from=found.as_dict() if final is normalized else None,
-        poster_url=f"/v1/jobs/{job_id}/poster",
     )
