@@ -18,7 +18,7 @@ from PIL import Image
 from adapters.emulators.doitong import DoitongEmulator
 from adapters.emulators.emulator import ProviderEmulator
 from adapters.emulators.fal import FalEmulator
-from adapters.emulators.media import clip, make_mp4
+from adapters.emulators.media import Delivery, clip, make_mp4
 from adapters.emulators.muvi import MuviEmulator
 from adapters.emulators.pixelapi import PixelApiEmulator
 from adapters.emulators.runway import RunwayEmulator
@@ -71,6 +71,19 @@ async def test_each_providers_deviation_is_normalized_to_the_request_and_recorde
     poster = Image.open(io.BytesIO(await artifacts.get_bytes(poster_key(record.id))))
     assert (poster.format, poster.size) == ("JPEG", (1280, 720))
     assert not partial.exists() and list(artifacts.scratch.iterdir()) == []
+
+
+async def test_a_clip_whose_only_fault_is_its_index_is_remuxed_not_reencoded(tmp_path: Path) -> None:
+    artifacts, record = await _artifacts(tmp_path), job_record(duration_s=5)
+    partial = artifacts.partial_path("att_1")
+    partial.write_bytes(clip(1280, 720, 5, Delivery(fps=25, faststart=False)))
+    with av.open(str(partial)) as container:
+        delivered = [bytes(p) for p in container.demux(video=0) if p.size]
+    output = await accept_output(artifacts, Normalizer(parallel=1), partial, record)
+    stored = tmp_path / "artifacts" / output_key(record.id)
+    assert probe(stored).faststart and output.normalized is True
+    with av.open(str(stored)) as container:
+        assert [bytes(p) for p in container.demux(video=0) if p.size] == delivered  # the same frames
 
 
 async def test_asked_audio_is_kept_through_normalization(tmp_path: Path) -> None:

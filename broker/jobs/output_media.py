@@ -5,7 +5,8 @@ index comes before the media data (`faststart`: a player can start before the wh
 size, frame rate, duration, audio. `Target` is what the request asked for; `deviations` lists where a
 probe misses it, and an empty list keeps the file byte for byte. `normalize` re-encodes one that
 misses: scale and pad (letterbox) or crop (fill), resample the frame rate, trim to the asked duration,
-H.264 yuv420p with `+faststart`; the audio a request asked for is kept (AAC), any other dropped.
+H.264 yuv420p with `+faststart`; the audio a request asked for is kept (AAC), any other dropped. A
+clip whose only fault is its index at the end is remuxed instead (`remux_faststart`: streams copied).
 
 The frame rate rule: a provider's own 24, 25 or 30 fps is kept (each is a standard rate, and
 resampling one to another judders); any other (16, 8, 60, 12.5 ...) is resampled to 24 fps.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +92,31 @@ def deviations(shape: Shape, target: Target) -> list[str]:
     if abs(shape.duration_s - target.duration_s) > 1.0 / fps:
         found.append(f"{shape.duration_s:g} s, not {target.duration_s:g}")
     return found
+
+
+def only_index_misplaced(shape: Shape, target: Target) -> bool:
+    """The clip misses the request only by its `moov` index after the media: a remux fixes it."""
+    return not shape.faststart and not deviations(replace(shape, faststart=True), target)
+
+
+def remux_faststart(source: Path, dest: Path) -> None:
+    """Copy the streams of `source` into `dest` with the index moved to the front (no re-encode)."""
+    try:
+        with (
+            av.open(str(source)) as inp,
+            av.open(str(dest), "w", format="mp4", options={"movflags": "+faststart"}) as out,
+        ):
+            streams = {
+                s.index: out.add_stream_from_template(s) for s in (*inp.streams.video, *inp.streams.audio)
+            }
+            for packet in inp.demux(*[inp.streams[i] for i in streams]):
+                if packet.dts is None:  # the demuxer's empty flush packet
+                    continue
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    except (av.error.FFmpegError, ValueError) as exc:
+        dest.unlink(missing_ok=True)
+        raise OutputInvalid(f"the provider's output could not be remuxed: {exc}") from exc
 
 
 def _faststart(path: Path) -> bool:

@@ -19,7 +19,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from adapters.errors import OutputInvalid
-from broker.jobs.output_media import Fit, Shape, Target, deviations, normalize, poster, probe, sha256_file
+from broker.jobs.output_media import (
+    Fit,
+    Shape,
+    Target,
+    deviations,
+    normalize,
+    only_index_misplaced,
+    poster,
+    probe,
+    remux_faststart,
+    sha256_file,
+)
 from broker.schema import JobRequest, Output
 from broker.store import JobRecord
 from broker.store.artifacts import ArtifactStore, output_key, poster_key
@@ -135,8 +146,11 @@ async def _accept(
         final, shape = partial, found
         if deviations(found, target):
             check_usable(found, target, policy)
-            fit = policy.output_fit or DEFAULT_FIT
-            await normalizer.run(normalize, partial, normalized, found, target, fit, normalizer.threads)
+            if only_index_misplaced(found, target):
+                await normalizer.run(remux_faststart, partial, normalized)
+            else:
+                fit = policy.output_fit or DEFAULT_FIT
+                await normalizer.run(normalize, partial, normalized, found, target, fit, normalizer.threads)
             final, shape = normalized, await asyncio.to_thread(probe, normalized)
             _check_normalized(shape, target)
         picture = await asyncio.to_thread(poster, final)
