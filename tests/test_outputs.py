@@ -187,3 +187,18 @@ async def test_an_unusable_clip_fails_its_attempt_and_the_job_falls_back(
         720,
         False,
     )
+
+
+async def test_a_local_render_conforms_and_is_kept_as_rendered(tmp_path: Path) -> None:
+    from local_backend.assets import SAMPLE_IMAGE
+    from local_backend.generator import ClipRequest, render_clip
+
+    artifacts, record = await _artifacts(tmp_path), job_record(duration_s=1, aspect_ratio="21:9")
+    partial = artifacts.partial_path("att_1")
+    render_clip(
+        Image.open(SAMPLE_IMAGE).convert("RGB"), ClipRequest(duration_s=1, aspect_ratio="21:9"), partial
+    )
+    rendered = partial.read_bytes()
+    output = await accept_output(artifacts, Normalizer(parallel=1), partial, record)
+    assert output.normalized is False and (output.width, output.height, output.fps) == (1680, 720, 24.0)
+    assert (tmp_path / "artifacts" / output_key(record.id)).read_bytes() == rendered
