@@ -27,7 +27,7 @@ from broker.jobs.output_media import Target, normalize, probe
 from broker.jobs.outputs import Normalizer, accept_output
 from broker.store.artifacts import FileArtifacts, output_key, poster_key
 from tests.support.api import wait_for_status
-from tests.support.deployment import auth
+from tests.support.deployment import ADMIN_KEY, STUDIO_KEY, auth
 from tests.support.factories import job_record
 from tests.support.fakes import FakeProvider
 
@@ -202,3 +202,36 @@ async def test_a_local_render_conforms_and_is_kept_as_rendered(tmp_path: Path) -
     output = await accept_output(artifacts, Normalizer(parallel=1), partial, record)
     assert output.normalized is False and (output.width, output.height, output.fps) == (1680, 720, 24.0)
     assert (tmp_path / "artifacts" / output_key(record.id)).read_bytes() == rendered
+
+
+async def test_deleting_an_output_removes_its_files_and_keeps_the_books(
+    make_client: Any, providers: dict[str, FakeProvider], tmp_path: Path
+) -> None:
+    client = await make_client()
+    response = await client.post("/v1/jobs", json={"prompt": "a slow pan"}, headers=auth())
+    job_id = (await response.json())["id"]
+    done = await wait_for_status(client, job_id, "succeeded", "failed")
+    assert done["status"] == "succeeded"
+    other_team = await client.delete(f"/v1/jobs/{job_id}/output", headers=auth(STUDIO_KEY))
+    assert other_team.status == 404  # another team's job does not exist for it
+    for _ in range(2):  # the second time there is nothing left: still 204
+        deleted = await client.delete(f"/v1/jobs/{job_id}/output", headers=auth())
+        assert deleted.status == 204
+    assert list((tmp_path / "data").rglob(f"{job_id}.*")) == []  # output and poster
+    after = await (await client.get(f"/v1/jobs/{job_id}", headers=auth())).json()
+    assert after["output"] is None
+    assert (after["cost_usd"], after["attempts"]) == (done["cost_usd"], done["attempts"])
+    gone = await client.get(f"/v1/jobs/{job_id}/output", headers=auth())
+    assert gone.status == 404 and "deleted" in (await gone.json())["error"]["message"]
+    report = await client.get("/v1/reports/costs?group_by=team", headers=auth(ADMIN_KEY))
+    assert report.status == 200 and done["cost_usd"] in await report.text()
+
+
+async def test_the_admin_may_delete_an_output_but_not_of_a_job_still_running(
+    make_client: Any, providers: dict[str, FakeProvider]
+) -> None:
+    providers["cheap"].script.polls_to_finish = 10_000  # it never finishes during the test
+    client = await make_client()
+    job_id = (await (await client.post("/v1/jobs", json={"prompt": "x"}, headers=auth())).json())["id"]
+    refused = await client.delete(f"/v1/jobs/{job_id}/output", headers=auth(ADMIN_KEY))
+    assert refused.status == 409 and "no output to delete" in (await refused.json())["error"]["message"]

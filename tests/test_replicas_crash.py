@@ -41,7 +41,7 @@ async def test_three_replicas_finish_every_job_after_one_is_killed(tmp_path: Pat
     async with Cluster(tmp_path) as cluster:
         # Conforming clips: 300 re-encodes would take the 2 shared cores past any sane bound, and what
         # this test checks is the takeover, not normalization (tests/test_outputs.py).
-        fal = await cluster.emulator("fal", render_seconds=2.0, conforming=True)
+        fal = await cluster.emulator("fal", render_seconds=2.0, exact=True)
         config = cluster.write_config({"fal": fal.base_url})
         data_dir = tmp_path / "data"  # one artifact directory for every replica
         replicas = await cluster.brokers(

@@ -15,7 +15,17 @@ from aiohttp import web
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from adapters.failures import providers_to_exclude
 from adapters.outbound import Resolver
-from broker.api import callbacks, dashboard, health, inputs, jobs, openapi, policies, providers
+from broker.api import (
+    callbacks,
+    dashboard,
+    health,
+    inputs,
+    jobs,
+    openapi,
+    output_deletion,
+    policies,
+    providers,
+)
 from broker.api import metrics as metrics_handlers
 from broker.api import pricing as pricing_handlers
 from broker.api import reports as report_handlers
@@ -60,6 +70,7 @@ from pricing.quote import Quote
 # Every route of the API, one module per resource, each with its `routes` table.
 HANDLERS = (
     jobs,
+    output_deletion,
     health,
     openapi,
     callbacks,

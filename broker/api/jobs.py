@@ -99,8 +99,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 @routes.get("/v1/jobs/{job_id}/output")
 async def get_output(request: web.Request) -> web.StreamResponse:
     record = await visible_job(request, identity_of(request))
-    if record.status is not JobStatus.SUCCEEDED or record.job.output is None:
-        raise Conflict(f"the job has no output yet (status {record.status.value})")
+    _check_has_output(record)
     return await serve_artifact(request, output_key(record.id), "video/mp4")
 
 
@@ -109,6 +108,12 @@ async def get_poster(request: web.Request) -> web.StreamResponse:
     """The first frame of the job's output, as a JPEG (outputs stored before posters were made have none:
     a 404)."""
     record = await visible_job(request, identity_of(request))
-    if record.status is not JobStatus.SUCCEEDED or record.job.output is None:
-        raise Conflict(f"the job has no output yet (status {record.status.value})")
+    _check_has_output(record)
     return await serve_artifact(request, poster_key(record.id), "image/jpeg")
+
+
+def _check_has_output(record: JobRecord) -> None:
+    if record.status is not JobStatus.SUCCEEDED:
+        raise Conflict(f"the job has no output yet (status {record.status.value})")
+    if record.job.output is None:  # a succeeded job loses its output only by DELETE .../output
+        raise NotFound("the job's output was deleted on request")

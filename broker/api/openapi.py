@@ -168,10 +168,20 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "the video", "content": {"video/mp4": {}}},
                     "302": {"description": "a presigned URL of the video (an S3 artifact store)"},
-                    "404": _error("no such job"),
+                    "404": _error("no such job, or its output was deleted"),
                     "409": _error("not finished"),
                 },
-            }
+            },
+            "delete": {
+                "summary": "Delete the video and poster (owner or admin); the job and its costs stay",
+                "parameters": _JOB_ID,
+                "responses": {
+                    "204": {"description": "deleted (or already gone)"},
+                    "404": _error("no such job"),
+                    "409": _error("the job did not succeed"),
+                    **_COMMON_ERRORS,
+                },
+            },
         },
         "/v1/jobs/{job_id}/poster": {
             "get": {
