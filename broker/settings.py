@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         "they are not public, over plain http too",
     )
 
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("s3://", "file://")):
+            raise ValueError("BROKER_ARTIFACTS_URL must be s3://bucket/prefix or file:///path")
+        return value
+
     @field_validator("outbound_allow")
     @classmethod
     def _check_outbound_allow(cls, value: str) -> str:

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-import redis.asyncio as redis
 
 from broker.api.app import create_app
 from broker.appkeys import ARTIFACTS, STORE
@@ -34,13 +32,6 @@ async def test_replicas_without_shared_disk_serve_each_others_outputs_by_redirec
     s3: S3Server,  # noqa: F811 - the fixture
     prefix: str,
 ) -> None:
-    probe = redis.Redis.from_url(REDIS_URL)
-    try:
-        await probe.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    finally:
-        await probe.aclose()
     replicas = []
     for name in ("a", "b"):
         settings = Settings(

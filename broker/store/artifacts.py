@@ -13,6 +13,7 @@ import abc
 import hashlib
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -121,7 +122,7 @@ class FileArtifacts(ArtifactStore):
             path.unlink(missing_ok=True)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        temp = self.scratch / f"put-{os.getpid()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        temp = self.scratch / f"put-{uuid.uuid4().hex}"  # its own name: two saves of one upload never meet
         temp.write_bytes(data)
         await self.put_file(key, temp, content_type)
 
