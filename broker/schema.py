@@ -335,6 +335,10 @@ class Output(_Model):
     height: int | None = None
     duration_s: float | None = None
     sha256: str
+    fps: float | None = None
+    codec: str | None = None
+    normalized: bool | None = None  # re-encoded to the asked shape (else the provider's bytes as sent)
+    normalized_from: dict[str, Any] | None = None  # the shape the provider sent, when normalized
 
 
 class Attempt(_Model):

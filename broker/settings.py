@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="broker", description="key prefix of a Redis store")
     redis_cluster: bool = Field(default=False, description="the Redis store URL names a Redis Cluster")
     data_dir: Path = Path("data")
+    artifacts_url: str | None = Field(
+        default=None,
+        description="where outputs, posters and uploads live: s3://bucket/prefix (endpoint and credentials "
+        "from the AWS_* variables), else files under data_dir",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(
@@ -54,6 +59,13 @@ class Settings(BaseSettings):
         description="hosts and CIDRs (comma-separated) that image_url and webhook_url may reach although "
         "they are not public, over plain http too",
     )
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("s3://", "file://")):
+            raise ValueError("BROKER_ARTIFACTS_URL must be s3://bucket/prefix or file:///path")
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

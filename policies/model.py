@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,13 @@ class Policy(BaseModel):
     # Lets the team use routes without a known price: each such job reserves and books this ceiling
     # (an upper bound, marked `unpriced`) until an operator prices the route. Unset: never used.
     allow_unpriced_max_usd: UsdString | None = None
+    # Outputs of another shape than asked are normalized to it (broker.jobs.outputs): `pad` letterboxes
+    # the picture into the asked frame, `crop` fills it (default pad). An output narrower or lower than
+    # `output_min_scale` of the asked size, or shorter than `output_min_duration_ratio` of the asked
+    # duration, fails its attempt as `output_invalid` and the job falls back (defaults 0.5 and 0.8).
+    output_fit: Literal["pad", "crop"] | None = None
+    output_min_scale: float | None = Field(default=None, gt=0, le=1)
+    output_min_duration_ratio: float | None = Field(default=None, gt=0, le=1)
 
     def merged_over(self, base: Policy) -> Policy:
         """This policy with every unset field taken from `base`."""

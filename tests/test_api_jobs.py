@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 from typing import Any
 
@@ -82,10 +83,15 @@ async def test_job_runs_to_success_and_output_downloads(
     assert done["status"] == "succeeded", done
     assert done["cost_usd"] == "0.100000"
     assert [a["status"] for a in done["attempts"]] == ["succeeded"]
-    assert done["output"]["width"] == 64 and done["output"]["height"] == 36
-    video = await client.get(done["output"]["url"], headers=auth())
+    output = done["output"]
+    assert (output["width"], output["height"], output["fps"], output["codec"]) == (1280, 720, 24.0, "h264")
+    assert output["normalized"] is False and output["normalized_from"] is None  # delivered as asked
+    video = await client.get(output["url"], headers=auth())
     assert video.status == 200 and video.content_type == "video/mp4"
-    assert len(await video.read()) == done["output"]["bytes"]
+    assert hashlib.sha256(await video.read()).hexdigest() == output["sha256"]
+    poster = await client.get(f"/v1/jobs/{job['id']}/poster", headers=auth())
+    assert poster.status == 200 and poster.content_type == "image/jpeg"
+    assert Image.open(io.BytesIO(await poster.read())).size == (1280, 720)
     assert len(providers["cheap"].submits) == 1
 
 

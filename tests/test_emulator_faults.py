@@ -218,9 +218,9 @@ async def test_each_provider_answers_faults_in_its_own_format(
 
 
 @pytest.mark.parametrize(
-    ("ratio", "size"), [((1280, 720), (64, 36)), ((720, 1280), (36, 64)), ((1584, 672), (64, 28))]
+    ("ratio", "size"), [((16, 9), (1280, 720)), ((9, 16), (720, 1280)), ((1584, 672), (1698, 720))]
 )
-def test_outputs_keep_the_ratio_small_and_even(ratio: tuple[int, int], size: tuple[int, int]) -> None:
+def test_outputs_keep_the_ratio_at_720p_and_even(ratio: tuple[int, int], size: tuple[int, int]) -> None:
     assert size_for_ratio(*ratio) == size
     codec, width, height, duration = probe(make_mp4(*size, 2))
     assert (codec, width, height) == ("h264", *size)

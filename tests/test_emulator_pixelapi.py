@@ -86,8 +86,8 @@ async def test_seedance_generation_completes_with_credits(
     assert (done["status"], done["credits_used"], done["processing_ms"]) == ("completed", 55, 120_000)
     video = await client.get(done["output_url"].removeprefix(str(client.make_url(""))))
     codec, width, height, duration = probe(await video.read())
-    assert (codec, width, height) == ("h264", 64, 48)  # the 320x240 image's 4:3, scaled down
-    assert duration == pytest.approx(5, abs=0.3)
+    assert (codec, width, height) == ("h264", 960, 720)  # the 320x240 image's 4:3, at 720p
+    assert duration == pytest.approx(6, abs=0.1)  # a second longer than asked, as PixelAPI delivers
     recorded = emulator.recorder.of("submit")[0]
     assert recorded.form == {
         "prompt": "slow zoom",

@@ -47,7 +47,7 @@ async def test_sandbox_serves_all_providers_with_their_own_keys() -> None:
                 task = await polled.json()
             assert task["status"] == "SUCCEEDED"
             async with session.get(task["output"][0]) as video:
-                assert probe(await video.read())[1:3] == (64, 64)
+                assert probe(await video.read())[1:3] == (960, 960)  # the ratio in pixels
             wrong_key = {**headers, "Authorization": f"Bearer {sandbox.endpoints['fal'].api_key}"}
             async with session.post("/v1/image_to_video", json=body, headers=wrong_key) as refused:
                 assert refused.status == 401

@@ -10,6 +10,7 @@ import adapters.http
 import adapters.images
 import adapters.polling
 import broker.errors
+import broker.jobs.output_media
 import broker.store.artifacts
 import broker.store.base
 from broker.api.middleware import status_for
@@ -55,4 +56,5 @@ def test_every_broker_error_is_drawn_with_its_code_status_and_parent() -> None:
 def test_one_output_invalid_for_downloads_and_the_artifact_store() -> None:
     assert adapters.http.OutputInvalid is adapters.errors.OutputInvalid
     assert broker.store.artifacts.OutputInvalid is adapters.errors.OutputInvalid
+    assert broker.jobs.output_media.OutputInvalid is adapters.errors.OutputInvalid
     assert issubclass(adapters.errors.OutputInvalid, adapters.errors.ProviderError)

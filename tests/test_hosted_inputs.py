@@ -91,7 +91,7 @@ async def test_a_running_jobs_upload_is_served_with_its_signature_alone(
     client, sandbox = await _app(aiohttp_client, tmp_path, public_url=PUBLIC, input_signing_secret=SECRET)
     try:
         image = png(64, 48)
-        digest = client.app[ARTIFACTS].save_upload(image)
+        digest = await client.app[ARTIFACTS].save_upload(image)
         job_id = await _running_job(client, image_upload=digest)
         url = sign_input_url(PUBLIC, job_id, int(time.time()) + 60, SECRET)
         path = url.removeprefix(PUBLIC)

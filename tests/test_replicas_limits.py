@@ -25,7 +25,8 @@ LIMIT = 8
 @pytest.mark.timeout(150)
 async def test_three_replicas_keep_one_provider_limit_through_a_kill(tmp_path: Path, prefix: str) -> None:
     async with Cluster(tmp_path) as cluster:
-        fal = await cluster.emulator("fal", render_seconds=1.0)
+        # Conforming clips: scheduling is measured here, not normalization (tests/test_outputs.py).
+        fal = await cluster.emulator("fal", render_seconds=1.0, exact=True)
         config = cluster.write_config({"fal": fal.base_url}, max_concurrency=LIMIT)
         replicas = await cluster.brokers(
             3, config, store_url=REDIS_URL, data_dir=tmp_path / "data", workers=8, redis_prefix=prefix
@@ -48,7 +49,8 @@ async def test_a_replica_stopped_with_sigterm_hands_its_jobs_over_at_once(
     tmp_path: Path, prefix: str
 ) -> None:
     async with Cluster(tmp_path) as cluster:
-        fal = await cluster.emulator("fal", render_seconds=2.0)
+        # Conforming clips: scheduling is measured here, not normalization (tests/test_outputs.py).
+        fal = await cluster.emulator("fal", render_seconds=2.0, exact=True)
         config = cluster.write_config({"fal": fal.base_url})
         # A lease far longer than the test: a job left leased by the stopped replica would never finish.
         replicas = await cluster.brokers(

@@ -11,6 +11,7 @@ import asyncio
 import signal
 import sys
 
+from adapters.emulators.media import CONFORMING
 from adapters.emulators.sandbox import PROVIDERS, serve
 
 
@@ -23,6 +24,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", action="append", dest="api_keys", help="a key to accept (repeatable)")
     parser.add_argument("--render-seconds", type=float, default=6.0)
     parser.add_argument("--webhook-secret", default=None)
+    parser.add_argument(
+        "--conforming",
+        action="store_true",
+        help="deliver clips exactly as asked, not the provider's usual deviations (load tests, where the "
+        "broker's normalization of every clip is not what is measured)",
+    )
     return parser.parse_args(argv)
 
 
@@ -33,6 +40,8 @@ async def run(args: argparse.Namespace) -> None:
     if args.webhook_secret is not None:  # otherwise the provider's own default (muvi, doitong sign)
         options["webhook_secret"] = args.webhook_secret
     emulator = spec.make_emulator(**options)
+    if args.conforming:
+        emulator.delivery = CONFORMING
     runner, base_url = await serve(spec.make_app(emulator), args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,7 +18,7 @@ from aiohttp import web
 from adapters.emulators.admin import ADMIN_PREFIX, add_admin_routes
 from adapters.emulators.emulator import EMULATOR_KEY, ProtocolError, ProviderEmulator
 from adapters.emulators.faults import Endpoint, Fault, FaultKind
-from adapters.emulators.media import make_mp4
+from adapters.emulators.media import clip
 from adapters.emulators.tasks import Phase
 
 CLIENT_MAX_SIZE = 32 * 1024 * 1024  # room for Runway's 5 MB data URIs and multipart uploads
@@ -116,5 +116,5 @@ async def _download(request: web.Request) -> web.Response:
     task = emulator.find_task(request.match_info["task_id"])
     if task is None or emulator.phase(task) != Phase.SUCCEEDED:
         return web.Response(status=404, text="Not Found")
-    body = make_mp4(task.width, task.height, task.duration_s)
+    body = clip(task.width, task.height, task.duration_s, emulator.delivery)
     return web.Response(body=body, content_type="video/mp4")

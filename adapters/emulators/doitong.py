@@ -32,7 +32,7 @@ from aiohttp import web
 from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
 from adapters.emulators.faults import Endpoint
-from adapters.emulators.media import size_for_ratio
+from adapters.emulators.media import Delivery, size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase, iso
 from adapters.emulators.webhooks import doitong_signature_headers, encode_body
 
@@ -65,6 +65,8 @@ class DoitongEmulator(ProviderEmulator):
     """doitong's state: idempotency keys, an optional credit balance, concurrency and request limits."""
 
     provider = "doitong"
+    # 25 fps, muxed without faststart (the index at the end of the file).
+    delivery = Delivery(fps=25, faststart=False)
     server_error_code = "INTERNAL_SERVER_ERROR"
     task_fail_code = "GENERATION_FAILED"
 

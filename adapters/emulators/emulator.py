@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.emulators.faults import Endpoint, Fault, FaultKind, FaultPlan
+from adapters.emulators.media import CONFORMING, Delivery
 from adapters.emulators.recorder import RecordedRequest, Recorder
 from adapters.emulators.tasks import Clock, EmulatedTask, Phase
 from adapters.emulators.webhooks import WebhookDelivery, deliver
@@ -52,6 +53,7 @@ class ProviderEmulator(abc.ABC):
     rate_limit_code: ClassVar[str] = "RATE_LIMITED"
     server_error_code: ClassVar[str] = "INTERNAL_ERROR"
     task_fail_code: ClassVar[str] = "INTERNAL_ERROR"
+    delivery: Delivery = CONFORMING  # how its clips differ from what was asked (see media.py)
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
-from adapters.emulators.media import make_mp4, size_for_ratio
+from adapters.emulators.media import Delivery, clip, size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase, iso
 from adapters.emulators.webhooks import encode_body
 
@@ -73,6 +73,8 @@ class FalEmulator(ProviderEmulator):
     """fal's queue state. `models=None` takes any endpoint id with free-form fields."""
 
     provider = "fal"
+    # Wan/LTX-style models: the height on the 32-pixel latent grid (704 for 720) and 4k+1 frames.
+    delivery = Delivery(row_multiple=32, extra_frames=1)
     rate_limit_code = "rate_limited"
     server_error_code = "internal_server_error"
     task_fail_code = "internal_server_error"
@@ -100,7 +102,9 @@ class FalEmulator(ProviderEmulator):
 
     def webhook_request(self, task: EmulatedTask) -> tuple[bytes, dict[str, str]] | None:
         ok = self.phase(task) == Phase.SUCCEEDED
-        payload = result_json(task) if ok else {"detail": task.fail_message or "Request cancelled"}
+        payload = (
+            result_json(task, self.delivery) if ok else {"detail": task.fail_message or "Request cancelled"}
+        )
         body = {
             "request_id": task.id,
             "gateway_request_id": task.id,
@@ -158,12 +162,12 @@ def urls(task: EmulatedTask) -> dict[str, str]:
     return {"response_url": base, "status_url": base + "/status", "cancel_url": base + "/cancel"}
 
 
-def result_json(task: EmulatedTask) -> dict[str, Any]:
+def result_json(task: EmulatedTask, delivery: Delivery) -> dict[str, Any]:
     """A finished request's result, as its response URL answers it."""
     url = task.output_url
     if task.params.get("video_as_string"):
         return {"video": url, "seed": task.params["seed"]}
-    size = len(make_mp4(task.width, task.height, task.duration_s))
+    size = len(clip(task.width, task.height, task.duration_s, delivery))
     video = {"url": url, "content_type": "video/mp4", "file_name": "output.mp4", "file_size": size}
     return {"video": video, "seed": task.params["seed"]}
 
@@ -251,7 +255,7 @@ async def _result(request: web.Request) -> web.Response:
     if not phase.terminal:
         raise ProtocolError(400, "request_in_progress", "Request is still in progress")
     if phase == Phase.SUCCEEDED:
-        return web.json_response(result_json(task), headers={"x-fal-request-id": task.id})
+        return web.json_response(result_json(task, emulator.delivery), headers={"x-fal-request-id": task.id})
     if phase == Phase.CANCELLED:
         raise ProtocolError(400, CANCELLED, "Request cancelled")
     if task.fail_code == CONTENT_POLICY:

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
-from adapters.emulators.media import size_for_ratio
+from adapters.emulators.media import Delivery, size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase, iso, new_id
 from adapters.emulators.webhooks import encode_body, muvi_signature_headers
 
@@ -60,6 +60,8 @@ class MuviEmulator(ProviderEmulator):
     """muvi's state: an optional balance and concurrency cap, both in its own terms."""
 
     provider = "muvi"
+    # Wan 2.1 renders at 16 fps.
+    delivery = Delivery(fps=16)
     rate_limit_code = "CONCURRENT_JOBS_EXCEEDED"
     task_fail_code = "GENERATION_FAILED"
 

@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
-from adapters.emulators.media import size_for_ratio
+from adapters.emulators.media import Delivery, size_for_ratio
 from adapters.emulators.tasks import EmulatedTask, Phase
 
 CREDITS = {"seedance": 55, "video": 90}
@@ -44,6 +44,8 @@ class PixelApiEmulator(ProviderEmulator):
     """PixelAPI's state: a credit balance (1 credit = $0.001) and a cap on concurrent video jobs."""
 
     provider = "pixelapi"
+    # Seedance-style: 30 fps, a second longer than asked, with a soundtrack nobody asked for.
+    delivery = Delivery(fps=30, extra_s=1, audio=True)
     rate_limit_code = "rate_limited"
     server_error_code = "internal_error"
     task_fail_code = "generation_failed"

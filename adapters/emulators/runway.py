@@ -26,7 +26,7 @@ from aiohttp import web
 
 from adapters.emulators.app import base_app
 from adapters.emulators.emulator import ProtocolError, ProviderEmulator, bearer_token, json_object
-from adapters.emulators.media import size_for_ratio
+from adapters.emulators.media import Delivery
 from adapters.emulators.tasks import EmulatedTask, Phase, iso
 
 API_VERSION = "2024-11-06"
@@ -81,6 +81,8 @@ class RunwayEmulator(ProviderEmulator):
     """Runway's state: tasks in credits; over `max_concurrency` running tasks, new ones wait THROTTLED."""
 
     provider = "runway"
+    # Runway renders 1280x720 at 24 fps, as asked: its clips are kept as delivered.
+    delivery = Delivery()
     task_fail_code = "INTERNAL.BAD_OUTPUT.CODE01"
 
     def __init__(self, *, max_concurrency: int | None = None, **kwargs: Any) -> None:
@@ -201,7 +203,7 @@ async def _create(request: web.Request, endpoint: str) -> web.Response:
     model, duration = validate(endpoint, body)
     audio = body.get("audio", True) is True
     width, height = (int(side) for side in body["ratio"].split(":"))
-    out_w, out_h = size_for_ratio(width, height)
+    out_w, out_h = width, height  # Runway's ratio is the output's size in pixels ("1280:720")
     limit = emulator.max_concurrency
     task = emulator.create_task(
         request,

@@ -15,7 +15,18 @@ from aiohttp import web
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from adapters.failures import providers_to_exclude
 from adapters.outbound import Resolver
-from broker.api import callbacks, dashboard, health, inputs, jobs, openapi, policies, providers, videos
+from broker.api import (
+    callbacks,
+    dashboard,
+    health,
+    inputs,
+    jobs,
+    openapi,
+    output_deletion,
+    policies,
+    providers,
+    videos,
+)
 from broker.api import metrics as metrics_handlers
 from broker.api import pricing as pricing_handlers
 from broker.api import reports as report_handlers
@@ -52,7 +63,7 @@ from broker.observability import wiring
 from broker.observability.logging import scrubber, secret_values
 from broker.settings import Settings
 from broker.store import JobRecord, open_store
-from broker.store.artifacts import ArtifactStore
+from broker.store.artifacts import open_artifacts
 from policies.model import Policy
 from pricing.money import Money
 from pricing.quote import Quote
@@ -60,6 +71,7 @@ from pricing.quote import Quote
 # Every route of the API, one module per resource, each with its `routes` table.
 HANDLERS = (
     jobs,
+    output_deletion,
     health,
     openapi,
     callbacks,
@@ -136,8 +148,8 @@ def create_app(
         )
         await store.open()
         app[STORE] = store
-        artifacts = ArtifactStore(settings.data_dir)
-        artifacts.open()
+        artifacts = open_artifacts(settings.artifacts_url, settings.data_dir)
+        await artifacts.open()
         app[ARTIFACTS] = artifacts
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
         async with aiohttp.ClientSession(timeout=timeout, trace_configs=[trace]) as session:
@@ -165,6 +177,7 @@ def create_app(
                     if close is not None:
                         await close()
                 await store.close()
+                await artifacts.close()
 
     app.cleanup_ctx.append(resources)
     for module in HANDLERS:

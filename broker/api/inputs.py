@@ -18,10 +18,10 @@ from broker.schema import JobRequest, decode_data_uri
 routes = web.RouteTableDef()
 
 
-def _image(request: JobRequest, app: web.Application) -> tuple[str, bytes] | None:
+async def _image(request: JobRequest, app: web.Application) -> tuple[str, bytes] | None:
     """(content type, bytes) of the job's hosted image, or None when it has none to host."""
     if request.image_upload is not None:
-        data = app[ARTIFACTS].read_upload(request.image_upload)
+        data = await app[ARTIFACTS].read_upload(request.image_upload)
         return check_image(data).content_type, data
     if request.image_url is not None and request.image_url.startswith("data:"):
         return decode_data_uri(request.image_url)
@@ -45,7 +45,7 @@ async def get_input(request: web.Request) -> web.Response:
     if record is None or record.job.status.terminal:
         raise NotFound("no input is hosted under this id (its job has ended)")
     try:
-        found = _image(record.job.request, app)
+        found = await _image(record.job.request, app)
     except (
         OSError,
         ValueError,

@@ -197,5 +197,5 @@ async def read_intake(request: web.Request) -> Intake:
     check_image(image)
     job_request = _checked(app, _validate({**fields, "image_upload": hashlib.sha256(image).hexdigest()}))
     # Stored only once the request is valid; the file is named by its digest, so a repeat is free.
-    request.app[ARTIFACTS].save_upload(image)
+    await request.app[ARTIFACTS].save_upload(image)
     return Intake(job_request, len(image))

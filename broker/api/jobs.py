@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from broker.api.artifact_responses import serve_artifact
 from broker.api.common import identity_of, json_response
 from broker.api.intake import read_intake
-from broker.appkeys import ACCEPTANCE, ARTIFACTS, STORE
+from broker.appkeys import ACCEPTANCE, STORE
 from broker.auth import Identity
 from broker.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from broker.schema import JobStatus
 from broker.store import JobRecord
+from broker.store.artifacts import output_key, poster_key
 
 IDEMPOTENCY_KEY_MAX = 255
 routes = web.RouteTableDef()
@@ -97,11 +99,23 @@ async def cancel_job(request: web.Request) -> web.Response:
 @routes.get("/v1/jobs/{job_id}/output")
 async def get_output(request: web.Request) -> web.StreamResponse:
     record = await visible_job(request, identity_of(request))
-    if record.status is not JobStatus.SUCCEEDED or record.job.output is None:
+    _check_has_output(record)
+    return await serve_artifact(request, output_key(record.id), "video/mp4")
+
+
+@routes.get("/v1/jobs/{job_id}/poster")
+async def get_poster(request: web.Request) -> web.StreamResponse:
+    """The first frame of the job's output, as a JPEG (outputs stored before posters were made have none:
+    a 404)."""
+    record = await visible_job(request, identity_of(request))
+    _check_has_output(record)
+    return await serve_artifact(request, poster_key(record.id), "image/jpeg")
+
+
+def _check_has_output(record: JobRecord) -> None:
+    if record.status is not JobStatus.SUCCEEDED:
         if record.status.terminal:
             raise Conflict(f"the job ended {record.status.value}: it has no output")
         raise Conflict(f"the job has no output yet (status {record.status.value})")
-    path = request.app[ARTIFACTS].output_path(record.id)
-    if not path.exists():
-        raise NotFound("the job's output file is missing from the artifact store")
-    return web.FileResponse(path, headers={"Content-Type": "video/mp4"})
+    if record.job.output is None:  # a succeeded job loses its output only by DELETE .../output
+        raise NotFound("the job's output was deleted on request")

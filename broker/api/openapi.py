@@ -168,7 +168,30 @@ def _paths() -> dict[str, Any]:
                 "parameters": _JOB_ID,
                 "responses": {
                     "200": {"description": "the video", "content": {"video/mp4": {}}},
+                    "302": {"description": "a presigned URL of the video (an S3 artifact store)"},
+                    "404": _error("no such job, or its output was deleted"),
+                    "409": _error("not finished"),
+                },
+            },
+            "delete": {
+                "summary": "Delete the video and poster (owner or admin); the job and its costs stay",
+                "parameters": _JOB_ID,
+                "responses": {
+                    "204": {"description": "deleted (or already gone)"},
                     "404": _error("no such job"),
+                    "409": _error("the job did not succeed"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/jobs/{job_id}/poster": {
+            "get": {
+                "summary": "The first frame of the output, as a JPEG",
+                "parameters": _JOB_ID,
+                "responses": {
+                    "200": {"description": "the poster", "content": {"image/jpeg": {}}},
+                    "302": {"description": "a presigned URL of the poster (an S3 artifact store)"},
+                    "404": _error("no such job, or no poster"),
                     "409": _error("not finished"),
                 },
             }

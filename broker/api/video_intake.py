@@ -240,5 +240,5 @@ async def read_video_request(request: web.Request, catalog: Catalog) -> Intake:
         raise bad("input_reference", "give the image either as a file or as image_url, not both")
     check_image(image)
     job = _checked(app, job_request(fields, catalog, hashlib.sha256(image).hexdigest()))
-    app[ARTIFACTS].save_upload(image)  # stored only once the request is valid; named by its digest
+    await app[ARTIFACTS].save_upload(image)  # stored only once the request is valid; named by its digest
     return Intake(job, len(image))

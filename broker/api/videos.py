@@ -14,29 +14,26 @@ errors, with these statuses where OpenAI clients expect another than `/v1/jobs` 
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import av
 import structlog
 from aiohttp import web
-from PIL import Image
 
+from broker.api.artifact_responses import serve_artifact
 from broker.api.common import identity_of, json_response
 from broker.api.jobs import idempotency_key, team_of, visible_job
 from broker.api.middleware import status_for
 from broker.api.video_intake import bad, read_video_request
 from broker.api.video_views import Catalog, deleted_body, error_type, page_body, video_body
-from broker.appkeys import ACCEPTANCE, ARTIFACTS, CLOCK, DEPLOYMENT, STORE
+from broker.appkeys import ACCEPTANCE, CLOCK, DEPLOYMENT, STORE
 from broker.auth import Identity
 from broker.errors import BudgetExceeded, Conflict, NoFeasibleRoute, NotFound
 from broker.schema import BrokerError, JobStatus
 from broker.store import JobRecord
+from broker.store.artifacts import output_key, poster_key
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("broker.http")
@@ -205,16 +202,6 @@ async def list_videos(request: web.Request) -> web.StreamResponse:
     return json_response(page_body(records, has_more))
 
 
-def _poster(path: Path) -> bytes:
-    """The video's first frame as a JPEG."""
-    with av.open(str(path)) as container:
-        frame = next(container.decode(video=0))
-        image = Image.fromarray(frame.to_ndarray(format="rgb24"))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
-
-
 @routes.get("/v1/videos/{job_id}/content")
 @speaks_openai
 async def get_video_content(request: web.Request) -> web.StreamResponse:
@@ -222,17 +209,15 @@ async def get_video_content(request: web.Request) -> web.StreamResponse:
     variant = request.query.get("variant", "video")
     if variant not in _VARIANTS:
         raise bad("variant", f"must be one of {', '.join(_VARIANTS)}")
-    if record.status is not JobStatus.SUCCEEDED or record.job.output is None:
+    if record.status is not JobStatus.SUCCEEDED:
         raise Conflict(f"the video has no content yet (status {video_body(record)['status']})")
-    path = request.app[ARTIFACTS].output_path(record.id)
-    if not path.exists():
-        raise NotFound("the video's file is missing from the artifact store")
+    if record.job.output is None:  # a succeeded job loses its output only by DELETE /v1/jobs/{id}/output
+        raise NotFound("the video's content was deleted on request")
     if variant == "spritesheet":
         raise NotFound("this broker makes no spritesheets; ask for variant=video or variant=thumbnail")
-    if variant == "thumbnail":
-        poster = await asyncio.to_thread(_poster, path)
-        return web.Response(body=poster, content_type="image/jpeg")
-    return web.FileResponse(path, headers={"Content-Type": "video/mp4"})
+    if variant == "thumbnail":  # the poster stored with the output: its first frame, as a JPEG
+        return await serve_artifact(request, poster_key(record.id), "image/jpeg")
+    return await serve_artifact(request, output_key(record.id), "video/mp4")
 
 
 @routes.delete("/v1/videos/{job_id}")

@@ -10,6 +10,7 @@ from adapters.base import Adapter, Clock, Sleep
 from adapters.outbound import OutboundPolicy
 from broker.jobs.capacity import Capacity
 from broker.jobs.hosted_inputs import InputHosting
+from broker.jobs.outputs import Normalizer
 from broker.jobs.provider_health import ProviderHealth
 from broker.jobs.slots import LocalSlots, Slots
 from broker.observability.events import JobObserver
@@ -58,6 +59,7 @@ class StepContext:
     reserve_more: ReserveFn | None = None
     max_attempts: LimitFn | None = None
     output_retention_s: dict[str, float] = field(default_factory=dict)  # provider -> operator's setting
+    normalizer: Normalizer = field(default_factory=Normalizer)  # bounds the CPU of output normalization
 
     def __post_init__(self) -> None:
         self.health = self.health or ProviderHealth(self.clock)

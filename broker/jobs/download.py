@@ -11,7 +11,6 @@ falls back.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import structlog
@@ -22,9 +21,10 @@ from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
 from broker.jobs.costs import cost, reported_text, route_key
 from broker.jobs.ending import fail_attempt, settle
+from broker.jobs.outputs import accept_output
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
 from broker.schema import Attempt, AttemptStatus, BrokerError, JobStatus, Output
-from broker.store.artifacts import VideoInfo
+from broker.store import JobRecord
 from broker.store.base import DownloadState
 from pricing.money import Money
 
@@ -79,7 +79,7 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
                 f"{attempt.provider} no longer has the task's output", provider=attempt.provider, status=410
             )
         fetched = status
-        info = await work.keep_lease(lambda: _fetch(ctx, adapter, fetched, partial, work.job.id))
+        output = await work.keep_lease(lambda: _fetch(ctx, adapter, fetched, partial, work.record))
     except BrokerError as exc:
         await _not_fetched(ctx, work, attempt, status, exc)
         return
@@ -88,14 +88,6 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
     await ctx.provider_slots.release(attempt.provider, attempt.id)
     elapsed = ctx.clock() - attempt.started_at.timestamp()
     await ctx.provider_health.report_success(attempt.provider, route_key(attempt), elapsed)
-    output = Output(
-        url=f"/v1/jobs/{work.job.id}/output",
-        bytes=info.bytes,
-        width=info.width,
-        height=info.height,
-        duration_s=info.duration_s,
-        sha256=info.sha256,
-    )
     await work.save(
         lambda r: end_job(with_attempt(r, done, work.now()), JobStatus.SUCCEEDED, work.now()).evolve(
             output=output
@@ -107,12 +99,13 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
 
 
 async def _fetch(
-    ctx: StepContext, adapter: Adapter, status: TaskStatus, partial: Path, job_id: str
-) -> VideoInfo:
-    """Download the output and move it into place; a download cut off leaves no partial file."""
+    ctx: StepContext, adapter: Adapter, status: TaskStatus, partial: Path, record: JobRecord
+) -> Output:
+    """Download the output, then check, normalize and store it (`broker.jobs.outputs`); a download
+    cut off leaves no partial file."""
     try:
         await adapter.fetch_output(status, partial)
-        return await asyncio.to_thread(ctx.artifacts.commit_output, partial, job_id)
+        return await accept_output(ctx.artifacts, ctx.normalizer, partial, record)
     finally:
         partial.unlink(missing_ok=True)
 

@@ -282,7 +282,7 @@ async def resume_submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> No
 
 async def _image(ctx: StepContext, request: JobRequest, adapter: Adapter) -> ImageInput | None:
     if request.image_upload is not None:
-        data = ctx.artifacts.read_upload(request.image_upload)
+        data = await ctx.artifacts.read_upload(request.image_upload)
         return ImageInput(content_type=check_image(data).content_type, data=data)
     if request.image_url is None:
         return None

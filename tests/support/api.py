@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -10,13 +11,17 @@ from aiohttp.test_utils import TestClient
 from tests.support.deployment import auth
 
 Client = TestClient[Any, Any]
+# Real seconds a job may take: an emulated output that is normalized (a 720p re-encode) takes a few
+# seconds of CPU, more on a busy machine.
+PATIENCE_S = 30.0
 
 
 async def wait_for_status(
     client: Client, job_id: str, *statuses: str, key: str | None = None
 ) -> dict[str, Any]:
     headers = auth(key) if key else auth()
-    for _ in range(400):
+    deadline = time.monotonic() + PATIENCE_S
+    while time.monotonic() < deadline:
         response = await client.get(f"/v1/jobs/{job_id}", headers=headers)
         body: dict[str, Any] = await response.json()
         if body["status"] in statuses:

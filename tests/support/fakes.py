@@ -22,9 +22,8 @@ from adapters.base import (
 from adapters.emulators.media import make_mp4
 from adapters.errors import ProviderError, Rejected
 from adapters.http import NO_RETRY
+from local_backend.formats import frame_size
 from pricing.units import CostUnit, ReportedCost
-
-_MP4 = make_mp4(64, 36, 1)
 
 
 @dataclass
@@ -36,7 +35,7 @@ class Script:
     fail_with: ProviderError | None = None
     credits: Decimal | None = None  # reported cost in credits
     status_raises: Exception | None = None  # a bug in an adapter, not a provider failure
-    output: bytes = _MP4
+    output: bytes | None = None  # what the provider delivers; None: a clip of the asked shape
 
 
 @dataclass
@@ -48,6 +47,7 @@ class FakeProvider:
     cancels: list[str] = field(default_factory=list)
     _polls: dict[str, int] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _tasks: dict[str, RenderTask] = field(default_factory=dict)
 
     def build(self, ctx: AdapterContext) -> FakeAdapter:
         return FakeAdapter(self)
@@ -68,6 +68,7 @@ class FakeAdapter:
             raise self.fake.script.submit_error
         self.fake.submits.append(task)
         task_id = f"{self.provider}-{next(self.fake._ids)}"
+        self.fake._tasks[task_id] = task
         self.fake._polls[task_id] = 0
         return Submission(handle=TaskHandle(task_id, task.model), estimated_seconds=0.01)
 
@@ -93,7 +94,13 @@ class FakeAdapter:
         return True
 
     async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
-        dest.write_bytes(self.fake.script.output)
+        output = self.fake.script.output
+        if output is None:  # a conforming clip: the broker keeps it as delivered
+            task_id = (status.output_url or "").removeprefix("fake://")
+            request = self.fake._tasks[task_id].request
+            width, height = frame_size(request.aspect_ratio.value, request.resolution.value)
+            output = make_mp4(width, height, request.duration_s)
+        dest.write_bytes(output)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         raise Rejected("the fake provider sends no webhooks")
