@@ -55,6 +55,7 @@ DOITONG_PRICE = {"unit": "credits_per_video", "amount": "60", "usd_per_credit": 
 URL_IMAGE = "https://127.0.0.1:9/harbour.png"  # doitong and Runway take URLs; the emulators never fetch
 SECRET = "chaos-webhook-secret-0123456789"
 MAX_PENDING_FAULTS = 2
+RENDER_S = 3
 KEEP = "--keep" in sys.argv  # leave the processes' logs behind
 
 
@@ -72,6 +73,8 @@ def write_config(workdir: Path, emulators: dict[str, Emulator], lease_s: float) 
     for route in routes:
         if route["provider"] == "doitong":
             route["price"] = DOITONG_PRICE
+        # The emulators render in seconds: the first poll is timed from this, not from real renders'.
+        route["expected_latency_s"] = RENDER_S
     providers = {
         name: {
             **raw["providers"][name],
@@ -175,7 +178,7 @@ async def _in(
     prefix: str,
 ) -> dict[str, Any]:
     async with Cluster(Path(tmp)) as cluster:
-        emulators = {name: await cluster.emulator(name, render_seconds=3.0) for name in PROVIDERS}
+        emulators = {name: await cluster.emulator(name, render_seconds=RENDER_S) for name in PROVIDERS}
         config = write_config(Path(tmp), emulators, lease_s)
         brokers = await cluster.brokers(
             replicas,
