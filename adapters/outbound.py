@@ -33,7 +33,15 @@ Resolver = Callable[[str, int], Awaitable[list[IpAddress]]]
 
 # The instance metadata services of the big clouds: never reachable, whatever the allow-list says.
 METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "fd00:ec2::23",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -60,6 +68,11 @@ def _embedded_ipv4(address: IpAddress) -> IpAddress:
         if address in _NAT64:
             return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
+
+
+def is_metadata(address: IpAddress) -> bool:
+    """True for a cloud metadata address, also inside an IPv6 address that carries an IPv4 one."""
+    return address in METADATA_ADDRESSES or _embedded_ipv4(address) in METADATA_ADDRESSES
 
 
 def address_kind(address: IpAddress) -> str | None:
@@ -139,7 +152,7 @@ class OutboundPolicy:
 
     def address_allowed(self, address: IpAddress) -> bool:
         """True if a request may go to `address`: public, or in an allowed network (metadata: never)."""
-        if _embedded_ipv4(address) in METADATA_ADDRESSES:
+        if is_metadata(address):
             return False
         return address_kind(address) is None or any(address in n for n in self.allowed_networks)
 
@@ -183,7 +196,7 @@ class OutboundPolicy:
         """`check_url`, then resolve the host and check every address it has. The parsed URL."""
         parsed = self.check_url(url)
         host = _host(parsed)
-        if self.host_allowed(host) or literal_address(host) is not None:
+        if literal_address(host) is not None:
             return parsed
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
@@ -192,6 +205,10 @@ class OutboundPolicy:
             raise OutboundRefused(f"host {host} cannot be resolved") from None
         if not addresses:
             raise OutboundRefused(f"host {host} has no address")
+        if self.host_allowed(host):  # any address but a metadata service's
+            if any(is_metadata(a) for a in addresses):
+                raise OutboundRefused(f"host {host} resolves to a cloud metadata address")
+            return parsed
         for address in addresses:
             if not self.address_allowed(address):
                 raise OutboundRefused(f"host {host} resolves to a {address_kind(address)} address")
@@ -221,6 +238,8 @@ class _GuardedResolver(AbstractResolver):
         except OSError as exc:
             raise OSError(f"cannot resolve {host}: {exc}") from None
         if self._policy.host_allowed(name):
+            if any(is_metadata(a) for a in addresses):  # never, even for an allow-listed name
+                raise OSError(f"{host} resolves to a cloud metadata address; refused")
             self._admitted.update(addresses)
         else:
             for address in addresses:
@@ -231,7 +250,8 @@ class _GuardedResolver(AbstractResolver):
     def socket(self, addr_info: Any) -> socket.socket:
         family, type_, proto, _, sockaddr = addr_info
         address = ipaddress.ip_address(sockaddr[0])
-        if not (self._policy.address_allowed(address) or address in self._admitted):
+        admitted = address in self._admitted and not is_metadata(address)
+        if not (self._policy.address_allowed(address) or admitted):
             raise OSError(f"connecting to {address} ({address_kind(address)}) is refused")
         return socket.socket(family=family, type=type_, proto=proto)
 

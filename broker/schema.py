@@ -119,6 +119,7 @@ class ErrorCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     NOT_READY = "not_ready"
     STORE_UNAVAILABLE = "store_unavailable"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
     # Outcomes of a job that ran.
     PROVIDER_ERROR = "provider_error"
     RATE_LIMITED = "rate_limited"

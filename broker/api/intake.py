@@ -8,21 +8,25 @@ deployment: provider and model names it knows, and URLs the broker is allowed to
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.images import ImageTooLarge, InvalidImage, check_image
+from adapters.images import InvalidImage, check_image
 from adapters.outbound import OutboundRefused
+from broker.api.multipart import read_multipart
 from broker.appkeys import ARTIFACTS, DEPLOYMENT, OUTBOUND, SETTINGS
-from broker.errors import InvalidJson, InvalidRequest, UnsupportedMediaType
+from broker.errors import InsufficientStorage, InvalidJson, InvalidRequest, UnsupportedMediaType
 from broker.schema import JobRequest
+from broker.store.artifacts import ArtifactStore
 from policies.edits import unknown_names
 
 # A real request nests 3 levels, plus metadata's 8; nothing legitimate comes near this.
@@ -30,7 +34,6 @@ JSON_MAX_DEPTH = 32
 _JSON_FIELDS = {"constraints", "metadata"}
 # A JSON string (skipped whole, escapes and all) or a bracket: enough to measure nesting.
 _JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
-_MULTIPART_FIELDS = set(JobRequest.model_fields) - {"image_upload"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,40 +114,24 @@ def parse_json(raw: bytes, what: str = "body") -> Any:
         raise InvalidJson(f"{what}: not valid JSON: {exc}") from None
 
 
+# A body larger than this is parsed on a worker thread, so a big one never holds the event loop.
+_INLINE_PARSE_BYTES = 64 * 1024
+
+
 async def read_json(request: web.Request) -> Any:
     """The body as JSON; a 400 with code invalid_json if it is not."""
-    return parse_json(await request.read())
+    raw = await request.read()
+    if len(raw) <= _INLINE_PARSE_BYTES:
+        return parse_json(raw)
+    return await asyncio.to_thread(parse_json, raw)
 
 
-async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
-    fields: dict[str, Any] = {}
-    image: bytes | None = None
-    limit = request.app[SETTINGS].max_image_bytes
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            raise InvalidRequest("nested multipart bodies are not accepted")
-        if part.name == "image":
-            image = await part.read(decode=False)
-            if len(image) > limit:
-                raise ImageTooLarge(f"the image is {len(image)} bytes; the limit is {limit}")
-            continue
-        if part.name not in _MULTIPART_FIELDS:
-            raise InvalidRequest(f"{part.name}: unknown field")
-        if part.name in _JSON_FIELDS:
-            fields[part.name] = parse_json(await part.read(decode=True), part.name)
-        else:
-            fields[part.name] = await part.text()
-    return fields, image
-
-
-async def _read_multipart_checked(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
-    """`_read_multipart`, with a body aiohttp cannot parse (no boundary, broken part headers, bad
-    encoding) answered as the caller's error, not ours."""
-    try:
-        return await _read_multipart(request)
-    except (ValueError, HttpProcessingError) as exc:
-        raise InvalidRequest(f"the multipart body is malformed: {type(exc).__name__}") from None
+def _job_from_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Multipart text fields as a body: the JSON ones (constraints, metadata) parsed."""
+    return {
+        name: parse_json(value.encode("utf-8"), name) if name in _JSON_FIELDS else value
+        for name, value in fields.items()
+    }
 
 
 def deployment_problems(app: web.Application, job: JobRequest) -> list[dict[str, str]]:
@@ -184,18 +171,41 @@ async def read_intake(request: web.Request) -> Intake:
     """Parse and validate a job body; an uploaded image is checked and stored by its digest."""
     content_type, app = request.content_type, request.app
     if content_type == "application/json":
-        return Intake(_checked(app, parse_job_request(await read_json(request))), None)
+        data = await read_json(request)
+        return Intake(_checked(app, await _off_loop(parse_job_request, data, request.content_length)), None)
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType("send application/json, or multipart/form-data with an image part")
-    fields, image = await _read_multipart_checked(request)
+    settings = app[SETTINGS]
+    raw_fields, image = await read_multipart(request, settings.max_image_bytes, settings.max_body_bytes)
+    fields = _job_from_fields(raw_fields)
     if image is None:
         return Intake(_checked(app, parse_job_request(fields)), None)
     if not image:
         raise InvalidImage("the image part is empty")
-    if "image_upload" in fields:
-        raise InvalidRequest("image_upload: unknown field")
-    check_image(image)
+    if len(image) <= _INLINE_PARSE_BYTES:
+        check_image(image)
+    else:  # decoding a large image's header and verifying it takes long enough to stall the loop
+        await asyncio.to_thread(check_image, image)
     job_request = _checked(app, _validate({**fields, "image_upload": hashlib.sha256(image).hexdigest()}))
     # Stored only once the request is valid; the file is named by its digest, so a repeat is free.
-    request.app[ARTIFACTS].save_upload(image)
+    await save_upload(request.app[ARTIFACTS], image)
     return Intake(job_request, len(image))
+
+
+async def _off_loop(fn: Callable[[Any], JobRequest], data: Any, size: int | None) -> JobRequest:
+    """`fn(data)`, on a worker thread when the body was large (validating a 10 MB data URI takes a while)."""
+    if size is not None and size <= _INLINE_PARSE_BYTES:
+        return fn(data)
+    return await asyncio.to_thread(fn, data)
+
+
+async def save_upload(artifacts: ArtifactStore, image: bytes) -> str:
+    """Store an uploaded image off the event loop; a full disk is a 507, with nothing left behind."""
+    try:
+        return await asyncio.to_thread(artifacts.save_upload, image)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage(
+                "the broker has no room to store the image right now; try again later or send image_url"
+            ) from None
+        raise

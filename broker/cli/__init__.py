@@ -31,6 +31,13 @@ from broker.cli.parsers import add_remote_commands
 from broker.cli.reload import reload_config
 from broker.cli.remote import run_remote
 from broker.cli.report import add_report_arguments, report_from_args
+from broker.cli.startup import (
+    StoreLockTaken,
+    lock_sqlite_store,
+    log_start,
+    unknown_variables,
+    warn_if_not_durable,
+)
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.observability.logging import configure_logging, secret_values
 from broker.schema import BrokerError
@@ -78,6 +85,7 @@ async def check_store(settings: Settings) -> None:
     try:
         await store.open()
         await store.ping()
+        await warn_if_not_durable(settings, store)
     except (BrokerError, OSError) as exc:
         reason = exc.message if isinstance(exc, BrokerError) else str(exc)
         raise CommandFailed(f"the store {_shown(settings.store_url)} cannot be used: {reason}") from None
@@ -134,6 +142,8 @@ async def _serve(args: argparse.Namespace) -> None:
     path = args.config or settings.config
     config = load_or_exit(path)
     env: dict[str, str] = dict(os.environ)
+    if problems := unknown_variables(env, config):
+        raise CommandFailed("bad setting: " + "; ".join(problems), exit_code=2)
     signing = settings.input_signing_secret.get_secret_value() if settings.input_signing_secret else ""
     secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]
     configure_logging(settings.log_level, secrets)
@@ -142,6 +152,21 @@ async def _serve(args: argparse.Namespace) -> None:
 
         settings = sandbox_settings(settings)
         log.info("sandbox_store", store_url=_shown(settings.store_url), data_dir=str(settings.data_dir))
+    log_start(settings, config, env)
+    try:
+        store_lock = lock_sqlite_store(settings)
+    except StoreLockTaken as exc:
+        raise CommandFailed(str(exc), exit_code=2) from None
+    try:
+        await _serve_locked(args, settings, config, env, path)
+    finally:
+        if store_lock is not None:
+            store_lock.close()
+
+
+async def _serve_locked(
+    args: argparse.Namespace, settings: Settings, config: BrokerConfig, env: dict[str, str], path: Path
+) -> None:
     await check_store(settings)
     if not settings.webhook_secret:
         log.warning(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +65,14 @@ class ArtifactStore:
         digest = hashlib.sha256(data).hexdigest()
         final = self.uploads / digest
         if not final.exists():
-            temp = self.partial / f"upload-{digest}-{os.getpid()}"
-            temp.write_bytes(data)
-            os.replace(temp, final)
+            # Unique per writer: the same image may be uploaded twice at once (worker threads).
+            temp = self.partial / f"upload-{digest}-{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                temp.write_bytes(data)
+                os.replace(temp, final)
+            except BaseException:
+                temp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+                raise
         return digest
 
     def read_upload(self, digest: str) -> bytes:
