@@ -12,11 +12,20 @@ import binascii
 import json
 import math
 import re
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PROMPT_MAX_CHARS = 2000
 DURATION_MIN_S = 1
@@ -151,6 +160,28 @@ class BrokerError(Exception):
         self.details = details
 
 
+def _not_a_bool(value: Any) -> Any:
+    """JSON `true` is not the number 1: a whole-number field refuses a boolean (lax mode takes it)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+def _not_a_number(value: Any) -> Any:
+    """A number is not a yes/no: a boolean field takes true/false (or their text forms, for multipart)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("must be true or false, not a number")
+    return value
+
+
+# The validation context of a request arriving at the API (stricter than reading a stored one).
+EDGE = "edge"
+
+# Whole numbers and yes/no fields of a request: no boolean passes for a number, nor a number for a bool.
+WholeNumber = Annotated[int, BeforeValidator(_not_a_bool)]
+YesNo = Annotated[bool, BeforeValidator(_not_a_number)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -159,7 +190,7 @@ class Constraints(_Model):
     """What a caller (or a team policy) demands of the route; a request can only tighten a policy."""
 
     max_cost_usd: UsdString | None = None
-    max_latency_s: int | None = Field(default=None, ge=1, le=86_400)
+    max_latency_s: WholeNumber | None = Field(default=None, ge=1, le=86_400)
     min_quality: Quality | None = None
     providers: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=32
@@ -244,19 +275,27 @@ class JobRequest(_Model):
         },
     )
     mode: Mode | None = None
-    duration_s: int = Field(default=5, ge=DURATION_MIN_S, le=DURATION_MAX_S)
+    duration_s: WholeNumber = Field(default=5, ge=DURATION_MIN_S, le=DURATION_MAX_S)
     aspect_ratio: AspectRatio = AspectRatio.WIDE
     resolution: Resolution = Resolution.HD
-    audio: bool = False
-    camera_fixed: bool = False
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    audio: YesNo = False
+    camera_fixed: YesNo = False
+    seed: WholeNumber | None = Field(default=None, ge=0, le=2**32 - 1)
     constraints: Constraints = Field(default_factory=Constraints)
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("prompt")
     @classmethod
-    def _strip_prompt(cls, value: str) -> str:
+    def _strip_prompt(cls, value: str, info: ValidationInfo) -> str:
+        """Stripped. A new request's prompt (validated with `EDGE`; stored records are read as they
+        were) of nothing visible (spaces, zero-width marks) is no prompt at all, and a control
+        character (NUL, ESC, ...) other than a line break or tab is refused."""
+        if info.context is not None and info.context.get(EDGE):
+            if any(unicodedata.category(c) == "Cc" and c not in "\n\r\t" for c in value):
+                raise ValueError("holds a control character")
+            if not any(unicodedata.category(c)[0] not in "CZ" for c in value):
+                return ""
         return value.strip()
 
     @field_validator("image_url")

@@ -25,7 +25,7 @@ from adapters.outbound import OutboundRefused
 from broker.api.multipart import read_multipart
 from broker.appkeys import ARTIFACTS, DEPLOYMENT, OUTBOUND, SETTINGS
 from broker.errors import InsufficientStorage, InvalidJson, InvalidRequest, UnsupportedMediaType
-from broker.schema import JobRequest
+from broker.schema import EDGE, JobRequest
 from broker.store.artifacts import ArtifactStore
 from policies.edits import unknown_names
 
@@ -69,7 +69,7 @@ def parse_job_request(data: Any) -> JobRequest:
 
 def _validate(data: dict[str, Any]) -> JobRequest:
     try:
-        return JobRequest.model_validate(data)
+        return JobRequest.model_validate(data, context={EDGE: True})
     except ValidationError as exc:
         raise validation_error(exc) from None
 
