@@ -3,6 +3,8 @@ secret redacted before a line is rendered."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import re
 import sys
@@ -94,9 +96,11 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(self.format(record), file=sys.stderr, flush=True)
-        except Exception:  # a logging failure must not take the request with it
-            self.handleError(record)
+            line = self.format(record)
+        except Exception:  # never logging's own report: it prints the raw message and its arguments
+            line = json.dumps({"event": "log_record_unformattable", "logger": record.name, "level": "error"})
+        with contextlib.suppress(OSError, ValueError):  # stderr gone (closed pipe): nothing left to tell
+            print(line, file=sys.stderr, flush=True)
 
 
 def route_standard_logging(redactor: Redactor, level: int) -> None:
@@ -109,8 +113,8 @@ def route_standard_logging(redactor: Redactor, level: int) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
         ],
         processors=[
+            structlog.stdlib.add_logger_name,  # from the record, which the next step drops
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.stdlib.add_logger_name,
             structlog.processors.format_exc_info,
             redactor,
             structlog.processors.JSONRenderer(),
