@@ -15,7 +15,7 @@ from aiohttp import web
 from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from adapters.failures import providers_to_exclude
 from adapters.outbound import Resolver
-from broker.api import callbacks, dashboard, health, inputs, jobs, openapi, policies, providers
+from broker.api import callbacks, dashboard, health, inputs, jobs, offload, openapi, policies, providers
 from broker.api import metrics as metrics_handlers
 from broker.api import pricing as pricing_handlers
 from broker.api import reports as report_handlers
@@ -124,6 +124,7 @@ def create_app(
     middlewares = [request_context, errors, decoded_input]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    offload.install(app)
     outbound = settings.outbound
     app[OUTBOUND] = outbound if resolver is None else dataclasses.replace(outbound, resolver=resolver)
     app[DEPLOYMENT] = Deployment(config, Authenticator(config, environment))

@@ -13,7 +13,6 @@ import errno
 import hashlib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from pydantic import ValidationError
 from adapters.images import InvalidImage, check_image
 from adapters.outbound import OutboundRefused
 from broker.api.multipart import read_multipart
+from broker.api.offload import off_loop
 from broker.appkeys import ARTIFACTS, DEPLOYMENT, OUTBOUND, SETTINGS
 from broker.errors import InsufficientStorage, InvalidJson, InvalidRequest, UnsupportedMediaType
 from broker.schema import EDGE, JobRequest
@@ -40,12 +40,13 @@ _JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 class Intake:
     request: JobRequest
     upload_bytes: int | None  # size of an uploaded image, if the body carried one
+    request_hash: str  # a digest of the validated request, for Idempotency-Key comparisons
 
-    @property
-    def request_hash(self) -> str:
-        """A digest of the validated request, for Idempotency-Key comparisons."""
-        canonical = json.dumps(self.request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+
+def request_digest(request: JobRequest) -> str:
+    """The digest `Intake.request_hash` holds: SHA-256 of the request's canonical JSON."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def validation_error(exc: ValidationError) -> InvalidRequest:
@@ -76,6 +77,8 @@ def _validate(data: dict[str, Any]) -> JobRequest:
 
 def too_deep(raw: bytes, limit: int = JSON_MAX_DEPTH) -> str | None:
     """The top-level field (or "body") under which `raw` JSON nests deeper than `limit`, else None."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # too few brackets to nest that deep: skip the scan
+        return None
     depth, key, last_string = 0, "body", b""
     for token in _JSON_TOKENS.finditer(raw):
         text = token.group()
@@ -114,16 +117,10 @@ def parse_json(raw: bytes, what: str = "body") -> Any:
         raise InvalidJson(f"{what}: not valid JSON: {exc}") from None
 
 
-# A body larger than this is parsed on a worker thread, so a big one never holds the event loop.
-_INLINE_PARSE_BYTES = 64 * 1024
-
-
 async def read_json(request: web.Request) -> Any:
     """The body as JSON; a 400 with code invalid_json if it is not."""
     raw = await request.read()
-    if len(raw) <= _INLINE_PARSE_BYTES:
-        return parse_json(raw)
-    return await asyncio.to_thread(parse_json, raw)
+    return await off_loop(request.app, len(raw), parse_json, raw)
 
 
 def _job_from_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -168,41 +165,47 @@ def _checked(app: web.Application, job: JobRequest) -> JobRequest:
 
 
 async def read_intake(request: web.Request) -> Intake:
-    """Parse and validate a job body; an uploaded image is checked and stored by its digest."""
+    """Parse and validate a job body; an uploaded image is checked and stored by its digest. Work that
+    grows with the body (parsing, decoding, hashing, checking the image) runs off the event loop once
+    the body is large (`broker.api.offload`)."""
     content_type, app = request.content_type, request.app
     if content_type == "application/json":
-        data = await read_json(request)
-        return Intake(_checked(app, await _off_loop(parse_job_request, data, request.content_length)), None)
+        raw = await request.read()
+        job, digest = await off_loop(app, len(raw), _json_job, raw)
+        return Intake(_checked(app, job), None, digest)
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType("send application/json, or multipart/form-data with an image part")
     settings = app[SETTINGS]
     raw_fields, image = await read_multipart(request, settings.max_image_bytes, settings.max_body_bytes)
     fields = _job_from_fields(raw_fields)
     if image is None:
-        return Intake(_checked(app, parse_job_request(fields)), None)
+        job = _checked(app, parse_job_request(fields))
+        return Intake(job, None, request_digest(job))
     if not image:
         raise InvalidImage("the image part is empty")
-    if len(image) <= _INLINE_PARSE_BYTES:
-        check_image(image)
-    else:  # decoding a large image's header and verifying it takes long enough to stall the loop
-        await asyncio.to_thread(check_image, image)
-    job_request = _checked(app, _validate({**fields, "image_upload": hashlib.sha256(image).hexdigest()}))
+    image_digest = await off_loop(app, len(image), _checked_image_digest, image)
+    job_request = _checked(app, _validate({**fields, "image_upload": image_digest}))
     # Stored only once the request is valid; the file is named by its digest, so a repeat is free.
-    await save_upload(request.app[ARTIFACTS], image)
-    return Intake(job_request, len(image))
+    await save_upload(request.app[ARTIFACTS], image, image_digest)
+    return Intake(job_request, len(image), request_digest(job_request))
 
 
-async def _off_loop(fn: Callable[[Any], JobRequest], data: Any, size: int | None) -> JobRequest:
-    """`fn(data)`, on a worker thread when the body was large (validating a 10 MB data URI takes a while)."""
-    if size is not None and size <= _INLINE_PARSE_BYTES:
-        return fn(data)
-    return await asyncio.to_thread(fn, data)
+def _json_job(raw: bytes) -> tuple[JobRequest, str]:
+    """A JSON job body parsed and validated, with its request digest (one piece of work off the loop)."""
+    job = parse_job_request(parse_json(raw))
+    return job, request_digest(job)
 
 
-async def save_upload(artifacts: ArtifactStore, image: bytes) -> str:
+def _checked_image_digest(image: bytes) -> str:
+    """The image's SHA-256, once it is known to be an image the broker takes."""
+    check_image(image)
+    return hashlib.sha256(image).hexdigest()
+
+
+async def save_upload(artifacts: ArtifactStore, image: bytes, digest: str) -> str:
     """Store an uploaded image off the event loop; a full disk is a 507, with nothing left behind."""
     try:
-        return await asyncio.to_thread(artifacts.save_upload, image)
+        return await asyncio.to_thread(artifacts.save_upload, image, digest)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise InsufficientStorage(

@@ -117,6 +117,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = _HTTP_CODES.get(exc.status, ErrorCode.INVALID_REQUEST)
         message = exc.reason if exc.status != 413 else "the request body is larger than the limit"
         return error_response(exc.status, code.value, message)
+    except ConnectionResetError:  # the caller left mid-request (a body cut short): nobody to answer
+        log.info("client_disconnected", path=request.path, method=request.method)
+        return error_response(400, ErrorCode.INVALID_REQUEST.value, "the request ended before its body did")
     except Exception:
         log.exception("unhandled_error", path=request.path, method=request.method)
         return error_response(500, ErrorCode.INTERNAL.value, "internal error; it has been logged")

@@ -60,9 +60,9 @@ class ArtifactStore:
         for folder in (self.uploads, self.outputs, self.partial):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def save_upload(self, data: bytes) -> str:
-        """Store an uploaded image under its SHA-256 and return the digest."""
-        digest = hashlib.sha256(data).hexdigest()
+    def save_upload(self, data: bytes, digest: str | None = None) -> str:
+        """Store an uploaded image under its SHA-256 (`digest`, if the caller has it) and return it."""
+        digest = digest or hashlib.sha256(data).hexdigest()
         final = self.uploads / digest
         if not final.exists():
             # Unique per writer: the same image may be uploaded twice at once (worker threads).
