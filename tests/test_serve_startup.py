@@ -19,7 +19,7 @@ import pytest
 import structlog
 
 from broker.cli import main
-from broker.cli.startup import lock_sqlite_store, shown_url
+from broker.cli.startup import lock_sqlite_store, shown_url, url_secrets
 from broker.settings import Settings
 from tests.support.deployment import REDIS_URL, TEST_ENV
 from tests.support.procs import ROOT, clean_env, free_port
@@ -122,6 +122,12 @@ def test_the_start_reports_a_redis_without_appendonly(
     assert code == 1
     warned = [e for e in logged(err) if e["event"] == "store_not_durable"]
     assert len(warned) == (1 if appendonly != "yes" else 0), err
+
+
+def test_store_passwords_are_secrets_to_the_redactor() -> None:
+    settings = Settings(store_url="redis://user:pw-123456@h:1/0", sandbox_store_url="redis://:sb-654321@h:2/0")
+    assert url_secrets(settings) == ["pw-123456", "sb-654321"]
+    assert url_secrets(Settings(store_url="sqlite:///data/broker.db")) == []
 
 
 def test_shown_url_hides_credentials() -> None:

@@ -36,6 +36,7 @@ from broker.cli.startup import (
     lock_sqlite_store,
     log_start,
     unknown_variables,
+    url_secrets,
     warn_if_not_durable,
 )
 from broker.config import BrokerConfig, ConfigError, load_config
@@ -145,7 +146,7 @@ async def _serve(args: argparse.Namespace) -> None:
     if problems := unknown_variables(env, config):
         raise CommandFailed("bad setting: " + "; ".join(problems), exit_code=2)
     signing = settings.input_signing_secret.get_secret_value() if settings.input_signing_secret else ""
-    secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]
+    secrets = [*secret_values(config, env), settings.webhook_secret or "", signing, *url_secrets(settings)]
     configure_logging(settings.log_level, secrets)
     if args.sandbox:
         from broker.cli.sandbox import sandbox_settings

@@ -67,6 +67,16 @@ def shown_url(url: str) -> str:
     return f"{scheme}{sep}{user + ':***' if user else '***'}@{tail}"
 
 
+def url_secrets(settings: Settings) -> list[str]:
+    """The passwords in the store URLs, for the redactor (a Redis driver's error may quote its URL)."""
+    found = []
+    for url in (settings.store_url, settings.sandbox_store_url or ""):
+        credentials = url.rpartition("@")[0].partition("://")[2]
+        if ":" in credentials:
+            found.append(credentials.split(":", 1)[1])
+    return found
+
+
 def log_start(settings: Settings, config: BrokerConfig, env: Mapping[str, str]) -> None:
     """Log what this start runs on, and the keys it lacks."""
     if settings.store_url.startswith("sqlite:///"):
