@@ -12,20 +12,13 @@ import binascii
 import json
 import math
 import re
-import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from broker.request_types import WholeNumber, YesNo
 
 PROMPT_MAX_CHARS = 2000
 DURATION_MIN_S = 1
@@ -160,28 +153,6 @@ class BrokerError(Exception):
         self.details = details
 
 
-def _not_a_bool(value: Any) -> Any:
-    """JSON `true` is not the number 1: a whole-number field refuses a boolean (lax mode takes it)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a whole number, not true or false")
-    return value
-
-
-def _not_a_number(value: Any) -> Any:
-    """A number is not a yes/no: a boolean field takes true/false (or their text forms, for multipart)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError("must be true or false, not a number")
-    return value
-
-
-# The validation context of a request arriving at the API (stricter than reading a stored one).
-EDGE = "edge"
-
-# Whole numbers and yes/no fields of a request: no boolean passes for a number, nor a number for a bool.
-WholeNumber = Annotated[int, BeforeValidator(_not_a_bool)]
-YesNo = Annotated[bool, BeforeValidator(_not_a_number)]
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -287,15 +258,7 @@ class JobRequest(_Model):
 
     @field_validator("prompt")
     @classmethod
-    def _strip_prompt(cls, value: str, info: ValidationInfo) -> str:
-        """Stripped. A new request's prompt (validated with `EDGE`; stored records are read as they
-        were) of nothing visible (spaces, zero-width marks) is no prompt at all, and a control
-        character (NUL, ESC, ...) other than a line break or tab is refused."""
-        if info.context is not None and info.context.get(EDGE):
-            if any(unicodedata.category(c) == "Cc" and c not in "\n\r\t" for c in value):
-                raise ValueError("holds a control character")
-            if not any(unicodedata.category(c)[0] not in "CZ" for c in value):
-                return ""
+    def _strip_prompt(cls, value: str) -> str:
         return value.strip()
 
     @field_validator("image_url")

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from broker.api.multipart import read_multipart
 from broker.api.offload import off_loop
 from broker.appkeys import ARTIFACTS, DEPLOYMENT, OUTBOUND, SETTINGS
 from broker.errors import InsufficientStorage, InvalidJson, InvalidRequest, UnsupportedMediaType
-from broker.schema import EDGE, JobRequest
+from broker.schema import PROMPT_MAX_CHARS, JobRequest
 from broker.store.artifacts import ArtifactStore
 from policies.edits import unknown_names
 
@@ -68,9 +69,26 @@ def parse_job_request(data: Any) -> JobRequest:
     return _validate(data)
 
 
+def _visible(text: str) -> bool:
+    """True if `text` shows anything: not only spaces, zero-width marks and other format characters."""
+    return any(unicodedata.category(c)[0] not in "CZ" for c in text)
+
+
+def _check_prompt(data: dict[str, Any]) -> dict[str, Any]:
+    """A new request's prompt: a control character (NUL, ESC, ...) other than a line break or tab is a
+    400, and a prompt that shows nothing counts as none (so a mode that needs one says so)."""
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str) or len(prompt) > PROMPT_MAX_CHARS:  # too long: the schema says so
+        return data
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\r\t" for c in prompt):
+        message = "holds a control character"
+        raise InvalidRequest(f"prompt: {message}", details=[{"field": "prompt", "message": message}])
+    return data if _visible(prompt) else {**data, "prompt": ""}
+
+
 def _validate(data: dict[str, Any]) -> JobRequest:
     try:
-        return JobRequest.model_validate(data, context={EDGE: True})
+        return JobRequest.model_validate(_check_prompt(data))
     except ValidationError as exc:
         raise validation_error(exc) from None
 
