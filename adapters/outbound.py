@@ -10,7 +10,8 @@ so a DNS answer that changes between the check and the connect reaches nothing i
 
 `BROKER_OUTBOUND_ALLOW` (hosts and CIDRs, comma-separated) admits internal image hosts and webhook
 receivers for the deployments that need them; an admitted target may also use plain `http:`. Cloud
-metadata addresses are never admitted. Provider base URLs and the output URLs in a provider's own
+metadata addresses are never admitted, also not through an allow-listed name that resolves to one
+(`check` and the session's resolver resolve allow-listed names too, for that alone). Provider base URLs and the output URLs in a provider's own
 answers are the operator's configuration, not a caller's, and do not go through this policy.
 """
 
@@ -199,22 +200,32 @@ class OutboundPolicy:
         if literal_address(host) is not None:
             return parsed
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        if self.host_allowed(host):  # any address but a metadata service's
+            await self._check_allowed_name(host, port)
+            return parsed
         try:
             addresses = await self.resolver(host, port)
         except OSError:
             raise OutboundRefused(f"host {host} cannot be resolved") from None
         if not addresses:
             raise OutboundRefused(f"host {host} has no address")
-        if self.host_allowed(host):  # any address but a metadata service's
-            if any(is_metadata(a) for a in addresses):
-                raise OutboundRefused(f"host {host} resolves to a cloud metadata address")
-            return parsed
         for address in addresses:
             if not self.address_allowed(address):
                 raise OutboundRefused(f"host {host} resolves to a {address_kind(address)} address")
         if parsed.scheme == "http" and not all(self._in_networks(a) for a in addresses):
             raise OutboundRefused(_HTTPS_ONLY)
         return parsed
+
+    async def _check_allowed_name(self, host: str, port: int) -> None:
+        """An allow-listed name may lead anywhere but to a metadata service. One this broker cannot
+        resolve is admitted as before (a provider fetches it from its own network; a session of
+        `open_session` resolves it again, and refuses a metadata address, on connect)."""
+        try:
+            addresses = await self.resolver(host, port)
+        except OSError:
+            return
+        if any(is_metadata(a) for a in addresses):
+            raise OutboundRefused(f"host {host} resolves to a cloud metadata address")
 
     def open_session(self, **kwargs: Any) -> aiohttp.ClientSession:
         """A client session that refuses, on connect, every address this policy refuses."""
