@@ -251,7 +251,7 @@ async def test_loop_lag_is_measured_with_an_injected_clock() -> None:
     await monitor.stop()
     assert monitor.take_max() == pytest.approx(0.3)
     assert monitor.take_max() == 0.0
-    assert list(histogram.collect())[0].samples[0].value == 0  # none under 100 ms
+    assert next(iter(histogram.collect())).samples[0].value == 0  # none under 100 ms
 
 
 async def test_metrics_export_the_loop_lag(open_client: Callable[..., Awaitable[Client]]) -> None:
@@ -267,3 +267,47 @@ async def test_a_policy_version_too_large_to_store_is_400(
     admin = {**auth(ADMIN_KEY), "Content-Type": "application/json"}
     response = await client.put("/v1/policies/growth", data='{"version": ' + "9" * 30 + "}", headers=admin)
     assert response.status == 400, await response.text()
+
+
+# The named cases of the issue, through a client (the raw-byte ones are in tests/test_fuzz_bytes.py) ----
+def _multipart(parts: list[tuple[str, str, bytes]]) -> tuple[bytes, dict[str, str]]:
+    body = b"".join(
+        f'--b\r\nContent-Disposition: form-data; name="{name}"\r\n{head}\r\n\r\n'.encode() + data + b"\r\n"
+        for name, head, data in parts
+    )
+    return body + b"--b--\r\n", {**auth(), "Content-Type": "multipart/form-data; boundary=b"}
+
+
+async def test_a_bogus_charset_and_a_part_flood_are_400_naming_them(
+    open_client: Callable[..., Awaitable[Client]],
+) -> None:
+    client = await open_client()
+    body, headers = _multipart([("prompt", "Content-Type: text/plain; charset=bogus-xyz", b"x")])
+    error = (await (await client.post("/v1/jobs", data=body, headers=headers)).json())["error"]
+    assert error["details"][0]["field"] == "prompt" and "bogus-xyz" in error["message"], error
+    body, headers = _multipart([("metadata", "X-Part: 1", b"{}")] * 200_000)
+    response = await client.post("/v1/jobs", data=body, headers=headers)
+    error = (await response.json())["error"]
+    assert response.status == 400 and error["message"] == "metadata: sent twice", error  # at part 2
+    body, headers = _multipart([(f"f{i}", "X-Part: 1", b"") for i in range(200_000)])
+    error = (await (await client.post("/v1/jobs", data=body, headers=headers)).json())["error"]
+    assert error["message"] == "f0: unknown field", error
+    await a_normal_job_succeeds(client)
+
+
+@pytest.mark.parametrize("tag", ["\u00b2", "9" * 5000, "\u0663", "-1"])
+async def test_an_if_match_that_is_not_a_version_is_400(
+    open_client: Callable[..., Awaitable[Client]], tag: str
+) -> None:
+    client = await open_client()
+    headers = {**auth(ADMIN_KEY), "If-Match": f'"{tag}"'}
+    response = await client.put("/v1/policies/growth", json={}, headers=headers)
+    error = (await response.json())["error"]
+    assert response.status == 400 and "If-Match" in error["message"], error
+
+
+@pytest.mark.parametrize("expires", ["\u00b2", "9" * 5000, "\u0663"])
+def test_a_hosted_input_expiry_that_is_not_a_number_is_refused_not_raised(expires: str) -> None:
+    from broker.jobs.hosted_inputs import verify
+
+    assert verify("job_1", expires, "ab" * 32, "s" * 32, now=0.0) == "the input URL needs expires and sig"
