@@ -11,8 +11,9 @@ so a DNS answer that changes between the check and the connect reaches nothing i
 `BROKER_OUTBOUND_ALLOW` (hosts and CIDRs, comma-separated) admits internal image hosts and webhook
 receivers for the deployments that need them; an admitted target may also use plain `http:`. Cloud
 metadata addresses are never admitted, also not through an allow-listed name that resolves to one
-(`check` and the session's resolver resolve allow-listed names too, for that alone). Provider base URLs and the output URLs in a provider's own
-answers are the operator's configuration, not a caller's, and do not go through this policy.
+(`check` and the session's resolver resolve allow-listed names too, for that alone). Provider base
+URLs and the output URLs in a provider's own answers are the operator's configuration, not a
+caller's, and do not go through this policy.
 """
 
 from __future__ import annotations

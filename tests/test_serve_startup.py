@@ -125,7 +125,9 @@ def test_the_start_reports_a_redis_without_appendonly(
 
 
 def test_store_passwords_are_secrets_to_the_redactor() -> None:
-    settings = Settings(store_url="redis://user:pw-123456@h:1/0", sandbox_store_url="redis://:sb-654321@h:2/0")
+    settings = Settings(
+        store_url="redis://user:pw-123456@h:1/0", sandbox_store_url="redis://:sb-654321@h:2/0"
+    )
     assert url_secrets(settings) == ["pw-123456", "sb-654321"]
     assert url_secrets(Settings(store_url="sqlite:///data/broker.db")) == []
 
