@@ -5,8 +5,10 @@ tests/test_log_secrets.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import ipaddress
+import json
 import pathlib
 import sqlite3
 import uuid
@@ -21,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 
 from adapters.outbound import IpAddress, OutboundPolicy, OutboundRefused
+from broker.api import offload
 from broker.appkeys import STORE
 from broker.observability.loop_lag import LoopLagMonitor
 from broker.store.base import VersionConflict
@@ -311,3 +314,26 @@ def test_a_hosted_input_expiry_that_is_not_a_number_is_refused_not_raised(expire
     from broker.jobs.hosted_inputs import verify
 
     assert verify("job_1", expires, "ab" * 32, "s" * 32, now=0.0) == "the input URL needs expires and sig"
+
+
+async def test_a_large_json_body_is_judged_in_the_worker_process_with_the_same_answers(
+    open_client: Callable[..., Awaitable[Client]],
+) -> None:
+    """Bodies of a megabyte or more are decoded and validated in a worker process (broker.api.offload):
+    a valid one is accepted, and an invalid one gets the same 400, details and all, as a small one."""
+    client = await open_client()
+    image = "data:image/png;base64," + base64.b64encode(png_bytes(64, 48) + b"\0" * 1_200_000).decode()
+    headers = {**auth(), "Content-Type": "application/json"}
+    response = await client.post(
+        "/v1/quotes", data=json.dumps({"prompt": "x", "image_url": image}), headers=headers
+    )
+    assert response.status == 200, await response.text()
+    bad = json.dumps({"prompt": "x", "image_url": image, "duration_s": True})
+    error = (await (await client.post("/v1/jobs", data=bad, headers=headers)).json())["error"]
+    assert error["details"][0]["field"] == "duration_s", error
+    broken = b'{"prompt": "x", "metadata": ' + b"[" * 40 + b" " * 1_100_000
+    error = (await (await client.post("/v1/jobs", data=broken, headers=headers)).json())["error"]
+    assert error["details"][0]["field"] == "metadata", error
+    work = client.app[offload.HEAVY_WORK]
+    assert work.processes_started == 1 and work.process_usable  # judged there, not on a thread
+    await a_normal_job_succeeds(client)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from adapters.images import InvalidImage, check_image
 from adapters.outbound import OutboundRefused
 from broker.api.multipart import read_multipart
-from broker.api.offload import off_loop
+from broker.api.offload import in_process, off_loop
 from broker.appkeys import ARTIFACTS, DEPLOYMENT, OUTBOUND, SETTINGS
 from broker.errors import InsufficientStorage, InvalidJson, InvalidRequest, UnsupportedMediaType
 from broker.schema import PROMPT_MAX_CHARS, JobRequest
@@ -189,7 +189,7 @@ async def read_intake(request: web.Request) -> Intake:
     content_type, app = request.content_type, request.app
     if content_type == "application/json":
         raw = await request.read()
-        job, digest = await off_loop(app, len(raw), _json_job, raw)
+        job, digest = await in_process(app, len(raw), _json_job, raw)
         return Intake(_checked(app, job), None, digest)
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType("send application/json, or multipart/form-data with an image part")
