@@ -10,8 +10,10 @@ so a DNS answer that changes between the check and the connect reaches nothing i
 
 `BROKER_OUTBOUND_ALLOW` (hosts and CIDRs, comma-separated) admits internal image hosts and webhook
 receivers for the deployments that need them; an admitted target may also use plain `http:`. Cloud
-metadata addresses are never admitted. Provider base URLs and the output URLs in a provider's own
-answers are the operator's configuration, not a caller's, and do not go through this policy.
+metadata addresses are never admitted, also not through an allow-listed name that resolves to one
+(`check` and the session's resolver resolve allow-listed names too, for that alone). Provider base
+URLs and the output URLs in a provider's own answers are the operator's configuration, not a
+caller's, and do not go through this policy.
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ Resolver = Callable[[str, int], Awaitable[list[IpAddress]]]
 
 # The instance metadata services of the big clouds: never reachable, whatever the allow-list says.
 METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "fd00:ec2::23",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -60,6 +70,11 @@ def _embedded_ipv4(address: IpAddress) -> IpAddress:
         if address in _NAT64:
             return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
+
+
+def is_metadata(address: IpAddress) -> bool:
+    """True for a cloud metadata address, also inside an IPv6 address that carries an IPv4 one."""
+    return address in METADATA_ADDRESSES or _embedded_ipv4(address) in METADATA_ADDRESSES
 
 
 def address_kind(address: IpAddress) -> str | None:
@@ -139,7 +154,7 @@ class OutboundPolicy:
 
     def address_allowed(self, address: IpAddress) -> bool:
         """True if a request may go to `address`: public, or in an allowed network (metadata: never)."""
-        if _embedded_ipv4(address) in METADATA_ADDRESSES:
+        if is_metadata(address):
             return False
         return address_kind(address) is None or any(address in n for n in self.allowed_networks)
 
@@ -183,9 +198,12 @@ class OutboundPolicy:
         """`check_url`, then resolve the host and check every address it has. The parsed URL."""
         parsed = self.check_url(url)
         host = _host(parsed)
-        if self.host_allowed(host) or literal_address(host) is not None:
+        if literal_address(host) is not None:
             return parsed
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        if self.host_allowed(host):  # any address but a metadata service's
+            await self._check_allowed_name(host, port)
+            return parsed
         try:
             addresses = await self.resolver(host, port)
         except OSError:
@@ -198,6 +216,17 @@ class OutboundPolicy:
         if parsed.scheme == "http" and not all(self._in_networks(a) for a in addresses):
             raise OutboundRefused(_HTTPS_ONLY)
         return parsed
+
+    async def _check_allowed_name(self, host: str, port: int) -> None:
+        """An allow-listed name may lead anywhere but to a metadata service. One this broker cannot
+        resolve is admitted as before (a provider fetches it from its own network; a session of
+        `open_session` resolves it again, and refuses a metadata address, on connect)."""
+        try:
+            addresses = await self.resolver(host, port)
+        except OSError:
+            return
+        if any(is_metadata(a) for a in addresses):
+            raise OutboundRefused(f"host {host} resolves to a cloud metadata address")
 
     def open_session(self, **kwargs: Any) -> aiohttp.ClientSession:
         """A client session that refuses, on connect, every address this policy refuses."""
@@ -221,6 +250,8 @@ class _GuardedResolver(AbstractResolver):
         except OSError as exc:
             raise OSError(f"cannot resolve {host}: {exc}") from None
         if self._policy.host_allowed(name):
+            if any(is_metadata(a) for a in addresses):  # never, even for an allow-listed name
+                raise OSError(f"{host} resolves to a cloud metadata address; refused")
             self._admitted.update(addresses)
         else:
             for address in addresses:
@@ -231,7 +262,8 @@ class _GuardedResolver(AbstractResolver):
     def socket(self, addr_info: Any) -> socket.socket:
         family, type_, proto, _, sockaddr = addr_info
         address = ipaddress.ip_address(sockaddr[0])
-        if not (self._policy.address_allowed(address) or address in self._admitted):
+        admitted = address in self._admitted and not is_metadata(address)
+        if not (self._policy.address_allowed(address) or admitted):
             raise OSError(f"connecting to {address} ({address_kind(address)}) is refused")
         return socket.socket(family=family, type=type_, proto=proto)
 

@@ -25,7 +25,8 @@ class Identity:
 
 
 def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+    # surrogateescape: a header byte that is not UTF-8 (the edge refuses those) still digests, never raises.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 def _resolve(ref: KeyRef, env: Mapping[str, str]) -> bytes | None:

@@ -18,6 +18,7 @@ status of each class:
      ├── BudgetExceeded                   budget_exceeded 402
      ├── Conflict                         conflict 409
      ├── NotReady                         not_ready 503
+     ├── InsufficientStorage              insufficient_storage 507   (the data directory is full)
      ├── InvalidImage                     invalid_image 422        adapters/images.py: a caller's image
      ├── ImageTooLarge                    image_too_large 413
      ├── ImageFetchFailed                 image_fetch_failed 422
@@ -95,3 +96,9 @@ class Conflict(BrokerError):
 
 class NotReady(BrokerError):
     code = ErrorCode.NOT_READY
+
+
+class InsufficientStorage(BrokerError):
+    """The data directory has no room for an upload (ENOSPC, a quota): nothing of it is kept."""
+
+    code = ErrorCode.INSUFFICIENT_STORAGE

@@ -18,6 +18,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from broker.request_types import WholeNumber, YesNo
+
 PROMPT_MAX_CHARS = 2000
 DURATION_MIN_S = 1
 DURATION_MAX_S = 10
@@ -119,6 +121,7 @@ class ErrorCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     NOT_READY = "not_ready"
     STORE_UNAVAILABLE = "store_unavailable"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
     # Outcomes of a job that ran.
     PROVIDER_ERROR = "provider_error"
     RATE_LIMITED = "rate_limited"
@@ -158,7 +161,7 @@ class Constraints(_Model):
     """What a caller (or a team policy) demands of the route; a request can only tighten a policy."""
 
     max_cost_usd: UsdString | None = None
-    max_latency_s: int | None = Field(default=None, ge=1, le=86_400)
+    max_latency_s: WholeNumber | None = Field(default=None, ge=1, le=86_400)
     min_quality: Quality | None = None
     providers: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=32
@@ -243,12 +246,12 @@ class JobRequest(_Model):
         },
     )
     mode: Mode | None = None
-    duration_s: int = Field(default=5, ge=DURATION_MIN_S, le=DURATION_MAX_S)
+    duration_s: WholeNumber = Field(default=5, ge=DURATION_MIN_S, le=DURATION_MAX_S)
     aspect_ratio: AspectRatio = AspectRatio.WIDE
     resolution: Resolution = Resolution.HD
-    audio: bool = False
-    camera_fixed: bool = False
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    audio: YesNo = False
+    camera_fixed: YesNo = False
+    seed: WholeNumber | None = Field(default=None, ge=0, le=2**32 - 1)
     constraints: Constraints = Field(default_factory=Constraints)
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
     metadata: dict[str, Any] = Field(default_factory=dict)

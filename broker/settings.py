@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.outbound import OutboundPolicy
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 
 class Settings(BaseSettings):
     """One frozen settings object per process, read from `BROKER_*` variables."""
@@ -42,6 +44,13 @@ class Settings(BaseSettings):
     # A step renews its lease while its I/O runs; a provider request must end well inside one lease
     # (`broker.config.lease_problems`), so a dead replica's jobs are due again within a minute.
     lease_s: float = Field(default=60.0, gt=0, description="how long a job claim lasts unrenewed")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.strip().lower() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (not {value[:20]!r})")
+        return value.strip().lower()
 
     @field_validator("input_signing_secret")
     @classmethod

@@ -21,6 +21,7 @@ from broker.api import (
     health,
     inputs,
     jobs,
+    offload,
     openapi,
     output_deletion,
     policies,
@@ -30,6 +31,7 @@ from broker.api import (
 from broker.api import metrics as metrics_handlers
 from broker.api import pricing as pricing_handlers
 from broker.api import reports as report_handlers
+from broker.api.edge import decoded_input
 from broker.api.middleware import errors, request_context
 from broker.appkeys import (
     ACCEPTANCE,
@@ -133,8 +135,10 @@ def create_app(
     """The broker app. `env`, `factories`, `clock`, `sleep` and the DNS `resolver` of caller-given
     URLs are injectable for tests."""
     environment = os.environ if env is None else env
-    app = web.Application(middlewares=[request_context, errors], client_max_size=settings.max_body_bytes)
+    middlewares = [request_context, errors, decoded_input]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    offload.install(app)
     outbound = settings.outbound
     app[OUTBOUND] = outbound if resolver is None else dataclasses.replace(outbound, resolver=resolver)
     app[DEPLOYMENT] = Deployment(config, Authenticator(config, environment))

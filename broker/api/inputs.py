@@ -7,6 +7,8 @@ nothing; a signed URL of a job that has ended (its input released) or has no suc
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from adapters.images import InvalidImage, check_image
@@ -14,17 +16,19 @@ from broker.appkeys import ARTIFACTS, CLOCK, SETTINGS, STORE
 from broker.errors import Forbidden, NotFound
 from broker.jobs.hosted_inputs import InputHosting, verify
 from broker.schema import JobRequest, decode_data_uri
+from broker.store.artifacts import ArtifactStore
 
 routes = web.RouteTableDef()
 
 
-async def _image(request: JobRequest, app: web.Application) -> tuple[str, bytes] | None:
-    """(content type, bytes) of the job's hosted image, or None when it has none to host."""
+async def _image(request: JobRequest, artifacts: ArtifactStore) -> tuple[str, bytes] | None:
+    """(content type, bytes) of the job's hosted image, or None when it has none to host (the image
+    is checked and a data URI decoded on a worker thread)."""
     if request.image_upload is not None:
-        data = await app[ARTIFACTS].read_upload(request.image_upload)
-        return check_image(data).content_type, data
+        data = await artifacts.read_upload(request.image_upload)
+        return (await asyncio.to_thread(check_image, data)).content_type, data
     if request.image_url is not None and request.image_url.startswith("data:"):
-        return decode_data_uri(request.image_url)
+        return await asyncio.to_thread(decode_data_uri, request.image_url)
     return None
 
 
@@ -45,7 +49,7 @@ async def get_input(request: web.Request) -> web.Response:
     if record is None or record.job.status.terminal:
         raise NotFound("no input is hosted under this id (its job has ended)")
     try:
-        found = await _image(record.job.request, app)
+        found = await _image(record.job.request, app[ARTIFACTS])
     except (
         OSError,
         ValueError,

@@ -8,21 +8,25 @@ deployment: provider and model names it knows, and URLs the broker is allowed to
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import web
 from pydantic import ValidationError
 
-from adapters.images import ImageTooLarge, InvalidImage, check_image
+from adapters.images import InvalidImage, check_image
 from adapters.outbound import OutboundRefused
+from broker.api.multipart import read_multipart
+from broker.api.offload import in_process, off_loop
 from broker.appkeys import ARTIFACTS, DEPLOYMENT, OUTBOUND, SETTINGS
-from broker.errors import InvalidJson, InvalidRequest, UnsupportedMediaType
-from broker.schema import JobRequest
+from broker.errors import InsufficientStorage, InvalidJson, InvalidRequest, UnsupportedMediaType
+from broker.schema import PROMPT_MAX_CHARS, JobRequest
+from broker.store.artifacts import ArtifactStore
 from policies.edits import unknown_names
 
 # A real request nests 3 levels, plus metadata's 8; nothing legitimate comes near this.
@@ -30,19 +34,19 @@ JSON_MAX_DEPTH = 32
 _JSON_FIELDS = {"constraints", "metadata"}
 # A JSON string (skipped whole, escapes and all) or a bracket: enough to measure nesting.
 _JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
-_MULTIPART_FIELDS = set(JobRequest.model_fields) - {"image_upload"}
 
 
 @dataclass(frozen=True, slots=True)
 class Intake:
     request: JobRequest
     upload_bytes: int | None  # size of an uploaded image, if the body carried one
+    request_hash: str  # a digest of the validated request, for Idempotency-Key comparisons
 
-    @property
-    def request_hash(self) -> str:
-        """A digest of the validated request, for Idempotency-Key comparisons."""
-        canonical = json.dumps(self.request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+
+def request_digest(request: JobRequest) -> str:
+    """The digest `Intake.request_hash` holds: SHA-256 of the request's canonical JSON."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def validation_error(exc: ValidationError) -> InvalidRequest:
@@ -64,15 +68,34 @@ def parse_job_request(data: Any) -> JobRequest:
     return _validate(data)
 
 
+def _visible(text: str) -> bool:
+    """True if `text` shows anything: not only spaces, zero-width marks and other format characters."""
+    return any(unicodedata.category(c)[0] not in "CZ" for c in text)
+
+
+def _check_prompt(data: dict[str, Any]) -> dict[str, Any]:
+    """A new request's prompt: a control character (NUL, ESC, ...) other than a line break or tab is a
+    400, and a prompt that shows nothing counts as none (so a mode that needs one says so)."""
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str) or len(prompt) > PROMPT_MAX_CHARS:  # too long: the schema says so
+        return data
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\r\t" for c in prompt):
+        message = "holds a control character"
+        raise InvalidRequest(f"prompt: {message}", details=[{"field": "prompt", "message": message}])
+    return data if _visible(prompt) else {**data, "prompt": ""}
+
+
 def _validate(data: dict[str, Any]) -> JobRequest:
     try:
-        return JobRequest.model_validate(data)
+        return JobRequest.model_validate(_check_prompt(data))
     except ValidationError as exc:
         raise validation_error(exc) from None
 
 
 def too_deep(raw: bytes, limit: int = JSON_MAX_DEPTH) -> str | None:
     """The top-level field (or "body") under which `raw` JSON nests deeper than `limit`, else None."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # too few brackets to nest that deep: skip the scan
+        return None
     depth, key, last_string = 0, "body", b""
     for token in _JSON_TOKENS.finditer(raw):
         text = token.group()
@@ -113,38 +136,16 @@ def parse_json(raw: bytes, what: str = "body") -> Any:
 
 async def read_json(request: web.Request) -> Any:
     """The body as JSON; a 400 with code invalid_json if it is not."""
-    return parse_json(await request.read())
+    raw = await request.read()
+    return await off_loop(request.app, len(raw), parse_json, raw)
 
 
-async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
-    fields: dict[str, Any] = {}
-    image: bytes | None = None
-    limit = request.app[SETTINGS].max_image_bytes
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            raise InvalidRequest("nested multipart bodies are not accepted")
-        if part.name == "image":
-            image = await part.read(decode=False)
-            if len(image) > limit:
-                raise ImageTooLarge(f"the image is {len(image)} bytes; the limit is {limit}")
-            continue
-        if part.name not in _MULTIPART_FIELDS:
-            raise InvalidRequest(f"{part.name}: unknown field")
-        if part.name in _JSON_FIELDS:
-            fields[part.name] = parse_json(await part.read(decode=True), part.name)
-        else:
-            fields[part.name] = await part.text()
-    return fields, image
-
-
-async def _read_multipart_checked(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
-    """`_read_multipart`, with a body aiohttp cannot parse (no boundary, broken part headers, bad
-    encoding) answered as the caller's error, not ours."""
-    try:
-        return await _read_multipart(request)
-    except (ValueError, HttpProcessingError) as exc:
-        raise InvalidRequest(f"the multipart body is malformed: {type(exc).__name__}") from None
+def _job_from_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Multipart text fields as a body: the JSON ones (constraints, metadata) parsed."""
+    return {
+        name: parse_json(value.encode("utf-8"), name) if name in _JSON_FIELDS else value
+        for name, value in fields.items()
+    }
 
 
 def deployment_problems(app: web.Application, job: JobRequest) -> list[dict[str, str]]:
@@ -181,21 +182,50 @@ def _checked(app: web.Application, job: JobRequest) -> JobRequest:
 
 
 async def read_intake(request: web.Request) -> Intake:
-    """Parse and validate a job body; an uploaded image is checked and stored by its digest."""
+    """Parse and validate a job body; an uploaded image is checked and stored by its digest. Work that
+    grows with the body (parsing, decoding, hashing, checking the image) runs off the event loop once
+    the body is large (`broker.api.offload`)."""
     content_type, app = request.content_type, request.app
     if content_type == "application/json":
-        return Intake(_checked(app, parse_job_request(await read_json(request))), None)
+        raw = await request.read()
+        job, digest = await in_process(app, len(raw), _json_job, raw)
+        return Intake(_checked(app, job), None, digest)
     if content_type != "multipart/form-data":
         raise UnsupportedMediaType("send application/json, or multipart/form-data with an image part")
-    fields, image = await _read_multipart_checked(request)
+    settings = app[SETTINGS]
+    raw_fields, image = await read_multipart(request, settings.max_image_bytes, settings.max_body_bytes)
+    fields = _job_from_fields(raw_fields)
     if image is None:
-        return Intake(_checked(app, parse_job_request(fields)), None)
+        job = _checked(app, parse_job_request(fields))
+        return Intake(job, None, request_digest(job))
     if not image:
         raise InvalidImage("the image part is empty")
-    if "image_upload" in fields:
-        raise InvalidRequest("image_upload: unknown field")
-    check_image(image)
-    job_request = _checked(app, _validate({**fields, "image_upload": hashlib.sha256(image).hexdigest()}))
+    image_digest = await off_loop(app, len(image), _checked_image_digest, image)
+    job_request = _checked(app, _validate({**fields, "image_upload": image_digest}))
     # Stored only once the request is valid; the file is named by its digest, so a repeat is free.
-    await request.app[ARTIFACTS].save_upload(image)
-    return Intake(job_request, len(image))
+    await save_upload(request.app[ARTIFACTS], image, image_digest)
+    return Intake(job_request, len(image), request_digest(job_request))
+
+
+def _json_job(raw: bytes) -> tuple[JobRequest, str]:
+    """A JSON job body parsed and validated, with its request digest (one piece of work off the loop)."""
+    job = parse_job_request(parse_json(raw))
+    return job, request_digest(job)
+
+
+def _checked_image_digest(image: bytes) -> str:
+    """The image's SHA-256, once it is known to be an image the broker takes."""
+    check_image(image)
+    return hashlib.sha256(image).hexdigest()
+
+
+async def save_upload(artifacts: ArtifactStore, image: bytes, digest: str) -> str:
+    """Store an uploaded image off the event loop; a full disk is a 507, with nothing left behind."""
+    try:
+        return await artifacts.save_upload(image, digest)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage(
+                "the broker has no room to store the image right now; try again later or send image_url"
+            ) from None
+        raise

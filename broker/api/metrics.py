@@ -12,6 +12,7 @@ from broker.appkeys import CLOCK, DEPLOYMENT, STORE
 from broker.jobs import budgets
 from broker.jobs.routing import current_policy
 from broker.observability.metrics import METRICS, usd_float
+from broker.observability.wiring import LOOP_LAG
 from broker.schema import JobStatus
 from pricing.money import Money
 
@@ -22,6 +23,7 @@ routes = web.RouteTableDef()
 async def metrics(request: web.Request) -> web.Response:
     await refresh_gauges(request.app)
     await refresh_provider_gauges(request.app)
+    request.app[METRICS].loop_lag_max.set(request.app[LOOP_LAG].take_max())
     response = web.Response(body=request.app[METRICS].render())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response

@@ -6,6 +6,7 @@ nearest class in the error's ancestry that `STATUSES` names (the tree is drawn i
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -21,6 +22,7 @@ from broker.errors import (
     BudgetExceeded,
     Conflict,
     Forbidden,
+    InsufficientStorage,
     InvalidJson,
     InvalidRequest,
     NoFeasibleRoute,
@@ -34,6 +36,8 @@ from broker.schema import BrokerError, ErrorCode
 from broker.store.base import IdempotencyConflict, RecordUnreadable, StoreUnavailable, VersionConflict
 
 log = structlog.get_logger("broker.http")
+# A caller's X-Request-Id is echoed back and logged only if it is short printable ASCII.
+_REQUEST_ID = re.compile(r"[!-~]{1,64}")
 
 STATUSES: dict[type[BrokerError], int] = {
     BrokerError: 500,
@@ -48,6 +52,7 @@ STATUSES: dict[type[BrokerError], int] = {
     BudgetExceeded: 402,
     Conflict: 409,
     NotReady: 503,
+    InsufficientStorage: 507,
     InvalidImage: 422,
     ImageTooLarge: 413,
     ImageFetchFailed: 422,
@@ -88,7 +93,8 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id to every log line of this request and echo it back."""
-    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         response = await handler(request)
         response.headers["X-Request-Id"] = request_id
@@ -111,6 +117,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = _HTTP_CODES.get(exc.status, ErrorCode.INVALID_REQUEST)
         message = exc.reason if exc.status != 413 else "the request body is larger than the limit"
         return error_response(exc.status, code.value, message)
+    except ConnectionResetError:  # the caller left mid-request (a body cut short): nobody to answer
+        log.info("client_disconnected", path=request.path, method=request.method)
+        return error_response(400, ErrorCode.INVALID_REQUEST.value, "the request ended before its body did")
     except Exception:
         log.exception("unhandled_error", path=request.path, method=request.method)
         return error_response(500, ErrorCode.INTERNAL.value, "internal error; it has been logged")

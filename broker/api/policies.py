@@ -9,6 +9,7 @@ out inherit from the `default` policy.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from broker.store.base import PolicyVersion, policy_diff
 from policies.edits import PolicyInvalid, check_names, parse_policy, stored_form
 
 routes = web.RouteTableDef()
+_VERSION_TAG = re.compile(r"[0-9]{1,18}")
 
 
 def _known_team(request: web.Request, identity: Identity) -> str:
@@ -89,12 +91,13 @@ def _expected_version(request: web.Request, body: dict[str, Any]) -> int:
     versions: list[int] = []
     if (header := request.headers.get("If-Match")) is not None:
         tag = header.strip().strip('"')
-        if not tag.isdigit():
+        # ASCII digits only, and few: str.isdigit() admits "²", and int() refuses 4,300+ digits.
+        if _VERSION_TAG.fullmatch(tag) is None:
             raise InvalidRequest('If-Match: send the version read, as "<number>"')
         versions.append(int(tag))
     if "version" in body:
         version = body.pop("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 2**63:
             raise InvalidRequest("version: must be a whole number of at least 0")
         versions.append(version)
     if not versions:

@@ -10,6 +10,7 @@ values with brackets (`constraints[providers][]=fal`); a `constraints` or `metad
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import re
@@ -20,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from adapters.images import ImageTooLarge, InvalidImage, check_image
-from broker.api.intake import Intake, deployment_problems, parse_json
+from broker.api.intake import Intake, deployment_problems, parse_json, request_digest, save_upload
 from broker.api.video_views import AUTO, SIZES, Catalog
 from broker.appkeys import ARTIFACTS, SETTINGS
 from broker.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
@@ -221,24 +222,33 @@ async def read_video_request(request: web.Request, catalog: Catalog) -> Intake:
     """Parse and check a create body; an uploaded image is checked and stored by its digest."""
     app = request.app
     if request.content_type == "application/json":
-        return Intake(_checked(app, job_request(parse_json(await request.read()), catalog)), None)
+        return _intake(_checked(app, job_request(parse_json(await request.read()), catalog)), None)
     if request.content_type == "application/x-www-form-urlencoded":
         fields: dict[str, Any] = {}
         for name, value in (await request.post()).items():
             _put(fields, name, value)
-        return Intake(_checked(app, job_request(fields, catalog)), None)
+        return _intake(_checked(app, job_request(fields, catalog)), None)
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType(
             "send multipart/form-data (what the openai package sends), a URL-encoded form or application/json"
         )
     fields, image = await read_form(request)
     if image is None:
-        return Intake(_checked(app, job_request(fields, catalog)), None)
+        return _intake(_checked(app, job_request(fields, catalog)), None)
     if not image:
         raise InvalidImage("input_reference: the image file is empty")
     if "input_reference" in fields:
         raise bad("input_reference", "give the image either as a file or as image_url, not both")
+    digest = await asyncio.to_thread(_checked_digest, image)
+    job = _checked(app, job_request(fields, catalog, digest))
+    await save_upload(app[ARTIFACTS], image, digest)  # only once the request is valid; 507 on a full disk
+    return _intake(job, len(image))
+
+
+def _checked_digest(image: bytes) -> str:
     check_image(image)
-    job = _checked(app, job_request(fields, catalog, hashlib.sha256(image).hexdigest()))
-    await app[ARTIFACTS].save_upload(image)  # stored only once the request is valid; named by its digest
-    return Intake(job, len(image))
+    return hashlib.sha256(image).hexdigest()
+
+
+def _intake(job: JobRequest, upload_bytes: int | None) -> Intake:
+    return Intake(job, upload_bytes, request_digest(job))

@@ -23,6 +23,14 @@ from yarl import URL
 from broker.api.app import create_app
 from broker.cli import CommandFailed
 from broker.cli.reload import reload_config
+from broker.cli.startup import (
+    StoreLockTaken,
+    lock_sqlite_store,
+    log_start,
+    unknown_variables,
+    url_secrets,
+    warn_if_not_durable,
+)
 from broker.config import BrokerConfig, ConfigError, lease_problems, load_config
 from broker.observability.logging import configure_logging, secret_values
 from broker.schema import BrokerError
@@ -64,6 +72,7 @@ async def check_store(settings: Settings) -> None:
     try:
         await store.open()
         await store.ping()
+        await warn_if_not_durable(settings, store)
     except (BrokerError, OSError) as exc:
         reason = exc.message if isinstance(exc, BrokerError) else str(exc)
         raise CommandFailed(f"the store {_shown(settings.store_url)} cannot be used: {reason}") from None
@@ -121,12 +130,14 @@ async def run_serve(args: argparse.Namespace) -> None:
     if problems := lease_problems(config, settings.lease_s):
         raise CommandFailed(f"bad configuration: {path}: {'; '.join(problems)}", exit_code=2)
     env: dict[str, str] = dict(os.environ)
+    if problems := unknown_variables(env, config):
+        raise CommandFailed("bad setting: " + "; ".join(problems), exit_code=2)
     if args.sandbox:
         from broker.cli.sandbox import sandbox_settings
 
         settings = sandbox_settings(settings)  # before logging starts: its signing secret is redacted too
     signing = settings.input_signing_secret.get_secret_value() if settings.input_signing_secret else ""
-    secrets = [*secret_values(config, env), settings.webhook_secret or "", signing]
+    secrets = [*secret_values(config, env), settings.webhook_secret or "", signing, *url_secrets(settings)]
     configure_logging(settings.log_level, secrets)
     if args.sandbox:
         log.info(
@@ -135,6 +146,21 @@ async def run_serve(args: argparse.Namespace) -> None:
             data_dir=str(settings.data_dir),
             public_url=settings.public_url,
         )
+    log_start(settings, config, env)
+    try:
+        store_lock = lock_sqlite_store(settings)
+    except StoreLockTaken as exc:
+        raise CommandFailed(str(exc), exit_code=2) from None
+    try:
+        await _serve_locked(args, settings, config, env, path)
+    finally:
+        if store_lock is not None:
+            store_lock.close()
+
+
+async def _serve_locked(
+    args: argparse.Namespace, settings: Settings, config: BrokerConfig, env: dict[str, str], path: Path
+) -> None:
     await check_store(settings)
     if not settings.webhook_secret:
         log.warning(

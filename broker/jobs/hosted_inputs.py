@@ -51,7 +51,8 @@ def sign_input_url(public_url: str, input_id: str, expires_at: int, secret: str)
 
 def verify(input_id: str, expires: str | None, sig: str | None, secret: str, now: float) -> str | None:
     """Why the signed URL is refused (bad or missing signature, expired), or None if it holds."""
-    if not expires or not sig or not expires.isdigit():
+    # ASCII digits, and few: isdigit() alone admits "²", and int() refuses 4,300+ digits.
+    if not expires or not sig or not (expires.isascii() and expires.isdigit() and len(expires) <= 18):
         return "the input URL needs expires and sig"
     expires_at = int(expires)
     if not hmac.compare_digest(_signature(input_id, expires_at, secret), sig):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from broker.observability.loop_lag import LAG_BUCKETS
 from broker.schema import Attempt, AttemptStatus
 from broker.store import JobRecord
 from pricing.money import MICROS_PER_USD, Money
@@ -92,6 +93,15 @@ class BrokerMetrics:
             registry=r,
         )
         self.runner_up = Gauge("broker_runner_up", "1 while this replica's job runner is running", registry=r)
+        self.loop_lag = Histogram(
+            "broker_event_loop_lag_seconds",
+            "How late this replica's event loop ran a timer (work holding the loop delays every request)",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_max = Gauge(
+            "broker_event_loop_lag_max_seconds", "The worst event-loop lag since the last scrape", registry=r
+        )
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -10,6 +10,7 @@ a local scratch file (`partial_path`) that `put_file` moves into the store once 
 from __future__ import annotations
 
 import abc
+import asyncio
 import hashlib
 import os
 import shutil
@@ -82,9 +83,10 @@ class ArtifactStore(abc.ABC):
         """A URL that serves the artifact without credentials for `expires_s`, where the store signs."""
         return None
 
-    async def save_upload(self, data: bytes) -> str:
-        """Store an uploaded image under its SHA-256 and return the digest (a repeat is free)."""
-        digest = hashlib.sha256(data).hexdigest()
+    async def save_upload(self, data: bytes, digest: str | None = None) -> str:
+        """Store an uploaded image under its SHA-256 (`digest`, where the caller has it) and return the
+        digest (a repeat is free)."""
+        digest = digest or hashlib.sha256(data).hexdigest()
         if not await self.exists(upload_key(digest)):
             await self.put_bytes(upload_key(digest), data, "application/octet-stream")
         return digest
@@ -123,8 +125,11 @@ class FileArtifacts(ArtifactStore):
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         temp = self.scratch / f"put-{uuid.uuid4().hex}"  # its own name: two saves of one upload never meet
-        temp.write_bytes(data)
-        await self.put_file(key, temp, content_type)
+        try:
+            await asyncio.to_thread(temp.write_bytes, data)
+            await self.put_file(key, temp, content_type)
+        finally:
+            temp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
 
     async def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()

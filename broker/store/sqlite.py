@@ -9,6 +9,7 @@ budgets, reconciliation index and policy versions; this module the jobs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from broker.store.base import (
     readable,
     unreadable,
 )
+from broker.store.sqlite_db import write_each
 from broker.store.sqlite_ledger import SQLiteLedger
 
 _Write = tuple[JobRecord, JobRecord, "asyncio.Future[bool]"]
@@ -186,15 +188,11 @@ class SQLiteStore(SQLiteLedger, Store):
         while self._writes:
             batch, self._writes = self._writes, []
 
-            def write(db: sqlite3.Connection, batch: list[_Write] = batch) -> list[bool]:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    results = [_replace_row(db, old, new) for old, new, _ in batch]
-                    db.execute("COMMIT")
-                    return results
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+            def write(db: sqlite3.Connection, batch: list[_Write] = batch) -> list[bool | Exception]:
+                # One failing write fails alone (its own savepoint), not the whole batch.
+                return write_each(
+                    db, [functools.partial(_replace_row, record=o, stored=n) for o, n, _ in batch]
+                )
 
             try:
                 results = await self._run(write)
@@ -207,7 +205,10 @@ class SQLiteStore(SQLiteLedger, Store):
                 continue
             for (_, _, done), result in zip(batch, results, strict=True):
                 if not done.done():
-                    done.set_result(result)
+                    if isinstance(result, Exception):
+                        done.set_exception(result)
+                    else:
+                        done.set_result(result)
 
     async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
         def claim(db: sqlite3.Connection) -> list[JobRecord]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -93,6 +93,42 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE budget_reservations ADD COLUMN spent INTEGER")
 
 
+def store_error(exc: BaseException) -> BaseException:
+    """A SQLite error as the store's: a constraint is a `VersionConflict`, the file failing is
+    `StoreUnavailable`; any other exception as it is."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return VersionConflict(f"the write conflicts with stored state: {exc}")
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailable(f"the job store failed: {exc}")
+    return exc
+
+
+def write_each(
+    db: sqlite3.Connection, writes: Sequence[Callable[[sqlite3.Connection], T]]
+) -> list[T | Exception]:
+    """Group commit: `writes` in one transaction (one fsync), each in a savepoint of its own, so one
+    that fails (a constraint, a record that will not serialize) is rolled back alone and its error
+    (as `store_error` names it) takes its place in the results; the others commit."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        results: list[T | Exception] = []
+        for write in writes:
+            db.execute("SAVEPOINT one_write")
+            try:
+                results.append(write(db))
+            except Exception as exc:
+                db.execute("ROLLBACK TO one_write")
+                failed = store_error(exc)
+                results.append(failed if isinstance(failed, Exception) else exc)
+            db.execute("RELEASE one_write")
+        db.execute("COMMIT")
+        return results
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class SQLiteDatabase:
     """An open SQLite file in WAL mode, with `synchronous=FULL`, reached only through `_run`."""
 
@@ -107,10 +143,8 @@ class SQLiteDatabase:
         db = self._db
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
-        except sqlite3.IntegrityError as exc:
-            raise VersionConflict(f"the write conflicts with stored state: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"the job store failed: {exc}") from exc
+        except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
+            raise store_error(exc) from exc
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
