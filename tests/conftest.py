@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,18 @@ from tests.support.stores import STORE_KINDS
 from tests.support.tracebacks import install as install_traceback_guard
 
 install_traceback_guard()
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """`configure_logging` sets process-wide handlers, as `serve` does once per process: a test that
+    calls it leaves none of them to the tests after it (their captured stderr would fill with
+    aiohttp's access lines)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(params=sorted(STORE_KINDS))
