@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -26,3 +26,7 @@ def _not_a_number(value: Any) -> Any:
 
 WholeNumber = Annotated[int, BeforeValidator(_not_a_bool)]
 YesNo = Annotated[bool, BeforeValidator(_not_a_number)]
+
+# A provider's or a model's name in a request's constraints.
+ProviderName = Annotated[str, Field(min_length=1, max_length=64)]
+ModelName = Annotated[str, Field(min_length=1, max_length=128)]

@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from broker.request_types import WholeNumber, YesNo
+from broker.request_types import ModelName, ProviderName, WholeNumber, YesNo
 
 PROMPT_MAX_CHARS = 2000
 DURATION_MIN_S = 1
@@ -163,15 +163,9 @@ class Constraints(_Model):
     max_cost_usd: UsdString | None = None
     max_latency_s: WholeNumber | None = Field(default=None, ge=1, le=86_400)
     min_quality: Quality | None = None
-    providers: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
-        default=None, max_length=32
-    )
-    exclude_providers: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, max_length=32
-    )
-    models: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
-        default=None, max_length=64
-    )
+    providers: list[ProviderName] | None = Field(default=None, max_length=32)
+    exclude_providers: list[ProviderName] = Field(default_factory=list, max_length=32)
+    models: list[ModelName] | None = Field(default=None, max_length=64)
 
 
 _DATA_URI = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.IGNORECASE | re.DOTALL)

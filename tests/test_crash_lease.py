@@ -16,14 +16,14 @@ from tests.support.procs import Cluster, wait_until_settled
 async def test_lease_shorter_than_the_poll_interval_is_kept_by_its_worker(tmp_path: Path) -> None:
     async with Cluster(tmp_path) as cluster:
         # fal polls 2 s after the submit (running, 1.5 s to go), then 2 s later (done).
-        fal = await cluster.emulator("fal", render_seconds=3.5)
-        config = cluster.write_config({"fal": fal.base_url}, timeout_s=0.25)
+        fal = await cluster.emulator("fal", render_seconds=3.5, exact=True)
+        config = cluster.write_config({"fal": fal.base_url}, timeout_s=0.5)
         broker = await cluster.broker(
             config,
             store_url=f"sqlite:///{tmp_path}/broker.db",
             data_dir=tmp_path / "data",
             workers=2,
-            lease_s=0.5,
+            lease_s=1.0,
         )
         job = await broker.submit({"prompt": "x"})
         done = (await wait_until_settled([broker], [job["id"]], timeout_s=30))[job["id"]]

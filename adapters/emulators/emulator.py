@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.emulators.faults import Endpoint, Fault, FaultKind, FaultPlan
-from adapters.emulators.media import CONFORMING, Delivery
+from adapters.emulators.media import CONFORMING, Delivery, clip
 from adapters.emulators.recorder import RecordedRequest, Recorder
 from adapters.emulators.tasks import Clock, EmulatedTask, Phase
 from adapters.emulators.webhooks import WebhookDelivery, deliver
@@ -76,6 +76,7 @@ class ProviderEmulator(abc.ABC):
         self.recorder = Recorder()
         self.webhooks: list[WebhookDelivery] = []
         self._session: aiohttp.ClientSession | None = None
+        self._warming: set[asyncio.Future[bytes]] = set()
 
     # ---- for tests -------------------------------------------------------------------------
     @property
@@ -110,7 +111,17 @@ class ProviderEmulator(abc.ABC):
         elif fault is not None:
             task.forged_webhook = True
         self.tasks[task.id] = task
+        self._warm(task)
         return task
+
+    def _warm(self, task: EmulatedTask) -> None:
+        """Encode the task's clip on a worker thread now, while it "renders": the answers that need the
+        clip (its size in a result, the download) then find it cached instead of encoding on the loop."""
+        warming = asyncio.get_running_loop().run_in_executor(
+            None, clip, task.width, task.height, task.duration_s, self.delivery
+        )
+        self._warming.add(warming)
+        warming.add_done_callback(self._warming.discard)
 
     def find_task(self, task_id: str) -> EmulatedTask | None:
         task = self.tasks.get(task_id)

@@ -69,6 +69,8 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
             )
         )
     route = ctx.routes.get(route_key(attempt))
+    # The route's latency is its render's: from the submit to the output being ready, not the fetch.
+    rendered_s = ctx.clock() - attempt.started_at.timestamp()
     # Each step writes its own partial file: a step that lost its lease never shares one with the next.
     partial = ctx.artifacts.partial_path(f"{attempt.id}-{work.owner}")
     try:
@@ -86,8 +88,7 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
     spent = cost(route, status, attempt, succeeded=True)
     done = finish_attempt(attempt, AttemptStatus.SUCCEEDED, work.now(), spent, reported=reported_text(status))
     await ctx.provider_slots.release(attempt.provider, attempt.id)
-    elapsed = ctx.clock() - attempt.started_at.timestamp()
-    await ctx.provider_health.report_success(attempt.provider, route_key(attempt), elapsed)
+    await ctx.provider_health.report_success(attempt.provider, route_key(attempt), rendered_s)
     await work.save(
         lambda r: end_job(with_attempt(r, done, work.now()), JobStatus.SUCCEEDED, work.now()).evolve(
             output=output

@@ -227,9 +227,8 @@ class Cluster:
     async def emulator(self, provider: str, *, render_seconds: float = 0.2, exact: bool = False) -> Emulator:
         """Start one emulator accepting `PROVIDER_KEY`; returns once it answers (`exact`: clips as asked)."""
         port = free_port()
-        args = [sys.executable, "-m", "adapters.emulators", provider, "--port", str(port)]
-        args += ["--api-key", PROVIDER_KEY, "--render-seconds", str(render_seconds)]
-        args += ["--conforming"] if exact else []
+        args = [sys.executable, "-m", "adapters.emulators", provider, "--port", str(port), "--api-key"]
+        args += [PROVIDER_KEY, "--render-seconds", str(render_seconds), *(["--conforming"] if exact else [])]
         proc = self._start(f"emulator-{provider}-{port}", args, clean_env({}))
         emulator = Emulator(provider, proc, f"http://127.0.0.1:{port}", self.session)
         await self._wait_until_up(proc, f"{emulator.base_url}/_emulator/tasks")
