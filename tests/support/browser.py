@@ -122,6 +122,8 @@ class Browser:
     async def start(cls, workdir: Path) -> AsyncIterator[Browser]:
         assert CHROMIUM is not None, "chromium is not installed"
         profile = workdir / "chromium-profile"
+        # A browser started before in this folder left its port here: never read the old one.
+        (profile / "DevToolsActivePort").unlink(missing_ok=True)
         args = [
             CHROMIUM,
             "--headless",
