@@ -266,9 +266,8 @@ class LocalAdapter:
                 "the rendered file is gone", provider=PROVIDER, provider_code="output_missing"
             )
         await asyncio.to_thread(shutil.move, source, dest)
-        render_id = source.name.split(".")[0]
-        await asyncio.to_thread(self._drop_inputs, render_id)
-        await asyncio.to_thread(self.claims.forget, render_id)
+        # Once its outcome file is written (it may still be on its way): nothing of it is left behind.
+        await self._forget(source.name.split(".")[0])
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """The local backend sends no webhooks, so every callback is refused."""
