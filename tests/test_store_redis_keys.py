@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
 
 from broker.schema import JobStatus
-from broker.store import BudgetWindow, redis_base, redis_indexes
+from broker.store import BudgetWindow, StoreUnavailable, redis_base, redis_indexes
 from broker.store.redis import RedisStore
 from tests.support import store_contract as contract
+from tests.support.deployment import REDIS_URL
 from tests.support.factories import job_record
 from tests.support.stores import open_redis_store
 
@@ -110,6 +112,45 @@ async def test_claims_under_contention_declare_their_candidates(checked_store: R
     assert await store.claim_due("late", 1_000.0, 30, limit=5) == []
     # Once the leases lapse, each is due again.
     assert len(await store.claim_due("again", 1_031.0, 30, limit=50)) == 20
+
+
+class _Contended(RedisStore):
+    """A store whose first claim script runs just after a rival claim took a job and another became
+    due (what a second replica does between a claim's read and its script), and whose next claim
+    script meets an outage when `outage` is set."""
+
+    rival: RedisStore
+    outage = False
+    claims = 0
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        if script == "claim":
+            self.claims += 1
+            if self.claims == 1:
+                assert len(await self.rival.claim_due("rival", 1_000.0, 30, limit=1)) == 1
+                await self.rival.create_job(job_record())
+            elif self.outage:
+                raise StoreUnavailable("the job store (Redis) is unreachable (test); retry shortly")
+        return await super()._run(script, keys, args)
+
+
+@pytest.mark.parametrize("outage", [False, True])
+async def test_a_claim_reads_again_when_another_took_its_candidates(
+    checked_store: RedisStore, outage: bool
+) -> None:
+    made = [(await checked_store.create_job(job_record()))[0].id for _ in range(3)]
+    store = _Contended.from_url(REDIS_URL, prefix=checked_store.prefix)
+    store.rival, store.outage = checked_store, outage
+    await store.open()
+    try:
+        claimed = [record.id for record in await store.claim_due("me", 1_000.0, 30, limit=3)]
+    finally:
+        await store.close()
+    # The rival took the oldest; the first round leased the other two and saw one taken, so it read
+    # again: the job made due meanwhile is leased too, unless the store failed, when the first two
+    # are still returned (leased, they are this claimer's to run).
+    assert claimed[:2] == made[1:]
+    assert len(claimed) == (2 if outage else 3) and made[0] not in claimed
 
 
 async def test_a_replace_of_a_quarantined_job_declares_its_stored_indexes(checked_store: RedisStore) -> None:

@@ -60,9 +60,9 @@ reconnects by itself when Redis is back. A timed-out write may still have happen
 which by reading the job again (or by repeating a create with its idempotency key).
 
 A second reservation for a job adds to its first; settling releases all of it, and settling again
-with a corrected amount books the difference (the budget operations are in `redis_budgets.py`). Durability is Redis's:
-run it with `appendonly yes` so an acknowledged write survives a Redis restart. `cluster=True` uses
-redis-py's cluster client; the layout above needs nothing else from it.
+with a corrected amount books the difference (`redis_budgets.py`). Durability is Redis's: run it with
+`appendonly yes` so an acknowledged write survives a Redis restart. `cluster=True` uses redis-py's
+cluster client; the layout above needs nothing else from it.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ from broker.store.base import (
     PolicyVersion,
     RecordUnreadable,
     Store,
+    StoreUnavailable,
     VersionConflict,
     next_policy_version,
     unreadable,
@@ -285,30 +286,40 @@ class RedisStore(RedisBudgets, Store):
         return None
 
     async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
-        keys, due = self._keys, self._keys.jobs_index("due")
         claimed: list[JobRecord] = []
         for _ in range(_CLAIM_ROUNDS):
             wanted = limit - len(claimed)
             if wanted < 1:
                 break
-            # The candidates are read first, so the script can be given their keys; it takes only those
-            # still due, and reading a few more than wanted leaves concurrent claimers something to take.
-            with outage_as_unavailable():
-                found = await self._redis.zrangebyscore(due, "-inf", now, start=0, num=wanted + _CLAIM_SLACK)
-            ids = [str(job_id) for job_id in found]
-            if not ids:
-                break
-            token = write_token()
-            reply = await self._run(
-                "claim",
-                [due, keys.jobs_index("claim", token), *(keys.job(job_id) for job_id in ids)],
-                [float_arg(now), float_arg(now + lease_s), token, opt_arg(owner), wanted, *ids],
-            )
-            skipped, flat = int(reply[0]), reply[1:]
-            claimed.extend(await self._claimed(flat, now))
+            try:
+                taken, skipped = await self._claim_round(owner, now, lease_s, wanted)
+            except StoreUnavailable:
+                if not claimed:
+                    raise
+                break  # what earlier rounds leased is the caller's to run, not left to lapse
+            claimed.extend(taken)
             if skipped == 0:  # every candidate taken, or none beyond them due: another read finds no more
                 break
         return claimed
+
+    async def _claim_round(
+        self, owner: str, now: float, lease_s: float, wanted: int
+    ) -> tuple[list[JobRecord], int]:
+        """Lease up to `wanted` of the jobs due now; also says how many candidates others took first."""
+        keys, due, token = self._keys, self._keys.jobs_index("due"), write_token()
+        # The candidates are read first, so the script can be given their keys; it takes only those
+        # still due, and reading a few more than wanted leaves concurrent claimers something to take.
+        with outage_as_unavailable():
+            found = await self._redis.zrangebyscore(due, "-inf", now, start=0, num=wanted + _CLAIM_SLACK)
+        ids = [str(job_id) for job_id in found]
+        if not ids:
+            return [], 0
+        reply = await self._run(
+            "claim",
+            [due, keys.jobs_index("claim", token), *(keys.job(job_id) for job_id in ids)],
+            [float_arg(now), float_arg(now + lease_s), token, opt_arg(owner), wanted, *ids],
+        )
+        return await self._claimed(reply[1:], now), int(reply[0])
 
     async def _claimed(self, flat: Sequence[Any], now: float) -> list[JobRecord]:
         """The records of a claim's answer; one that cannot be decoded is set aside (see `claim_due`)."""
