@@ -217,3 +217,17 @@ def test_no_script_builds_a_key_name(path: Path) -> None:
             computed = "ARGV" in bound or ".." in bound or re.search(r"\w\(", bound)
             assert not computed, f"{path.name}: key `{key}` = {bound}"
     assert "local function key(" not in text, f"{path.name}: a helper that builds key names"
+
+
+async def test_a_listing_by_status_leaves_out_a_job_that_left_it_between_its_reads(
+    checked_store: RedisStore,
+) -> None:
+    store = checked_store
+    running, _ = await store.create_job(job_record(status=JobStatus.RUNNING))
+    moved, _ = await store.create_job(job_record(status=JobStatus.RUNNING))
+    # What the index read sees when the job succeeds between it and the records' read.
+    assert await store.replace_job(moved.evolve(status=JobStatus.SUCCEEDED)) is not None
+    async with store.client() as client:
+        await client.zadd(store.keys.jobs_index("status", "running"), {moved.id: 0})
+    page, cursor = await store.list_jobs(status=JobStatus.RUNNING)
+    assert [record.id for record in page] == [running.id] and cursor is None

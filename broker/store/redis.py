@@ -94,8 +94,8 @@ log = structlog.get_logger("broker.store")
 _LEASE_FIELDS = {"version", "lease_owner", "lease_until"}
 _FETCH_CHUNK = 500
 _REPLACE_TRIES = 3  # the second always declares the stored job's indexes; a third covers a quarantine
-_CLAIM_ROUNDS = 8  # reads of candidates per claim, while other claims take those it saw
-_CLAIM_SLACK = 4  # candidates read beyond those wanted
+# Claims read again while others took what they saw; reading extra spreads rival claims over `due`.
+_CLAIM_ROUNDS, _CLAIM_SLACK = 64, 16
 
 
 def _encode(record: JobRecord) -> str:
@@ -220,7 +220,9 @@ class RedisStore(RedisBudgets, Store):
                 for job_id in ids[:limit]:
                     pipe.hmget(self._keys.job(job_id), ["r", "v", "o", "l"])
                 rows = await pipe.execute()
-        records = _readable_rows(row for row in rows if row[0] is not None)
+        found_rows = (row for row in rows if row[0] is not None)
+        # Two reads, not one snapshot: a job that left `status` in between is left out.
+        records = [r for r in _readable_rows(found_rows) if status in (None, r.status)]
         next_cursor = ids[limit - 1] if len(ids) > limit else None
         return records, next_cursor
 
@@ -253,18 +255,7 @@ class RedisStore(RedisBudgets, Store):
         for _ in range(_REPLACE_TRIES):
             written = await self._run(
                 "replace",
-                [
-                    keys.job(record.id),
-                    keys.jobs_index("due"),
-                    *(
-                        key
-                        for status in statuses
-                        for key in (
-                            keys.jobs_index("status", status),
-                            keys.jobs_index("team-status", team, status),
-                        )
-                    ),
-                ],
+                [keys.job(record.id), keys.jobs_index("due"), *self._status_indexes(team, statuses)],
                 [
                     str(record.version),
                     str(stored.version),
@@ -284,6 +275,11 @@ class RedisStore(RedisBudgets, Store):
                 return stored if written == 1 else None
             team, statuses = str(written[1]), [*statuses, str(written[2])]
         return None
+
+    def _status_indexes(self, team: str, statuses: list[str]) -> list[str]:
+        """status:<s> and team-status:<team>:<s> of each status, in that order."""
+        index = self._keys.jobs_index
+        return [key for s in statuses for key in (index("status", s), index("team-status", team, s))]
 
     async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
         claimed: list[JobRecord] = []
