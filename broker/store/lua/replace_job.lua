@@ -1,4 +1,4 @@
--- KEYS: job hash, due, then for each status in ARGV[11..] its two indexes: status:<s>, team-status:<team>:<s>.
+-- KEYS: job hash, due, then for each status in ARGV[12..] its two indexes: status:<s>, team-status:<team>:<s>.
 -- ARGV: expected version, new version, record, status, ready ("" once ended), owner, lease, request hash,
 -- token, job id, then the team and the statuses whose indexes KEYS declares.
 -- Returns 1 when written (now or by this token's first run), 0 when the version moved on, or
