@@ -18,19 +18,15 @@ from broker.store.redis import RedisStore
 from tests.support.deployment import REDIS_URL
 from tests.support.factories import job_record
 from tests.support.redis_proxy import TcpProxy, free_port, fresh_prefix, host_port
+from tests.support.stores import open_redis_store
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 
 
 @pytest.fixture
 async def redis_store() -> AsyncIterator[RedisStore]:
-    store = RedisStore.from_url(REDIS_URL, prefix=fresh_prefix())
-    await store.open()
-    try:
+    async with open_redis_store() as store:
         yield store
-    finally:
-        await store.drop_all_keys()
-        await store.close()
 
 
 @pytest.fixture

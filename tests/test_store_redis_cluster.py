@@ -22,6 +22,7 @@ from broker.store.redis import RedisStore
 from tests.support import store_contract as contract
 from tests.support.factories import job_record
 from tests.support.redis_proxy import fresh_prefix
+from tests.support.stores import open_redis_store
 
 AT = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -139,15 +140,9 @@ def _prefix_spread_over_nodes() -> str:
 
 @pytest.fixture
 async def cluster_store(cluster_ports: list[int]) -> AsyncIterator[RedisStore]:
-    store = RedisStore.from_url(
-        f"redis://127.0.0.1:{cluster_ports[0]}", prefix=_prefix_spread_over_nodes(), cluster=True
-    )
-    await store.open()
-    try:
+    url = f"redis://127.0.0.1:{cluster_ports[0]}"
+    async with open_redis_store(url, prefix=_prefix_spread_over_nodes(), cluster=True) as store:
         yield store
-    finally:
-        await store.drop_all_keys()
-        await store.close()
 
 
 @pytest.mark.parametrize("case", sorted(name for name in dir(contract) if name.startswith("test_")))

@@ -32,12 +32,16 @@ Why these tags: a claim must find the oldest claimable job among all teams and l
 a listing must page one consistent index, so all job keys share `{P:jobs}`; on a cluster they live on
 one shard, which is far more than video jobs (minutes each) need. A reservation spans arbitrary window
 keys, so budgets share `{P:budget}`. A policy write only touches its own team, so policies are tagged
-per team. Scripts derive per-job and per-index key names from the tag they were given, so no script
-ever leaves its slot.
+per team. Every key a script reads or writes is passed to it in KEYS, as Redis Cluster requires (a
+script never builds a key name from its arguments; `tests/test_store_redis_keys.py` holds them to it):
+the caller names them when it knows them (a create's indexes, a replace's, a reservation's windows),
+and reads first when only the data knows them (a claim's candidates, a settlement's windows); the
+script re-checks what it was given and answers "not these keys" rather than step outside them.
 
 Scheduling is one sorted set, `due`, as arq and saq do it: a job waiting for its provider is a score in
-it, not a coroutine. A claim (one script) takes the lowest scores up to the caller's clock and sets each
-one's score to its lease's end; a step's last write puts the job back at its next due time with no
+it, not a coroutine. A claim reads the lowest scores up to the caller's clock, then (one script) leases
+those still due, setting each one's score to its lease's end (one another claim took in between is
+skipped, and the claim reads again); a step's last write puts the job back at its next due time with no
 lease, and an ended job leaves the set. A replica that dies mid-step leaves its jobs scored at their
 leases' ends, so any replica takes them once the leases lapse; one that stops cleanly releases them.
 
@@ -56,14 +60,13 @@ reconnects by itself when Redis is back. A timed-out write may still have happen
 which by reading the job again (or by repeating a create with its idempotency key).
 
 A second reservation for a job adds to its first; settling releases all of it, and settling again
-with a corrected amount books the difference. Durability is Redis's:
-run it with `appendonly yes` so an acknowledged write survives a Redis restart. `cluster=True` uses
-redis-py's cluster client; the layout above needs nothing else from it.
+with a corrected amount books the difference (`redis_budgets.py`). Durability is Redis's: run it with
+`appendonly yes` so an acknowledged write survives a Redis restart. `cluster=True` uses redis-py's
+cluster client; the layout above needs nothing else from it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -72,26 +75,27 @@ import structlog
 
 from broker.schema import JobStatus
 from broker.store.base import (
-    BudgetWindow,
     IdempotencyConflict,
     JobRecord,
     PolicyVersion,
     RecordUnreadable,
-    Reservation,
     Store,
+    StoreUnavailable,
     VersionConflict,
     next_policy_version,
     unreadable,
 )
 from broker.store.redis_base import float_arg, opt_arg, outage_as_unavailable, write_token
-from broker.store.redis_indexes import RedisIndexes
+from broker.store.redis_budgets import RedisBudgets
 
 log = structlog.get_logger("broker.store")
 
 # The record fields a claim changes live in their own hash fields, so a script never rewrites JSON.
 _LEASE_FIELDS = {"version", "lease_owner", "lease_until"}
 _FETCH_CHUNK = 500
-SETTLED_KEEP_S = 7 * 24 * 3600  # a settled reservation is kept this long for corrections
+_REPLACE_TRIES = 3  # the second always declares the stored job's indexes; a third covers a quarantine
+# Claims read again while others took what they saw; reading extra spreads rival claims over `due`.
+_CLAIM_ROUNDS, _CLAIM_SLACK = 64, 16
 
 
 def _encode(record: JobRecord) -> str:
@@ -125,22 +129,31 @@ def _readable_rows(rows: Iterable[Sequence[Any]]) -> list[JobRecord]:
     return records
 
 
-class RedisStore(RedisIndexes, Store):
+class RedisStore(RedisBudgets, Store):
     """`redis://host:port/db` (or `rediss://`, `unix://`); several replicas may share one. With
     `cluster=True` the URL names any node of a Redis Cluster and the cluster client routes by slot."""
 
     # Jobs ---------------------------------------------------------------------------------------
     async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
         keys = self._keys
-        team = record.job.team
+        team, status = record.job.team, record.status.value
         reply = await self._run(
             "create",
-            [keys.job(record.id), keys.jobs_index("idem", team)],
             [
-                keys.jobs,
+                keys.job(record.id),
+                keys.jobs_index("idem", team),
+                keys.jobs_index("ids"),
+                keys.jobs_index("team", team),
+                keys.jobs_index("created"),
+                keys.jobs_index("created-team", team),
+                keys.jobs_index("status", status),
+                keys.jobs_index("team-status", team, status),
+                keys.jobs_index("due"),
+            ],
+            [
                 record.id,
                 team,
-                record.status.value,
+                status,
                 float_arg(record.ready_at),
                 str(record.version),
                 _encode(record),
@@ -154,11 +167,16 @@ class RedisStore(RedisIndexes, Store):
         )
         outcome = reply[0]
         if outcome == "existing":
-            return _decode(reply[1:5]), False
-        if outcome == "conflict":
-            raise IdempotencyConflict(
-                "this Idempotency-Key was used with a different request body", details={"job_id": reply[1]}
-            )
+            # The key names another job (a permanent link: jobs are never deleted): read it here,
+            # outside the script, which was not given its key.
+            job_id = str(reply[1])
+            with outage_as_unavailable():
+                row = await self._redis.hmget(keys.job(job_id), ["h", "r", "v", "o", "l"])
+            if row[0] != record.request_hash:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request body", details={"job_id": job_id}
+                )
+            return _decode(row[1:], job_id), False
         if outcome == "duplicate":
             raise VersionConflict(f"a job with id {record.id} already exists")
         return record, True
@@ -194,10 +212,18 @@ class RedisStore(RedisIndexes, Store):
         else:
             index = self._keys.jobs_index("ids")
         upper = "+" if cursor is None else f"({cursor}"
-        flat = await self._run("list", [index], [self._keys.jobs, upper, limit + 1])
-        rows = [flat[i : i + 5] for i in range(0, len(flat), 5)]
-        records = _readable_rows(row[1:] for row in rows[:limit] if row[1] is not None)
-        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        client = self._redis
+        with outage_as_unavailable():
+            found = await client.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
+            ids = [str(job_id) for job_id in found]
+            async with client.pipeline(transaction=False) as pipe:
+                for job_id in ids[:limit]:
+                    pipe.hmget(self._keys.job(job_id), ["r", "v", "o", "l"])
+                rows = await pipe.execute()
+        found_rows = (row for row in rows if row[0] is not None)
+        # Two reads, not one snapshot: a job that left `status` in between is left out.
+        records = [r for r in _readable_rows(found_rows) if status in (None, r.status)]
+        next_cursor = ids[limit - 1] if len(ids) > limit else None
         return records, next_cursor
 
     async def jobs_created_between(
@@ -221,41 +247,87 @@ class RedisStore(RedisIndexes, Store):
 
     async def replace_job(self, record: JobRecord) -> JobRecord | None:
         stored = record.model_copy(update={"version": record.version + 1})
-        written = await self._run(
-            "replace",
-            [self._keys.job(record.id)],
-            [
-                self._keys.jobs,
-                str(record.version),
-                str(stored.version),
-                _encode(stored),
-                stored.status.value,
-                float_arg(stored.ready_at),
-                opt_arg(stored.lease_owner),
-                float_arg(stored.lease_until),
-                stored.request_hash,
-                write_token(),
-                record.id,
-            ],
-        )
-        return stored if written == 1 else None
+        keys = self._keys
+        # The job's old status is not in `record`: declare the indexes of every status of its team. The
+        # script answers with the stored team and status if those are not among them (a record
+        # quarantined as unreadable, a team renamed by hand), and the call is made again with them.
+        team, statuses = record.job.team, [status.value for status in JobStatus]
+        for _ in range(_REPLACE_TRIES):
+            written = await self._run(
+                "replace",
+                [keys.job(record.id), keys.jobs_index("due"), *self._status_indexes(team, statuses)],
+                [
+                    str(record.version),
+                    str(stored.version),
+                    _encode(stored),
+                    stored.status.value,
+                    float_arg(stored.ready_at),
+                    opt_arg(stored.lease_owner),
+                    float_arg(stored.lease_until),
+                    stored.request_hash,
+                    write_token(),
+                    record.id,
+                    team,
+                    *statuses,
+                ],
+            )
+            if not isinstance(written, list):
+                return stored if written == 1 else None
+            team, statuses = str(written[1]), [*statuses, str(written[2])]
+        return None
+
+    def _status_indexes(self, team: str, statuses: list[str]) -> list[str]:
+        """status:<s> and team-status:<team>:<s> of each status, in that order."""
+        index = self._keys.jobs_index
+        return [key for s in statuses for key in (index("status", s), index("team-status", team, s))]
 
     async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
-        keys, token = self._keys, write_token()
-        flat = await self._run(
+        claimed: list[JobRecord] = []
+        for _ in range(_CLAIM_ROUNDS):
+            wanted = limit - len(claimed)
+            if wanted < 1:
+                break
+            try:
+                taken, skipped = await self._claim_round(owner, now, lease_s, wanted)
+            except StoreUnavailable:
+                if not claimed:
+                    raise
+                break  # what earlier rounds leased is the caller's to run, not left to lapse
+            claimed.extend(taken)
+            if skipped == 0:  # every candidate taken, or none beyond them due: another read finds no more
+                break
+        return claimed
+
+    async def _claim_round(
+        self, owner: str, now: float, lease_s: float, wanted: int
+    ) -> tuple[list[JobRecord], int]:
+        """Lease up to `wanted` of the jobs due now; also says how many candidates others took first."""
+        keys, due, token = self._keys, self._keys.jobs_index("due"), write_token()
+        # The candidates are read first, so the script can be given their keys; it takes only those
+        # still due, and reading a few more than wanted leaves concurrent claimers something to take.
+        with outage_as_unavailable():
+            found = await self._redis.zrangebyscore(due, "-inf", now, start=0, num=wanted + _CLAIM_SLACK)
+        ids = [str(job_id) for job_id in found]
+        if not ids:
+            return [], 0
+        reply = await self._run(
             "claim",
-            [keys.jobs_index("due"), keys.jobs_index("claim", token)],
-            [keys.jobs, float_arg(now), float_arg(now + lease_s), token, opt_arg(owner), limit],
+            [due, keys.jobs_index("claim", token), *(keys.job(job_id) for job_id in ids)],
+            [float_arg(now), float_arg(now + lease_s), token, opt_arg(owner), wanted, *ids],
         )
+        return await self._claimed(reply[1:], now), int(reply[0])
+
+    async def _claimed(self, flat: Sequence[Any], now: float) -> list[JobRecord]:
+        """The records of a claim's answer; one that cannot be decoded is set aside (see `claim_due`)."""
         claimed: list[JobRecord] = []
         for at in range(0, len(flat), 5):
-            job_id, row = flat[at], flat[at + 1 : at + 5]
+            job_id, row = str(flat[at]), flat[at + 1 : at + 5]
             try:
                 claimed.append(_decode(row, job_id))
             except RecordUnreadable:
                 # Leased now, so no claim takes it again before the runner has set it aside.
                 with outage_as_unavailable():
-                    await self._redis.zadd(keys.jobs_index("unreadable"), {job_id: now})
+                    await self._redis.zadd(self._keys.jobs_index("unreadable"), {job_id: now})
         return claimed
 
     async def next_due_at(self) -> float | None:
@@ -290,58 +362,6 @@ class RedisStore(RedisIndexes, Store):
         with outage_as_unavailable():
             count: int = await self._redis.zcard(self._keys.jobs_index("status", status.value))
         return count
-
-    # Budgets ------------------------------------------------------------------------------------
-    async def reserve_budget(
-        self, job_id: str, amount_micros: int, windows: list[BudgetWindow]
-    ) -> Reservation:
-        if amount_micros < 0:
-            raise ValueError("a reservation cannot be negative")
-        keys = self._keys
-        reply = await self._run(
-            "reserve",
-            [keys.reservation(job_id), *(keys.window(w.key) for w in windows), keys.open_reservations],
-            [
-                amount_micros,
-                write_token(),
-                *(w.limit_micros for w in windows),
-                *(w.key for w in windows),
-                job_id,
-                float_arg(time.time()),
-            ],
-        )
-        remaining = {w.key: int(left) for w, left in zip(windows, reply[1:], strict=True)}
-        return Reservation(ok=reply[0] == 1, remaining_micros=remaining)
-
-    async def settle_budget(self, job_id: str, actual_micros: int) -> None:
-        if actual_micros < 0:
-            raise ValueError("a spend cannot be negative")
-        keys = self._keys
-        await self._run(
-            "settle",
-            [keys.reservation(job_id), keys.open_reservations],
-            [actual_micros, keys.window(""), job_id, SETTLED_KEEP_S],
-        )
-
-    async def open_reservations(self, reserved_before: float, *, limit: int = 100) -> list[str]:
-        with outage_as_unavailable():
-            found = await self._redis.zrangebyscore(
-                self._keys.open_reservations, "-inf", f"({reserved_before!r}", start=0, num=limit
-            )
-        return [str(job_id) for job_id in found]
-
-    async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
-        if not keys:
-            return {}
-        with outage_as_unavailable():
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hmget(self._keys.window(key), ["spent", "reserved"])
-                rows = await pipe.execute()
-        return {
-            key: (int(spent or 0), int(reserved or 0))
-            for key, (spent, reserved) in zip(keys, rows, strict=True)
-        }
 
     # Policies -----------------------------------------------------------------------------------
     async def get_policy(self, team: str) -> PolicyVersion | None:

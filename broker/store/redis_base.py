@@ -73,7 +73,6 @@ SCRIPTS = {
     "create": _JOB_LIB + _lua("create_job"),
     "replace": _JOB_LIB + _lua("replace_job"),
     "claim": _JOB_LIB + _lua("claim_due"),
-    "list": _JOB_LIB + _lua("list_jobs"),
     "reserve": _lua("reserve_budget"),
     "settle": _lua("settle_budget"),
     "put_policy": _lua("put_policy"),

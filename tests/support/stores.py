@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from broker.store import Store
 from broker.store.sqlite import SQLiteStore
 from tests.support.deployment import REDIS_URL
+from tests.support.redis_proxy import fresh_prefix
+
+if TYPE_CHECKING:
+    from broker.store.redis import RedisStore
 
 
 def _sqlite(tmp_path: Path) -> Store:
@@ -30,3 +36,17 @@ try:
     STORE_KINDS["redis"] = _redis
 except ImportError:
     pass
+
+
+@asynccontextmanager
+async def open_redis_store(url: str = REDIS_URL, **options: Any) -> AsyncIterator[RedisStore]:
+    """An open Redis store on a fresh prefix (unless `prefix` is given), its keys dropped afterwards."""
+    from broker.store.redis import RedisStore
+
+    store = RedisStore.from_url(url, **{"prefix": fresh_prefix(), **options})
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.drop_all_keys()
+        await store.close()
