@@ -221,12 +221,17 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
             return Policy.model_validate(record.policy)
         return await router.policy(record.job.team)
 
-    async def requote(record: JobRecord, tried: Collection[str]) -> Quote:
+    async def requote(record: JobRecord, tried: Collection[str], *, patient: bool = False) -> Quote:
         policy = await accepted_policy(record)
         # Providers that failed the job at provider level are left for the rest of it (adapters.failures).
         gone = providers_to_exclude(record.job.attempts)
         return await router.quote(
-            record.job.team, record.job.request, exclude_routes=tried, exclude_providers=gone, policy=policy
+            record.job.team,
+            record.job.request,
+            exclude_routes=tried,
+            exclude_providers=gone,
+            policy=policy,
+            through_open_circuits=patient,
         )
 
     async def max_attempts(record: JobRecord) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from adapters.base import Adapter, Clock, Sleep
 from adapters.outbound import OutboundPolicy
@@ -20,7 +21,15 @@ from pricing.catalog import RouteSpec
 from pricing.money import Money
 from pricing.quote import Quote
 
-QuoteFn = Callable[[JobRecord, Collection[str]], Awaitable[Quote]]
+
+class QuoteFn(Protocol):
+    """A re-quote of an accepted job without the routes it tried; `patient`: open circuits kept."""
+
+    def __call__(
+        self, record: JobRecord, tried: Collection[str], *, patient: bool = False
+    ) -> Awaitable[Quote]: ...
+
+
 ReserveFn = Callable[[JobRecord, Money], Awaitable[bool]]
 LimitFn = Callable[[JobRecord], Awaitable[int]]
 

@@ -118,13 +118,16 @@ class Router:
         exclude_routes: Collection[str] = (),
         exclude_providers: Collection[str] = (),
         policy: Policy | None = None,
+        through_open_circuits: bool = False,
     ) -> Quote:
         """Quote `request` for `team` under `policy` (default: the team's current one), skipping routes
         in `exclude_routes` and every route of the providers in `exclude_providers` (those that failed
         this job at the provider level: `adapters.failures.providers_to_exclude`).
 
-        Providers with an open circuit are rejected. Providers at capacity are rejected too when another
-        route can serve the job; when none can, the quote keeps them (the job waits for a slot).
+        Providers with an open circuit are rejected (kept with `through_open_circuits`: an accepted job
+        whose every route waits on a circuit waits for it, as for a slot). Providers at capacity are
+        rejected too when another route can serve the job; when none can, the quote keeps them (the job
+        waits for a slot).
         """
         if policy is None:
             policy = await self.policy(team)
@@ -136,7 +139,7 @@ class Router:
         unavailable = _merged(
             unavailable_providers(config, self.adapters, self.hosting, request, upload_bytes),
             failed,
-            await self.health.unavailable_now(),
+            {} if through_open_circuits else await self.health.unavailable_now(),
         )
         latency, saturated = self.health.latency.expected(), await self.slots.saturated()
 

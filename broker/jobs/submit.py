@@ -112,6 +112,10 @@ async def _claim_route(ctx: StepContext, work: JobWork, attempt_id: str) -> Rout
         return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="every allowed attempt failed")
     quote = await ctx.quote(work.record, work.record.tried_routes)
     if quote.chosen is None:
+        # Every route left waits on an open circuit: an accepted job waits for it to close (bounded by
+        # its max_latency_s, below), as for a free slot, rather than failing for a passing outage.
+        quote = await ctx.quote(work.record, work.record.tried_routes, patient=True)
+    if quote.chosen is None:
         return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="no untried route can serve the job")
     route = quote.chosen.route
     health, slots = ctx.provider_health, ctx.provider_slots
