@@ -55,6 +55,8 @@ DOITONG_PRICE = {"unit": "credits_per_video", "amount": "60", "usd_per_credit": 
 URL_IMAGE = "https://127.0.0.1:9/harbour.png"  # doitong and Runway take URLs; the emulators never fetch
 SECRET = "chaos-webhook-secret-0123456789"
 MAX_PENDING_FAULTS = 2
+CHAOS_S = 240.0  # how long the providers misbehave
+SETTLE_S = 3600.0  # how long every job may take to end
 RENDER_S = 3
 KEEP = "--keep" in sys.argv  # leave the processes' logs behind
 
@@ -112,10 +114,12 @@ async def chaos(
     emulators: dict[str, Emulator], lease_s: float, rng: random.Random, stop: asyncio.Event
 ) -> int:
     """Plant a random fault in a random emulator every second (while it has fewer than
-    `MAX_PENDING_FAULTS` waiting for requests) until stopped; returns how many."""
+    `MAX_PENDING_FAULTS` waiting for requests) for `CHAOS_S`, or until stopped; returns how many.
+    Then the providers behave, and the run shows every job ending."""
     planted = 0
     slow = lease_s * 1.2
-    while not stop.is_set():
+    until = time.monotonic() + CHAOS_S
+    while not stop.is_set() and time.monotonic() < until:
         await asyncio.sleep(1.0)
         name = rng.choice(PROVIDERS)
         if len(await emulators[name].admin("faults")) >= MAX_PENDING_FAULTS:
@@ -210,7 +214,7 @@ async def _in(
         live = brokers[1:]
         progress = asyncio.create_task(_report_progress(live[0], started))
         try:
-            settled = await wait_until_settled(live, ids, timeout_s=lease_s * 6 + 600)
+            settled = await wait_until_settled(live, ids, timeout_s=SETTLE_S)
         finally:
             progress.cancel()
         stop.set()

@@ -229,31 +229,44 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
 async def _refused(
     ctx: StepContext, work: JobWork, attempt: Attempt, exc: ProviderError, state: SubmitState
 ) -> None:
-    """The provider answered and created nothing: send again when its policy says, else fail the
-    attempt (nothing charged) and let the router fall back."""
+    """The provider answered and created nothing this time: send again when its policy says; else fail
+    the attempt and let the router fall back — at nothing charged, unless an earlier send's answer was
+    lost (then the provider may hold the task: booked as uncertain)."""
     tries = state.tries + 1
     policy = ctx.adapters[attempt.provider].submit_retry
     delay = policy.delay_before_next(tries, exc, ctx.clock() - state.since)
     if delay is None:
+        if state.answer_lost:
+            await _book_uncertain(ctx, work, attempt, exc)
+            return
         await fail_attempt(ctx, work, attempt, exc, Money.zero())
         return
     log.info(
         "submit_refused_retrying", provider=attempt.provider, code=exc.code.value, tries=tries, in_s=delay
     )
-    retry = state.model_copy(update={"tries": tries, "sending": False})
+    lost = state.answer_lost or isinstance(exc, SubmissionUncertain)
+    retry = state.model_copy(update={"tries": tries, "sending": False, "answer_lost": lost})
     await work.park(delay, lambda r: r.model_copy(update={"submit": retry}))
 
 
 async def _uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc: SubmissionUncertain) -> None:
-    """The submit may have reached the provider: send again where that is safe, else book it."""
-    adapter = ctx.adapters[attempt.provider]
-    if adapter.idempotent_submit:
+    """The submit may have reached the provider: send again where that is safe (the same key finds the
+    same task), else — or once the retries are spent — book it."""
+    if ctx.adapters[attempt.provider].idempotent_submit:
         state = work.record.submit or SubmitState(since=ctx.clock())
-        await _refused(ctx, work, attempt, exc, state)
+        await _refused(ctx, work, attempt, exc, state.model_copy(update={"answer_lost": True}))
         return
-    # The provider may have the task and charge it: booked at the estimate until it says otherwise.
+    await _book_uncertain(ctx, work, attempt, exc)
+
+
+async def _book_uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc: ProviderError) -> None:
+    """The provider may have the task and charge it: booked at the estimate until it says otherwise."""
     spent = Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
-    await fail_attempt(ctx, work, attempt, exc, spent, booking=Booking(spent, unconfirmed=True))
+    error = exc if isinstance(exc, SubmissionUncertain) else SubmissionUncertain(
+        f"{exc.message}; an earlier send's answer was lost, so the provider may hold the task",
+        provider=attempt.provider,
+    )
+    await fail_attempt(ctx, work, attempt, error, spent, booking=Booking(spent, unconfirmed=True))
 
 
 def _expected_latency(ctx: StepContext, attempt: Attempt) -> float | None:

@@ -113,6 +113,7 @@ class SubmitState(BaseModel):
     since: float  # the first send (unix s), for the retry policy's time bound
     tries: int = 0  # sends refused so far
     sending: bool = True
+    answer_lost: bool = False  # a send's answer never came: the provider may hold the task
 
 
 class JobRecord(BaseModel):
