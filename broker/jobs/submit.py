@@ -51,6 +51,7 @@ from pricing.money import Money
 from pricing.quote import Quote, bounded_cost
 
 log = structlog.get_logger("broker.jobs")
+LOST_ANSWER_RESEND_MAX_S = 60.0  # the longest wait between resends of a submit whose answers were lost
 
 
 class WaitForCapacity(Exception):
@@ -233,10 +234,16 @@ async def _refused(
     the attempt and let the router fall back — at nothing charged, unless an earlier send's answer was
     lost (then the provider may hold the task: booked as uncertain)."""
     tries = state.tries + 1
-    policy = ctx.adapters[attempt.provider].submit_retry
-    delay = policy.delay_before_next(tries, exc, ctx.clock() - state.since)
+    adapter = ctx.adapters[attempt.provider]
+    elapsed = ctx.clock() - state.since
+    delay = adapter.submit_retry.delay_before_next(tries, exc, elapsed)
+    lost = state.answer_lost or isinstance(exc, SubmissionUncertain)
+    if delay is None and lost and adapter.idempotent_submit and elapsed < adapter.poll_schedule.deadline_s:
+        # The provider may hold the task, and its key finds it again without making a second one: keep
+        # asking (as a due time) until it answers with the task, within the task's own deadline.
+        delay = min(LOST_ANSWER_RESEND_MAX_S, 2.0**tries)
     if delay is None:
-        if state.answer_lost:
+        if lost:
             await _book_uncertain(ctx, work, attempt, exc)
             return
         await fail_attempt(ctx, work, attempt, exc, Money.zero())
@@ -244,7 +251,6 @@ async def _refused(
     log.info(
         "submit_refused_retrying", provider=attempt.provider, code=exc.code.value, tries=tries, in_s=delay
     )
-    lost = state.answer_lost or isinstance(exc, SubmissionUncertain)
     retry = state.model_copy(update={"tries": tries, "sending": False, "answer_lost": lost})
     await work.park(delay, lambda r: r.model_copy(update={"submit": retry}))
 
