@@ -202,12 +202,14 @@ class LocalAdapter:
         job = self.scheduler.get(render_id)
         if job is None:
             if (outcome := await asyncio.to_thread(self.claims.outcome, render_id)) is not None:
-                ended = self._ended_status(outcome)
-                if ended.state is not TaskState.SUCCEEDED:
-                    await self._forget(render_id)
-                return ended
+                return await self._outcome_status(render_id, outcome)
             if not await asyncio.to_thread(self.claims.take, render_id):
                 return TaskStatus(TaskState.RUNNING)  # a live replica renders it
+            # The owner writes the outcome before it lets go of the lock: one that finished between
+            # the read above and the take has left its outcome, and must not be rendered again.
+            if (outcome := await asyncio.to_thread(self.claims.outcome, render_id)) is not None:
+                self.claims.release(render_id)
+                return await self._outcome_status(render_id, outcome)
             if await self._resume(render_id):
                 job = self.scheduler.get(render_id)
             else:
@@ -229,6 +231,13 @@ class LocalAdapter:
         if state is TaskState.FAILED:
             return TaskStatus(state, progress=job.progress, reported_cost=cost, error=_failure(job))
         return TaskStatus(state, progress=job.progress, reported_cost=cost)
+
+    async def _outcome_status(self, render_id: str, outcome: dict[str, Any]) -> TaskStatus:
+        """The status a finished render's outcome file gives; an unsuccessful one is forgotten."""
+        ended = self._ended_status(outcome)
+        if ended.state is not TaskState.SUCCEEDED:
+            await self._forget(render_id)
+        return ended
 
     async def _forget(self, render_id: str) -> None:
         """Drop an ended render's inputs, lock and outcome (once its outcome is written)."""

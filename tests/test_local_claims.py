@@ -51,3 +51,30 @@ async def test_a_render_whose_owner_stopped_is_taken_over_once(tmp_path: Path) -
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_render_that_ends_between_the_outcome_read_and_the_take_is_not_rendered_again(
+    tmp_path: Path,
+) -> None:
+    owner, other = LocalAdapter(tmp_path / "data"), LocalAdapter(tmp_path / "data")
+    try:
+        submission = await owner.submit(task(duration_s=2))
+        render_id = submission.handle.provider_job_id
+        read = other.claims.outcome
+        reads: list[str] = []
+
+        def outcome_read_before_the_owner_finished(rid: str) -> dict[str, object] | None:
+            reads.append(rid)
+            # The poller's first read comes while the render runs; the owner finishes right after.
+            return None if len(reads) == 1 else read(rid)
+
+        done = await finish(owner, submission.handle)  # the outcome is written, the lock let go
+        other.claims.outcome = outcome_read_before_the_owner_finished  # type: ignore[method-assign]
+        seen = await other.status(submission.handle)
+        assert other.scheduler.get(render_id) is None  # the lock was free, but the render had ended
+        assert seen.state is TaskState.SUCCEEDED and seen.output_url == done.output_url
+        clips = [p.name for p in owner.root.iterdir() if p.suffix == ".mp4"]
+        assert clips == [Path(done.output_url or "").name]
+    finally:
+        await owner.close()
+        await other.close()
