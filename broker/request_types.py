@@ -7,6 +7,7 @@ Imports pydantic only, like `broker.schema`, which uses these.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
@@ -30,3 +31,10 @@ YesNo = Annotated[bool, BeforeValidator(_not_a_number)]
 # A provider's or a model's name in a request's constraints.
 ProviderName = Annotated[str, Field(min_length=1, max_length=64)]
 ModelName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Priority(StrEnum):
+    """A job's place among its own team's waiting jobs: `interactive` before `batch`."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"

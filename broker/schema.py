@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broker.request_types import ModelName, ProviderName, WholeNumber, YesNo
+from broker.request_types import Priority as Priority  # re-exported for policies
 
 PROMPT_MAX_CHARS = 2000
 DURATION_MIN_S = 1
@@ -249,6 +250,7 @@ class JobRequest(_Model):
     constraints: Constraints = Field(default_factory=Constraints)
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority | None = None  # unset: the team policy's `priority`, else interactive
 
     @field_validator("prompt")
     @classmethod

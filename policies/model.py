@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from broker.schema import Quality, UsdString
+from broker.schema import Priority, Quality, UsdString
 
 # Bounds on what an edit can store; a catalog has tens of providers and models, not thousands.
 Name = Annotated[str, Field(min_length=1, max_length=128)]
@@ -38,6 +38,12 @@ class Policy(BaseModel):
     output_fit: Literal["pad", "crop"] | None = None
     output_min_scale: float | None = Field(default=None, gt=0, le=1)
     output_min_duration_ratio: float | None = Field(default=None, gt=0, le=1)
+    # Sharing a capped provider (broker.jobs.queues): a freed slot goes to the waiting team with the
+    # fewest slots for its `weight` (default 1), after any team under its `guaranteed_slots` (per
+    # provider; idle ones are lent out, never kept idle); `priority` is the default of its jobs.
+    weight: float | None = Field(default=None, gt=0, le=1000)
+    guaranteed_slots: int | None = Field(default=None, ge=0, le=100_000)
+    priority: Priority | None = None
 
     def merged_over(self, base: Policy) -> Policy:
         """This policy with every unset field taken from `base`."""
