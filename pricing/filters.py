@@ -127,12 +127,23 @@ class MaxCostFilter:
 
 @dataclass(frozen=True, slots=True)
 class MaxLatencyFilter:
+    """The render's expected latency plus the predicted wait for a slot (route key -> seconds)."""
+
     limit_s: int
+    waits: Mapping[str, int] | None = None
+
+    def _wait(self, route: RouteSpec) -> int:
+        return self.waits.get(route.key, 0) if self.waits else 0
 
     def admits(self, route: RouteSpec, cost: Money | None) -> bool:
-        return route.expected_latency_s <= self.limit_s
+        return route.expected_latency_s + self._wait(route) <= self.limit_s
 
     def reason(self, route: RouteSpec, cost: Money | None) -> str:
+        if wait := self._wait(route):
+            return (
+                f"expected latency {route.expected_latency_s} s after a predicted {wait} s wait for a slot"
+                f" is above max_latency_s {self.limit_s}"
+            )
         return f"expected latency {route.expected_latency_s} s above max_latency_s {self.limit_s}"
 
 
@@ -231,8 +242,10 @@ def build_filters(
     exclude_models: Collection[str] = (),
     unavailable: Mapping[str, str] | None = None,
     exclude_routes: Collection[str] = (),
+    waits: Mapping[str, int] | None = None,
 ) -> list[RouteFilter]:
-    """The filters that apply to one request under its effective constraints."""
+    """The filters that apply to one request under its effective constraints; `waits` are the
+    predicted waits for a slot per route key, which the latency limit counts."""
     mode = request.resolved_mode
     filters: list[RouteFilter] = [
         ModeFilter(mode),
@@ -242,7 +255,7 @@ def build_filters(
     ]
     filters.extend(FeatureFilter(feature) for feature in sorted(request.features))
     filters.append(PricedFilter())
-    filters.extend(_constraint_filters(constraints))
+    filters.extend(_constraint_filters(constraints, waits))
     if exclude_models:
         filters.append(ExcludedModelsFilter(frozenset(exclude_models)))
     if unavailable:
@@ -252,12 +265,12 @@ def build_filters(
     return filters
 
 
-def _constraint_filters(constraints: Constraints) -> list[RouteFilter]:
+def _constraint_filters(constraints: Constraints, waits: Mapping[str, int] | None) -> list[RouteFilter]:
     filters: list[RouteFilter] = []
     if constraints.max_cost_usd is not None:
         filters.append(MaxCostFilter(Money.parse(constraints.max_cost_usd)))
     if constraints.max_latency_s is not None:
-        filters.append(MaxLatencyFilter(constraints.max_latency_s))
+        filters.append(MaxLatencyFilter(constraints.max_latency_s, waits))
     if constraints.min_quality is not None:
         filters.append(MinQualityFilter(constraints.min_quality))
     if constraints.providers is not None:

@@ -24,6 +24,7 @@ class QuotedRoute:
     route: RouteSpec
     cost: Money
     unpriced: bool = False  # `cost` is the policy's ceiling: the route has no known price
+    predicted_wait_s: int = 0  # the wait for a slot in the provider's queue before the render starts
 
     @property
     def key(self) -> str:
@@ -37,6 +38,7 @@ class QuotedRoute:
             "model": self.route.model,
             "cost_usd": str(self.cost),
             "expected_latency_s": self.route.expected_latency_s,
+            "predicted_wait_s": self.predicted_wait_s,
             "quality": self.route.quality.value,
             "unpriced": self.unpriced,
         }
@@ -128,8 +130,9 @@ def bounded_cost(route: RouteSpec, request: JobRequest, ceiling: Money | None) -
 
 
 def _ranking(quoted: QuotedRoute) -> tuple[int, bool, int, str]:
-    # At equal cost a known price goes before a ceiling.
-    return (quoted.cost.micros, quoted.unpriced, quoted.route.expected_latency_s, quoted.route.key)
+    # At equal cost a known price goes before a ceiling, then the sooner done (wait and render).
+    done_s = quoted.route.expected_latency_s + quoted.predicted_wait_s
+    return (quoted.cost.micros, quoted.unpriced, done_s, quoted.route.key)
 
 
 def quote(
@@ -142,6 +145,7 @@ def quote(
     exclude_routes: Collection[str] = (),
     latency: Mapping[str, int] | None = None,
     unpriced_ceiling: Money | None = None,
+    waits: Mapping[str, int] | None = None,
 ) -> Quote:
     """Price and filter every route for the request; rank the feasible ones cheapest first.
 
@@ -149,7 +153,9 @@ def quote(
     why it can't be used now; `exclude_routes` are route keys already tried for this job; `latency`
     maps a route key to its observed latency in seconds, which then stands for the catalog's
     `expected_latency_s` (in the latency filter, the ranking and the answer); `unpriced_ceiling`
-    admits unpriced routes at that cost, marked unpriced (every cost filter judges the ceiling).
+    admits unpriced routes at that cost, marked unpriced (every cost filter judges the ceiling);
+    `waits` maps a route key to the predicted wait for a slot in seconds, which `max_latency_s` counts
+    on top of the render's latency: the cheapest route whose wait and render fit is chosen.
     """
     applied = constraints if constraints is not None else request.constraints
     filters = build_filters(
@@ -158,6 +164,7 @@ def quote(
         exclude_models=exclude_models,
         unavailable=unavailable,
         exclude_routes=exclude_routes,
+        waits=waits,
     )
     checks = [(check, check.admits) for check in filters]
     feasible: list[QuotedRoute] = []
@@ -171,7 +178,8 @@ def quote(
             rejected.append(Rejection(route, cost, failed))
         else:
             assert cost is not None  # PricedFilter lets no route without a cost through
-            feasible.append(QuotedRoute(route, cost, unpriced))
+            wait = waits.get(route.key, 0) if waits else 0
+            feasible.append(QuotedRoute(route, cost, unpriced, wait))
     feasible.sort(key=_ranking)
     return Quote(
         chosen=feasible[0] if feasible else None,

@@ -8,8 +8,8 @@ from enum import StrEnum
 
 
 class CostUnit(StrEnum):
-    CREDITS = "credits"            # Runway cost.credits, PixelAPI credits_used, doitong creditCost
-    MICRO_CENTS = "micro_cents"    # muvi costMicroCents: worth $0.000001 each (see providers.md)
+    CREDITS = "credits"  # Runway cost.credits, PixelAPI credits_used, doitong creditCost
+    MICRO_CENTS = "micro_cents"  # muvi costMicroCents: worth $0.000001 each (see providers.md)
     USD = "usd"
     COMPUTE_SECONDS = "compute_seconds"  # the local backend's metered render time
 

@@ -59,7 +59,7 @@ async def test_all_keys_standard_quality_quotes_pixelapi_seedance(real_client: M
     body = await response.json()
     assert body["chosen"] == {
         "provider": "pixelapi", "model": "seedance", "cost_usd": "0.055000",
-        "expected_latency_s": 120, "quality": "standard", "unpriced": False,
+        "expected_latency_s": 120, "quality": "standard", "unpriced": False, "predicted_wait_s": 0,
     }
     assert body["routes"][0] == body["chosen"]
     costs = [entry["cost_usd"] for entry in body["routes"]]

@@ -191,7 +191,7 @@ def test_to_json_has_the_api_shape(catalog: list[RouteSpec]) -> None:
     assert set(body) == {"chosen", "routes", "rejected"}
     assert body["chosen"] == {
         "provider": "pixelapi", "model": "seedance", "cost_usd": "0.055000",
-        "expected_latency_s": 120, "quality": "standard", "unpriced": False,
+        "expected_latency_s": 120, "quality": "standard", "unpriced": False, "predicted_wait_s": 0,
     }
     assert [entry["model"] for entry in body["routes"]] == ["seedance", "video"]
     assert all(set(entry) == {"provider", "model", "reasons"} for entry in body["rejected"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from adapters.errors import ProviderUnavailable
 from broker.config import ProviderConfig
 from broker.jobs.provider_health import BreakerSettings, ProviderHealth
+from broker.jobs.queues import Seat
 from broker.jobs.redis_capacity import RedisSlots
 from broker.jobs.redis_circuits import RedisCircuits
 from broker.store.redis import RedisStore
@@ -17,12 +18,19 @@ async def test_three_replicas_take_no_more_slots_than_the_limit(replicas: list[R
     slots = [RedisSlots(store, time.clock) for store in replicas]
     for pool in slots:
         pool.follow({"runway": ProviderConfig(max_concurrency=2)})
-    taken = [await slots[i % 3].try_acquire("runway", f"att_{i}", f"job_{i}", 60) for i in range(5)]
+    taken = [
+        await slots[i % 3].try_acquire("runway", f"att_{i}", Seat(f"job_{i}", "t", since=i), 60)
+        for i in range(5)
+    ]
     assert taken == [True, True, False, False, False]
     assert await slots[2].saturated() == {"runway": "provider runway at capacity (2 of 2 running)"}
-    assert await slots[1].try_acquire("runway", "att_0", "job_0", 60)  # a resend holds its own slot
+    assert await slots[1].try_acquire(
+        "runway", "att_0", Seat("job_0", "t"), 60
+    )  # a resend holds its own slot
     await slots[1].release("runway", "att_0")
-    assert await slots[2].try_acquire("runway", "att_9", "job_9", 60)
+    # The freed slot is granted to the queue's first job (job_2), whichever replica asks next.
+    assert not await slots[2].try_acquire("runway", "att_9", Seat("job_9", "t"), 60)
+    assert await slots[0].try_acquire("runway", "att_2", Seat("job_2", "t"), 60)
 
 
 async def test_a_slot_nobody_renews_lapses(replicas: list[RedisStore]) -> None:
@@ -30,14 +38,14 @@ async def test_a_slot_nobody_renews_lapses(replicas: list[RedisStore]) -> None:
     a, b = RedisSlots(replicas[0], time.clock), RedisSlots(replicas[1], time.clock)
     for pool in (a, b):
         pool.follow({"runway": ProviderConfig(max_concurrency=1)})
-    assert await a.try_acquire("runway", "att_dead", "job_1", 30)  # its replica dies after this
+    assert await a.try_acquire("runway", "att_dead", Seat("job_1", "t"), 30)  # its replica dies after this
     time.now += 20
-    assert not await b.try_acquire("runway", "att_2", "job_2", 30)
-    await a.hold("runway", "att_dead", "job_1", 30)  # renewed at a poll: still held at 45
+    assert not await b.try_acquire("runway", "att_2", Seat("job_2", "t"), 30)
+    await a.hold("runway", "att_dead", Seat("job_1", "t"), 30)  # renewed at a poll: still held at 45
     time.now += 25
-    assert not await b.try_acquire("runway", "att_2", "job_2", 30)
+    assert not await b.try_acquire("runway", "att_2", Seat("job_2", "t"), 30)
     time.now += 10  # no poll renewed it past 50
-    assert await b.try_acquire("runway", "att_2", "job_2", 30)
+    assert await b.try_acquire("runway", "att_2", Seat("job_2", "t"), 30)
 
 
 async def test_the_submit_rate_is_one_rolling_minute_for_all_replicas(replicas: list[RedisStore]) -> None:
@@ -45,13 +53,13 @@ async def test_the_submit_rate_is_one_rolling_minute_for_all_replicas(replicas: 
     slots = [RedisSlots(store, time.clock) for store in replicas[:2]]
     for pool in slots:
         pool.follow({"fal": ProviderConfig(requests_per_minute=2)})
-    assert await slots[0].try_acquire("fal", "a1", "j1", 60)
+    assert await slots[0].try_acquire("fal", "a1", Seat("j1", "t"), 60)
     time.now += 10
-    assert await slots[1].try_acquire("fal", "a2", "j2", 60)
-    assert not await slots[0].try_acquire("fal", "a3", "j3", 60)
+    assert await slots[1].try_acquire("fal", "a2", Seat("j2", "t"), 60)
+    assert not await slots[0].try_acquire("fal", "a3", Seat("j3", "t"), 60)
     assert await slots[1].free_in("fal") == 50
     time.now += 50
-    assert await slots[0].try_acquire("fal", "a3", "j3", 60)
+    assert await slots[0].try_acquire("fal", "a3", Seat("j3", "t"), 60)
 
 
 async def test_replicas_share_one_breaker_and_one_probe(replicas: list[RedisStore]) -> None:

@@ -56,6 +56,7 @@ from broker.jobs.budgets import budget_windows
 from broker.jobs.context import RunnerOptions, StepContext
 from broker.jobs.hosted_inputs import InputHosting
 from broker.jobs.provider_health import ProviderHealth
+from broker.jobs.queues import record_seat
 from broker.jobs.reconcile import Bookkeeper
 from broker.jobs.routing import Router
 from broker.jobs.scheduler import Scheduler
@@ -210,7 +211,7 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
     settings, config = app[SETTINGS], app[DEPLOYMENT].config
     hosting = InputHosting.from_settings(settings)
     slots, health = _shared_state(app)
-    slots.follow(config.providers)
+    slots.follow(config.providers, [team.name for team in config.teams])
     adapters: dict[str, Adapter] = app[ADAPTERS]
     router = Router(app[DEPLOYMENT], adapters, app[STORE], hosting, health, slots)
     app[ROUTER] = router
@@ -232,6 +233,7 @@ def _runner(app: web.Application, sleep: Sleep, env: Mapping[str, str]) -> Sched
             exclude_providers=gone,
             policy=policy,
             through_open_circuits=patient,
+            seat=record_seat(record),
         )
 
     async def max_attempts(record: JobRecord) -> int:

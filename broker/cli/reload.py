@@ -62,7 +62,7 @@ def reload_config(
     runner = app.get(RUNNER)
     if runner is not None:
         runner.routes = {route.key: route for route in config.routes}
-        runner.slots.follow(config.providers)
+        runner.slots.follow(config.providers, [team.name for team in config.teams])
     if pending := _restart_only_changes(old, config):
         log.warning("config_reload_needs_restart", providers=pending)
     log.info("config_reloaded", path=str(path), routes=len(config.routes), teams=len(config.teams))

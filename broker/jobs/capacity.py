@@ -1,10 +1,12 @@
 """Per-provider capacity in this broker process: how many attempts may be in flight at once
-(`max_concurrency`) and how many submits a minute (`requests_per_minute`), both from config.yaml.
+(`max_concurrency`) and how many submits a minute (`requests_per_minute`), both from config.yaml,
+and the queue of jobs waiting for a slot (`broker.jobs.local_queues`, by the rule of
+`broker.jobs.queues`).
 
 A slot is taken just before an attempt's submit and given back when the attempt ends; slots are keyed
-by attempt id, so giving one back twice is harmless. A route whose provider is saturated is skipped
-when another route can serve the job; otherwise the job is parked and looks again (broker/jobs/submit.py).
-This is the in-process home of the slots (`broker.jobs.slots.LocalSlots`); with Redis they live there.
+by attempt id, so giving one back twice is harmless. A slot given back goes to the next queued job
+(granted, for `GRANT_S`), never to whoever asks first. This is the in-process home of the slots
+(`broker.jobs.slots.LocalSlots`); with Redis they live there (`broker.jobs.redis_capacity`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from dataclasses import dataclass, field
 
 from adapters.base import Clock, Sleep
 from broker.config import ProviderConfig
+from broker.jobs.local_queues import LocalQueue
+from broker.jobs.queues import GRANT_S, QueueView, Seat
 from broker.jobs.waiting import sleep_or_event
 
 RATE_WINDOW_S = 60.0
+UNLIMITED = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +35,9 @@ class Limits:
 @dataclass
 class _Provider:
     limits: Limits
-    held: dict[str, str] = field(default_factory=dict)  # attempt id -> job id
+    held: dict[str, tuple[str, str]] = field(default_factory=dict)  # attempt id -> (job id, team)
     submits: deque[float] = field(default_factory=deque)
+    queue: LocalQueue = field(default_factory=LocalQueue)
 
 
 class Capacity:
@@ -44,21 +50,23 @@ class Capacity:
         self._changed = asyncio.Event()
         self.configure(limits or {})
 
-    def configure(self, limits: Mapping[str, Limits]) -> None:
-        """Set every provider's limits; slots already held stay held."""
+    def configure(self, limits: Mapping[str, Limits]) -> list[str]:
+        """Set every provider's limits; slots already held stay held. Returns the jobs a raised limit
+        lets go (granted a slot)."""
         for name, limit in limits.items():
             if name in self._providers:
                 self._providers[name].limits = limit
             else:
                 self._providers[name] = _Provider(limit)
-        self._signal()  # a raised limit may let a waiting job go
+        self._signal()
+        return [job for name in self._providers for job in self._grant(name)]
 
-    def follow(self, providers: Mapping[str, ProviderConfig]) -> None:
+    def follow(self, providers: Mapping[str, ProviderConfig]) -> list[str]:
         """Take the limits from config.yaml's providers, when that mapping is not the one last taken."""
         if providers is self._source:
-            return
+            return []
         self._source = providers
-        self.configure(
+        return self.configure(
             {
                 name: Limits(config.max_concurrency, config.requests_per_minute)
                 for name, config in providers.items()
@@ -71,8 +79,9 @@ class Capacity:
         if state is None:
             return None
         limits = state.limits
-        if limits.max_concurrency is not None and len(state.held) >= limits.max_concurrency:
-            return f"provider {provider} at capacity ({len(state.held)} of {limits.max_concurrency} running)"
+        busy = len(state.held) + len(state.queue.grants)
+        if limits.max_concurrency is not None and busy >= limits.max_concurrency:
+            return f"provider {provider} at capacity ({busy} of {limits.max_concurrency} running)"
         self._prune(state)
         if limits.requests_per_minute is not None and len(state.submits) >= limits.requests_per_minute:
             return f"provider {provider} at its rate limit ({limits.requests_per_minute} submits a minute)"
@@ -88,46 +97,119 @@ class Capacity:
         state = self._providers.get(provider)
         return 0 if state is None else len(state.held)
 
-    def try_acquire(self, provider: str, attempt_id: str, job_id: str) -> bool:
-        """Take a slot for the attempt's submit if the provider has one free."""
-        if self.blocked(provider) is not None:
-            return False
-        self.hold(provider, attempt_id, job_id)
-        return True
+    def try_acquire(self, provider: str, attempt_id: str, seat: Seat) -> tuple[bool, list[str]]:
+        """Take a slot for the attempt's submit if the seat is next in the provider's queue and a slot is
+        free; else the seat keeps (or takes) its place. Returns (taken, other jobs granted a slot)."""
+        state = self._providers.setdefault(provider, _Provider(Limits()))
+        if attempt_id in state.held:
+            return True, []
+        if state.limits == Limits() and not state.queue.seats:  # nothing to count, nobody queues
+            self.hold(provider, attempt_id, seat)
+            return True, []
+        state.queue.join(seat)
+        woken = self._grant(provider)
+        if not state.queue.take_grant(seat.job_id):
+            return False, woken
+        self.hold(provider, attempt_id, seat)
+        return True, [job for job in woken if job != seat.job_id]
 
-    def hold(self, provider: str, attempt_id: str, job_id: str, *, new_submit: bool = True) -> None:
+    def hold(self, provider: str, attempt_id: str, seat: Seat, *, new_submit: bool = True) -> None:
         """Take a slot whatever the limits say; `new_submit=False` for an attempt already at the provider
         (resumed after a restart), which does not count against the submit rate."""
         state = self._providers.setdefault(provider, _Provider(Limits()))
         if attempt_id not in state.held and new_submit:
             state.submits.append(self.clock())
-        state.held[attempt_id] = job_id
+        state.held[attempt_id] = (seat.job_id, seat.team)
 
-    def release(self, attempt_id: str) -> None:
-        """The attempt ended: give its slot back."""
-        for state in self._providers.values():
+    def release(self, attempt_id: str) -> list[str]:
+        """The attempt ended: give its slot back; returns the jobs granted the freed slot."""
+        woken: list[str] = []
+        for name, state in self._providers.items():
             if state.held.pop(attempt_id, None) is not None:
                 self._signal()
+                woken += self._grant(name)
+        return woken
 
-    def release_job(self, job_id: str) -> None:
+    def release_job(self, job_id: str) -> list[str]:
         """Give back every slot the job's attempts hold (its worker stops working on it)."""
-        for state in self._providers.values():
-            for attempt_id in [a for a, job in state.held.items() if job == job_id]:
+        woken: list[str] = []
+        for name, state in self._providers.items():
+            for attempt_id in [a for a, (job, _) in state.held.items() if job == job_id]:
                 del state.held[attempt_id]
                 self._signal()
+                woken += self._grant(name)
+        return woken
+
+    def leave(self, provider: str, job_id: str) -> list[str]:
+        """The job no longer waits for `provider` (moved, cancelled, ended); a slot granted to it goes on."""
+        state = self._providers.get(provider)
+        if state is None:
+            return []
+        state.queue.leave(job_id)
+        return self._grant(provider)
+
+    def restore_place(self, provider: str, seat: Seat) -> None:
+        """Put back a queued job's place after a restart (granting waits for `grant_all`)."""
+        self._providers.setdefault(provider, _Provider(Limits())).queue.join(seat)
+
+    def grant_all(self) -> dict[str, list[str]]:
+        """Grant every provider's free slots to its queue; provider -> the jobs granted."""
+        granted = {name: self._grant(name) for name in self._providers}
+        return {name: jobs for name, jobs in granted.items() if jobs}
+
+    def granted(self, provider: str, job_id: str) -> bool:
+        """Whether a live grant holds a slot of `provider` for the job."""
+        state = self._providers.get(provider)
+        if state is None:
+            return False
+        state.queue.prune(self.clock())
+        return job_id in state.queue.grants
+
+    def view(self, provider: str, seat: Seat) -> QueueView | None:
+        """The provider's queue as the seat would see it; None for a provider with no concurrency cap."""
+        state = self._providers.get(provider)
+        if state is None or state.limits.max_concurrency is None:
+            return None
+        state.queue.prune(self.clock())
+        return state.queue.view(seat, state.limits.max_concurrency, len(state.held))
+
+    def depths(self) -> dict[str, dict[str, int]]:
+        """Provider -> team -> jobs waiting."""
+        return {name: state.queue.depths() for name, state in self._providers.items() if state.queue.seats}
 
     def free_in(self, provider: str) -> float | None:
         """Seconds until the rate window lets `provider` take a submit again, if that is what blocks it."""
         state = self._providers.get(provider)
         if state is None or state.limits.requests_per_minute is None or not state.submits:
             return None
-        if len(state.submits) < state.limits.requests_per_minute:
+        self._prune(state)
+        if len(state.submits) + len(state.queue.grants) < state.limits.requests_per_minute:
             return None
-        return max(0.0, state.submits[0] + RATE_WINDOW_S - self.clock())
+        return max(0.0, state.submits[0] + RATE_WINDOW_S - self.clock()) if state.submits else None
 
     async def wait_for_change(self, timeout_s: float, sleep: Sleep) -> None:
         """Return when a slot is given back or limits change, or after `timeout_s` on `sleep`."""
         await sleep_or_event(sleep, timeout_s, self._changed)
+
+    def _grant(self, provider: str) -> list[str]:
+        """Give the provider's free slots to the queue's next jobs; returns them."""
+        state = self._providers[provider]
+        queue = state.queue
+        now = self.clock()
+        queue.prune(now)
+        if not queue.seats:
+            return []
+        limits = state.limits
+        free = UNLIMITED
+        if limits.max_concurrency is not None:
+            free = limits.max_concurrency - len(state.held) - len(queue.grants)
+        if limits.requests_per_minute is not None:
+            self._prune(state)
+            free = min(free, limits.requests_per_minute - len(state.submits) - len(queue.grants))
+        in_use: dict[str, int] = {}
+        for _, team in state.held.values():
+            in_use[team] = in_use.get(team, 0) + 1
+        return queue.grant(free, in_use, now, GRANT_S)
 
     def _signal(self) -> None:
         # Wake every waiter once; later waiters wait on a fresh event.

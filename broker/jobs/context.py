@@ -30,6 +30,10 @@ class QuoteFn(Protocol):
     ) -> Awaitable[Quote]: ...
 
 
+async def _wake_nobody(job_ids: list[str]) -> None:
+    """Without a scheduler to wake them, parked jobs are found at their due time."""
+
+
 ReserveFn = Callable[[JobRecord, Money], Awaitable[bool]]
 LimitFn = Callable[[JobRecord], Awaitable[int]]
 
@@ -69,6 +73,8 @@ class StepContext:
     max_attempts: LimitFn | None = None
     output_retention_s: dict[str, float] = field(default_factory=dict)  # provider -> operator's setting
     normalizer: Normalizer = field(default_factory=Normalizer)  # bounds the CPU of output normalization
+    # Makes parked jobs due now (a slot was granted to them); the scheduler sets its own.
+    wake_jobs: Callable[[list[str]], Awaitable[None]] = field(default=_wake_nobody)
 
     def __post_init__(self) -> None:
         self.health = self.health or ProviderHealth(self.clock)

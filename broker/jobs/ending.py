@@ -15,6 +15,7 @@ from adapters.errors import ProviderError
 from adapters.failures import classify
 from broker.jobs.booking import Booking, follow_up, stop_task
 from broker.jobs.context import StepContext
+from broker.jobs.queues import record_seat
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
 from broker.schema import Attempt, AttemptStatus, BrokerError, JobError, JobStatus
 from broker.store import JobRecord
@@ -86,6 +87,7 @@ def falls_back(exc: BrokerError) -> bool:
 async def cancel(ctx: StepContext, work: JobWork, attempt: Attempt | None) -> None:
     """The owner asked to cancel: cancel at the provider where it can, book what it charged, end."""
     booking = Booking(Money.zero())
+    await leave_queue(ctx, work)
     if attempt is not None and (stored := work.record.handles.get(attempt.id)) is not None:
         booking = await stop_task(ctx, attempt, TaskHandle(stored.provider_job_id, stored.model, stored.data))
         await follow_up(ctx, work.job.id, booking)
@@ -112,8 +114,15 @@ async def cancel(ctx: StepContext, work: JobWork, attempt: Attempt | None) -> No
     log.info("job_cancelled", cost_usd=work.job.cost_usd)
 
 
+async def leave_queue(ctx: StepContext, work: JobWork) -> None:
+    """A job that ends while waiting in a provider's queue gives up its place (and any slot granted)."""
+    if work.record.queued is not None:
+        await ctx.provider_slots.leave(work.record.queued, record_seat(work.record))
+
+
 async def fail_job(ctx: StepContext, work: JobWork, error: JobError) -> None:
     """End the job as failed with `error` (no attempt of it is active)."""
+    await leave_queue(ctx, work)
     await work.save(lambda r: end_job(r, JobStatus.FAILED, work.now(), error), release=True)
     await settle(ctx, work)
     log.warning("job_failed", code=error.code.value, error=error.message)

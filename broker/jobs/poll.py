@@ -22,6 +22,7 @@ from broker.jobs.context import StepContext
 from broker.jobs.costs import route_key
 from broker.jobs.download import download
 from broker.jobs.ending import fail_attempt
+from broker.jobs.queues import record_seat
 from broker.jobs.work import JobWork, with_attempt
 from broker.schema import Attempt, AttemptStatus
 from broker.store import JobRecord
@@ -39,7 +40,8 @@ async def poll(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
         await fail_attempt(ctx, work, attempt, error, Money.zero())
         return
     # Keeps the slot while the task is at the provider (and takes it back after a restart).
-    await ctx.provider_slots.hold(attempt.provider, attempt.id, work.job.id, ctx.slot_ttl(attempt.provider))
+    seat, slot_ttl = record_seat(work.record), ctx.slot_ttl(attempt.provider)
+    await ctx.provider_slots.hold(attempt.provider, attempt.id, seat, slot_ttl)
     schedule = adapter.poll_schedule
     state = work.record.poll or PollState(delay_s=schedule.min_interval_s)
     handle = TaskHandle(stored.provider_job_id, stored.model, stored.data)

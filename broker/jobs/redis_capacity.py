@@ -1,43 +1,47 @@
-"""Provider capacity in Redis, shared by every replica (see `broker.jobs.slots`).
+"""Provider capacity and queues in Redis, shared by every replica (see `broker.jobs.slots`).
 
-    {P:cap}:slots:<provider>     zset  attempt id -> when its slot lapses unless renewed (unix s)
-    {P:cap}:submits:<provider>   zset  attempt id -> when it was submitted (the rolling minute)
+    {P:cap}:slots:<provider>          zset  attempt id -> when its slot lapses unless renewed (unix s)
+    {P:cap}:submits:<provider>        zset  attempt id -> when it was submitted (the rolling minute)
+    {P:cap}:owners:<provider>         hash  attempt id (a slot) or job id (a grant) -> team
+    {P:cap}:grants:<provider>         zset  job id -> when the slot granted to it lapses untaken
+    {P:cap}:shares:<provider>         hash  team -> "weight guaranteed" (from its latest queued job)
+    {P:cap}:passes:<provider>         hash  team -> grants so far / weight (the fair-share tie-break)
+    {P:cap}:places:<provider>         hash  job id -> team, for the jobs in the queue
+    {P:cap}:waiting:<provider>        hash  team -> jobs in the queue
+    {P:cap}:queue:<provider>:<team>   zset  job id -> priority rank * 1e11 + the job's age (unix s)
 
-One script checks and takes a slot, so two replicas never both take the last one. Times come from the
-caller's clock, like leases. A slot lapses `ttl_s` after its last renewal: the scheduler renews it at
-every poll, so only a slot whose attempt nobody polls any more (its job ended between two writes, or
-every replica is gone) lapses.
+One script checks and takes a slot (or queues the job), one gives a slot back, one takes a job out
+of a queue; each grants the free slots by `broker.jobs.queues`'s rule (`lua/slots_lib.lua`) and
+answers with the jobs granted, which the caller wakes. So two replicas never both take the last slot,
+and a freed slot goes to the queue's next job whichever replica frees it. Times come from the
+caller's clock, like leases. A slot lapses `ttl_s` after its last renewal (every poll renews it), so
+only a slot whose attempt nobody polls any more (every replica gone) lapses. A quote reads a few
+counters per capped provider in one round trip: its cost does not grow with the jobs in flight, the
+jobs waiting or the submits a minute.
+
+The teams whose queues a script may touch are declared (as Redis Cluster requires): the configured
+teams, those with jobs waiting (read just before), and the job's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
 
 from adapters.base import Clock
 from broker.config import ProviderConfig
 from broker.jobs.capacity import RATE_WINDOW_S, Limits
+from broker.jobs.queues import GRANT_S, QueueView, Seat
+from broker.jobs.slots import Wake, _nobody
 from broker.store.redis import RedisStore
 
-# KEYS: slots, submits. ARGV: now, attempt id, slot lapses at, max concurrency ("" none), rpm ("" none).
-# Returns {1} when taken (or already held), {0, "c", held} at capacity, {0, "r", oldest submit} at rate.
-_ACQUIRE = """
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-  return {1}
-end
-local held = redis.call('ZCARD', KEYS[1])
-if ARGV[4] ~= '' and held >= tonumber(ARGV[4]) then return {0, 'c', held} end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now - 60))
-if ARGV[5] ~= '' and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return {0, 'r', oldest[2]}
-end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
-return {1}
-"""
+_LIB = (Path(__file__).parent / "lua" / "slots_lib.lua").read_text()
+_SCRIPTS = {
+    name: _LIB + (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
+    for name in ("acquire_slot", "release_slot", "leave_queue")
+}
+_FIXED_KEYS = ("slots", "submits", "owners", "grants", "shares", "passes", "places", "waiting")
 
 
 class RedisSlots:
@@ -46,9 +50,12 @@ class RedisSlots:
     def __init__(self, store: RedisStore, clock: Clock) -> None:
         self._store, self._clock = store, clock
         self._limits: dict[str, Limits] = {}
+        self._teams: tuple[str, ...] = ()
         self._source: object = None
+        self._wake: Wake = _nobody
 
-    def follow(self, providers: Mapping[str, ProviderConfig]) -> None:
+    def follow(self, providers: Mapping[str, ProviderConfig], teams: Collection[str] = ()) -> None:
+        self._teams = tuple(sorted(set(teams)))
         if providers is self._source:
             return
         self._source = providers
@@ -57,63 +64,149 @@ class RedisSlots:
             for name, config in providers.items()
         }
 
-    def _keys(self, provider: str) -> list[str]:
-        keys = self._store.keys
-        return [keys.cap("slots", provider), keys.cap("submits", provider)]
+    def on_grant(self, wake: Wake) -> None:
+        self._wake = wake
 
-    async def try_acquire(self, provider: str, attempt_id: str, job_id: str, ttl_s: float) -> bool:
+    def _key(self, provider: str, part: str) -> str:
+        return self._store.keys.cap(part, provider)
+
+    def _queue_key(self, provider: str, team: str) -> str:
+        return self._store.keys.cap("queue", provider, team)
+
+    async def _script(self, name: str, provider: str, team: str, own: list[str]) -> list[Any]:
+        """Run one of the slot scripts for `provider` with the queues of the known teams and `team`."""
         limits = self._limits.get(provider, Limits())
-        now = self._clock()
-        reply = await self._store.run_script(
-            _ACQUIRE,
-            self._keys(provider),
-            [
-                repr(now),
-                attempt_id,
-                repr(now + ttl_s),
-                "" if limits.max_concurrency is None else str(limits.max_concurrency),
-                "" if limits.requests_per_minute is None else str(limits.requests_per_minute),
-            ],
-        )
+        async with self._store.client() as redis:
+            queued = await redis.hkeys(self._key(provider, "waiting"))
+        teams = sorted({*self._teams, *(_text(name) for name in queued), team} - {""})
+        keys = [self._key(provider, part) for part in _FIXED_KEYS]
+        keys += [self._queue_key(provider, name) for name in teams]
+        args = [
+            repr(self._clock()),
+            "" if limits.max_concurrency is None else str(limits.max_concurrency),
+            "" if limits.requests_per_minute is None else str(limits.requests_per_minute),
+            repr(GRANT_S),
+            str(len(teams)),
+            *teams,
+            *own,
+        ]
+        reply: list[Any] = await self._store.run_script(_SCRIPTS[name], keys, args)
+        return reply
+
+    async def _woken(self, provider: str, job_ids: list[Any]) -> None:
+        woken = [j.decode() if isinstance(j, bytes) else str(j) for j in job_ids]
+        if woken:
+            await self._wake(provider, woken)
+
+    def _limited(self, provider: str) -> bool:
+        return self._limits.get(provider, Limits()) != Limits()
+
+    async def try_acquire(self, provider: str, attempt_id: str, seat: Seat, ttl_s: float) -> bool:
+        if not self._limited(provider):  # nothing to count, nobody queues
+            await self.hold(provider, attempt_id, seat, ttl_s)
+            return True
+        share = f"{seat.weight!r} {seat.guaranteed}"
+        own = [attempt_id, repr(self._clock() + ttl_s), seat.job_id, seat.team, repr(seat.score), share]
+        reply = await self._script("acquire_slot", provider, seat.team, own)
+        await self._woken(provider, reply[1:])
         return int(reply[0]) == 1
 
-    async def hold(self, provider: str, attempt_id: str, job_id: str, ttl_s: float) -> None:
-        async with self._store.client() as redis:
-            await redis.zadd(self._keys(provider)[0], {attempt_id: self._clock() + ttl_s})
+    async def hold(self, provider: str, attempt_id: str, seat: Seat, ttl_s: float) -> None:
+        async with self._store.client() as redis, redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._key(provider, "slots"), {attempt_id: self._clock() + ttl_s})
+            pipe.hset(self._key(provider, "owners"), attempt_id, seat.team)
+            await pipe.execute()
 
     async def release(self, provider: str, attempt_id: str) -> None:
+        if not self._limited(provider):
+            async with self._store.client() as redis, redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self._key(provider, "slots"), attempt_id)
+                pipe.hdel(self._key(provider, "owners"), attempt_id)
+                await pipe.execute()
+            return
+        await self._woken(provider, await self._script("release_slot", provider, "", [attempt_id]))
+
+    async def leave(self, provider: str, seat: Seat) -> None:
+        reply = await self._script("leave_queue", provider, seat.team, [seat.job_id])
+        await self._woken(provider, reply)
+
+    async def granted(self, provider: str, job_id: str) -> bool:
         async with self._store.client() as redis:
-            await redis.zrem(self._keys(provider)[0], attempt_id)
+            until = await redis.zscore(self._key(provider, "grants"), job_id)
+        return until is not None and float(until) > self._clock()
 
     async def in_flight(self, provider: str) -> int:
         async with self._store.client() as redis:
-            held: int = await redis.zcount(self._keys(provider)[0], repr(self._clock()), "+inf")
+            held: int = await redis.zcount(self._key(provider, "slots"), repr(self._clock()), "+inf")
         return held
 
-    async def _counts(self) -> dict[str, tuple[int, int, float | None]]:
-        """Per limited provider: slots held, submits in the last minute, the oldest of those."""
+    async def views(self, providers: Collection[str], seat: Seat) -> dict[str, QueueView]:
+        capped = [p for p in providers if self._limits.get(p, Limits()).max_concurrency is not None]
+        if not capped:
+            return {}
+        now = repr(self._clock())
+        async with self._store.client() as redis, redis.pipeline(transaction=False) as pipe:
+            for name in capped:
+                pipe.zcount(self._key(name, "slots"), now, "+inf")
+                pipe.zcount(self._key(name, "grants"), now, "+inf")
+                pipe.hgetall(self._key(name, "waiting"))
+                pipe.hgetall(self._key(name, "shares"))
+                pipe.zcount(self._queue_key(name, seat.team), "-inf", f"({seat.score!r}")
+            rows = await pipe.execute()
+        views: dict[str, QueueView] = {}
+        for index, name in enumerate(capped):
+            held, granted, waiting, shares, ahead = rows[5 * index : 5 * index + 5]
+            counts = {_text(team): int(count) for team, count in waiting.items()}
+            weights = {_text(team): _weight(share) for team, share in shares.items()}
+            others = sum(
+                weights.get(team, 1.0) for team, count in counts.items() if count > 0 and team != seat.team
+            )
+            views[name] = QueueView(
+                cap=self._limits[name].max_concurrency or 0,
+                busy=int(held) + int(granted),
+                waiting=max(0, sum(counts.values()) - int(granted)),
+                team_ahead=int(ahead),
+                team_weight=seat.weight,
+                waiting_weight=others,
+            )
+        return views
+
+    async def depths(self) -> dict[str, dict[str, int]]:
+        names = [name for name, limits in self._limits.items() if limits != Limits()]
+        if not names:
+            return {}
+        async with self._store.client() as redis, redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self._key(name, "waiting"))
+            rows = await pipe.execute()
+        depths = {
+            name: {_text(t): int(n) for t, n in row.items()} for name, row in zip(names, rows, strict=True)
+        }
+        return {name: teams for name, teams in depths.items() if teams}
+
+    async def _counts(self) -> dict[str, tuple[int, int]]:
+        """Per limited provider: slots held or granted, submits in the last minute (counters only)."""
         now = self._clock()
         limited = [name for name, limits in self._limits.items() if limits != Limits()]
         if not limited:
             return {}
         async with self._store.client() as redis, redis.pipeline(transaction=False) as pipe:
             for name in limited:
-                slots, submits = self._keys(name)
-                pipe.zcount(slots, repr(now), "+inf")
-                pipe.zrangebyscore(submits, f"({now - RATE_WINDOW_S!r}", "+inf", withscores=True)
+                pipe.zcount(self._key(name, "slots"), repr(now), "+inf")
+                pipe.zcount(self._key(name, "grants"), repr(now), "+inf")
+                pipe.zcount(self._key(name, "submits"), f"({now - RATE_WINDOW_S!r}", "+inf")
             rows = await pipe.execute()
-        counts: dict[str, tuple[int, int, float | None]] = {}
-        for index, name in enumerate(limited):
-            held, recent = rows[2 * index], rows[2 * index + 1]
-            counts[name] = (int(held), len(recent), float(recent[0][1]) if recent else None)
-        return counts
+        return {
+            name: (int(rows[3 * i]) + int(rows[3 * i + 1]), int(rows[3 * i + 2]) + int(rows[3 * i + 1]))
+            for i, name in enumerate(limited)
+        }
 
     async def saturated(self) -> dict[str, str]:
         reasons: dict[str, str] = {}
-        for name, (held, submits, _) in (await self._counts()).items():
+        for name, (busy, submits) in (await self._counts()).items():
             limits = self._limits[name]
-            if limits.max_concurrency is not None and held >= limits.max_concurrency:
-                reasons[name] = f"provider {name} at capacity ({held} of {limits.max_concurrency} running)"
+            if limits.max_concurrency is not None and busy >= limits.max_concurrency:
+                reasons[name] = f"provider {name} at capacity ({busy} of {limits.max_concurrency} running)"
             elif limits.requests_per_minute is not None and submits >= limits.requests_per_minute:
                 rpm = limits.requests_per_minute
                 reasons[name] = f"provider {name} at its rate limit ({rpm} submits a minute)"
@@ -123,7 +216,25 @@ class RedisSlots:
         limits = self._limits.get(provider)
         if limits is None or limits.requests_per_minute is None:
             return None
-        _, submits, oldest = (await self._counts()).get(provider, (0, 0, None))
-        if submits < limits.requests_per_minute or oldest is None:
+        since = self._clock() - RATE_WINDOW_S
+        async with self._store.client() as redis, redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(self._key(provider, "submits"), f"({since!r}", "+inf")
+            pipe.zcount(self._key(provider, "grants"), repr(self._clock()), "+inf")
+            pipe.zrangebyscore(
+                self._key(provider, "submits"), f"({since!r}", "+inf", start=0, num=1, withscores=True
+            )
+            submits, granted, oldest = await pipe.execute()
+        if int(submits) + int(granted) < limits.requests_per_minute or not oldest:
             return None
-        return max(0.0, oldest + RATE_WINDOW_S - self._clock())
+        return max(0.0, float(oldest[0][1]) + RATE_WINDOW_S - self._clock())
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _weight(share: bytes | str) -> float:
+    try:
+        return float(_text(share).split(" ")[0])
+    except (ValueError, IndexError):
+        return 1.0

@@ -9,6 +9,8 @@ capacity slots. A quote reads them and changes none (a reload updates the slots'
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Collection, Mapping
 
 from adapters.base import Adapter
@@ -17,6 +19,7 @@ from broker.config import BrokerConfig
 from broker.deployment import Deployment
 from broker.jobs.hosted_inputs import HOSTING_OFF, InputHosting
 from broker.jobs.provider_health import ProviderHealth
+from broker.jobs.queues import Seat, predicted_wait_s, seat_of
 from broker.jobs.slots import Slots
 from broker.schema import JobRequest, decode_data_uri
 from broker.store import Store
@@ -119,6 +122,7 @@ class Router:
         exclude_providers: Collection[str] = (),
         policy: Policy | None = None,
         through_open_circuits: bool = False,
+        seat: Seat | None = None,
     ) -> Quote:
         """Quote `request` for `team` under `policy` (default: the team's current one), skipping routes
         in `exclude_routes` and every route of the providers in `exclude_providers` (those that failed
@@ -126,8 +130,10 @@ class Router:
 
         Providers with an open circuit are rejected (kept with `through_open_circuits`: an accepted job
         whose every route waits on a circuit waits for it, as for a slot). Providers at capacity are
-        rejected too when another route can serve the job; when none can, the quote keeps them (the job
-        waits for a slot).
+        not: each route carries the predicted wait for a slot (`seat`'s place in its queue; a new job's
+        when None), which the job's `max_latency_s` counts, so a job with no limit takes the cheapest
+        route however long its queue, and one with a limit the cheapest whose wait and render fit. A new
+        job no route's wait fits is refused (with the predicted waits); an accepted one waits on.
         """
         if policy is None:
             policy = await self.policy(team)
@@ -141,23 +147,50 @@ class Router:
             failed,
             {} if through_open_circuits else await self.health.unavailable_now(),
         )
-        latency, saturated = self.health.latency.expected(), await self.slots.saturated()
+        latency = self.health.latency.expected()
+        accepted = seat is not None
+        if seat is None:  # a new job: it would queue behind everyone waiting now
+            seat = seat_of("", team, time.time(), request.priority, policy.model_dump())
 
-        def ranked(busy: Mapping[str, str]) -> Quote:
+        def ranked(waits: Mapping[str, int]) -> Quote:
             return quote(
                 request,
                 config.routes,
                 constraints=effective_constraints(policy, request.constraints),
                 exclude_models=policy.exclude_models,
-                unavailable=_merged(unavailable, busy),
+                unavailable=unavailable,
                 exclude_routes=exclude_routes,
                 latency=latency,
                 unpriced_ceiling=unpriced_ceiling,
+                waits=waits,
             )
 
-        answer = ranked(saturated)
-        if answer.chosen is None and saturated:
+        waits = await self.waits(seat, latency)
+        answer = ranked(waits)
+        if answer.chosen is None and waits and accepted:
+            # An accepted job whose every route's queue looks too long still waits (the prediction may
+            # be pessimistic) in the cheapest one, until its max_latency_s runs out.
             waiting = ranked({})
             if waiting.chosen is not None:
                 return waiting
         return answer
+
+    async def waits(self, seat: Seat, latency: Mapping[str, int]) -> dict[str, int]:
+        """Route key -> the predicted wait (s) for a slot: the queue ahead of `seat` under the fair-share
+        order, through the provider's cap at the route's render time; or the rate window's refill."""
+        routes = self.deployment.config.routes
+        providers = {route.provider for route in routes}
+        views = await self.slots.views(providers, seat)
+        refills: dict[str, float] = {}
+        for name in await self.slots.saturated():
+            if (refill := await self.slots.free_in(name)) is not None:
+                refills[name] = refill
+        waits: dict[str, int] = {}
+        for route in routes:
+            wait = refills.get(route.provider, 0.0)
+            if (view := views.get(route.provider)) is not None:
+                render_s = latency.get(route.key, route.expected_latency_s)
+                wait = max(wait, predicted_wait_s(view, render_s))
+            if wait > 0:
+                waits[route.key] = math.ceil(wait)
+        return waits

@@ -30,7 +30,9 @@ from adapters.base import Clock
 from broker.jobs.capacity import Capacity
 from broker.jobs.context import StepContext
 from broker.jobs.ending import fail_job
+from broker.jobs.grants import make_due
 from broker.jobs.provider_health import ProviderHealth
+from broker.jobs.queues import record_seat
 from broker.jobs.slots import LocalSlots, Slots
 from broker.jobs.steps import run_step
 from broker.jobs.waiting import sleep_or_event
@@ -64,6 +66,17 @@ class Scheduler:
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
         self.restarts = 0
+        ctx.provider_slots.on_grant(self._granted)
+        ctx.wake_jobs = self._wake_jobs
+
+    async def _granted(self, provider: str, job_ids: list[str]) -> None:
+        """Slots of `provider` were granted to these queued jobs: make them due now."""
+        await make_due(self.ctx.store, self.ctx.provider_slots, self.now, job_ids, provider)
+        self.wake()
+
+    async def _wake_jobs(self, job_ids: list[str]) -> None:
+        await make_due(self.ctx.store, self.ctx.provider_slots, self.now, job_ids, None)
+        self.wake()
 
     # What the app and the handlers see ----------------------------------------------------------
     @property
@@ -111,7 +124,7 @@ class Scheduler:
 
     async def start(self) -> None:
         if isinstance(self.ctx.slots, LocalSlots):
-            await self._restore_local_slots()
+            await self._restore_local_slots(self.ctx.slots.capacity)
         self._stopping = False
         self._spawn_loop()
 
@@ -275,19 +288,28 @@ class Scheduler:
             # What it spent is unknown; its hold is released so the team's budget is not blocked.
             await self.ctx.store.settle_budget(job_id, 0)
 
-    async def _restore_local_slots(self) -> None:
-        """Jobs at their providers hold slots; this process's counts start from the store's jobs."""
-        cursor: str | None = None
-        while True:
-            page, cursor = await self.ctx.store.list_jobs(status=JobStatus.RUNNING, limit=200, cursor=cursor)
-            for record in page:
-                attempt = record.job.attempts[-1] if record.job.attempts else None
-                if attempt is not None and attempt.status in (
-                    AttemptStatus.SUBMITTING,
-                    AttemptStatus.SUBMITTED,
-                    AttemptStatus.RUNNING,
-                ):
-                    ttl = self.ctx.slot_ttl(attempt.provider)
-                    await self.ctx.provider_slots.hold(attempt.provider, attempt.id, record.id, ttl)
-            if cursor is None:
-                return
+    async def _restore_local_slots(self, capacity: Capacity) -> None:
+        """Jobs at their providers hold slots, and queued jobs their places: this process's counts and
+        queues start from the store's jobs; then the free slots are granted."""
+        for status in (JobStatus.RUNNING, JobStatus.QUEUED):
+            cursor: str | None = None
+            while True:
+                page, cursor = await self.ctx.store.list_jobs(status=status, limit=200, cursor=cursor)
+                for record in page:
+                    self._restore_one(capacity, record)
+                if cursor is None:
+                    break
+        for provider, woken in capacity.grant_all().items():
+            await self._granted(provider, woken)
+
+    def _restore_one(self, capacity: Capacity, record: JobRecord) -> None:
+        seat = record_seat(record)
+        if record.queued is not None:
+            capacity.restore_place(record.queued, seat)
+        attempt = record.job.attempts[-1] if record.job.attempts else None
+        if attempt is not None and attempt.status in (
+            AttemptStatus.SUBMITTING,
+            AttemptStatus.SUBMITTED,
+            AttemptStatus.RUNNING,
+        ):
+            capacity.hold(attempt.provider, attempt.id, seat, new_submit=False)

@@ -32,6 +32,7 @@ from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
 from broker.jobs.ending import fail_attempt, fail_job
 from broker.jobs.hosted_inputs import hosted_image
+from broker.jobs.queues import record_seat
 from broker.jobs.work import JobWork, with_attempt
 from broker.schema import (
     Attempt,
@@ -52,14 +53,17 @@ from pricing.quote import Quote, bounded_cost
 
 log = structlog.get_logger("broker.jobs")
 LOST_ANSWER_RESEND_MAX_S = 60.0  # the longest wait between resends of a submit whose answers were lost
+QUEUED_RECHECK_S = 900.0  # a queued job with no latency limit looks again at worst this often
+LATENCY_RECHECK_S = 30.0  # one with a limit, to move if its queue's prediction stops fitting
 
 
 class WaitForCapacity(Exception):
-    """Every feasible route's provider is saturated: the job waits (parked) for a slot."""
+    """The chosen route's provider has no slot for the job now: it waits (parked), in the provider's
+    queue when `queued`, else (an open circuit) for `wait_s`."""
 
-    def __init__(self, provider: str, wait_s: float) -> None:
+    def __init__(self, provider: str, wait_s: float, *, queued: bool) -> None:
         super().__init__(provider)
-        self.provider, self.wait_s = provider, wait_s
+        self.provider, self.wait_s, self.queued = provider, wait_s, queued
 
 
 async def start_attempt(ctx: StepContext, work: JobWork) -> None:
@@ -68,8 +72,7 @@ async def start_attempt(ctx: StepContext, work: JobWork) -> None:
     try:
         route = await _claim_route(ctx, work, attempt_id)
     except WaitForCapacity as wait:
-        log.info("waiting_for_capacity", provider=wait.provider)
-        await work.park(wait.wait_s)
+        await _wait_for_slot(ctx, work, wait)
         return
     if isinstance(route, JobError):
         last = work.job.attempts[-1].error if work.job.attempts else None
@@ -100,7 +103,8 @@ async def start_attempt(ctx: StepContext, work: JobWork) -> None:
         changed = with_attempt(record, attempt, work.now()).evolve(status=JobStatus.RUNNING, route=ref)
         # A save applied again after a lost store reply must not list the route twice.
         tried = record.tried_routes if route.key in record.tried_routes else [*record.tried_routes, route.key]
-        return changed.model_copy(update={"tried_routes": tried, "poll": None, "submit": state})
+        update = {"tried_routes": tried, "poll": None, "submit": state, "queued": None}
+        return changed.model_copy(update=update)
 
     await work.save(begin)
     log.info("attempt_started", provider=route.provider, model=route.model, attempt=attempt.id)
@@ -119,18 +123,50 @@ async def _claim_route(ctx: StepContext, work: JobWork, attempt_id: str) -> Rout
     if quote.chosen is None:
         return JobError(code=ErrorCode.NO_FEASIBLE_ROUTE, message="no untried route can serve the job")
     route = quote.chosen.route
-    health, slots = ctx.provider_health, ctx.provider_slots
+    health, slots, seat = ctx.provider_health, ctx.provider_slots, record_seat(work.record)
+    if work.record.queued is not None and work.record.queued != route.provider:
+        # The job moves to a route whose queue fits it better: its old place (and grant) goes on.
+        await slots.leave(work.record.queued, seat)
+        await work.save(lambda r: r.model_copy(update={"queued": None}))
     # A half-open circuit's probe may have gone to another step since the quote: admitting is checked
     # again here (atomically, in the shared state across replicas), so at most one probe goes out.
-    if await health.admit(route.provider):
-        if await slots.try_acquire(route.provider, attempt_id, work.job.id, ctx.slot_ttl(route.provider)):
-            return route
-        await health.report_abandoned(route.provider)
+    if not await health.admit(route.provider):
+        if (expired := _capacity_deadline_passed(ctx, work, quote)) is not None:
+            return expired
+        raise WaitForCapacity(route.provider, ctx.options.capacity_check_s, queued=False)
+    if await slots.try_acquire(route.provider, attempt_id, seat, ctx.slot_ttl(route.provider)):
+        return route
+    await health.report_abandoned(route.provider)
     if (expired := _capacity_deadline_passed(ctx, work, quote)) is not None:
+        await slots.leave(route.provider, seat)
         return expired
-    pause = ctx.options.capacity_check_s
-    refill = await slots.free_in(route.provider)
-    raise WaitForCapacity(route.provider, pause if refill is None else min(pause, refill))
+    park_s = _queued_park_s(ctx, work, quote)
+    if (refill := await slots.free_in(route.provider)) is not None:
+        park_s = min(park_s, max(refill, 0.5))
+    raise WaitForCapacity(route.provider, park_s, queued=True)
+
+
+async def _wait_for_slot(ctx: StepContext, work: JobWork, wait: WaitForCapacity) -> None:
+    """Park the job: in the provider's queue it waits for a grant (which wakes it), else for `wait_s`.
+    A grant made while this step still held the job could not wake it, so it is looked for after."""
+    log.info("waiting_for_capacity", provider=wait.provider, queued=wait.queued)
+    if not wait.queued:
+        await work.park(wait.wait_s)
+        return
+    await work.park(wait.wait_s, lambda r: r.model_copy(update={"queued": wait.provider}))
+    if await ctx.provider_slots.granted(wait.provider, work.job.id):
+        await ctx.wake_jobs([work.job.id])
+
+
+def _queued_park_s(ctx: StepContext, work: JobWork, quote: Quote) -> float:
+    """How long a queued job sleeps without a grant: until its rate window refills where that blocks,
+    a short look again where a latency limit may make it move, else a long safety net (a grant wakes
+    it long before)."""
+    max_latency = quote.constraints.max_latency_s if quote.constraints is not None else None
+    if max_latency is None:
+        return QUEUED_RECHECK_S
+    left = work.job.created_at.timestamp() + max_latency - ctx.clock()
+    return max(1.0, min(LATENCY_RECHECK_S, left))
 
 
 def unpriced_ceiling(record: JobRecord) -> Money | None:
@@ -268,9 +304,13 @@ async def _uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc: Sub
 async def _book_uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc: ProviderError) -> None:
     """The provider may have the task and charge it: booked at the estimate until it says otherwise."""
     spent = Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
-    error = exc if isinstance(exc, SubmissionUncertain) else SubmissionUncertain(
-        f"{exc.message}; an earlier send's answer was lost, so the provider may hold the task",
-        provider=attempt.provider,
+    error = (
+        exc
+        if isinstance(exc, SubmissionUncertain)
+        else SubmissionUncertain(
+            f"{exc.message}; an earlier send's answer was lost, so the provider may hold the task",
+            provider=attempt.provider,
+        )
     )
     await fail_attempt(ctx, work, attempt, error, spent, booking=Booking(spent, unconfirmed=True))
 
@@ -286,7 +326,8 @@ def _expected_latency(ctx: StepContext, attempt: Attempt) -> float | None:
 
 async def resume_submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     """An attempt found `submitting`: a refused submit due again, or one a stopped runner left."""
-    await ctx.provider_slots.hold(attempt.provider, attempt.id, work.job.id, ctx.slot_ttl(attempt.provider))
+    slot_ttl = ctx.slot_ttl(attempt.provider)
+    await ctx.provider_slots.hold(attempt.provider, attempt.id, record_seat(work.record), slot_ttl)
     state = work.record.submit
     adapter = ctx.adapters.get(attempt.provider)
     if state is not None and not state.sending:

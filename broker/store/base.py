@@ -144,6 +144,7 @@ class JobRecord(BaseModel):
     step_failures: int = 0  # steps that crashed (bugs, not provider failures), bounded by the runner
     download: DownloadState | None = None  # the active attempt's output fetch, retried while kept
     submit: SubmitState | None = None  # the active attempt's submit, while it is `submitting`
+    queued: str | None = None  # the provider whose queue the job waits in for a slot (broker.jobs.queues)
 
     @property
     def id(self) -> str:

@@ -1,0 +1,118 @@
+-- Shared by the slot scripts of one provider (broker/jobs/redis_capacity.py has the key layout).
+-- KEYS: 1 slots, 2 submits, 3 owners, 4 grants, 5 shares, 6 passes, 7 places, 8 waiting, 9.. the
+-- queues of the teams named in ARGV. ARGV: 1 now, 2 max concurrency ("" none), 3 requests a minute
+-- ("" none), 4 how long a grant holds, 5 the number of teams N, 6..5+N their names, then the script's.
+local now = tonumber(ARGV[1])
+local cap = ARGV[2] ~= '' and tonumber(ARGV[2]) or nil
+local rpm = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
+local hold_s = tonumber(ARGV[4])
+local nteams = tonumber(ARGV[5])
+local queue_of, team_names = {}, {}
+for i = 1, nteams do
+  queue_of[ARGV[5 + i]] = KEYS[8 + i]
+  team_names[i] = ARGV[5 + i]
+end
+local op = 6 + nteams -- the first of the script's own arguments
+
+-- Members of a zset whose time has passed: lapsed slots, lapsed grants (their jobs keep their places).
+local function lapse(key)
+  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[1])
+  for _, member in ipairs(gone) do redis.call('HDEL', KEYS[3], member) end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[1]) end
+end
+
+local function unqueue(job)
+  local team = redis.call('HGET', KEYS[7], job)
+  if not team then return end
+  redis.call('HDEL', KEYS[7], job)
+  if queue_of[team] then redis.call('ZREM', queue_of[team], job) end
+  if redis.call('HINCRBY', KEYS[8], team, -1) <= 0 then redis.call('HDEL', KEYS[8], team) end
+end
+
+-- Slots held or granted, per team.
+local function in_use()
+  local counts = {}
+  for _, key in ipairs({KEYS[1], KEYS[4]}) do
+    local members = redis.call('ZRANGE', key, 0, -1)
+    if #members > 0 then
+      for _, team in ipairs(redis.call('HMGET', KEYS[3], unpack(members))) do
+        if team then counts[team] = (counts[team] or 0) + 1 end
+      end
+    end
+  end
+  return counts
+end
+
+local function free_now()
+  local granted = redis.call('ZCARD', KEYS[4])
+  local free = 1000000000
+  if cap then free = cap - redis.call('ZCARD', KEYS[1]) - granted end
+  if rpm then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now - 60))
+    free = math.min(free, rpm - redis.call('ZCARD', KEYS[2]) - granted)
+  end
+  return free
+end
+
+-- The team's first waiting job without a grant, and its score.
+local function head(key, granted)
+  local from = 0
+  while true do
+    local batch = redis.call('ZRANGE', key, from, from + granted, 'WITHSCORES')
+    if #batch == 0 then return nil, nil end
+    for i = 1, #batch, 2 do
+      if not redis.call('ZSCORE', KEYS[4], batch[i]) then return batch[i], tonumber(batch[i + 1]) end
+    end
+    from = from + granted + 1
+  end
+end
+
+local function before(a, b)
+  for i = 1, #a do
+    if math.abs(a[i] - b[i]) > 1e-9 then return a[i] < b[i] end
+  end
+  return false
+end
+
+-- Grant the free slots to the next jobs by the rule of broker/jobs/queues.py; returns them.
+local function grant()
+  lapse(KEYS[1])
+  lapse(KEYS[4])
+  local woken = {}
+  local granted = redis.call('ZCARD', KEYS[4])
+  if redis.call('HLEN', KEYS[7]) <= granted then return woken end
+  local free = free_now()
+  if free <= 0 then return woken end
+  local counts = in_use()
+  while free > 0 do
+    local best, best_team, best_job, best_weight = nil, nil, nil, 1
+    for _, team in ipairs(team_names) do
+      local job, score = head(queue_of[team], granted)
+      if job then
+        local weight, guaranteed = 1, 0
+        local share = redis.call('HGET', KEYS[5], team)
+        if share then
+          local w, g = string.match(share, '^(%S+) (%S+)$')
+          weight, guaranteed = tonumber(w), tonumber(g)
+        end
+        local used = counts[team] or 0
+        local rank, ratio = 1, (used + 0.5) / weight
+        if used < guaranteed then rank, ratio = 0, used / guaranteed end
+        local passed = tonumber(redis.call('HGET', KEYS[6], team) or '0')
+        local key = {rank, ratio, passed, score}
+        if not best or before(key, best) then
+          best, best_team, best_job, best_weight = key, team, job, weight
+        end
+      end
+    end
+    if not best then break end
+    redis.call('ZADD', KEYS[4], now + hold_s, best_job)
+    redis.call('HSET', KEYS[3], best_job, best_team)
+    redis.call('HINCRBYFLOAT', KEYS[6], best_team, 1 / best_weight)
+    counts[best_team] = (counts[best_team] or 0) + 1
+    granted = granted + 1
+    woken[#woken + 1] = best_job
+    free = free - 1
+  end
+  return woken
+end

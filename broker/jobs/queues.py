@@ -1,0 +1,143 @@
+"""Provider queues: who gets a capped provider's next free slot, and how long a job would wait for one.
+
+A job that finds its provider at capacity takes a place in that provider's queue (kept where the
+slots are: `broker.jobs.local_queues` in this process, `broker.jobs.redis_capacity` in Redis for every
+replica) and is parked with no timer of its own. When a slot frees, the queue *grants* it to the next
+job, which is woken at once; the grant holds the slot for that job (for `GRANT_S`) so a job arriving
+meanwhile cannot take it. A grant not taken in time lapses and goes to the next job, the first one
+keeping its place.
+
+The next job is chosen across teams by weighted fair share, then FIFO within the team with
+`interactive` before `batch`:
+
+1. a team below its `guaranteed_slots` goes first (the fewest in use for its guarantee first);
+2. else the team whose slots in use, plus half a slot, are fewest for its `weight`: equal weights give
+   equal slots, so a team arriving behind another's thousand jobs gets the next slots until it holds
+   as many; the half slot lets a 3:1 split of 10 slots alternate between 8/2 and 7/3 (75/25 over time)
+   instead of settling on one of them;
+3. ties go to the team granted least so far for its weight (its `pass`), then the oldest head job.
+
+Idle capacity is always lent: a guarantee gives precedence when a slot frees, never an empty slot.
+The same rule runs in Python (here, for the in-process queues) and in Lua (`lua/grant_slot.lua`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from broker.schema import Priority
+from broker.store import JobRecord
+
+GRANT_S = 30.0  # how long a freed slot waits for the job it was granted to
+HALF_SLOT = 0.5
+EPSILON = 1e-9
+# A queue place's score: priority first, then the job's age; interactive sorts before batch.
+PRIORITY_RANK = {Priority.INTERACTIVE: 0, Priority.BATCH: 1}
+PRIORITY_SPAN = 1e11  # more than any unix time in seconds, so the rank dominates the score
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """A job asking for a slot: whose it is, how urgent, how old, and its team's share."""
+
+    job_id: str
+    team: str
+    priority: Priority = Priority.INTERACTIVE
+    since: float = 0.0  # when the job was accepted (unix s): FIFO within its team
+    weight: float = 1.0
+    guaranteed: int = 0
+
+    @property
+    def score(self) -> float:
+        return PRIORITY_RANK[self.priority] * PRIORITY_SPAN + self.since
+
+
+@dataclass(frozen=True, slots=True)
+class TeamState:
+    """A team with jobs waiting for one provider, as the grant rule sees it."""
+
+    team: str
+    in_use: int  # slots its jobs hold, granted ones included
+    weight: float
+    guaranteed: int
+    passed: float  # grants so far divided by weight
+    head: float  # the score of its first waiting job
+
+
+def next_team(teams: Iterable[TeamState]) -> str | None:
+    """The team the next free slot goes to (see the module docstring), or None if none waits."""
+    best: tuple[int, float, float, float] | None = None
+    chosen: str | None = None
+    for state in teams:
+        under = state.in_use < state.guaranteed
+        share = state.in_use / state.guaranteed if under else (state.in_use + HALF_SLOT) / state.weight
+        key = (0 if under else 1, share, state.passed, state.head)
+        if best is None or _before(key, best):
+            best, chosen = key, state.team
+    return chosen
+
+
+def _before(key: tuple[int, float, float, float], other: tuple[int, float, float, float]) -> bool:
+    for mine, theirs in zip(key, other, strict=True):
+        if abs(mine - theirs) > EPSILON:
+            return mine < theirs
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """What a quote needs of one capped provider's queue, for one seat."""
+
+    cap: int  # max_concurrency
+    busy: int  # slots held or granted
+    waiting: int  # jobs in the queue, all teams
+    team_ahead: int  # the seat's team's jobs that go before it
+    team_weight: float  # the seat's weight
+    waiting_weight: float  # the weights of the other teams with jobs waiting
+
+    def ahead(self) -> int:
+        """Jobs granted a slot before this seat: its team's jobs ahead, stretched by the share the
+        other waiting teams take meanwhile, never more than the whole queue. A team's first waiting job
+        is taken as next: the grant rule favours the team with the fewest slots, as a team new to the
+        queue has."""
+        share = self.team_weight / (self.team_weight + self.waiting_weight)
+        return min(self.waiting, int(self.team_ahead / share))
+
+
+def predicted_wait_s(view: QueueView, render_s: float) -> float:
+    """Seconds until the seat's submit: slots free at `cap / render_s` a second while all are busy."""
+    if view.cap <= 0:
+        return 0.0
+    needed = view.ahead() + 1 - max(0, view.cap - view.busy)
+    if needed <= 0:
+        return 0.0
+    return needed * render_s / view.cap
+
+
+def seat_of(
+    job_id: str, team: str, since: float, priority: Priority | None, policy: Mapping[str, object]
+) -> Seat:
+    """A job's seat: its own priority, else its policy's, else interactive; the policy's share."""
+    chosen = priority or _policy_priority(policy) or Priority.INTERACTIVE
+    weight = policy.get("weight")
+    guaranteed = policy.get("guaranteed_slots")
+    return Seat(
+        job_id=job_id,
+        team=team,
+        priority=chosen,
+        since=since,
+        weight=float(weight) if isinstance(weight, int | float) else 1.0,
+        guaranteed=int(guaranteed) if isinstance(guaranteed, int) else 0,
+    )
+
+
+def _policy_priority(policy: Mapping[str, object]) -> Priority | None:
+    value = policy.get("priority")
+    return Priority(value) if isinstance(value, str) else None
+
+
+def record_seat(record: JobRecord) -> Seat:
+    """The seat of a stored job: its age orders it, its accepted policy gives its share."""
+    job = record.job
+    return seat_of(job.id, job.team, job.created_at.timestamp(), job.request.priority, record.policy or {})
