@@ -173,6 +173,10 @@ class Capacity:
         state.queue.prune(self.clock())
         return state.queue.view(seat, state.limits.max_concurrency, len(state.held))
 
+    def waiting(self, provider: str) -> int:
+        state = self._providers.get(provider)
+        return 0 if state is None else len(state.queue.seats)
+
     def depths(self) -> dict[str, dict[str, int]]:
         """Provider -> team -> jobs waiting."""
         return {name: state.queue.depths() for name, state in self._providers.items() if state.queue.seats}

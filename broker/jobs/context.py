@@ -94,6 +94,15 @@ class StepContext:
     async def attempt_limit(self, record: JobRecord) -> int:
         return await self.max_attempts(record) if self.max_attempts else self.options.max_attempts
 
+    def expected_latency_s(self, provider: str, model: str) -> float | None:
+        """How long the route takes to render, as observed here, else as the catalog says."""
+        key = f"{provider}/{model}"
+        observed = self.provider_health.latency.expected().get(key)
+        route = self.routes.get(key)
+        return (
+            float(observed) if observed is not None else (float(route.expected_latency_s) if route else None)
+        )
+
     def slot_ttl(self, provider: str) -> float:
         """How long a slot lasts unrenewed: past the provider's poll deadline, with two leases to spare."""
         adapter = self.adapters.get(provider)

@@ -29,6 +29,10 @@ from broker.store import JobRecord
 from broker.store.base import PollState
 from pricing.money import Money
 
+FIRST_POLL_SHARE = (
+    0.8  # of the expected latency: where a task's end becomes likely (PollSchedule.first_delay)
+)
+
 
 async def poll(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     adapter = ctx.adapters.get(attempt.provider)
@@ -63,11 +67,27 @@ async def poll(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
         return
     now = ctx.clock()
     last = (state.progress, state.at) if state.progress is not None and state.at is not None else None
-    delay = next_poll_delay(schedule, state.delay_s, status, now=now, last_progress=last)
+    delay = await _prompt(
+        ctx, attempt, next_poll_delay(schedule, state.delay_s, status, now=now, last_progress=last)
+    )
     seen = PollState(delay_s=delay, progress=status.progress, at=now) if status.progress else state
     if status.state is TaskState.RUNNING and attempt.status is not AttemptStatus.RUNNING:
         attempt = attempt.model_copy(update={"status": AttemptStatus.RUNNING})
     await _again(ctx, work, attempt, delay, seen.model_copy(update={"delay_s": delay}))
+
+
+async def _prompt(ctx: StepContext, attempt: Attempt, delay: float) -> float:
+    """While jobs wait for the provider's slots, a task near its expected end (from the first poll's
+    point, 0.8 of the route's latency, on) is polled at the provider's minimum interval, so its slot is
+    freed within seconds of the render's end; without waiters, the schedule's few polls."""
+    schedule = ctx.adapters[attempt.provider].poll_schedule
+    if delay <= schedule.min_interval_s or not await ctx.provider_slots.waiting(attempt.provider):
+        return delay
+    expected = ctx.expected_latency_s(attempt.provider, attempt.model)
+    if expected is None:
+        return schedule.min_interval_s
+    until_window = FIRST_POLL_SHARE * expected - (ctx.clock() - attempt.started_at.timestamp())
+    return max(schedule.min_interval_s, min(delay, until_window))
 
 
 async def _again(ctx: StepContext, work: JobWork, attempt: Attempt, delay: float, state: PollState) -> None:

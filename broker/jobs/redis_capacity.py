@@ -184,6 +184,13 @@ class RedisSlots:
         }
         return {name: teams for name, teams in depths.items() if teams}
 
+    async def waiting(self, provider: str) -> int:
+        if not self._limited(provider):
+            return 0
+        async with self._store.client() as redis:
+            counts = await redis.hvals(self._key(provider, "waiting"))
+        return sum(int(count) for count in counts)
+
     async def _counts(self) -> dict[str, tuple[int, int]]:
         """Per limited provider: slots held or granted, submits in the last minute (counters only)."""
         now = self._clock()

@@ -67,6 +67,10 @@ class Slots(Protocol):
         """Provider -> team -> jobs waiting."""
         ...
 
+    async def waiting(self, provider: str) -> int:
+        """Jobs waiting in `provider`'s queue (granted ones included, until they take their slot)."""
+        ...
+
     async def saturated(self) -> dict[str, str]:
         """Provider -> why it can take no submit now."""
         ...
@@ -120,6 +124,9 @@ class LocalSlots:
 
     async def depths(self) -> dict[str, dict[str, int]]:
         return self.capacity.depths()
+
+    async def waiting(self, provider: str) -> int:
+        return self.capacity.waiting(provider)
 
     async def saturated(self) -> dict[str, str]:
         return self.capacity.saturated()

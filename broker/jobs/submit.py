@@ -243,7 +243,10 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     submitted = attempt.model_copy(
         update={"status": AttemptStatus.SUBMITTED, "provider_job_id": handle.provider_job_id}
     )
-    delay = adapter.poll_schedule.first_delay(submission.estimated_seconds or _expected_latency(ctx, attempt))
+    # Where the provider gives no estimate, the first poll is timed from the route's expected latency
+    # instead of polling a long render from its first seconds.
+    expected = submission.estimated_seconds or ctx.expected_latency_s(attempt.provider, attempt.model)
+    delay = adapter.poll_schedule.first_delay(expected)
 
     def record_submit(record: JobRecord) -> JobRecord:
         stored = AttemptHandle(
@@ -313,15 +316,6 @@ async def _book_uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc
         )
     )
     await fail_attempt(ctx, work, attempt, error, spent, booking=Booking(spent, unconfirmed=True))
-
-
-def _expected_latency(ctx: StepContext, attempt: Attempt) -> float | None:
-    """How long the route takes, as observed here, else as the catalog says: where the provider gives no
-    estimate, the first poll is timed from it instead of polling a long render from its first seconds."""
-    key = f"{attempt.provider}/{attempt.model}"
-    observed = ctx.provider_health.latency.expected().get(key)
-    route = ctx.routes.get(key)
-    return float(observed) if observed is not None else (float(route.expected_latency_s) if route else None)
 
 
 async def resume_submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:

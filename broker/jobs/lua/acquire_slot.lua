@@ -10,8 +10,8 @@ if not redis.call('HGET', KEYS[7], job) then
   redis.call('ZADD', queue_of[team], ARGV[op + 4], job)
   redis.call('HSET', KEYS[7], job, team)
   redis.call('HINCRBY', KEYS[8], team, 1)
+  redis.call('HSET', KEYS[5], team, ARGV[op + 5]) -- the share of the team's latest queued job
 end
-redis.call('HSET', KEYS[5], team, ARGV[op + 5])
 local woken = grant()
 if not redis.call('ZSCORE', KEYS[4], job) then
   local answer = {0}

@@ -1,0 +1,149 @@
+"""Provider queues (`broker.jobs.queues`): who gets a freed slot, in both homes — this process's
+`LocalSlots` and Redis's `RedisSlots` shared by replicas — by weighted fair share across teams, FIFO
+and interactive-before-batch within a team, each grant waking its job and holding its slot."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from broker.config import ProviderConfig
+from broker.jobs.capacity import Capacity
+from broker.jobs.queues import GRANT_S, QueueView, Seat, predicted_wait_s
+from broker.jobs.redis_capacity import RedisSlots
+from broker.jobs.slots import LocalSlots, Slots
+from broker.request_types import Priority
+from broker.store.redis import RedisStore
+from tests.support.adapters import FakeTime
+
+Homes = Callable[[int], list[Slots]]
+
+
+class Woken:
+    """The wake callback: which jobs each grant woke, in order."""
+
+    def __init__(self) -> None:
+        self.jobs: list[str] = []
+
+    async def __call__(self, provider: str, job_ids: list[str]) -> None:
+        self.jobs += job_ids
+
+
+@pytest.fixture(params=["local", "redis"])
+async def home(request: pytest.FixtureRequest, replicas: list[RedisStore]) -> AsyncIterator[Any]:
+    """(time, woken, slots): three handles on one home of the slots (three replicas on Redis; one
+    process's slots, three times, in memory), each following a provider `p` capped at 4."""
+    time, woken = FakeTime(), Woken()
+    if request.param == "local":
+        shared = LocalSlots(Capacity(time.clock))
+        pools: list[Slots] = [shared, shared, shared]
+    else:
+        pools = [RedisSlots(store, time.clock) for store in replicas]
+    for pool in pools:
+        pool.follow({"p": ProviderConfig(max_concurrency=4)}, ["a", "b", "c"])
+        pool.on_grant(woken)
+    yield time, woken, pools
+
+
+async def fill(pools: list[Slots], team: str, count: int, *, start: int = 0, **seat: Any) -> list[bool]:
+    taken = []
+    for i in range(start, start + count):
+        job = Seat(f"{team}{i}", team, since=1000.0 + i, **seat)
+        taken.append(await pools[i % 3].try_acquire("p", f"att_{team}{i}", job, 600))
+    return taken
+
+
+async def run_one(pools: list[Slots], woken: Woken, held: list[str]) -> str:
+    """The oldest running attempt ends; the job its slot is granted to takes it. Returns that job."""
+    ended = held.pop(0)
+    before = len(woken.jobs)
+    await pools[1].release("p", ended)
+    assert len(woken.jobs) == before + 1, "a freed slot wakes exactly one queued job"
+    job = woken.jobs[-1]
+    team = job.rstrip("0123456789")
+    assert await pools[2].try_acquire("p", f"att_{job}", Seat(job, team), 600)
+    held.append(f"att_{job}")
+    return job
+
+
+async def test_a_team_arriving_behind_another_s_backlog_gets_the_next_slots(home: Any) -> None:
+    _, woken, pools = home
+    assert await fill(pools, "a", 30) == [True] * 4 + [False] * 26
+    assert await fill(pools, "b", 2) == [False, False]  # queued behind a's 26
+    held = [f"att_a{i}" for i in range(4)]
+    # b holds no slot: the next two freed slots go to b's two jobs, then a's queue goes on in order.
+    assert [await run_one(pools, woken, held) for _ in range(4)] == ["b0", "b1", "a4", "a5"]
+
+
+async def test_a_slot_granted_to_a_queued_job_is_not_taken_by_a_newcomer(home: Any) -> None:
+    time, woken, pools = home
+    await fill(pools, "a", 5)
+    await pools[0].release("p", "att_a0")
+    assert woken.jobs == ["a4"] and await pools[1].granted("p", "a4")
+    assert not await pools[2].try_acquire("p", "att_new", Seat("c9", "c", since=1.0), 600)  # c queues
+    time.now += GRANT_S + 1  # a4 never came for it: the grant lapses and goes by the rule again
+    assert not await pools[0].granted("p", "a4")
+    assert not await pools[1].try_acquire("p", "att_late", Seat("b9", "b", since=2.0), 600)
+    # Teams b and c hold no slot: the lapsed slot goes to one of them (b's job is the older), not to a.
+    assert woken.jobs[-1] in {"b9", "c9"} and await pools[0].granted("p", woken.jobs[-1])
+
+
+async def test_interactive_goes_before_batch_within_a_team_then_fifo(home: Any) -> None:
+    _, woken, pools = home
+    await fill(pools, "a", 4)
+    await fill(pools, "a", 2, start=10, priority=Priority.BATCH)
+    await fill(pools, "a", 2, start=20)
+    held = [f"att_a{i}" for i in range(4)]
+    assert [await run_one(pools, woken, held) for _ in range(4)] == ["a20", "a21", "a10", "a11"]
+
+
+async def test_weights_three_to_one_share_the_grants_three_to_one(home: Any) -> None:
+    _, woken, pools = home
+    await fill(pools, "a", 200, weight=3.0)
+    await fill(pools, "b", 200, weight=1.0)
+    held = [f"att_a{i}" for i in range(4)]
+    granted = [await run_one(pools, woken, held) for _ in range(80)]
+    share = sum(job.startswith("a") for job in granted) / len(granted)
+    assert 0.70 <= share <= 0.80, share
+
+
+async def test_a_team_under_its_guaranteed_slots_goes_first(home: Any) -> None:
+    _, woken, pools = home
+    await fill(pools, "a", 10)
+    await fill(pools, "b", 3, guaranteed=2)
+    await fill(pools, "c", 3)
+    held = [f"att_a{i}" for i in range(4)]
+    first = [await run_one(pools, woken, held) for _ in range(2)]
+    assert first == ["b0", "b1"]  # b is under its 2 guaranteed slots, c under none
+
+
+async def test_a_job_that_leaves_the_queue_passes_its_grant_on(home: Any) -> None:
+    _, woken, pools = home
+    await fill(pools, "a", 6)
+    await pools[0].release("p", "att_a0")
+    assert woken.jobs == ["a4"]
+    await pools[1].leave("p", Seat("a4", "a"))  # cancelled, or moved to another route
+    assert woken.jobs == ["a4", "a5"] and await pools[2].granted("p", "a5")
+    assert await pools[0].waiting("p") == 1 and await pools[0].depths() == {"p": {"a": 1}}
+
+
+async def test_a_quote_sees_the_jobs_ahead_under_the_fair_share(home: Any) -> None:
+    _, _, pools = home
+    await fill(pools, "a", 24)  # 4 running, 20 waiting
+    views = await pools[0].views(["p", "unlisted"], Seat("new", "a", since=5000.0))
+    assert list(views) == ["p"]
+    view = views["p"]
+    assert (view.cap, view.busy, view.waiting, view.team_ahead) == (4, 4, 20, 20)
+    # Behind a's 20 jobs, with 4 slots of 60 s renders: 21 slots to free, 5.25 renders' time.
+    assert predicted_wait_s(view, 60.0) == pytest.approx(21 * 60 / 4)
+    fresh = (await pools[1].views(["p"], Seat("new", "b", since=5000.0)))["p"]
+    assert fresh.team_ahead == 0 and predicted_wait_s(fresh, 60.0) == pytest.approx(15.0)
+
+
+def test_a_free_slot_means_no_wait_and_others_stretch_a_team_s_turn() -> None:
+    assert predicted_wait_s(QueueView(10, 8, 0, 0, 1.0, 0.0), 75.0) == 0.0
+    mine = QueueView(cap=10, busy=10, waiting=40, team_ahead=10, team_weight=1.0, waiting_weight=1.0)
+    assert mine.ahead() == 20  # another team takes every other slot meanwhile
+    assert predicted_wait_s(mine, 75.0) == pytest.approx(21 * 75 / 10)
