@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from adapters.base import PollSchedule
 from broker.api.app import create_app
 from broker.appkeys import RUNNER, STORE
 from broker.config import BrokerConfig, ProviderConfig, parse_config
@@ -17,8 +20,8 @@ from broker.jobs.queues import Seat
 from broker.settings import Settings
 from tests.support.adapters import FakeTime
 from tests.support.api import wait_for_status
-from tests.support.deployment import TEST_ENV, auth, fake_route
-from tests.support.fakes import FakeProvider
+from tests.support.deployment import REDIS_URL, TEST_ENV, auth, fake_route
+from tests.support.fakes import FakeAdapter, FakeProvider
 
 
 def seat(job_id: str, team: str = "t") -> Seat:
@@ -108,12 +111,23 @@ async def job(client: Any, job_id: str) -> dict[str, Any]:
     return body
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store_settings(request: pytest.FixtureRequest, prefix: str) -> dict[str, Any]:
+    """Settings overrides for each store: the queues live in this process, or in Redis."""
+    return {} if request.param == "sqlite" else {"store_url": REDIS_URL, "redis_prefix": prefix}
+
+
 async def test_a_job_waits_in_the_cheap_queue_unless_its_latency_limit_cannot_wait(
-    make_client: Any, providers: dict[str, FakeProvider]
+    make_client: Any,
+    providers: dict[str, FakeProvider],
+    store_settings: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cheap = providers["cheap"]
     cheap.script.polls_to_finish = 10**6
-    client = await make_client(limited_config(max_concurrency=1), workers=3)
+    # The first render outlasts the test: its deadline must not pass on the test's fast clock.
+    monkeypatch.setattr(FakeAdapter, "poll_schedule", PollSchedule(0.01, 0.02, deadline_s=10**6))
+    client = await make_client(limited_config(max_concurrency=1), workers=3, **store_settings)
     first = await submit(client)
     await wait_for_status(client, first["id"], "running")
     while not cheap.submits:
@@ -154,13 +168,13 @@ async def test_a_job_waits_in_the_cheap_queue_unless_its_latency_limit_cannot_wa
         await asyncio.sleep(0.01)
     assert (await client.delete(f"/v1/jobs/{waiting['id']}", headers=auth())).status == 202
     await wait_for_status(client, waiting["id"], "cancelled")
-    assert client.app[RUNNER].capacity.in_flight("cheap") == 0
+    assert await client.app[RUNNER].slots.in_flight("cheap") == 0
 
 
 async def test_the_submit_rate_limit_is_waited_for_unless_the_latency_limit_cannot_wait(
-    make_client: Any, providers: dict[str, FakeProvider]
+    make_client: Any, providers: dict[str, FakeProvider], store_settings: dict[str, Any]
 ) -> None:
-    client = await make_client(limited_config(requests_per_minute=1))
+    client = await make_client(limited_config(requests_per_minute=1), **store_settings)
     first = await submit(client)
     assert (await wait_for_status(client, first["id"], "succeeded"))["attempts"][0]["provider"] == "cheap"
     hurried = await submit(client, constraints={"max_latency_s": 60})  # the window refills in ~60 s
