@@ -7,6 +7,11 @@ broker's CPU (cores) and RSS, and at the end polls per finished job and provider
 
     python -m bench.inflight [--jobs 10000] [--render-s 120] [--store sqlite|redis] [--redis-url ...]
                              [--litellm /path/to/venv/bin/litellm [--peer-jobs 2000]]
+                             [--cap N] [--rpm N] [--compare-limits]
+
+With `--cap`/`--rpm`, Runway gets that `max_concurrency`/`requests_per_minute`; `--compare-limits` runs
+once without and once with them (set above what the run reaches) and prints the two runs' accept and
+submit rates as ratios: what keeping the count of slots and of the rolling minute costs.
 
 With `--litellm`, the same run first sends `--peer-jobs` requests through the LiteLLM proxy to a second
 emulator of the same kind and prints its provider submits per second beside the broker's, as a ratio.
@@ -123,7 +128,9 @@ async def wait_http(session: aiohttp.ClientSession, url: str, proc: asyncio.subp
     raise RuntimeError(f"{url} never answered")
 
 
-async def run(options: argparse.Namespace) -> None:
+async def run(options: argparse.Namespace, limits: dict[str, int]) -> tuple[float, float]:
+    """One run with `limits` on Runway (`max_concurrency`, `requests_per_minute`); returns the accept
+    and provider submit rates (per second)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-inflight-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -132,7 +139,7 @@ async def run(options: argparse.Namespace) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     store_url = f"sqlite:///{workdir}/broker.db" if options.store == "sqlite" else options.redis_url
     config = {
-        "providers": {"runway": {"base_url": emulator_url, "api_key_env": "RUNWAYML_API_SECRET"}},
+        "providers": {"runway": {"base_url": emulator_url, "api_key_env": "RUNWAYML_API_SECRET", **limits}},
         "routes": [ROUTE],
         "admin": {"api_key_env": "BROKER_ADMIN_KEY"},
         "teams": [{"name": "bench", "api_key_env": "BROKER_KEY_BENCH", "policy": "bench"}],
@@ -171,7 +178,9 @@ async def run(options: argparse.Namespace) -> None:
             await wait_http(session, f"{emulator_url}/_emulator/stats", emulator)
             peer = await peer_rate(session, options, env, workdir) if options.litellm else None
             await wait_http(session, f"http://127.0.0.1:{broker_port}/healthz", broker)
-            await measure(session, options, f"http://127.0.0.1:{broker_port}", emulator_url, broker.pid, peer)
+            rates = await measure(
+                session, options, f"http://127.0.0.1:{broker_port}", emulator_url, broker.pid, peer
+            )
         finally:
             for proc in (broker, emulator):
                 if proc.returncode is None:
@@ -185,6 +194,7 @@ async def run(options: argparse.Namespace) -> None:
                 await store.drop_all_keys()
                 await store.close()
     print(f"logs: {workdir}")
+    return rates
 
 
 async def peer_rate(
@@ -222,7 +232,7 @@ async def measure(
     emulator_url: str,
     pid: int,
     peer: float | None,
-) -> None:
+) -> tuple[float, float]:
     headers = {"Authorization": f"Bearer {TEAM_KEY}"}
     body = {"prompt": "slow push in", "image_url": image_data_uri(), "duration_s": 5}
     stat = ProcStat(pid)
@@ -247,6 +257,10 @@ async def measure(
                         failed_submits += 1
 
         await asyncio.gather(*(client() for _ in range(options.clients)))
+        nonlocal accept_s
+        accept_s = time.monotonic() - started
+
+    accept_s = 0.0
 
     async def stats() -> dict[str, Any]:
         async with session.get(f"{emulator_url}/_emulator/stats") as reply:
@@ -276,7 +290,9 @@ async def measure(
             break
     await submitter
     numbers = await stats()
-    report(options, samples, numbers, submitted, failed_submits, peer)
+    accept_rate = submitted / accept_s if accept_s else 0.0
+    print(f"accepted per second: {accept_rate:.1f} ({submitted} in {accept_s:.1f} s)")
+    return accept_rate, report(options, samples, numbers, submitted, failed_submits, peer)
 
 
 async def jobs_done(session: aiohttp.ClientSession, url: str) -> bool:
@@ -296,7 +312,7 @@ def report(
     submitted: int,
     failed: int,
     peer: float | None,
-) -> None:
+) -> float:
     peak = max((s.in_flight for s in samples), default=0)
     waiting = [s for s in samples if peak and s.in_flight >= 0.95 * peak]
     polls = numbers["requests"].get("status", 0)
@@ -327,6 +343,29 @@ def report(
     print(f"provider submits per second: {submit_rate:.1f} ({numbers['tasks']} tasks)")
     if peer:
         print(f"LiteLLM proxy in the same run: {peer:.1f}/s; broker / LiteLLM = {submit_rate / peer:.2f}x")
+    return submit_rate
+
+
+async def run_all(options: argparse.Namespace) -> None:
+    """The run asked for; with `--compare-limits`, an uncapped run first and the ratios of the two."""
+    limits = {
+        key: value
+        for key, value in (("max_concurrency", options.cap), ("requests_per_minute", options.rpm))
+        if value is not None
+    }
+    if not options.compare_limits:
+        await run(options, limits)
+        return
+    print("== no limits on Runway ==", flush=True)
+    free_accept, free_submit = await run(options, {})
+    print(f"== Runway with {limits} (never reached) ==", flush=True)
+    capped_accept, capped_submit = await run(options, limits)
+    print()
+    print(
+        f"limits / no limits, same run: accepted per second {capped_accept / free_accept:.2f}x "
+        f"({capped_accept:.1f} vs {free_accept:.1f}), provider submits per second "
+        f"{capped_submit / free_submit:.2f}x ({capped_submit:.1f} vs {free_submit:.1f})"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -340,7 +379,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-s", type=float, default=1800.0, help="stop measuring after this long")
     parser.add_argument("--litellm", default=None, help="a LiteLLM proxy executable to compare against")
     parser.add_argument("--peer-jobs", type=int, default=2000, help="requests sent through LiteLLM")
-    asyncio.run(run(parser.parse_args(argv)))
+    parser.add_argument("--cap", type=int, default=None, help="Runway's max_concurrency")
+    parser.add_argument("--rpm", type=int, default=None, help="Runway's requests_per_minute")
+    parser.add_argument(
+        "--compare-limits",
+        action="store_true",
+        help="run without limits, then with --cap/--rpm, and print the ratios of their rates",
+    )
+    asyncio.run(run_all(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ class RunnerOptions:
     idle_wait_s: float = 1.0  # the longest the scheduler waits before looking at the store again
     claim_batch: int = 64  # due jobs taken per store call
     max_attempts: int = 3
-    capacity_check_s: float = 5.0  # how often a job waiting for a slot looks again at worst
+    capacity_check_s: float = 5.0  # how often a job waiting for an open circuit looks again
     max_crashes: int = 3  # steps that crash on one job before it is failed rather than retried
     public_url: str | None = None  # where providers can reach this broker's /v1/callbacks/{provider}
     input_hosting: InputHosting | None = None  # signs URLs for uploads sent to URL-only providers

@@ -25,6 +25,7 @@ teams, those with jobs waiting (read just before), and the job's own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from adapters.base import Clock
 from broker.config import ProviderConfig
 from broker.jobs.capacity import RATE_WINDOW_S, Limits
 from broker.jobs.queues import GRANT_S, QueueView, Seat
-from broker.jobs.slots import Wake, _nobody
+from broker.jobs.slots import Wake, _nobody, wake_soon
 from broker.store.redis import RedisStore
 
 _LIB = (Path(__file__).parent / "lua" / "slots_lib.lua").read_text()
@@ -53,16 +54,26 @@ class RedisSlots:
         self._teams: tuple[str, ...] = ()
         self._source: object = None
         self._wake: Wake = _nobody
+        self._waking: set[asyncio.Task[None]] = set()
 
     def follow(self, providers: Mapping[str, ProviderConfig], teams: Collection[str] = ()) -> None:
         self._teams = tuple(sorted(set(teams)))
         if providers is self._source:
             return
         self._source = providers
+        before = self._limits
         self._limits = {
             name: Limits(config.max_concurrency, config.requests_per_minute)
             for name, config in providers.items()
         }
+        changed = [name for name, limits in self._limits.items() if before and before.get(name) != limits]
+        if changed:  # a raised limit's slots go to the queued jobs now, not at the next slot given back
+            wake_soon(self._waking, lambda: self._regrant(changed))
+
+    async def _regrant(self, providers: list[str]) -> None:
+        for name in providers:
+            if self._limited(name):
+                await self._woken(name, await self._script("release_slot", name, "", [""]))
 
     def on_grant(self, wake: Wake) -> None:
         self._wake = wake

@@ -16,6 +16,7 @@ is granted to the next queued job, which the slots wake through the callback set
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol
 
@@ -28,6 +29,22 @@ Wake = Callable[[str, list[str]], Awaitable[None]]  # provider, the jobs granted
 
 async def _nobody(provider: str, job_ids: list[str]) -> None:
     """Until the scheduler sets its own: a granted job is found by its next look."""
+
+
+def wake_soon(tasks: set[asyncio.Task[None]], waking: Callable[[], Awaitable[None]]) -> None:
+    """Run `waking` on the running loop (a reload comes from a handler on it); kept till it ends.
+    Without a loop, the granted jobs wake at their next look."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+
+    async def run() -> None:
+        await waking()
+
+    task = loop.create_task(run())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 class Slots(Protocol):
@@ -90,9 +107,12 @@ class LocalSlots:
     def __init__(self, capacity: Capacity) -> None:
         self.capacity = capacity
         self._wake: Wake = _nobody
+        self._waking: set[asyncio.Task[None]] = set()
 
     def follow(self, providers: Mapping[str, ProviderConfig], teams: Collection[str] = ()) -> None:
-        self.capacity.follow(providers)  # jobs a raised limit lets go are granted; they wake on a look
+        woken = self.capacity.follow(providers)  # a raised limit's slots are granted to queued jobs
+        if woken:
+            wake_soon(self._waking, lambda: self._wake("", woken))
 
     def on_grant(self, wake: Wake) -> None:
         self._wake = wake

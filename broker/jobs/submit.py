@@ -10,7 +10,9 @@ Waits that are due times, never sleeps in a step:
     `submitting`, not sending, and the job is parked until the adapter's `submit_retry` policy says;
     the next step sends the same attempt again (same request, same idempotency key). When the policy
     gives up, the attempt fails and the router falls back;
-  * every feasible provider at capacity: parked until a slot may have freed.
+  * the chosen provider at capacity (or at its rate limit): the job takes a place in the provider's
+    queue and is parked with no timer of its own; the slot freed for it wakes it (`queues.py`);
+  * the chosen provider's circuit open: parked for `capacity_check_s`.
 An uncertain submit (its answer was lost, or a runner stopped mid-send) is sent again only where the
 provider takes an idempotency key; anywhere else it is booked at the route's estimate as
 `unconfirmed_usd` (the provider may have the task and charge it; never $0) and fails with
