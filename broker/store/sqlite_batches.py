@@ -114,4 +114,3 @@ class SQLiteBatches(SQLiteDatabase):
 
         found = {record.id: record for record in readable(await self._run(read))}
         return [found.get(job_id) for job_id in job_ids]
-
