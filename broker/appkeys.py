@@ -17,6 +17,7 @@ from broker.store.artifacts import ArtifactStore
 
 if TYPE_CHECKING:
     from broker.jobs.acceptance import Acceptance
+    from broker.jobs.batches import BatchAcceptance
     from broker.jobs.reconcile import Bookkeeper
     from broker.jobs.routing import Router
     from broker.jobs.scheduler import Scheduler
@@ -31,6 +32,7 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 RUNNER: web.AppKey[Scheduler] = web.AppKey("runner")
 ROUTER: web.AppKey[Router] = web.AppKey("router")  # quotes jobs (broker.jobs.routing)
 ACCEPTANCE: web.AppKey[Acceptance] = web.AppKey("acceptance")  # submits and cancels jobs
+BATCHES: web.AppKey[BatchAcceptance] = web.AppKey("batches")  # submits and cancels batches
 BOOKKEEPER: web.AppKey[Bookkeeper] = web.AppKey("bookkeeper")  # reconciliation and the budget sweep
 OBSERVERS = web.AppKey("observers", list[JobObserver])
 OUTBOUND = web.AppKey("outbound", OutboundPolicy)  # where caller-given URLs may lead

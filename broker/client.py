@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,19 @@ def list_params(status: str | None, limit: int, cursor: str | None) -> dict[str,
     """The query of one page of `GET /v1/jobs`."""
     given = {"status": status, "limit": limit, "cursor": cursor}
     return {key: str(value) for key, value in given.items() if value is not None}
+
+
+def batch_path(batch_id: str, tail: str = "") -> str:
+    """The API path of one batch."""
+    return f"/v1/batches/{urllib.parse.quote(batch_id, safe='')}{tail}"
+
+
+def batch_body(items: Sequence[JobLike], metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The JSON body of `POST /v1/batches`."""
+    body: dict[str, Any] = {"items": [request_fields(item) for item in items]}
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body
 
 
 def policy_headers(version: int) -> dict[str, str]:
@@ -201,6 +214,34 @@ class BrokerClient:
 
     async def cancel(self, job_id: str) -> Job:
         return Job.model_validate(await self._call("DELETE", job_path(job_id)))
+
+    async def submit_batch(
+        self,
+        items: Sequence[JobLike],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit up to 1,000 jobs at once, all or none; the batch with each item's job."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        body = batch_body(items, metadata)
+        answer: dict[str, Any] = await self._call("POST", "/v1/batches", json=body, headers=headers)
+        return answer
+
+    async def batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch: counts by status, cost so far, each item's job."""
+        answer: dict[str, Any] = await self._call("GET", batch_path(batch_id))
+        return answer
+
+    async def batch_manifest(self, batch_id: str) -> dict[str, Any]:
+        """Each succeeded item's output link, and the items without one."""
+        answer: dict[str, Any] = await self._call("GET", batch_path(batch_id, "/manifest"))
+        return answer
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Cancel the batch's jobs that have not ended."""
+        answer: dict[str, Any] = await self._call("DELETE", batch_path(batch_id))
+        return answer
 
     async def wait(
         self,

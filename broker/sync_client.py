@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,6 +28,8 @@ from typing import Any
 from broker.client import (
     BrokerAPIError,
     JobLike,
+    batch_body,
+    batch_path,
     form_fields,
     job_path,
     list_params,
@@ -208,6 +210,36 @@ class SyncBrokerClient:
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._call("DELETE", job_path(job_id)))
+
+    def submit_batch(
+        self,
+        items: Sequence[JobLike],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit up to 1,000 jobs at once, all or none; the batch with each item's job."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        body = json.dumps(batch_body(items, metadata)).encode()
+        answer: dict[str, Any] = self._call(
+            "POST", "/v1/batches", body=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        return answer
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch: counts by status, cost so far, each item's job."""
+        answer: dict[str, Any] = self._call("GET", batch_path(batch_id))
+        return answer
+
+    def batch_manifest(self, batch_id: str) -> dict[str, Any]:
+        """Each succeeded item's output link, and the items without one."""
+        answer: dict[str, Any] = self._call("GET", batch_path(batch_id, "/manifest"))
+        return answer
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Cancel the batch's jobs that have not ended."""
+        answer: dict[str, Any] = self._call("DELETE", batch_path(batch_id))
+        return answer
 
     def pricing(self) -> dict[str, Any]:
         """`GET /v1/pricing`: every route's price in its own unit and in USD."""

@@ -16,6 +16,7 @@ from adapters.base import Adapter, AdapterContext, AdapterFactory, Clock, Sleep
 from adapters.failures import providers_to_exclude
 from adapters.outbound import Resolver
 from broker.api import (
+    batches,
     callbacks,
     dashboard,
     health,
@@ -37,6 +38,7 @@ from broker.appkeys import (
     ACCEPTANCE,
     ADAPTERS,
     ARTIFACTS,
+    BATCHES,
     BOOKKEEPER,
     CLOCK,
     DEPLOYMENT,
@@ -52,6 +54,7 @@ from broker.auth import Authenticator
 from broker.config import BrokerConfig
 from broker.deployment import Deployment
 from broker.jobs.acceptance import Acceptance
+from broker.jobs.batches import BatchAcceptance
 from broker.jobs.budgets import budget_windows
 from broker.jobs.context import RunnerOptions, StepContext
 from broker.jobs.hosted_inputs import InputHosting
@@ -74,6 +77,7 @@ from pricing.quote import Quote
 # Every route of the API, one module per resource, each with its `routes` table.
 HANDLERS = (
     jobs,
+    batches,
     output_deletion,
     health,
     openapi,
@@ -165,6 +169,7 @@ def create_app(
             runner = _runner(app, sleep, environment)
             app[RUNNER] = runner
             app[ACCEPTANCE] = Acceptance(store, app[ROUTER], app[OBSERVERS], app[CLOCK], runner.wake)
+            app[BATCHES] = BatchAcceptance(app[ACCEPTANCE])
             await runner.start()
             bookkeeper = Bookkeeper(runner.ctx)
             app[BOOKKEEPER] = bookkeeper

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
 from broker import __version__
-from broker.api import video_openapi
+from broker.api import batch_openapi, video_openapi
 from broker.api.common import json_response
 from broker.schema import Job, JobRequest
 from policies.model import Policy
@@ -213,6 +213,7 @@ def _paths() -> dict[str, Any]:
             }
         },
         **video_openapi.paths(),
+        **batch_openapi.paths({**submit_errors, "404": _error("no such batch")}, idem),
         **_policy_paths(),
         **_report_paths(),
         **_dashboard_paths(),
@@ -352,7 +353,7 @@ def document() -> dict[str, Any]:
     _, schemas = models_json_schema(
         [(JobRequest, "validation"), (Job, "serialization"), (Policy, "validation")], ref_template=_REF
     )
-    components = {**schemas.get("$defs", {}), **video_openapi.schemas()}
+    components = {**schemas.get("$defs", {}), **video_openapi.schemas(), **batch_openapi.schemas()}
     components["Error"] = {
         "type": "object",
         "required": ["error"],

@@ -79,6 +79,24 @@ def add_remote_commands(sub: Any) -> None:
     submit.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between status checks")
     submit.add_argument("--wait-timeout", type=float, default=1800, metavar="S", help="give up waiting after")
 
+    batch = command(
+        "batch",
+        "send a CSV or JSONL file of jobs as one batch, all or none (--wait: save one MP4 per row)",
+        "batch",
+    )
+    batch.add_argument(
+        "file", type=Path, metavar="FILE.csv|FILE.jsonl", help="a header row of job fields, or a job per line"
+    )
+    batch.add_argument(
+        "--wait", "-w", action="store_true", help="follow the batch, then save its MP4s and manifest"
+    )
+    batch.add_argument(
+        "--out", type=Path, metavar="DIR", help="folder for row-NNNN.mp4 and manifest.json (implies --wait)"
+    )
+    batch.add_argument("--idempotency-key", help="resending with the same key returns the same batch")
+    batch.add_argument("--poll", type=float, default=2.0, metavar="S", help="seconds between status checks")
+    batch.add_argument("--wait-timeout", type=float, default=7200, metavar="S", help="give up waiting after")
+
     quote = command(
         "quote", "what a job would cost on each route, and why other routes can't take it", "quote"
     )

@@ -29,6 +29,7 @@ Command = Callable[["SyncBrokerClient", argparse.Namespace], int]
 # Where each remote command's function lives: module, function.
 COMMANDS = {
     "submit": ("broker.cli.submit", "submit"),
+    "batch": ("broker.cli.batch", "batch"),
     "quote": ("broker.cli.commands", "quote"),
     "jobs": ("broker.cli.watch", "jobs"),
     "status": ("broker.cli.commands", "status"),

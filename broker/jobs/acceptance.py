@@ -27,11 +27,52 @@ from broker.jobs.routing import Router
 from broker.observability.events import JobObserver, notify
 from broker.schema import Job, JobRequest, JobStatus, RouteRef
 from broker.store import IdempotencyConflict, JobRecord, Store, StoreUnavailable
+from policies.model import Policy
+from pricing.quote import Quote
 
 
 def new_id(prefix: str, at: datetime) -> str:
     """A unique id that sorts by creation time: milliseconds in hex, then randomness."""
     return f"{prefix}_{int(at.timestamp() * 1000):012x}{secrets.token_hex(5)}"
+
+
+def new_job_record(
+    team: str,
+    request: JobRequest,
+    quote: Quote,
+    policy: Policy,
+    now: datetime,
+    *,
+    request_hash: str,
+    idempotency_key: str | None = None,
+) -> JobRecord:
+    """A queued job on the quote's chosen route, holding its estimate against the budget (once reserved)."""
+    if quote.chosen is None:
+        raise NoFeasibleRoute("no route can serve this job")
+    estimate = quote.chosen.cost
+    job = Job(
+        id=new_id("job", now),
+        team=team,
+        status=JobStatus.QUEUED,
+        request=request,
+        route=RouteRef(
+            provider=quote.chosen.route.provider,
+            model=quote.chosen.route.model,
+            estimated_cost_usd=str(estimate),
+            unpriced=quote.chosen.unpriced,
+        ),
+        estimated_cost_usd=str(estimate),
+        created_at=now,
+        updated_at=now,
+    )
+    return JobRecord(
+        job=job,
+        request_hash=request_hash,
+        idempotency_key=idempotency_key,
+        baseline_cost_usd=quote.baseline.cost if quote.baseline else None,
+        policy=policy.model_dump(mode="json", exclude_none=True),
+        reserved_usd=estimate,
+    )
 
 
 class _KeyLock(asyncio.Lock):
@@ -107,30 +148,10 @@ class Acceptance:
                 "no route can serve this job", details={"rejected": [r.to_json() for r in quote.rejected]}
             )
         now = self.now()
-        estimate = quote.chosen.cost
-        job = Job(
-            id=new_id("job", now),
-            team=team,
-            status=JobStatus.QUEUED,
-            request=request,
-            route=RouteRef(
-                provider=quote.chosen.route.provider,
-                model=quote.chosen.route.model,
-                estimated_cost_usd=str(estimate),
-                unpriced=quote.chosen.unpriced,
-            ),
-            estimated_cost_usd=str(estimate),
-            created_at=now,
-            updated_at=now,
+        record = new_job_record(
+            team, request, quote, policy, now, request_hash=request_hash, idempotency_key=idempotency_key
         )
-        record = JobRecord(
-            job=job,
-            request_hash=request_hash,
-            idempotency_key=idempotency_key,
-            baseline_cost_usd=quote.baseline.cost if quote.baseline else None,
-            policy=policy.model_dump(mode="json", exclude_none=True),
-            reserved_usd=estimate,
-        )
+        job, estimate = record.job, quote.chosen.cost
         await budgets.reserve(self.store, job.id, estimate, budgets.budget_windows(team, policy, now))
         try:
             stored, created = await self.store.create_job(record)

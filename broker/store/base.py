@@ -19,6 +19,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
 from broker.schema import BrokerError, ErrorCode, Job, JobStatus
+from broker.store.batches import BatchStore
 from pricing.money import Money
 
 log = structlog.get_logger("broker.store")
@@ -195,8 +196,8 @@ class PolicyVersion(BaseModel):
     change: dict[str, Any] = Field(default_factory=dict)  # field -> [old, new]
 
 
-class Store(ABC):
-    """Durable broker state. Every method may raise `StoreUnavailable`."""
+class Store(BatchStore, ABC):
+    """Durable broker state (batches' part in `batches.py`). Every method may raise `StoreUnavailable`."""
 
     @abstractmethod
     async def open(self) -> None: ...

@@ -83,9 +83,10 @@ from broker.store.base import (
     StoreUnavailable,
     VersionConflict,
     next_policy_version,
-    unreadable,
 )
 from broker.store.redis_base import float_arg, opt_arg, outage_as_unavailable, write_token
+from broker.store.redis_base import job_from_row as _decode
+from broker.store.redis_batches import RedisBatches
 from broker.store.redis_budgets import RedisBudgets
 
 log = structlog.get_logger("broker.store")
@@ -102,22 +103,6 @@ def _encode(record: JobRecord) -> str:
     return record.model_dump_json(exclude=_LEASE_FIELDS)
 
 
-def _decode(row: Sequence[Any], job_id: str | None = None) -> JobRecord:
-    """A record from its hash fields r, v, o, l (see the key layout)."""
-    raw, version, owner, lease = row
-    try:
-        record = JobRecord.model_validate_json(raw)
-    except ValueError as exc:
-        raise unreadable(job_id) from exc
-    return record.model_copy(
-        update={
-            "version": int(version),
-            "lease_owner": None if owner is None else owner[1:],
-            "lease_until": None if lease is None else float(lease),
-        }
-    )
-
-
 def _readable_rows(rows: Iterable[Sequence[Any]]) -> list[JobRecord]:
     """The rows that decode; one that does not is logged and left out (see `readable`)."""
     records: list[JobRecord] = []
@@ -129,7 +114,7 @@ def _readable_rows(rows: Iterable[Sequence[Any]]) -> list[JobRecord]:
     return records
 
 
-class RedisStore(RedisBudgets, Store):
+class RedisStore(RedisBudgets, RedisBatches, Store):
     """`redis://host:port/db` (or `rediss://`, `unix://`); several replicas may share one. With
     `cluster=True` the URL names any node of a Redis Cluster and the cluster client routes by slot."""
 

@@ -21,7 +21,7 @@ from redis.exceptions import ClusterError, OutOfMemoryError, ReadOnlyError, Slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from broker.store.base import StoreUnavailable
+from broker.store.base import JobRecord, StoreUnavailable, unreadable
 
 _POOL_SIZE = 64  # connections per replica; commands take milliseconds, so waiting for one is short
 _POOL_WAIT_S = 5.0  # then the store counts as unavailable
@@ -63,6 +63,22 @@ def float_arg(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+def job_from_row(row: Sequence[Any], job_id: str | None = None) -> JobRecord:
+    """A record from its hash fields r, v, o, l (see the key layout)."""
+    raw, version, owner, lease = row
+    try:
+        record = JobRecord.model_validate_json(raw)
+    except ValueError as exc:
+        raise unreadable(job_id) from exc
+    return record.model_copy(
+        update={
+            "version": int(version),
+            "lease_owner": None if owner is None else owner[1:],
+            "lease_until": None if lease is None else float(lease),
+        }
+    )
+
+
 def _lua(name: str) -> str:
     return (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
 
@@ -76,6 +92,8 @@ SCRIPTS = {
     "reserve": _lua("reserve_budget"),
     "settle": _lua("settle_budget"),
     "put_policy": _lua("put_policy"),
+    "create_batch": _lua("create_batch"),
+    "reserve_many": _lua("reserve_many"),
 }
 
 

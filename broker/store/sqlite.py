@@ -24,7 +24,8 @@ from broker.store.base import (
     readable,
     unreadable,
 )
-from broker.store.sqlite_db import write_each
+from broker.store.sqlite_batches import SQLiteBatches
+from broker.store.sqlite_db import insert_job_row, write_each
 from broker.store.sqlite_ledger import SQLiteLedger
 
 _Write = tuple[JobRecord, JobRecord, "asyncio.Future[bool]"]
@@ -69,7 +70,7 @@ def _replace_row(db: sqlite3.Connection, record: JobRecord, stored: JobRecord) -
     return True
 
 
-class SQLiteStore(SQLiteLedger, Store):
+class SQLiteStore(SQLiteLedger, SQLiteBatches, Store):
     """`sqlite:///path/to/broker.db` (relative) or `sqlite:////abs/path.db`."""
 
     def __init__(self, path: Path) -> None:
@@ -101,21 +102,7 @@ class SQLiteStore(SQLiteLedger, Store):
                             )
                         db.execute("COMMIT")
                         return existing, False
-                db.execute(
-                    "INSERT INTO jobs (id, team, status, created_at, idempotency_key, lease_until,"
-                    " version, record, ready_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.id,
-                        record.job.team,
-                        record.status.value,
-                        record.job.created_at.isoformat(),
-                        record.idempotency_key,
-                        record.lease_until,
-                        record.version,
-                        _dump(record),
-                        record.ready_at,
-                    ),
-                )
+                insert_job_row(db, record)
                 db.execute("COMMIT")
                 return record, True
             except BaseException:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from broker.store.base import (
+    JobRecord,
     StoreUnavailable,
     VersionConflict,
 )
@@ -65,6 +66,14 @@ CREATE TABLE IF NOT EXISTS webhooks (
     tries INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks(due_at);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    team TEXT NOT NULL,
+    idempotency_key TEXT,
+    record TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS batches_idempotency ON batches(team, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS policy_versions (
     team TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -91,6 +100,25 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE budget_reservations ADD COLUMN reserved_at REAL NOT NULL DEFAULT 0")
     if "spent" not in reservation_columns:  # what a settled job put into spend (NULL: from before)
         db.execute("ALTER TABLE budget_reservations ADD COLUMN spent INTEGER")
+
+
+def insert_job_row(db: sqlite3.Connection, record: JobRecord) -> None:
+    """Insert a new job's row (inside the caller's transaction)."""
+    db.execute(
+        "INSERT INTO jobs (id, team, status, created_at, idempotency_key, lease_until,"
+        " version, record, ready_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.id,
+            record.job.team,
+            record.status.value,
+            record.job.created_at.isoformat(),
+            record.idempotency_key,
+            record.lease_until,
+            record.version,
+            record.model_dump_json(),
+            record.ready_at,
+        ),
+    )
 
 
 def store_error(exc: BaseException) -> BaseException:

@@ -217,3 +217,17 @@ async def test_settling_again_with_a_corrected_amount_books_the_difference(store
     assert (await store.reserve_budget("job-1", 100, [window])).ok  # a later top-up, settled again
     await store.settle_budget("job-1", 90)
     assert await store.budget_usage(["t:day"]) == {"t:day": (90, 0)}
+
+
+# Batches: their cases live in their own module, run here on every store kind.
+from tests.support.batch_contract import (  # noqa: E402
+    test_batch_creates_its_jobs_and_reads_them_back_in_order,
+    test_batch_idempotency_key_returns_the_first_batch_or_conflicts,
+    test_batch_reservation_is_all_or_none_over_the_sum,
+)
+
+__all__ = [
+    "test_batch_creates_its_jobs_and_reads_them_back_in_order",
+    "test_batch_idempotency_key_returns_the_first_batch_or_conflicts",
+    "test_batch_reservation_is_all_or_none_over_the_sum",
+]

@@ -1,0 +1,74 @@
+"""Batches in the store: one record per `POST /v1/batches`, naming its jobs in item order, and the
+store operations a batch needs beyond the jobs' own (the `Store` interface inherits them).
+
+A batch is accepted in three writes, each one safe to crash after: every item's estimate is reserved
+under its job's id in one all-or-none step (`reserve_budgets`); the batch record and its jobs are
+created (`create_batch`: one transaction in SQLite; in Redis the record first, then each job, so a
+crash leaves a record whose missing jobs a replay of the same Idempotency-Key creates); reservations
+whose job never came are released by the budget sweeper, as a single job's are.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from broker.store.base import BudgetWindow, JobRecord, Reservation
+
+MAX_BATCH_ITEMS = 1000
+
+
+class BatchRecord(BaseModel):
+    """A batch as stored: who made it, with which key and body, and its jobs in item order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    team: str
+    created_at: datetime
+    job_ids: list[str] = Field(max_length=MAX_BATCH_ITEMS)
+    estimated_cost_usd: str  # the sum of the items' estimates when accepted, six decimals
+    request_hash: str = ""
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class BatchStore(ABC):
+    """What a store keeps for batches (SQLite: `sqlite_batches.py`, Redis: `redis_batches.py`)."""
+
+    @abstractmethod
+    async def reserve_budgets(self, amounts: Mapping[str, int], windows: list[BudgetWindow]) -> Reservation:
+        """Reserve each job's amount under its own id in every window, all or none: the sum must fit
+        each window. `remaining_micros` is per window, after the call."""
+
+    @abstractmethod
+    async def create_batch(self, batch: BatchRecord, jobs: Sequence[JobRecord]) -> tuple[BatchRecord, bool]:
+        """Store the batch and its jobs; with `batch.idempotency_key` set, a second create with the
+        same team and key returns the first batch and False (creating nothing), or raises
+        `IdempotencyConflict` if the bodies differ."""
+
+    @abstractmethod
+    async def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+    @abstractmethod
+    async def find_idempotent_batch(self, team: str, key: str) -> BatchRecord | None:
+        """The team's batch created with this Idempotency-Key, if any."""
+
+    @abstractmethod
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        """The jobs of these ids in one read, in order (None for an id with no readable job)."""
+
+
+def check_same_body(existing: BatchRecord, batch: BatchRecord) -> None:
+    """Raise `IdempotencyConflict` unless `batch` repeats the body `existing` was created with."""
+    from broker.store.base import IdempotencyConflict  # here: `base` imports this module
+
+    if existing.request_hash != batch.request_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different batch body", details={"batch_id": existing.id}
+        )

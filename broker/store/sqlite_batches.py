@@ -1,0 +1,116 @@
+"""The SQLite store's batches: a batch and all its jobs are one transaction, and so is the reservation
+of every item's estimate (see `batches.py` for the order of writes)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+
+from broker.store.base import (
+    BudgetWindow,
+    JobRecord,
+    Reservation,
+    readable,
+)
+from broker.store.batches import BatchRecord, check_same_body
+from broker.store.sqlite_db import SQLiteDatabase, insert_job_row
+
+_IN_CHUNK = 500  # ids per `IN (...)` (SQLite's variable limit is far above; this keeps statements small)
+
+
+class SQLiteBatches(SQLiteDatabase):
+    """Batches and the batch-wide reservation on the SQLite file."""
+
+    async def reserve_budgets(self, amounts: Mapping[str, int], windows: list[BudgetWindow]) -> Reservation:
+        if any(amount < 0 for amount in amounts.values()):
+            raise ValueError("a reservation cannot be negative")
+        total, now = sum(amounts.values()), time.time()
+
+        def reserve(db: sqlite3.Connection) -> Reservation:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                remaining: dict[str, int] = {}
+                for window in windows:
+                    db.execute("INSERT OR IGNORE INTO budget_windows (key) VALUES (?)", (window.key,))
+                    spent, reserved = db.execute(
+                        "SELECT spent, reserved FROM budget_windows WHERE key = ?", (window.key,)
+                    ).fetchone()
+                    remaining[window.key] = window.limit_micros - spent - reserved
+                if any(left < total for left in remaining.values()):
+                    db.execute("COMMIT")
+                    return Reservation(ok=False, remaining_micros=remaining)
+                for window in windows:
+                    db.execute(
+                        "UPDATE budget_windows SET reserved = reserved + ? WHERE key = ?", (total, window.key)
+                    )
+                    db.executemany(
+                        "INSERT INTO budget_reservations (job_id, key, amount, reserved_at, spent)"
+                        " VALUES (?, ?, ?, ?, 0)"
+                        " ON CONFLICT(job_id, key) DO UPDATE SET settled = 0, amount = excluded.amount"
+                        " + CASE WHEN settled THEN 0 ELSE amount END",
+                        [(job_id, window.key, amount, now) for job_id, amount in amounts.items()],
+                    )
+                    remaining[window.key] -= total
+                db.execute("COMMIT")
+                return Reservation(ok=True, remaining_micros=remaining)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(reserve)
+
+    async def create_batch(self, batch: BatchRecord, jobs: Sequence[JobRecord]) -> tuple[BatchRecord, bool]:
+        def create(db: sqlite3.Connection) -> tuple[BatchRecord, bool]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if batch.idempotency_key is not None:
+                    row = db.execute(
+                        "SELECT record FROM batches WHERE team = ? AND idempotency_key = ?",
+                        (batch.team, batch.idempotency_key),
+                    ).fetchone()
+                    if row is not None:
+                        existing = BatchRecord.model_validate_json(row[0])
+                        check_same_body(existing, batch)
+                        db.execute("COMMIT")
+                        return existing, False
+                db.execute(
+                    "INSERT INTO batches (id, team, idempotency_key, record) VALUES (?, ?, ?, ?)",
+                    (batch.id, batch.team, batch.idempotency_key, batch.model_dump_json()),
+                )
+                for job in jobs:
+                    insert_job_row(db, job)
+                db.execute("COMMIT")
+                return batch, True
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(create)
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT record FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        )
+        return None if row is None else BatchRecord.model_validate_json(row[0])
+
+    async def find_idempotent_batch(self, team: str, key: str) -> BatchRecord | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT record FROM batches WHERE team = ? AND idempotency_key = ?", (team, key)
+            ).fetchone()
+        )
+        return None if row is None else BatchRecord.model_validate_json(row[0])
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        def read(db: sqlite3.Connection) -> list[str]:
+            raws: list[str] = []
+            for start in range(0, len(job_ids), _IN_CHUNK):
+                chunk = list(job_ids[start : start + _IN_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(f"SELECT record FROM jobs WHERE id IN ({marks})", chunk)
+                raws += [row[0] for row in rows]
+            return raws
+
+        found = {record.id: record for record in readable(await self._run(read))}
+        return [found.get(job_id) for job_id in job_ids]
