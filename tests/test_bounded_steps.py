@@ -2,8 +2,9 @@
 
 A 429 with a long `Retry-After` is a due time, not a sleep: the job is parked and the same attempt is
 sent again, so the provider makes one task and the broker books what it charged. A download slower
-than the lease keeps its job (one download, one success). A submit whose answer never comes is never
-sent a second time, and what the provider may charge for it is booked, not $0.
+than the lease keeps its job (one download, one success); each fetch is logged when it starts and
+ends, with the step that made it. A submit whose answer never comes is never sent a second time, and
+what the provider may charge for it is booked, not $0.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
 from adapters.emulators.emulator import ProviderEmulator
 from adapters.emulators.faults import Endpoint
@@ -117,6 +119,30 @@ async def test_a_download_slower_than_three_leases_is_fetched_once(rig: Rig) -> 
     assert pixel.recorder.count(Endpoint.DOWNLOAD) == 1
     assert len(done["attempts"]) == 1 and done["output"]["bytes"] > 0
     assert list((rig.data_dir / "partial").iterdir()) == []  # nothing half-written left behind
+
+
+async def test_each_fetch_is_logged_with_its_step_owner_and_how_it_ended(rig: Rig) -> None:
+    pixel = rig.emulator("pixelapi")
+    pixel.inject("server_error", "download", count=1)  # the first fetch fails, a later step's succeeds
+    with capture_logs() as logged:
+        done = await rig.run(PIXEL_CLIP)
+    assert done["status"] == "succeeded", done
+    fetches = [e for e in logged if e["event"] in ("output_fetch_started", "output_fetch_ended")]
+    assert [(e["event"], e.get("outcome")) for e in fetches] == [
+        ("output_fetch_started", None),
+        ("output_fetch_ended", "failed"),
+        ("output_fetch_started", None),
+        ("output_fetch_ended", "fetched"),
+    ]
+    attempt_id = done["attempts"][0]["id"]
+    assert {(e["job_id"], e["attempt_id"], e["provider"]) for e in fetches} == {
+        (done["id"], attempt_id, "pixelapi")
+    }
+    first, second = fetches[0]["owner"], fetches[2]["owner"]
+    assert first != second and first.startswith("runner-")  # each try is its own step's claim
+    assert fetches[1]["owner"] == first and fetches[3]["owner"] == second
+    assert fetches[3]["bytes"] > 0
+    assert pixel.recorder.count(Endpoint.DOWNLOAD) == 2
 
 
 @pytest.mark.parametrize("store", STORES)

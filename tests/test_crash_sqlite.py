@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bench.refetches import classify, fetches_in_logs
 from tests.support.procs import (
     DOITONG_ROUTE,
     IMAGE_URL,
@@ -89,19 +91,27 @@ async def test_broker_killed_while_downloading_fetches_the_output_again(tmp_path
         await fal.add_faults([{"kind": "slow", "endpoint": "download", "delay_s": 3.0}])
         config = cluster.write_config({"fal": fal.base_url})
         store_url, data_dir = f"sqlite:///{tmp_path}/broker.db", tmp_path / "data"
-        first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
+        logged = {"log_level": "info"}  # the fetch lines
+        first = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1, **logged)
         job = await first.submit({"prompt": "x"})
         await wait_for_phases(first, lambda c: c["downloading"] == 1)
         await wait_for_requests(fal, "download", 1)  # the provider holds the download
+        killed_at = datetime.now(UTC)
         first.kill()
 
-        second = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1)
+        second = await cluster.broker(config, store_url=store_url, data_dir=data_dir, workers=1, **logged)
         done = (await wait_until_settled([second], [job["id"]], timeout_s=30))[job["id"]]
 
         assert done["status"] == "succeeded" and len(done["attempts"]) == 1, done
         await assert_one_submit_per_attempt([fal], [done])
         downloads = [r for r in await fal.admin("requests") if r["endpoint"] == "download"]
         assert len(downloads) == 2  # the cut-off one, then the one after the restart
+        # The logs tell the two apart: the killed process never logged its fetch's end.
+        fetches = fetches_in_logs({0: first.proc.log_path, 1: second.proc.log_path})
+        assert sorted((f.replica, f.outcome) for f in fetches) == [(0, None), (1, "fetched")]
+        attempt = done["attempts"][0]["id"]
+        found = classify({attempt: len(downloads)}, fetches, killed=0, killed_at=killed_at)
+        assert found.after_kill == [attempt] and found.unexplained == {}
         status, video = await second.request("GET", f"/v1/jobs/{job['id']}/output")
         assert status == 200 and len(video) == done["output"]["bytes"]
 

@@ -7,10 +7,17 @@ long as the provider keeps outputs (`providers.<name>.output_retention_s`, else 
 output the provider says is gone (the task no longer has one, or its URL answers 404/410), a file that
 is not a video, or the end of the retention ends the attempt, with its cost still booked, and the job
 falls back.
+
+Each fetch is logged when it starts and when it ends (`output_fetch_started`, `output_fetch_ended` with
+its outcome), naming the job, the attempt, the provider and the step's owner (the replica's scheduler
+and its claim): an operator can tell which replica fetched an output, and a fetch that started and
+never ended is one whose process died mid-download.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import structlog
@@ -24,7 +31,6 @@ from broker.jobs.ending import fail_attempt, settle
 from broker.jobs.outputs import accept_output
 from broker.jobs.work import JobWork, end_job, finish_attempt, with_attempt
 from broker.schema import Attempt, AttemptStatus, BrokerError, JobStatus, Output
-from broker.store import JobRecord
 from broker.store.base import DownloadState
 from pricing.money import Money
 
@@ -81,7 +87,7 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
                 f"{attempt.provider} no longer has the task's output", provider=attempt.provider, status=410
             )
         fetched = status
-        output = await work.keep_lease(lambda: _fetch(ctx, adapter, fetched, partial, work.record))
+        output = await work.keep_lease(lambda: _fetch(ctx, adapter, fetched, partial, work, attempt))
     except BrokerError as exc:
         await _not_fetched(ctx, work, attempt, status, exc)
         return
@@ -100,15 +106,40 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
 
 
 async def _fetch(
-    ctx: StepContext, adapter: Adapter, status: TaskStatus, partial: Path, record: JobRecord
+    ctx: StepContext, adapter: Adapter, status: TaskStatus, partial: Path, work: JobWork, attempt: Attempt
 ) -> Output:
     """Download the output, then check, normalize and store it (`broker.jobs.outputs`); a download
     cut off leaves no partial file."""
     try:
-        await adapter.fetch_output(status, partial)
-        return await accept_output(ctx.artifacts, ctx.normalizer, partial, record)
+        await _logged_fetch(adapter, status, partial, work, attempt)
+        return await accept_output(ctx.artifacts, ctx.normalizer, partial, work.record)
     finally:
         partial.unlink(missing_ok=True)
+
+
+async def _logged_fetch(
+    adapter: Adapter, status: TaskStatus, partial: Path, work: JobWork, attempt: Attempt
+) -> None:
+    """`adapter.fetch_output`, between a line saying it started and one saying how it ended."""
+    fetch_log = log.bind(
+        job_id=work.record.id, attempt_id=attempt.id, provider=attempt.provider, owner=work.owner
+    )
+    fetch_log.info("output_fetch_started")
+    began = time.monotonic()
+    try:
+        await adapter.fetch_output(status, partial)
+    except asyncio.CancelledError:  # the lease was lost (or the process is stopping) mid-download
+        fetch_log.info("output_fetch_ended", outcome="cancelled", seconds=_since(began))
+        raise
+    except BrokerError as exc:
+        fetch_log.info("output_fetch_ended", outcome="failed", code=exc.code.value, seconds=_since(began))
+        raise
+    size = partial.stat().st_size
+    fetch_log.info("output_fetch_ended", outcome="fetched", bytes=size, seconds=_since(began))
+
+
+def _since(began: float) -> float:
+    return round(time.monotonic() - began, 3)
 
 
 async def _not_fetched(
