@@ -19,6 +19,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
 from broker.schema import BrokerError, ErrorCode, Job, JobStatus
+from broker.store.retention import RetentionStore
 from pricing.money import Money
 
 log = structlog.get_logger("broker.store")
@@ -194,8 +195,9 @@ class PolicyVersion(BaseModel):
     change: dict[str, Any] = Field(default_factory=dict)  # field -> [old, new]
 
 
-class Store(ABC):
-    """Durable broker state. Every method may raise `StoreUnavailable`."""
+class Store(RetentionStore, ABC):
+    """Durable broker state. Every method may raise `StoreUnavailable`; expiry and the daily ledger
+    are declared in `retention.py`."""
 
     @abstractmethod
     async def open(self) -> None: ...

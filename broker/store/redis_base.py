@@ -76,6 +76,7 @@ SCRIPTS = {
     "reserve": _lua("reserve_budget"),
     "settle": _lua("settle_budget"),
     "put_policy": _lua("put_policy"),
+    "expire": _lua("expire_job"),
 }
 
 
