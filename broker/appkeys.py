@@ -18,6 +18,7 @@ from broker.store.artifacts import ArtifactStore
 if TYPE_CHECKING:
     from broker.jobs.acceptance import Acceptance
     from broker.jobs.reconcile import Bookkeeper
+    from broker.jobs.retention import Expiry
     from broker.jobs.routing import Router
     from broker.jobs.scheduler import Scheduler
 
@@ -32,5 +33,6 @@ RUNNER: web.AppKey[Scheduler] = web.AppKey("runner")
 ROUTER: web.AppKey[Router] = web.AppKey("router")  # quotes jobs (broker.jobs.routing)
 ACCEPTANCE: web.AppKey[Acceptance] = web.AppKey("acceptance")  # submits and cancels jobs
 BOOKKEEPER: web.AppKey[Bookkeeper] = web.AppKey("bookkeeper")  # reconciliation and the budget sweep
+EXPIRY: web.AppKey[Expiry] = web.AppKey("expiry")  # ended jobs expiring into the daily ledger
 OBSERVERS = web.AppKey("observers", list[JobObserver])
 OUTBOUND = web.AppKey("outbound", OutboundPolicy)  # where caller-given URLs may lead

@@ -40,6 +40,7 @@ from broker.appkeys import (
     BOOKKEEPER,
     CLOCK,
     DEPLOYMENT,
+    EXPIRY,
     HTTP,
     OBSERVERS,
     OUTBOUND,
@@ -57,6 +58,7 @@ from broker.jobs.context import RunnerOptions, StepContext
 from broker.jobs.hosted_inputs import InputHosting
 from broker.jobs.provider_health import ProviderHealth
 from broker.jobs.reconcile import Bookkeeper
+from broker.jobs.retention import Expiry
 from broker.jobs.routing import Router
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.slots import LocalSlots, Slots
@@ -168,10 +170,14 @@ def create_app(
             bookkeeper = Bookkeeper(runner.ctx)
             app[BOOKKEEPER] = bookkeeper
             bookkeeper.start()
+            expiry = Expiry(store, artifacts, lambda: app[DEPLOYMENT].config, clock=app[CLOCK])
+            app[EXPIRY] = expiry
+            expiry.start()
             webhooks.start()
             try:
                 yield
             finally:
+                await expiry.stop()
                 await bookkeeper.stop()
                 await runner.stop()
                 await webhooks.close()

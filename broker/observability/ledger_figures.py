@@ -12,7 +12,7 @@ discrepancies are counted (its record, which listed them, is gone).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date
+from datetime import UTC, date, datetime, time, timedelta
 
 from broker.observability.reconciliation import (
     DISCREPANCIES,
@@ -27,6 +27,19 @@ from broker.store.retention import LedgerRow, merge_rows
 from pricing.catalog import RouteSpec
 
 _GRAIN = (Dimension.DAY, Dimension.TEAM, Dimension.PROVIDER, Dimension.MODEL)
+
+
+def ledger_span(start: datetime, end: datetime) -> tuple[date, date]:
+    """The ledger days [first, last) a report window [start, end) reads: those whose UTC midnight lies
+    in it. The ledger is daily, so a window that cuts a day counts that day's expired jobs once, in the
+    window holding its start (a default window, whole UTC days to now, cuts none)."""
+    return _day_from(start.astimezone(UTC)), _day_from(end.astimezone(UTC))
+
+
+def _day_from(moment: datetime) -> date:
+    """The first UTC day starting at or after `moment`."""
+    day = moment.date()
+    return day if moment == datetime.combine(day, time(), UTC) else day + timedelta(days=1)
 
 
 def ledger_day(record: JobRecord) -> date:
