@@ -94,13 +94,15 @@ class Expiry:
     async def run_once(self) -> int:
         """One round over every team; returns how many jobs expired."""
         config, now = self.config(), self.clock()
-        today = datetime.fromtimestamp(now, UTC).date()
-        await self.store.drop_ledger_before(today - timedelta(days=config.ledger_retention_days))
         routes = {route.key: route for route in config.routes}
         expired, self.backlog = 0, False
         for team in await self.store.job_teams():
             cutoff = now - config.retention_for(team) * DAY_S
             expired += await self._sweep_team(team, cutoff, now, routes)
+        # Last: a job that expires only past the ledger's own retention (a long team retention after
+        # the setting was lowered) leaves nothing behind either.
+        today = datetime.fromtimestamp(now, UTC).date()
+        await self.store.drop_ledger_before(today - timedelta(days=config.ledger_retention_days))
         return expired
 
     async def _sweep_team(self, team: str, cutoff: float, now: float, routes: Mapping[str, RouteSpec]) -> int:

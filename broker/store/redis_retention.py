@@ -25,12 +25,17 @@ _CHUNK = 200  # created-index entries read per round while looking for ended job
 
 
 def _task_fields(record: JobRecord) -> list[str]:
-    providers = {attempt.id: attempt.provider for attempt in record.job.attempts}
-    return [
+    """The fields of `{P:jobs}:tasks` that may name the job: each attempt's task, by its handle or by
+    the task id the attempt shows (the script removes only those that name this job)."""
+    attempts = record.job.attempts
+    providers = {attempt.id: attempt.provider for attempt in attempts}
+    fields = {f"{a.provider}:{a.provider_job_id}" for a in attempts if a.provider_job_id is not None}
+    fields.update(
         f"{providers[attempt_id]}:{handle.provider_job_id}"
         for attempt_id, handle in record.handles.items()
         if attempt_id in providers
-    ]
+    )
+    return sorted(fields)
 
 
 class RedisRetention(RedisIndexes):
