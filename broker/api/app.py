@@ -177,8 +177,8 @@ def create_app(
             try:
                 yield
             finally:
-                await expiry.stop()
                 await bookkeeper.stop()
+                await expiry.stop()
                 await runner.stop()
                 await webhooks.close()
                 for adapter in app[ADAPTERS].values():

@@ -141,11 +141,16 @@ class Expiry:
         self._task = asyncio.create_task(self._loop(), name="expiry")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Cancelled again until it ends: a cancellation that lands inside a Redis call can be
+        # swallowed by the client, and the loop would then sleep a whole round.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _loop(self) -> None:
         while True:
