@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from broker.jobs.acceptance import Acceptance
     from broker.jobs.batches import BatchAcceptance
     from broker.jobs.reconcile import Bookkeeper
+    from broker.jobs.retention import Expiry
     from broker.jobs.routing import Router
     from broker.jobs.scheduler import Scheduler
 
@@ -34,5 +35,6 @@ ROUTER: web.AppKey[Router] = web.AppKey("router")  # quotes jobs (broker.jobs.ro
 ACCEPTANCE: web.AppKey[Acceptance] = web.AppKey("acceptance")  # submits and cancels jobs
 BATCHES: web.AppKey[BatchAcceptance] = web.AppKey("batches")  # submits and cancels batches
 BOOKKEEPER: web.AppKey[Bookkeeper] = web.AppKey("bookkeeper")  # reconciliation and the budget sweep
+EXPIRY: web.AppKey[Expiry] = web.AppKey("expiry")  # ended jobs expiring into the daily ledger
 OBSERVERS = web.AppKey("observers", list[JobObserver])
 OUTBOUND = web.AppKey("outbound", OutboundPolicy)  # where caller-given URLs may lead

@@ -56,6 +56,7 @@ class KeyRef(_Strict):
 class TeamConfig(KeyRef):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     policy: str | None = None
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)  # overrides the global one
 
 
 class BrokerConfig(_Strict):
@@ -64,6 +65,26 @@ class BrokerConfig(_Strict):
     admin: KeyRef | None = None
     teams: list[TeamConfig] = Field(default_factory=list)
     policies: dict[str, Policy] = Field(default_factory=dict)
+    # Ended jobs (records and artifacts) are deleted this many days after their end (a team entry may
+    # say otherwise); the daily ledger the reports read for them is kept `ledger_retention_days`.
+    retention_days: int = Field(default=30, ge=1, le=36_500)
+    ledger_retention_days: int = Field(default=400, ge=2, le=36_500)
+
+    def retention_for(self, team: str) -> int:
+        """Days the team's ended jobs are kept: its own `retention_days`, else the global one."""
+        config = next((t for t in self.teams if t.name == team), None)
+        own = None if config is None else config.retention_days
+        return self.retention_days if own is None else own
+
+    @model_validator(mode="after")
+    def _ledger_outlives_jobs(self) -> BrokerConfig:
+        longest = max([self.retention_days, *(t.retention_days or 0 for t in self.teams)])
+        if self.ledger_retention_days <= longest:
+            raise ValueError(
+                f"ledger_retention_days: {self.ledger_retention_days} must be more than the longest"
+                f" retention_days ({longest}): the ledger keeps the costs of jobs once they expire"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_references(self) -> BrokerConfig:

@@ -34,6 +34,7 @@ SINGLE_KEY = [
     "GET",
     "SET",
     "EXISTS",
+    "DEL",
     "EXPIRE",
     "HGET",
     "HSET",
@@ -49,6 +50,8 @@ SINGLE_KEY = [
     "ZRANGE",
     "ZRANGEBYSCORE",
     "ZREVRANGEBYLEX",
+    "SADD",
+    "SREM",
     "LLEN",
     "LINDEX",
     "RPUSH",
@@ -231,3 +234,15 @@ async def test_a_listing_by_status_leaves_out_a_job_that_left_it_between_its_rea
         await client.zadd(store.keys.jobs_index("status", "running"), {moved.id: 0})
     page, cursor = await store.list_jobs(status=JobStatus.RUNNING)
     assert [record.id for record in page] == [running.id] and cursor is None
+
+
+async def test_expiry_declares_every_key(checked_store: RedisStore, tmp_path: Path) -> None:
+    from tests import test_retention
+
+    await test_retention.test_an_expired_job_is_gone_with_its_indexes_and_artifacts(checked_store, tmp_path)
+
+
+async def test_the_ledger_declares_every_key(checked_store: RedisStore, tmp_path: Path) -> None:
+    from tests import test_retention
+
+    await test_retention.test_totals_are_the_same_before_and_after_expiry(checked_store, tmp_path)

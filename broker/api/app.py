@@ -42,6 +42,7 @@ from broker.appkeys import (
     BOOKKEEPER,
     CLOCK,
     DEPLOYMENT,
+    EXPIRY,
     HTTP,
     OBSERVERS,
     OUTBOUND,
@@ -61,6 +62,7 @@ from broker.jobs.hosted_inputs import InputHosting
 from broker.jobs.provider_health import ProviderHealth
 from broker.jobs.queues import record_seat
 from broker.jobs.reconcile import Bookkeeper
+from broker.jobs.retention import Expiry
 from broker.jobs.routing import Router
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.slots import LocalSlots, Slots
@@ -174,11 +176,15 @@ def create_app(
             bookkeeper = Bookkeeper(runner.ctx)
             app[BOOKKEEPER] = bookkeeper
             bookkeeper.start()
+            expiry = Expiry(store, artifacts, lambda: app[DEPLOYMENT].config, clock=app[CLOCK])
+            app[EXPIRY] = expiry
+            expiry.start()
             webhooks.start()
             try:
                 yield
             finally:
                 await bookkeeper.stop()
+                await expiry.stop()
                 await runner.stop()
                 await webhooks.close()
                 for adapter in app[ADAPTERS].values():

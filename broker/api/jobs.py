@@ -8,9 +8,10 @@ from aiohttp import web
 from broker.api.artifact_responses import serve_artifact
 from broker.api.common import identity_of, json_response
 from broker.api.intake import read_intake
-from broker.appkeys import ACCEPTANCE, STORE
+from broker.appkeys import ACCEPTANCE, CLOCK, DEPLOYMENT, STORE
 from broker.auth import Identity
 from broker.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from broker.jobs.retention import expired_message
 from broker.schema import JobStatus
 from broker.store import JobRecord
 from broker.store.artifacts import output_key, poster_key
@@ -31,9 +32,12 @@ def team_of(identity: Identity) -> str:
 
 async def visible_job(request: web.Request, identity: Identity, job_id: str | None = None) -> JobRecord:
     """The job named in the path (or `job_id`), if the caller may see it; another team's job is a 404."""
-    record = await request.app[STORE].get_job(job_id or request.match_info["job_id"])
+    job_id = job_id or request.match_info["job_id"]
+    record = await request.app[STORE].get_job(job_id)
     if record is None or (not identity.admin and record.job.team != identity.team):
-        raise NotFound("no such job")
+        config = request.app[DEPLOYMENT].config
+        days = config.retention_for(identity.team) if identity.team else config.retention_days
+        raise NotFound(expired_message(job_id, days, request.app[CLOCK]()) or "no such job")
     return record
 
 

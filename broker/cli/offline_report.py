@@ -18,11 +18,13 @@ from pydantic import ValidationError
 from broker.cli.exits import CommandError, Exit
 from broker.cli.report import BadOption
 from broker.config import ConfigError, load_config
+from broker.observability.ledger_figures import ledger_span
 from broker.observability.reconciliation import build_reconciliation
 from broker.observability.reports import BadParameter, build_report, parse_group_by, report_window
 from broker.schema import BrokerError
 from broker.settings import Settings
 from broker.store import JobRecord, Store, open_store
+from broker.store.retention import LedgerRow
 
 
 def _settings() -> Settings:
@@ -63,11 +65,13 @@ def _store(url: str, settings: Settings) -> Store:
 
 async def _records(
     url: str, settings: Settings, start: datetime, end: datetime, team: str | None
-) -> list[JobRecord]:
+) -> tuple[list[JobRecord], list[LedgerRow]]:
+    """The jobs of the window kept in the store, and the daily ledger of those expired."""
     store = _store(url, settings)
     try:
         await store.open()
-        return await store.jobs_created_between(start, end, team=team)
+        ledger = await store.ledger_rows(*ledger_span(start, end), team=team)
+        return await store.jobs_created_between(start, end, team=team), ledger
     except (BrokerError, OSError) as exc:
         reason = exc.message if isinstance(exc, BrokerError) else str(exc)
         raise CommandError(
@@ -95,11 +99,12 @@ def read_store_report(args: argparse.Namespace, now: datetime, err: TextIO) -> d
             routes = {route.key: route for route in load_config(settings.config).routes}
         except ConfigError as exc:
             raise BadOption("BROKER_CONFIG", str(exc)) from None
-    records = asyncio.run(_records(args.store_url, settings, start, end, args.team))
+    records, ledger = asyncio.run(_records(args.store_url, settings, start, end, args.team))
+    expired = f" and {len(ledger)} daily ledger row(s) of expired jobs" if ledger else ""
     print(
-        f"broker report: read {len(records)} job(s) from {store_name(args.store_url, settings)}",
+        f"broker report: read {len(records)} job(s){expired} from {store_name(args.store_url, settings)}",
         file=err,
     )
     if routes is not None:
-        return {**build_reconciliation(records, routes, start, end).to_json(), "team": args.team}
-    return {**build_report(records, group_by, start, end).to_json(), "team": args.team}
+        return {**build_reconciliation(records, routes, start, end, ledger).to_json(), "team": args.team}
+    return {**build_report(records, group_by, start, end, ledger).to_json(), "team": args.team}

@@ -12,7 +12,8 @@ counts once it reached its provider (it has a task id). For each:
 An attempt is listed under `discrepancies` when its charge is unconfirmed, unreported, or when the
 reported figure converts to another amount than the booked one. The local route is not listed: it
 books a tariff per output second, and its metered compute is only a figure. The day is the UTC day
-the job was created, as in the cost report, so the two line up.
+the job was created, as in the cost report, so the two line up. Jobs expired since are read from the
+daily ledger (`ledger_figures.py`): their sums, and how many discrepancies they held.
 """
 
 from __future__ import annotations
@@ -22,15 +23,20 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from broker.schema import Attempt
 from broker.store import JobRecord
+from broker.store.retention import LedgerRow
 from pricing.catalog import RouteSpec
 from pricing.money import Money, UnknownPrice
 from pricing.rules import PriceUnit
 from pricing.units import CostUnit, ReportedCost
+
+DISCREPANCIES = "rc_discrepancies"  # the ledger's count of an expired group's discrepancies
+_REPORTED = "rc_reported:"  # + unit: a provider's own figure, kept in millionths of its unit
+_MONEY = ("booked", "confirmed", "unconfirmed", "unreported", "reported_usd")
 
 
 def parse_reported(text: str | None) -> ReportedCost | None:
@@ -56,6 +62,17 @@ class Books:
     reported: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     reported_usd: Money = field(default_factory=Money.zero)
 
+    def merge(self, other: Books) -> None:
+        """Add another group's sums to these."""
+        self.attempts += other.attempts
+        self.booked += other.booked
+        self.confirmed += other.confirmed
+        self.unconfirmed += other.unconfirmed
+        self.unreported += other.unreported
+        for unit, amount in other.reported.items():
+            self.reported[unit] += amount
+        self.reported_usd += other.reported_usd
+
     def to_json(self) -> dict[str, Any]:
         return {
             "attempts": self.attempts,
@@ -75,6 +92,7 @@ class Reconciliation:
     groups: list[tuple[tuple[str, date], Books]]
     totals: Books
     discrepancies: list[dict[str, Any]]
+    expired_discrepancies: int = 0  # among jobs expired into the daily ledger (no longer listed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +104,29 @@ class Reconciliation:
             ],
             "totals": self.totals.to_json(),
             "discrepancies": self.discrepancies,
+            "expired_discrepancies": self.expired_discrepancies,
         }
+
+
+def books_figures(books: Books) -> dict[str, int]:
+    """The books as the daily ledger keeps them: integers (micro-USD, millionths of a unit)."""
+    figures = {"rc_attempts": books.attempts}
+    figures.update({f"rc_{name}": getattr(books, name).micros for name in _MONEY})
+    for unit, amount in books.reported.items():
+        figures[_REPORTED + unit] = int(amount.scaleb(6).to_integral_value(ROUND_HALF_EVEN))
+    return figures
+
+
+def books_of(row: LedgerRow) -> Books:
+    """A ledger row's books (see `books_figures`)."""
+    figures = row.figures
+    books = Books(attempts=figures.get("rc_attempts", 0))
+    for name in _MONEY:
+        setattr(books, name, Money(figures.get(f"rc_{name}", 0)))
+    for name, amount in figures.items():
+        if name.startswith(_REPORTED):
+            books.reported[name.removeprefix(_REPORTED)] += Decimal(amount).scaleb(-6)
+    return books
 
 
 def _converted(route: RouteSpec | None, reported: ReportedCost | None) -> Money | None:
@@ -133,26 +173,49 @@ def _finding(
 
 
 def build_reconciliation(
-    records: Iterable[JobRecord], routes: Mapping[str, RouteSpec], start: datetime, end: datetime
+    records: Iterable[JobRecord],
+    routes: Mapping[str, RouteSpec],
+    start: datetime,
+    end: datetime,
+    ledger: Iterable[LedgerRow] = (),
 ) -> Reconciliation:
-    """Sum every attempt that reached a provider by (provider, day), and list the discrepancies."""
+    """Sum every attempt that reached a provider by (provider, day), and list the discrepancies;
+    `ledger` adds the days' expired jobs (counted, not listed: their records are gone)."""
     groups: dict[tuple[str, date], Books] = {}
     totals = Books()
     findings: list[dict[str, Any]] = []
     for record in records:
         day = record.job.created_at.date()
-        for attempt in record.job.attempts:
-            if attempt.provider_job_id is None and attempt.unconfirmed_usd is None:
-                continue  # never reached the provider: nothing to reconcile
-            reported = parse_reported(attempt.reported_cost)
-            route = routes.get(f"{attempt.provider}/{attempt.model}")
-            reported_usd = _converted(route, reported)
-            for books in (groups.setdefault((attempt.provider, day), Books()), totals):
-                _add(books, attempt, reported, reported_usd)
-            finding = _finding(record, attempt, route, reported_usd)
+        for attempt in reconciled(record):
+            books = Books()
+            finding = book_attempt(books, record, attempt, routes)
+            for sums in (groups.setdefault((attempt.provider, day), Books()), totals):
+                sums.merge(books)
             if finding is not None:
                 findings.append(finding)
-    return Reconciliation(start, end, sorted(groups.items()), totals, findings)
+    expired = 0
+    for row in ledger:  # jobs expired since: their books as the daily ledger keeps them
+        books = books_of(row)
+        for sums in (groups.setdefault((row.provider, row.day), Books()), totals):
+            sums.merge(books)
+        expired += row.figures.get(DISCREPANCIES, 0)
+    return Reconciliation(start, end, sorted(groups.items()), totals, findings, expired)
+
+
+def reconciled(record: JobRecord) -> list[Attempt]:
+    """The job's attempts that reached their provider (the others have nothing to reconcile)."""
+    return [a for a in record.job.attempts if a.provider_job_id is not None or a.unconfirmed_usd is not None]
+
+
+def book_attempt(
+    books: Books, record: JobRecord, attempt: Attempt, routes: Mapping[str, RouteSpec]
+) -> dict[str, Any] | None:
+    """Add one attempt to `books`; returns the discrepancy it is, or None."""
+    reported = parse_reported(attempt.reported_cost)
+    route = routes.get(f"{attempt.provider}/{attempt.model}")
+    reported_usd = _converted(route, reported)
+    _add(books, attempt, reported, reported_usd)
+    return _finding(record, attempt, route, reported_usd)
 
 
 def _add(books: Books, attempt: Attempt, reported: ReportedCost | None, reported_usd: Money | None) -> None:

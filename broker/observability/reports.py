@@ -14,6 +14,10 @@ Refunds: `refunds_usd` sums what providers reported giving back (an attempt's `r
 `unbilled_usd` is wider: the estimate of every attempt that reached a provider and ended failed or
 cancelled without a charge, i.e. what was refunded or never billed.
 
+Expired jobs: once a job has expired (`broker.jobs.retention`), its sums are read from the daily
+ledger, grouped the same way at the finest grain (day, team, provider, model), so a report's figures
+are the same before and after (`ledger_figures.py`).
+
 Unpriced: `unpriced_usd` is the part of `spend_usd` booked at a policy's `allow_unpriced_max_usd`
 ceiling on a route with no known price (an upper bound, over `unpriced_attempts` attempts).
 """
@@ -22,14 +26,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
 from broker.schema import Attempt, AttemptStatus, JobStatus
 from broker.store import JobRecord
+from broker.store.retention import LedgerRow
 from pricing.money import Money
 
 NO_ROUTE = "(none)"
@@ -106,6 +111,25 @@ class Tally:
         if ended_unpaid and attempt.provider_job_id and cost.micros == 0 and attempt.estimated_cost_usd:
             self.unbilled += Money.parse(attempt.estimated_cost_usd)
 
+    def merge(self, other: Tally) -> None:
+        """Add another group's sums to these."""
+        for name in _FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def figures(self) -> dict[str, int]:
+        """The sums as the daily ledger keeps them: integers, money in micro-USD."""
+        return {name: _integer(getattr(self, name)) for name in _FIELDS}
+
+    @classmethod
+    def of_figures(cls, figures: Mapping[str, int]) -> Tally:
+        """The sums of a ledger row (see `figures`)."""
+        tally = cls()
+        for name in _FIELDS:
+            zero = getattr(tally, name)
+            amount = figures.get(name, 0)
+            setattr(tally, name, Money(amount) if isinstance(zero, Money) else amount)
+        return tally
+
     @property
     def savings(self) -> Money:
         """Baseline minus actual, over the succeeded jobs that recorded a baseline."""
@@ -141,6 +165,11 @@ class Tally:
 
 
 FIGURES = tuple(Tally().to_json())  # the column order of every rendering
+_FIELDS = tuple(f.name for f in fields(Tally))
+
+
+def _integer(value: Money | int) -> int:
+    return value.micros if isinstance(value, Money) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,11 +270,26 @@ def report_window(start: str | None, end: str | None, now: datetime) -> tuple[da
 
 
 def build_report(
-    records: Iterable[JobRecord], group_by: Sequence[Dimension], start: datetime, end: datetime
+    records: Iterable[JobRecord],
+    group_by: Sequence[Dimension],
+    start: datetime,
+    end: datetime,
+    ledger: Iterable[LedgerRow] = (),
 ) -> CostReport:
-    """Sum `records` into groups by `group_by` (several dimensions at once, or none for totals only)."""
+    """Sum `records` into groups by `group_by` (several dimensions at once, or none for totals only);
+    `ledger` adds the days' expired jobs, as the daily ledger keeps their sums."""
     groups: dict[tuple[str, ...], Tally] = {}
     totals = Tally()
+    for row in ledger:
+        dims = {
+            Dimension.PROVIDER: row.provider,
+            Dimension.MODEL: row.model,
+            Dimension.TEAM: row.team,
+            Dimension.DAY: row.day.isoformat(),
+        }
+        tally = Tally.of_figures(row.figures)
+        groups.setdefault(_key(dims, group_by), Tally()).merge(tally)
+        totals.merge(tally)
     for record in records:
         dims = _job_dims(record)
         groups.setdefault(_key(dims, group_by), Tally()).add_job(record)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 
 from broker.schema import BrokerError, ErrorCode, Job, JobStatus
 from broker.store.batches import BatchStore
+from broker.store.retention import RetentionStore
 from pricing.money import Money
 
 log = structlog.get_logger("broker.store")
@@ -196,8 +197,9 @@ class PolicyVersion(BaseModel):
     change: dict[str, Any] = Field(default_factory=dict)  # field -> [old, new]
 
 
-class Store(BatchStore, ABC):
-    """Durable broker state (batches' part in `batches.py`). Every method may raise `StoreUnavailable`."""
+class Store(BatchStore, RetentionStore, ABC):
+    """Durable broker state (batches' part in `batches.py`). Every method may raise `StoreUnavailable`;
+    expiry and the daily ledger are declared in `retention.py`."""
 
     @abstractmethod
     async def open(self) -> None: ...

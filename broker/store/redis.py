@@ -19,6 +19,7 @@ script runs inside one Redis Cluster slot:
     {P:jobs}:tasks                     hash  "<provider>:<task id>" -> job id (provider webhooks find jobs)
     {P:jobs}:claim:<token>             string the jobs a claim took, for 60 s (see replays below)
     {P:jobs}:unreadable                zset  ids of records that could not be decoded, set aside
+    {P:jobs}:upload:<digest>, ledger:<day>, ledger-days   retention's (`redis_retention.py`)
     {P:budget}:w:<window key>          hash  spent, reserved (integer micro-USD)
     {P:budget}:res:<job id>            hash  "w:<window key>" -> reserved amount (0 once settled), token ->
                                              write token, spent -> what the job put in the windows' spend;
@@ -88,6 +89,7 @@ from broker.store.redis_base import float_arg, opt_arg, outage_as_unavailable, w
 from broker.store.redis_base import job_from_row as _decode
 from broker.store.redis_batches import RedisBatches
 from broker.store.redis_budgets import RedisBudgets
+from broker.store.redis_retention import RedisRetention
 
 log = structlog.get_logger("broker.store")
 
@@ -114,7 +116,7 @@ def _readable_rows(rows: Iterable[Sequence[Any]]) -> list[JobRecord]:
     return records
 
 
-class RedisStore(RedisBudgets, RedisBatches, Store):
+class RedisStore(RedisRetention, RedisBudgets, RedisBatches, Store):
     """`redis://host:port/db` (or `rediss://`, `unix://`); several replicas may share one. With
     `cluster=True` the URL names any node of a Redis Cluster and the cluster client routes by slot."""
 
@@ -134,6 +136,7 @@ class RedisStore(RedisBudgets, RedisBatches, Store):
                 keys.jobs_index("status", status),
                 keys.jobs_index("team-status", team, status),
                 keys.jobs_index("due"),
+                *self.upload_index(record),
             ],
             [
                 record.id,
@@ -152,11 +155,12 @@ class RedisStore(RedisBudgets, RedisBatches, Store):
         )
         outcome = reply[0]
         if outcome == "existing":
-            # The key names another job (a permanent link: jobs are never deleted): read it here,
-            # outside the script, which was not given its key.
+            # The key names another job: read it here, outside the script, which was not given its key.
             job_id = str(reply[1])
             with outage_as_unavailable():
                 row = await self._redis.hmget(keys.job(job_id), ["h", "r", "v", "o", "l"])
+            if row[1] is None:  # expired since (with its key, in one script): the key is free again
+                return await self.create_job(record)
             if row[0] != record.request_hash:
                 raise IdempotencyConflict(
                     "this Idempotency-Key was used with a different request body", details={"job_id": job_id}
@@ -221,7 +225,8 @@ class RedisStore(RedisBudgets, RedisBatches, Store):
             found = await client.zrangebyscore(index, repr(start.timestamp()), f"({end.timestamp()!r}")
             ids = [str(job_id) for job_id in found]
             records: list[JobRecord] = []
-            # Jobs are never deleted, so fetching in chunks (not one long script) loses nothing.
+            # Fetched in chunks, not one long script: a job that expires meanwhile (into the ledger) is
+            # left out, as it would be a moment later.
             for at in range(0, len(ids), _FETCH_CHUNK):
                 async with client.pipeline(transaction=False) as pipe:
                     for job_id in ids[at : at + _FETCH_CHUNK]:

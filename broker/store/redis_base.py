@@ -94,6 +94,7 @@ SCRIPTS = {
     "put_policy": _lua("put_policy"),
     "create_batch": _lua("create_batch"),
     "reserve_many": _lua("reserve_many"),
+    "expire": _lua("expire_job"),
 }
 
 

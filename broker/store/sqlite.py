@@ -3,7 +3,8 @@
 Every call runs on a single-thread executor, so statements never interleave; multi-statement changes
 run in `BEGIN IMMEDIATE` transactions, and `synchronous=FULL` makes a committed write survive a crash.
 Split by concern: `sqlite_db.py` is the file, its schema and the executor; `sqlite_ledger.py` the
-budgets, reconciliation index and policy versions; this module the jobs.
+budgets, reconciliation index and policy versions; `sqlite_retention.py` the expiry of ended
+jobs and the daily ledger; this module the jobs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from broker.store.base import (
 from broker.store.sqlite_batches import SQLiteBatches
 from broker.store.sqlite_db import insert_job_row, write_each
 from broker.store.sqlite_ledger import SQLiteLedger
+from broker.store.sqlite_retention import SQLiteRetention
 
 _Write = tuple[JobRecord, JobRecord, "asyncio.Future[bool]"]
 _UNREADABLE = "unreadable"  # the status column of a quarantined record
@@ -70,7 +72,7 @@ def _replace_row(db: sqlite3.Connection, record: JobRecord, stored: JobRecord) -
     return True
 
 
-class SQLiteStore(SQLiteLedger, SQLiteBatches, Store):
+class SQLiteStore(SQLiteRetention, SQLiteLedger, SQLiteBatches, Store):
     """`sqlite:///path/to/broker.db` (relative) or `sqlite:////abs/path.db`."""
 
     def __init__(self, path: Path) -> None:
