@@ -147,3 +147,20 @@ def test_a_free_slot_means_no_wait_and_others_stretch_a_team_s_turn() -> None:
     mine = QueueView(cap=10, busy=10, waiting=40, team_ahead=10, team_weight=1.0, waiting_weight=1.0)
     assert mine.ahead() == 20  # another team takes every other slot meanwhile
     assert predicted_wait_s(mine, 75.0) == pytest.approx(21 * 75 / 10)
+
+
+async def test_slots_in_use_are_counted_per_team_and_only_for_capped_providers(home: Any) -> None:
+    _, woken, pools = home
+    assert await fill(pools, "a", 3) == [True] * 3
+    assert await fill(pools, "b", 3) == [True, False, False]
+    await pools[0].hold("u", "att_u", Seat("u0", "c"), 600)  # a provider with no cap: not counted
+    assert await pools[1].in_use() == {"p": {"a": 3, "b": 1}}
+    assert await pools[2].depths() == {"p": {"b": 2}}
+    await pools[0].release("p", "att_a0")
+    assert woken.jobs[-1] == "b1"  # granted, not yet in use: a grant is no attempt at the provider
+    assert await pools[1].in_use() == {"p": {"a": 2, "b": 1}}
+    assert await pools[2].try_acquire("p", "att_b1", Seat("b1", "b"), 600)
+    assert await pools[0].in_use() == {"p": {"a": 2, "b": 2}}
+    for attempt in ("att_a1", "att_a2", "att_b0", "att_b1"):
+        await pools[1].release("p", attempt)
+    assert await pools[2].in_use() == {}

@@ -273,7 +273,7 @@ def _dashboard_paths() -> dict[str, Any]:
     return {
         "/v1/providers": {
             "get": {
-                "summary": "Each provider's circuit, capacity in use, latency and error rate (this replica)",
+                "summary": "Each provider's circuit, capacity in use, queue per team, latency and error rate",
                 "responses": {"200": {"description": "providers"}, **_COMMON_ERRORS},
             }
         },

@@ -1,4 +1,4 @@
-"""`GET /v1/providers`: each provider's circuit, capacity in use, latency and error rate."""
+"""`GET /v1/providers`: each provider's circuit, capacity in use, queue, latency and error rate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/providers")
 async def list_providers(request: web.Request) -> web.Response:
-    """Any valid key may read it: provider health is the same for every team."""
-    identity_of(request)
-    return json_response({"providers": [status.to_json() for status in await provider_statuses(request.app)]})
+    """Any valid key may read it: provider health is the same for every team. A team key sees its own
+    team's row of each queue (and the totals); the admin key every team's."""
+    identity = identity_of(request)
+    team = None if identity.admin else identity.team
+    statuses = await provider_statuses(request.app)
+    return json_response({"providers": [status.to_json(team) for status in statuses]})

@@ -181,6 +181,14 @@ class Capacity:
         """Provider -> team -> jobs waiting."""
         return {name: state.queue.depths() for name, state in self._providers.items() if state.queue.seats}
 
+    def in_use(self) -> dict[str, dict[str, int]]:
+        """Provider with a concurrency cap -> team -> slots its attempts hold (granted ones not yet)."""
+        return {
+            name: _teams_holding(state)
+            for name, state in self._providers.items()
+            if state.limits.max_concurrency is not None and state.held
+        }
+
     def free_in(self, provider: str) -> float | None:
         """Seconds until the rate window lets `provider` take a submit again, if that is what blocks it."""
         state = self._providers.get(provider)
@@ -210,10 +218,7 @@ class Capacity:
         if limits.requests_per_minute is not None:
             self._prune(state)
             free = min(free, limits.requests_per_minute - len(state.submits) - len(queue.grants))
-        in_use: dict[str, int] = {}
-        for _, team in state.held.values():
-            in_use[team] = in_use.get(team, 0) + 1
-        return queue.grant(free, in_use, now, GRANT_S)
+        return queue.grant(free, _teams_holding(state), now, GRANT_S)
 
     def _signal(self) -> None:
         # Wake every waiter once; later waiters wait on a fresh event.
@@ -224,3 +229,11 @@ class Capacity:
         now = self.clock()
         while state.submits and now - state.submits[0] >= RATE_WINDOW_S:
             state.submits.popleft()
+
+
+def _teams_holding(state: _Provider) -> dict[str, int]:
+    """Team -> slots of the provider its attempts hold."""
+    counts: dict[str, int] = {}
+    for _, team in state.held.values():
+        counts[team] = counts.get(team, 0) + 1
+    return counts

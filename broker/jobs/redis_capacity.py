@@ -195,6 +195,34 @@ class RedisSlots:
         }
         return {name: teams for name, teams in depths.items() if teams}
 
+    async def in_use(self) -> dict[str, dict[str, int]]:
+        """Two round trips: the live slots of each capped provider, then their owners. A capped provider
+        has no more live slots than attempts at it (its cap, plus any a restart took back), so this
+        reads no more than `in_flight` counts; uncapped providers are left out (their slots are not
+        bounded by the broker)."""
+        capped = [name for name, limits in self._limits.items() if limits.max_concurrency is not None]
+        if not capped:
+            return {}
+        async with self._store.client() as redis:
+            async with redis.pipeline(transaction=False) as pipe:
+                for name in capped:
+                    pipe.zrangebyscore(self._key(name, "slots"), repr(self._clock()), "+inf")
+                held = dict(zip(capped, await pipe.execute(), strict=True))
+            holding = [name for name in capped if held[name]]
+            if not holding:
+                return {}
+            async with redis.pipeline(transaction=False) as pipe:
+                for name in holding:
+                    pipe.hmget(self._key(name, "owners"), held[name])
+                owners = await pipe.execute()
+        used: dict[str, dict[str, int]] = {}
+        for name, teams in zip(holding, owners, strict=True):
+            counts = used.setdefault(name, {})
+            for team in teams:
+                if team is not None:
+                    counts[_text(team)] = counts.get(_text(team), 0) + 1
+        return {name: counts for name, counts in used.items() if counts}
+
     async def waiting(self, provider: str) -> int:
         if not self._limited(provider):
             return 0

@@ -84,6 +84,10 @@ class Slots(Protocol):
         """Provider -> team -> jobs waiting."""
         ...
 
+    async def in_use(self) -> dict[str, dict[str, int]]:
+        """Provider with a concurrency cap -> team -> slots its attempts hold (attempts at the provider)."""
+        ...
+
     async def waiting(self, provider: str) -> int:
         """Jobs waiting in `provider`'s queue (granted ones included, until they take their slot)."""
         ...
@@ -144,6 +148,9 @@ class LocalSlots:
 
     async def depths(self) -> dict[str, dict[str, int]]:
         return self.capacity.depths()
+
+    async def in_use(self) -> dict[str, dict[str, int]]:
+        return self.capacity.in_use()
 
     async def waiting(self, provider: str) -> int:
         return self.capacity.waiting(provider)

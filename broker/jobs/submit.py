@@ -105,7 +105,7 @@ async def start_attempt(ctx: StepContext, work: JobWork) -> None:
         changed = with_attempt(record, attempt, work.now()).evolve(status=JobStatus.RUNNING, route=ref)
         # A save applied again after a lost store reply must not list the route twice.
         tried = record.tried_routes if route.key in record.tried_routes else [*record.tried_routes, route.key]
-        update = {"tried_routes": tried, "poll": None, "submit": state, "queued": None}
+        update = {"tried_routes": tried, "poll": None, "submit": state, "queued": None, "queued_since": None}
         return changed.model_copy(update=update)
 
     await work.save(begin)
@@ -155,7 +155,12 @@ async def _wait_for_slot(ctx: StepContext, work: JobWork, wait: WaitForCapacity)
     if not wait.queued:
         await work.park(wait.wait_s)
         return
-    await work.park(wait.wait_s, lambda r: r.model_copy(update={"queued": wait.provider}))
+
+    def take_place(record: JobRecord) -> JobRecord:
+        since = record.queued_since if record.queued_since is not None else work.clock()
+        return record.model_copy(update={"queued": wait.provider, "queued_since": since})
+
+    await work.park(wait.wait_s, take_place)
     if await ctx.provider_slots.granted(wait.provider, work.job.id):
         await ctx.wake_jobs([work.job.id])
 

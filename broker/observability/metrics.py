@@ -1,7 +1,8 @@
 """Prometheus metrics, on a registry owned by the app (no global registry).
 
 Counters follow stored job changes (`MetricsObserver`, fed each change's before/after, so a cost is
-counted once, when it is booked) and provider calls (`provider_calls.py`). Gauges that describe
+counted once, when it is booked, and a queue wait when the job's slot lets it submit) and provider
+calls (`provider_calls.py`). Gauges that describe
 the present (queue depth, jobs in flight, budgets) are read from the store at scrape time (by
 `broker/api/metrics.py`, the `/metrics` handler), so they are right for every replica sharing a
 store and after a restart.
@@ -22,6 +23,8 @@ from pricing.money import MICROS_PER_USD, Money
 
 # Renders take tens of seconds; status polls and submits well under one.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# A queued job waits from a render's length (a minute or two) to hours behind a batch.
+QUEUE_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 
 
 class BrokerMetrics:
@@ -92,6 +95,27 @@ class BrokerMetrics:
             ["provider"],
             registry=r,
         )
+        # Provider queues (broker.jobs.queues), from where the slots live: the same for every replica
+        # sharing a Redis store.
+        self.provider_queue_depth = Gauge(
+            "broker_provider_queue_depth",
+            "Jobs waiting in a provider's queue for a slot, by team (granted ones until they take it)",
+            ["provider", "team"],
+            registry=r,
+        )
+        self.provider_slots_in_use = Gauge(
+            "broker_provider_slots_in_use",
+            "Slots of a provider with max_concurrency that each team's attempts hold",
+            ["provider", "team"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "broker_queue_wait_seconds",
+            "From a job's first place in a provider queue to the submit its slot let it make",
+            ["team"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
         self.runner_up = Gauge("broker_runner_up", "1 while this replica's job runner is running", registry=r)
         self.loop_lag = Histogram(
             "broker_event_loop_lag_seconds",
@@ -134,6 +158,11 @@ class MetricsObserver:
         previous = {a.id: a for a in before.job.attempts} if before else {}
         for attempt in after.job.attempts:
             self._attempt_changed(previous.get(attempt.id), attempt, after.job.team)
+        if before is not None and before.queued_since is not None and after.queued_since is None:
+            started = after.job.attempts[-1] if after.job.attempts else None
+            if started is not None and started.id not in previous:  # the write that began its attempt
+                waited = started.started_at.timestamp() - before.queued_since
+                self.metrics.queue_wait.labels(after.job.team).observe(max(0.0, waited))
 
     def _attempt_changed(self, before: Attempt | None, after: Attempt, team: str) -> None:
         booked = Money.zero() if before is None or before.cost_usd is None else Money.parse(before.cost_usd)

@@ -147,6 +147,9 @@ class JobRecord(BaseModel):
     download: DownloadState | None = None  # the active attempt's output fetch, retried while kept
     submit: SubmitState | None = None  # the active attempt's submit, while it is `submitting`
     queued: str | None = None  # the provider whose queue the job waits in for a slot (broker.jobs.queues)
+    # When it first took a place in a queue (unix s, kept if it moves to another), until its slot is
+    # taken: the start of the queue wait that `broker_queue_wait_seconds` observes.
+    queued_since: float | None = None
 
     @property
     def id(self) -> str:
