@@ -1,12 +1,14 @@
 """The dashboard in a real headless Chromium, after a workload on the sandboxed providers.
 
 The page's figures must be the API's: its spend per provider equals `GET /v1/reports/costs`, a team
-key's page shows only that team, the console stays clean, and the admin can edit a policy.
+key's page shows only that team, the console stays clean, and the admin can edit a policy. Its provider
+queues (on fake providers, one render holding a capped provider's only slot) are `GET /v1/providers`'s.
 Set DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the README's screenshot from this run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -16,14 +18,24 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from adapters.base import PollSchedule
 from broker.api.app import create_app
 from broker.cli.sandbox import start_sandboxed
-from broker.config import load_config
+from broker.config import ProviderConfig, load_config
 from broker.settings import Settings
 from tests.support.adapters import png_bytes as png
 from tests.support.api import wait_for_status
 from tests.support.browser import CHROMIUM, Browser, Page
-from tests.support.deployment import ADMIN_KEY, GROWTH_KEY, STUDIO_KEY, TEST_ENV, auth, fast_sleep
+from tests.support.deployment import (
+    ADMIN_KEY,
+    GROWTH_KEY,
+    STUDIO_KEY,
+    TEST_ENV,
+    auth,
+    fake_config,
+    fast_sleep,
+)
+from tests.support.fakes import FakeAdapter, FakeProvider
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 
@@ -199,3 +211,34 @@ async def test_the_admin_edits_a_policy_with_if_match(
         assert page.console_errors == [
             "network: Failed to load resource: the server responded with a status of 409 (Conflict)"
         ]
+
+
+async def test_the_page_shows_each_provider_s_queue_and_the_teams_shares(
+    make_client: Any, providers: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    providers["cheap"].script.polls_to_finish = 10**6  # the first render holds cheap's one slot
+    monkeypatch.setattr(FakeAdapter, "poll_schedule", PollSchedule(0.01, 0.02, deadline_s=10**6))
+    limits = {"cheap": ProviderConfig(max_concurrency=1), "dear": ProviderConfig()}
+    client = await make_client(fake_config().model_copy(update={"providers": limits}))
+    jobs = []
+    for key in (GROWTH_KEY, GROWTH_KEY, STUDIO_KEY):
+        reply = await client.post("/v1/jobs", json={"prompt": "a pan"}, headers=auth(key))
+        jobs.append(((await reply.json())["id"], key))
+        await wait_for_status(client, jobs[0][0], "running")
+    while (await _api(client, "/v1/providers", ADMIN_KEY))["providers"][0]["waiting"] < 2:
+        await asyncio.sleep(0.01)
+    totals = ["cheap", "all teams", "2", "1 of 1", "—"]
+    async with Browser.start(tmp_path) as browser:
+        page = await _open(browser, client, ADMIN_KEY)
+        assert await _table(page, "queue-table") == [
+            ["cheap", "growth", "1", "1", "100.0 %"],
+            ["cheap", "studio", "1", "0", "0.0 %"],
+            totals,
+        ]  # dear has neither a cap nor a queue
+        assert page.console_errors == []
+        page = await _open(browser, client, STUDIO_KEY)
+        assert await _table(page, "queue-table") == [["cheap", "studio", "1", "0", "0.0 %"], totals]
+        assert page.console_errors == []
+    for job_id, key in jobs:
+        assert (await client.delete(f"/v1/jobs/{job_id}", headers=auth(key))).status == 202
+        await wait_for_status(client, job_id, "cancelled", key=key)

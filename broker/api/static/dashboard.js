@@ -251,13 +251,33 @@ function renderProviders(data) {
     swatched(p.provider),
     el("span", { class: `state-${p.circuit}`, title: p.circuit_reason || "" }, p.circuit.replace("_", "-")),
     p.routable ? "yes" : "no key",
-    `${p.in_flight} / ${p.max_concurrency}`,
+    p.max_concurrency === null ? `${p.in_flight} (no cap)` : `${p.in_flight} / ${p.max_concurrency}`,
     p.requests,
     p.error_rate === null ? "—" : `${(p.error_rate * 100).toFixed(1)} %`,
     p.mean_latency_s === null ? "—" : p.mean_latency_s.toFixed(3),
   ]);
   table("providers", ["provider", "circuit", "routable", "in use / max", "requests", "error rate", "mean latency_s"],
     rows, { numeric: [3, 4, 5, 6] });
+}
+
+// Each provider with a queue or a concurrency cap: a row per team (a team key gets its own only) and one
+// for all teams, with the cap; a team's share is of the slots in use, every team's.
+function renderQueues(data) {
+  const rows = [];
+  for (const p of data.providers) {
+    if (p.max_concurrency === null && !p.waiting) continue;
+    for (const t of p.teams) {
+      rows.push([swatched(p.provider), t.team, t.waiting, t.in_use, t.share === null ? "—" : `${(t.share * 100).toFixed(1)} %`]);
+    }
+    const cap = p.max_concurrency === null ? "no cap" : `of ${p.max_concurrency}`;
+    rows.push([swatched(p.provider), el("span", { class: "muted" }, "all teams"), p.waiting, `${p.in_flight} ${cap}`, "—"]);
+  }
+  const holder = el("table", { id: "queue-table" });
+  $("queues").replaceChildren(holder);
+  table("queue-table", ["provider", "team", "waiting", "slots in use", "share of slots in use"], rows, {
+    numeric: [2, 3, 4],
+  });
+  if (!rows.length) $("queues").replaceChildren(el("p", { class: "muted" }, "no provider has a cap or a queue"));
 }
 
 const state = { jobs: [] };
@@ -405,6 +425,7 @@ async function load() {
     renderDaily(daily);
     renderBudgets(policies.policies);
     renderProviders(providers);
+    renderQueues(providers);
     renderEditor(policies.policies, admin);
     await loadJobs();
     document.body.dataset.loaded = new Date().toISOString();
