@@ -23,7 +23,7 @@ from broker.schema import JobRequest
 from pricing.units import ReportedCost
 
 if TYPE_CHECKING:
-    from adapters.http import RetryPolicy
+    from adapters.spec import ProviderSpec
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -141,13 +141,10 @@ class Adapter(Protocol):
     """A provider. Implementations live in `adapters/<provider>.py`."""
 
     provider: str
-    image_acceptance: ImageAcceptance
-    poll_schedule: PollSchedule
-    # True only where a lost submit may be sent again safely (the provider takes an idempotency key).
-    idempotent_submit: bool
-    # When a submit the provider refused for now (429, 5xx) is sent again: the broker waits each
-    # delay as the job's due time, never inside a request (`adapters.http.RetryPolicy`).
-    submit_retry: RetryPolicy
+    # The provider's facts in one declaration (`adapters.spec`): output retention, submit idempotency
+    # and retries (each delay a due time of the job, never a sleep in a request), poll schedule, image
+    # forms, webhooks, cancel terms, billing unit.
+    spec: ProviderSpec
 
     async def submit(self, task: RenderTask) -> Submission:
         """Start a render. Raises a `ProviderError`; `SubmissionUncertain` if the answer was lost."""

@@ -53,6 +53,7 @@ from adapters.http import (
     status_error,
 )
 from adapters.images import image_reference
+from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
 from pricing.units import CostUnit, ReportedCost
 
@@ -62,6 +63,21 @@ POLL_SCHEDULE = PollSchedule(min_interval_s=3.0, max_interval_s=30.0, backoff=1.
 # The submit is safe to repeat with its Idempotency-Key, so a lost answer is retried too.
 SUBMIT_RETRY = RetryPolicy(
     attempts=4, max_elapsed_s=90.0, retry_on=(RateLimited, ProviderUnavailable, SubmissionUncertain)
+)
+# doitong publishes no output retention: a day. A cancelled job is refunded (creditCost reads 0).
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    output_retention_s=DAY_S,
+    poll_schedule=POLL_SCHEDULE,
+    image_acceptance=IMAGE_ACCEPTANCE,
+    submit_retry=SUBMIT_RETRY,
+    billing_unit=CostUnit.CREDITS,
+    idempotent_submit=True,
+    webhooks=Webhooks.SIGNED,
+    cancel=CancelTerms(
+        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}),
+        refunds=frozenset({TaskState.QUEUED, TaskState.RUNNING}),
+    ),
 )
 SIGNATURE_HEADER = "X-Doitong-Signature"
 DURATIONS = (5, 10)
@@ -222,12 +238,8 @@ def parse_job(job: Mapping[str, Any]) -> TaskStatus:
 class DoitongAdapter:
     """The doitong adapter over the app's shared session."""
 
-    idempotent_submit = True
-    submit_retry = SUBMIT_RETRY
-
+    spec = SPEC
     provider = PROVIDER
-    image_acceptance = IMAGE_ACCEPTANCE
-    poll_schedule = POLL_SCHEDULE
 
     def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self._ctx = ctx

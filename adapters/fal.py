@@ -54,13 +54,29 @@ from adapters.http import (
     status_error,
 )
 from adapters.images import image_reference
+from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
+from pricing.units import CostUnit
 
 PROVIDER = "fal"
 # fal takes data URIs in its image fields; bigger images would need fal's storage upload.
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=10 * 1024 * 1024)
 POLL_SCHEDULE = PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
+# fal publishes no output retention: a day, the common CDN default.
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    output_retention_s=DAY_S,
+    poll_schedule=POLL_SCHEDULE,
+    image_acceptance=IMAGE_ACCEPTANCE,
+    submit_retry=SUBMIT_RETRY,
+    billing_unit=CostUnit.USD,
+    idempotent_submit=False,
+    webhooks=Webhooks.UNSIGNED,
+    cancel=CancelTerms(
+        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
+    ),
+)
 
 CANCELLED = "request_cancelled"
 _CONTENT = frozenset({"content_policy_violation"})
@@ -250,12 +266,8 @@ def _url(handle: TaskHandle, key: str) -> str:
 class FalAdapter:
     """The fal queue adapter over the app's shared session."""
 
-    idempotent_submit = False
-    submit_retry = SUBMIT_RETRY
-
+    spec = SPEC
     provider = PROVIDER
-    image_acceptance = IMAGE_ACCEPTANCE
-    poll_schedule = POLL_SCHEDULE
 
     def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self._ctx = ctx

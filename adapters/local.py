@@ -44,6 +44,7 @@ from adapters.errors import ProviderError, ProviderUnavailable, Rejected
 from adapters.http import NO_RETRY
 from adapters.images import IMAGE_MAX_BYTES
 from adapters.local_claims import RenderClaims
+from adapters.spec import CancelTerms, ProviderSpec, Webhooks
 from broker.schema import JobRequest, Mode
 from local_backend.formats import FormatError, expected_render_seconds, frame_count, frame_size
 from local_backend.image import DEFAULT_MAX_PIXELS, ImageError, decode_image, probe_image
@@ -58,6 +59,23 @@ PROVIDER = "local"
 MODEL = "camera-motion"
 # Renders take seconds: poll often, and give up long after any sane render would have finished.
 POLL_SCHEDULE = PollSchedule(min_interval_s=0.5, max_interval_s=2.0, backoff=1.5, deadline_s=900.0)
+
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    # The output is a file this process wrote: a fetch that fails finds it gone, nothing to wait for.
+    output_retention_s=0.0,
+    poll_schedule=POLL_SCHEDULE,
+    image_acceptance=ImageAcceptance(url=False, file_max_bytes=IMAGE_MAX_BYTES),
+    submit_retry=NO_RETRY,  # a local submit is refused only for a bad request: nothing to wait out
+    billing_unit=CostUnit.COMPUTE_SECONDS,
+    # Sending a lost submit again renders the same clip for free: nothing can be paid twice.
+    idempotent_submit=True,
+    webhooks=Webhooks.NONE,
+    # A queued render is dropped unmetered; a running one stops at its next batch, metered so far.
+    cancel=CancelTerms(
+        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
+    ),
+)
 
 _STATES = {
     RenderState.QUEUED: TaskState.QUEUED,
@@ -77,12 +95,8 @@ def seed_for(attempt_id: str) -> int:
 class LocalAdapter:
     """Renders image-to-video jobs with `local_backend` under `data_dir/local`."""
 
+    spec = SPEC
     provider = PROVIDER
-    image_acceptance = ImageAcceptance(url=False, file_max_bytes=IMAGE_MAX_BYTES)
-    poll_schedule = POLL_SCHEDULE
-    # Sending a lost submit again renders the same clip for free: nothing can be paid twice.
-    idempotent_submit = True
-    submit_retry = NO_RETRY  # a local submit is refused only for a bad request: nothing to wait out
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ from adapters.http import (
     status_error,
 )
 from adapters.images import image_reference
+from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import Mode
 from pricing.units import CostUnit, ReportedCost
 
@@ -66,6 +67,18 @@ PROVIDER = "muvi"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
 POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
+# muvi publishes no output retention: a day. It cancels (and refunds in full) pending jobs only.
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    output_retention_s=DAY_S,
+    poll_schedule=POLL_SCHEDULE,
+    image_acceptance=IMAGE_ACCEPTANCE,
+    submit_retry=SUBMIT_RETRY,
+    billing_unit=CostUnit.MICRO_CENTS,
+    idempotent_submit=False,
+    webhooks=Webhooks.SIGNED,
+    cancel=CancelTerms(stops=frozenset({TaskState.QUEUED}), refunds=frozenset({TaskState.QUEUED})),
+)
 TIMESTAMP_HEADER = "X-PixelByte-Timestamp"
 SIGNATURE_HEADER = "X-PixelByte-Signature"
 WEBHOOK_TOLERANCE_S = 300.0
@@ -190,12 +203,8 @@ def parse_job(payload: Mapping[str, Any], quoted: ReportedCost | None) -> TaskSt
 class MuviAdapter:
     """The muvi adapter over the app's shared session. `wall_clock` reads Unix time."""
 
-    idempotent_submit = False
-    submit_retry = SUBMIT_RETRY
-
+    spec = SPEC
     provider = PROVIDER
-    image_acceptance = IMAGE_ACCEPTANCE
-    poll_schedule = POLL_SCHEDULE
 
     def __init__(
         self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S, wall_clock: Clock = time.time
@@ -205,9 +214,7 @@ class MuviAdapter:
         self._timeout_s = timeout_s
         self._wall_clock = wall_clock
 
-    async def _json(
-        self, method: str, path: str, *, submit: bool, body: Any = None
-    ) -> dict[str, Any]:
+    async def _json(self, method: str, path: str, *, submit: bool, body: Any = None) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
             reply = await send(
                 self._ctx.session,

@@ -57,6 +57,7 @@ from adapters.http import (
     status_error,
 )
 from adapters.images import image_with_bytes
+from adapters.spec import DAY_S, NO_CANCEL, ProviderSpec, Webhooks
 from broker.schema import Mode
 from pricing.units import CostUnit, ReportedCost
 
@@ -66,6 +67,18 @@ IMAGE_ACCEPTANCE = ImageAcceptance(url=False, file_max_bytes=10 * 1024 * 1024)
 # PixelAPI suggests polling every 5 s; renders take 90-150 s and the submit gives an estimate.
 POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=90.0, max_delay_s=60.0)
+# PixelAPI publishes no output retention (a day) and cannot cancel a generation.
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    output_retention_s=DAY_S,
+    poll_schedule=POLL_SCHEDULE,
+    image_acceptance=IMAGE_ACCEPTANCE,
+    submit_retry=SUBMIT_RETRY,
+    billing_unit=CostUnit.CREDITS,
+    idempotent_submit=False,
+    webhooks=Webhooks.NONE,
+    cancel=NO_CANCEL,
+)
 MODELS = ("seedance", "video")
 
 _STATES = {"processing": TaskState.RUNNING, "completed": TaskState.SUCCEEDED, "failed": TaskState.FAILED}
@@ -162,12 +175,8 @@ def parse_generation(payload: Mapping[str, Any]) -> TaskStatus:
 class PixelApiAdapter:
     """The PixelAPI adapter over the app's shared session."""
 
-    idempotent_submit = False
-    submit_retry = SUBMIT_RETRY
-
+    spec = SPEC
     provider = PROVIDER
-    image_acceptance = IMAGE_ACCEPTANCE
-    poll_schedule = POLL_SCHEDULE
 
     def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self._ctx = ctx
@@ -239,9 +248,7 @@ class PixelApiAdapter:
             )
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
 
-        return parse_generation(
-            await once()
-        )
+        return parse_generation(await once())
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """PixelAPI cannot cancel a generation."""

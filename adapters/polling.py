@@ -34,7 +34,7 @@ async def poll_until_done(
     on_status: OnStatus | None = None,
 ) -> TaskStatus:
     """Poll `adapter.status(handle)` until the task is terminal; `TaskTimedOut` at the deadline."""
-    schedule = adapter.poll_schedule
+    schedule = adapter.spec.poll_schedule
     started = clock() if submitted_at is None else submitted_at
     delay = schedule.first_delay(estimated_seconds)
     while True:

@@ -47,6 +47,7 @@ from adapters.http import (
     status_error,
 )
 from adapters.images import image_reference
+from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode, Resolution
 from pricing.units import CostUnit, ReportedCost
 
@@ -55,6 +56,21 @@ API_VERSION = "2024-11-06"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=5 * 1024 * 1024)
 POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
+# Output URLs expire in 24-48 h (SDK): the lower bound. A task cancelled while PENDING or THROTTLED is
+# refunded; one cancelled while RUNNING is charged in full.
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    output_retention_s=DAY_S,
+    poll_schedule=POLL_SCHEDULE,
+    image_acceptance=IMAGE_ACCEPTANCE,
+    submit_retry=SUBMIT_RETRY,
+    billing_unit=CostUnit.CREDITS,
+    idempotent_submit=False,
+    webhooks=Webhooks.NONE,
+    cancel=CancelTerms(
+        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
+    ),
+)
 
 _STATES = {
     "PENDING": TaskState.QUEUED,
@@ -198,12 +214,8 @@ def parse_task(payload: dict[str, Any]) -> TaskStatus:
 class RunwayAdapter:
     """The Runway adapter over the app's shared session."""
 
-    idempotent_submit = False
-    submit_retry = SUBMIT_RETRY
-
+    spec = SPEC
     provider = PROVIDER
-    image_acceptance = IMAGE_ACCEPTANCE
-    poll_schedule = POLL_SCHEDULE
 
     def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self._ctx = ctx
@@ -225,9 +237,7 @@ class RunwayAdapter:
             json_body=body,
         )
 
-    async def _answer(
-        self, method: str, path: str, *, submit: bool, body: Any = None
-    ) -> dict[str, Any]:
+    async def _answer(self, method: str, path: str, *, submit: bool, body: Any = None) -> dict[str, Any]:
         async def once() -> dict[str, Any]:
             reply = await self._call(method, path, submit=submit, body=body)
             return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)

@@ -96,7 +96,7 @@ async def test_success_reports_credits_and_fetches_the_output(rig: Rig) -> None:
         "input": {"imageUrl": "https://img.example/still.jpg", "prompt": "leaves drift past"},
         "options": {"duration": 5, "aspectRatio": "16:9", "version": "gen-4", "motionIntensity": "medium"},
     }}
-    assert min(rig.fake.sleeps) >= rig.adapter.poll_schedule.min_interval_s
+    assert min(rig.fake.sleeps) >= rig.adapter.spec.poll_schedule.min_interval_s
 
 
 def test_credits_convert_once_an_operator_prices_them() -> None:
@@ -115,8 +115,8 @@ async def test_a_lost_submit_answer_is_uncertain_and_sending_it_again_with_the_s
         await rig.adapter.submit(task())
     assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
     # doitong takes an idempotency key, so its policy sends a lost submit again.
-    assert rig.adapter.idempotent_submit
-    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == 1.0
+    assert rig.adapter.spec.idempotent_submit
+    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) == 1.0
     submission = await rig.adapter.submit(task())  # the same attempt, sent again when the job is due
     assert list(rig.emulator.tasks) == [submission.handle.provider_job_id]
     keys = {r.headers["Idempotency-Key"] for r in rig.emulator.recorder.of("submit")}
@@ -125,7 +125,7 @@ async def test_a_lost_submit_answer_is_uncertain_and_sending_it_again_with_the_s
 
 async def test_a_submit_lost_every_time_stays_uncertain_and_is_bounded(rig: Rig) -> None:
     rig.emulator.inject("lose_answer", "submit", count=None)
-    policy = rig.adapter.submit_retry
+    policy = rig.adapter.spec.submit_retry
     tries, elapsed = 0, 0.0
     delays: list[float] = []
     while True:  # as the broker's submit step does, with each delay a due time
@@ -147,7 +147,7 @@ async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_
         await rig.adapter.submit(task())
     assert caught.value.retry_after_s == 12.0 and caught.value.status == 429
     assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == [] and rig.emulator.tasks == {}
-    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == 12.0
+    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) == 12.0
     submission = await rig.adapter.submit(task())  # the send the broker makes when the job is due
     assert list(rig.emulator.tasks) == [submission.handle.provider_job_id]
 
@@ -159,7 +159,7 @@ async def test_the_request_rate_limit_is_rate_limited_with_its_retry_after(tmp_p
             await limited.adapter.submit(task(attempt_id="a2"))
         assert caught.value.provider_code == "RATE_LIMITED" and caught.value.retry_after_s == 60.0
         # 60 s to wait is over the retry policy's cap: the router falls back instead.
-        assert limited.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) is None
+        assert limited.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) is None
 
 
 async def test_out_of_credits_carries_the_amounts(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ async def test_success_fetches_the_output_and_reports_no_cost(rig: Rig) -> None:
     assert {r.path for r in rig.emulator.recorder.of("status")} == {
         f"/fal-ai/kling-video/requests/{submission.handle.provider_job_id}/status"
     }
-    assert min(rig.fake.sleeps) >= rig.adapter.poll_schedule.min_interval_s
+    assert min(rig.fake.sleeps) >= rig.adapter.spec.poll_schedule.min_interval_s
 
 
 async def test_veo_text_to_video_spells_duration_with_seconds_and_asks_for_audio(rig: Rig) -> None:
@@ -117,7 +117,7 @@ async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_
         await rig.adapter.submit(task())
     assert caught.value.retry_after_s == 6.0 and caught.value.status == 429
     assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
-    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == 6.0
+    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) == 6.0
     await rig.adapter.submit(task())  # the send the broker makes when the job is due
     assert rig.emulator.submit_count() == 2
 
@@ -135,7 +135,7 @@ async def test_a_server_error_is_unavailable_after_one_request_and_backs_off_by_
         await rig.adapter.submit(task())
     assert caught.value.status == 504
     assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
-    policy = rig.adapter.submit_retry
+    policy = rig.adapter.spec.submit_retry
     assert policy.delay_before_next(1, caught.value, 0.0) == 1.0
     assert policy.delay_before_next(3, caught.value, 3.0) is None  # three tries, then the router
 

@@ -124,7 +124,7 @@ async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_
         await rig.adapter.submit(task())
     assert caught.value.retry_after_s == 9.0 and caught.value.status == 429
     assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
-    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == 9.0
+    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) == 9.0
     await rig.adapter.submit(task())  # the send the broker makes when the job is due
     assert rig.emulator.submit_count() == 2
 
@@ -137,7 +137,7 @@ async def test_the_concurrency_cap_is_rate_limited_with_a_bounded_back_off(tmp_p
         assert caught.value.provider_code == "CONCURRENT_JOBS_EXCEEDED"
         assert caught.value.retry_after_s is None
         assert capped.emulator.submit_count() == 2 and capped.fake.sleeps == []
-        policy = capped.adapter.submit_retry  # no Retry-After: exponential, three tries
+        policy = capped.adapter.spec.submit_retry  # no Retry-After: exponential, three tries
         assert policy.delay_before_next(1, caught.value, 0.0) == 1.0
         assert policy.delay_before_next(2, caught.value, 1.0) == 2.0
         assert policy.delay_before_next(3, caught.value, 3.0) is None

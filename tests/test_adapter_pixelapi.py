@@ -124,7 +124,7 @@ async def test_the_concurrency_cap_is_rate_limited_and_sent_again_after_its_retr
         await rig.adapter.submit(task())
     assert caught.value.retry_after_s == 30.0 and caught.value.status == 429
     assert rig.emulator.submit_count() == 6 and rig.fake.sleeps == []
-    delay = rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0)
+    delay = rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0)
     assert delay == 30.0  # within PixelAPI's 60 s cap
     rig.fake.now += delay  # the job's due time: by then the first five have finished
     await rig.adapter.submit(task())
@@ -137,7 +137,7 @@ async def test_a_lasting_rate_limit_is_raised_and_given_up_after_the_policys_att
         await rig.adapter.submit(task())
     assert caught.value.retry_after_s == 5.0
     assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
-    policy = rig.adapter.submit_retry
+    policy = rig.adapter.spec.submit_retry
     assert policy.delay_before_next(1, caught.value, 0.0) == 5.0
     assert policy.delay_before_next(2, caught.value, 5.0) == 5.0
     assert policy.delay_before_next(3, caught.value, 10.0) is None  # three tries, then the router

@@ -19,7 +19,10 @@ from adapters.base import (
     WebhookEvent,
 )
 from adapters.errors import AuthFailed, ProviderError, ProviderUnavailable, RateLimited
+from adapters.http import NO_RETRY
 from adapters.polling import TaskTimedOut, poll_until_done
+from adapters.spec import DAY_S, ProviderSpec
+from pricing.units import CostUnit
 from tests.support.adapters import FakeTime
 
 HANDLE = TaskHandle(provider_job_id="task-1", model="m")
@@ -29,11 +32,17 @@ class ScriptedAdapter:
     """Answers status polls from a script; records the fake time of every poll."""
 
     provider = "scripted"
-    image_acceptance = ImageAcceptance(url=True)
 
     def __init__(self, fake: FakeTime, schedule: PollSchedule, script: Sequence[TaskStatus | ProviderError]):
         self.fake = fake
-        self.poll_schedule = schedule
+        self.spec = ProviderSpec(
+            name="scripted",
+            output_retention_s=DAY_S,
+            poll_schedule=schedule,
+            image_acceptance=ImageAcceptance(url=True),
+            submit_retry=NO_RETRY,
+            billing_unit=CostUnit.USD,
+        )
         self.script = list(script)
         self.polled_at: list[float] = []
 

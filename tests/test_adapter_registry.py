@@ -78,7 +78,8 @@ async def test_each_factory_renders_against_its_sandbox_emulator(
     assert adapter.provider == provider
     # The image as the runner hands it over: the URL where the provider takes one, else the bytes.
     url = "https://img.example/still.png"
-    image = ImageInput("image/png", url=url) if adapter.image_acceptance.url else ImageInput("image/png", PNG)
+    by_url = adapter.spec.image_acceptance.url
+    image = ImageInput("image/png", url=url) if by_url else ImageInput("image/png", PNG)
     request = JobRequest(prompt="a slow push in", image_url=url)
     submission = await adapter.submit(RenderTask(attempt_id=f"att-{provider}", model=MODELS[provider],
                                                  request=request, image=image))
@@ -100,7 +101,7 @@ async def test_which_providers_can_take_an_uploaded_image(
     sandbox_rig: tuple[Sandbox, FakeTime, aiohttp.ClientSession], tmp_path: Path,
 ) -> None:
     sandbox, fake, session = sandbox_rig
-    acceptance = built(provider, sandbox, fake, session, tmp_path).image_acceptance
+    acceptance = built(provider, sandbox, fake, session, tmp_path).spec.image_acceptance
     reason = image_infeasibility(acceptance, has_url=False, has_bytes=True, size_bytes=2 * 1024 * 1024)
     if upload_reason is None:
         assert reason is None

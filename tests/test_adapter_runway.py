@@ -158,7 +158,7 @@ async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_
     assert rig.emulator.submit_count() == 1 and rig.emulator.tasks == {}
     assert rig.fake.sleeps == []  # the adapter never waits: the broker parks the job instead
     # Within max_delay_s (30 s) the broker sends again after Retry-After; beyond it, it falls back.
-    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) == delay
+    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) == delay
     submission = await rig.adapter.submit(i2v())  # the send the broker makes when the job is due
     assert list(rig.emulator.tasks) == [submission.handle.provider_job_id]
     assert rig.emulator.submit_count() == 2
@@ -170,7 +170,7 @@ async def test_a_lasting_rate_limit_is_given_up_after_the_policys_attempts(rig: 
         await rig.adapter.submit(i2v())
     assert caught.value.retry_after_s == 4.0 and caught.value.status == 429
     assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
-    policy = rig.adapter.submit_retry
+    policy = rig.adapter.spec.submit_retry
     assert policy.delay_before_next(1, caught.value, 0.0) == 4.0
     assert policy.delay_before_next(2, caught.value, 4.0) == 4.0
     assert policy.delay_before_next(3, caught.value, 8.0) is None  # three tries, then the router
@@ -183,7 +183,7 @@ async def test_a_server_error_is_unavailable_after_one_request_and_backs_off_by_
     assert caught.value.status == 503
     assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
     assert rig.emulator.tasks == {}
-    policy = rig.adapter.submit_retry
+    policy = rig.adapter.spec.submit_retry
     assert policy.delay_before_next(1, caught.value, 0.0) == 1.0
     assert policy.delay_before_next(2, caught.value, 1.0) == 2.0
     assert policy.delay_before_next(3, caught.value, 3.0) is None
@@ -196,8 +196,8 @@ async def test_a_lost_or_malformed_submit_answer_is_uncertain_and_not_repeated(r
         await rig.adapter.submit(i2v())
     assert rig.emulator.submit_count() == 1
     assert len(rig.emulator.tasks) == 1  # Runway did create it: resubmitting would pay twice
-    assert not rig.adapter.idempotent_submit
-    assert rig.adapter.submit_retry.delay_before_next(1, caught.value, 0.0) is None
+    assert not rig.adapter.spec.idempotent_submit
+    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) is None
 
 
 async def test_a_slow_submit_times_out_as_uncertain(rig: Rig) -> None:
@@ -300,7 +300,7 @@ async def test_a_task_that_never_finishes_times_out_at_the_deadline(rig: Rig) ->
     submission = await rig.adapter.submit(i2v())
     with pytest.raises(TaskTimedOut):
         await poll_until_done(rig.adapter, submission.handle, clock=rig.fake.clock, sleep=rig.fake.sleep)
-    assert sum(rig.fake.sleeps) <= rig.adapter.poll_schedule.deadline_s
+    assert sum(rig.fake.sleeps) <= rig.adapter.spec.poll_schedule.deadline_s
     assert min(rig.fake.sleeps) >= 5.0
 
 
@@ -312,7 +312,7 @@ async def test_runway_sends_no_webhooks(rig: Rig) -> None:
 async def test_build_gives_a_runway_adapter(rig: Rig) -> None:
     adapter = build(context("runway", rig.base_url, rig.session, rig.tmp, rig.fake, api_key=KEY))
     assert isinstance(adapter, RunwayAdapter)
-    assert adapter.poll_schedule.min_interval_s >= 5.0
+    assert adapter.spec.poll_schedule.min_interval_s >= 5.0
 
 
 async def test_a_throttled_task_reads_as_queued_and_still_finishes(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ async def test_runway_past_its_deadline_is_cancelled_booked_as_charged_and_falls
         first, second = job["attempts"]
         task_id = first["provider_job_id"]
         # providers.runway.task_deadline_s (60) overrides the adapter's 900 s.
-        assert r.client.server.app[ADAPTERS]["runway"].poll_schedule.deadline_s == 60
+        assert r.client.server.app[ADAPTERS]["runway"].spec.poll_schedule.deadline_s == 60
         assert "not done after 60 s" in first["error"]["message"]
         cancels = runway.recorder.of(Endpoint.CANCEL)
         assert [(c.method, c.path) for c in cancels] == [("DELETE", f"/v1/tasks/{task_id}")]

@@ -247,7 +247,7 @@ async def test_build_renders_under_the_data_dir(tmp_path: Path) -> None:
         ctx = AdapterContext(provider="local", base_url="", api_key=None, session=session, data_dir=tmp_path)
         adapter = build(ctx)
     assert adapter.provider == "local" and adapter.root == tmp_path / "local"
-    assert adapter.image_acceptance.url is False and adapter.image_acceptance.file_max_bytes
+    assert adapter.spec.image_acceptance.url is False and adapter.spec.image_acceptance.file_max_bytes
 
 
 async def test_the_event_loop_keeps_running_while_a_clip_renders(adapter: LocalAdapter) -> None:

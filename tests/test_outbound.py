@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -172,7 +173,8 @@ async def test_an_allow_listed_internal_image_host_is_fetched_and_others_are_not
 ) -> None:
     """End to end: with 127.0.0.1 allow-listed, the runner fetches the image from a plain-http internal
     host for a provider that takes bytes only; without the allow-list the same URL is a 400."""
-    monkeypatch.setattr(FakeAdapter, "image_acceptance", ImageAcceptance(url=False, file_max_bytes=10**7))
+    url_less = replace(FakeAdapter.spec, image_acceptance=ImageAcceptance(url=False, file_max_bytes=10**7))
+    monkeypatch.setattr(FakeAdapter, "spec", url_less)
     image = png_bytes(64, 48)
 
     async def serve_png(request: web.Request) -> web.Response:

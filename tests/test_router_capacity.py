@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,8 @@ async def test_a_job_waits_in_the_cheap_queue_unless_its_latency_limit_cannot_wa
     cheap = providers["cheap"]
     cheap.script.polls_to_finish = 10**6
     # The first render outlasts the test: its deadline must not pass on the test's fast clock.
-    monkeypatch.setattr(FakeAdapter, "poll_schedule", PollSchedule(0.01, 0.02, deadline_s=10**6))
+    endless = replace(FakeAdapter.spec, poll_schedule=PollSchedule(0.01, 0.02, deadline_s=10**6))
+    monkeypatch.setattr(FakeAdapter, "spec", endless)
     client = await make_client(limited_config(max_concurrency=1), workers=3, **store_settings)
     first = await submit(client)
     await wait_for_status(client, first["id"], "running")

@@ -3,6 +3,7 @@ again with the same key, and when the retries are spent it is booked at its esti
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from adapters.errors import SubmissionUncertain
@@ -18,8 +19,9 @@ async def test_an_idempotent_submit_lost_every_time_is_booked_at_its_estimate_wh
 ) -> None:
     client = await make_client(fake_config(growth={"providers": ["cheap"]}))
     adapter = client.app[ADAPTERS]["cheap"]
-    adapter.idempotent_submit = True  # as doitong: the same attempt id is the same idempotency key
-    adapter.submit_retry = RetryPolicy(attempts=3, base_delay_s=1.0, retry_on=(SubmissionUncertain,))
+    # As doitong: the same attempt id is the same idempotency key.
+    retry = RetryPolicy(attempts=3, base_delay_s=1.0, retry_on=(SubmissionUncertain,))
+    adapter.spec = replace(adapter.spec, idempotent_submit=True, submit_retry=retry)
     providers["cheap"].script.submit_error = SubmissionUncertain("the answer was lost", provider="cheap")
     job = await (await client.post("/v1/jobs", json={"prompt": "a pan"}, headers=auth())).json()
     done = await wait_for_status(client, job["id"], "failed", "succeeded")

@@ -124,7 +124,8 @@ def build_adapters(
         )
         adapter = factories[name](context)
         if provider.task_deadline_s is not None:  # the operator's deadline overrides the adapter's
-            adapter.poll_schedule = replace(adapter.poll_schedule, deadline_s=provider.task_deadline_s)
+            schedule = replace(adapter.spec.poll_schedule, deadline_s=provider.task_deadline_s)
+            adapter.spec = replace(adapter.spec, poll_schedule=schedule)
         built[name] = adapter
     return built
 

@@ -106,5 +106,5 @@ class StepContext:
     def slot_ttl(self, provider: str) -> float:
         """How long a slot lasts unrenewed: past the provider's poll deadline, with two leases to spare."""
         adapter = self.adapters.get(provider)
-        deadline = adapter.poll_schedule.deadline_s if adapter is not None else 900.0
+        deadline = adapter.spec.poll_schedule.deadline_s if adapter is not None else 900.0
         return deadline + 2 * self.options.lease_s

@@ -3,10 +3,10 @@
 A finished output is paid for, so a failed fetch is tried again rather than rendered again elsewhere:
 the job stays `running` with its attempt `downloading`, parked between tries on a doubling back-off,
 each try asking the provider afresh where the output is (signed URLs expire). It keeps trying for as
-long as the provider keeps outputs (`providers.<name>.output_retention_s`, else `RETENTION_S`). Only an
-output the provider says is gone (the task no longer has one, or its URL answers 404/410), a file that
-is not a video, or the end of the retention ends the attempt, with its cost still booked, and the job
-falls back.
+long as the provider keeps outputs (`providers.<name>.output_retention_s`, else its adapter's
+`spec.output_retention_s`). Only an output the provider says is gone (the task no longer has one, or
+its URL answers 404/410), a file that is not a video, or the end of the retention ends the attempt,
+with its cost still booked, and the job falls back.
 
 Each fetch is logged when it starts and when it ends (`output_fetch_started`, `output_fetch_ended` with
 its outcome), naming the job, the attempt, the provider and the step's owner (the replica's scheduler
@@ -35,25 +35,17 @@ from broker.store.base import DownloadState
 from pricing.money import Money
 
 log = structlog.get_logger("broker.jobs")
-DAY_S = 24 * 3600.0
-# How long each provider keeps a finished output. Runway: output URLs expire in 24-48 h (SDK), so the
-# lower bound; muvi, PixelAPI, doitong and fal publish no figure: a day, the common CDN default. The
-# local backend's output is a file this process wrote: nothing to wait for.
-RETENTION_S: dict[str, float] = {
-    "runway": DAY_S,
-    "fal": DAY_S,
-    "muvi": DAY_S,
-    "pixelapi": DAY_S,
-    "doitong": DAY_S,
-}
 FIRST_RETRY_S = 5.0
 MAX_RETRY_S = 900.0
 GONE_STATUSES = (404, 410)
 
 
 def retention_s(ctx: StepContext, provider: str) -> float:
-    """How long `provider` keeps a finished output: the operator's setting, else ours."""
-    return ctx.output_retention_s.get(provider, RETENTION_S.get(provider, 0.0))
+    """How long `provider` keeps a finished output: the operator's setting, else its adapter's spec."""
+    if (setting := ctx.output_retention_s.get(provider)) is not None:
+        return setting
+    adapter = ctx.adapters.get(provider)
+    return adapter.spec.output_retention_s if adapter is not None else 0.0
 
 
 def output_gone(exc: BrokerError) -> bool:

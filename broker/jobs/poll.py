@@ -46,7 +46,7 @@ async def poll(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     # Keeps the slot while the task is at the provider (and takes it back after a restart).
     seat, slot_ttl = record_seat(work.record), ctx.slot_ttl(attempt.provider)
     await ctx.provider_slots.hold(attempt.provider, attempt.id, seat, slot_ttl)
-    schedule = adapter.poll_schedule
+    schedule = adapter.spec.poll_schedule
     state = work.record.poll or PollState(delay_s=schedule.min_interval_s)
     handle = TaskHandle(stored.provider_job_id, stored.model, stored.data)
     try:
@@ -80,7 +80,7 @@ async def _prompt(ctx: StepContext, attempt: Attempt, delay: float) -> float:
     """While jobs wait for the provider's slots, a task near its expected end (from the first poll's
     point, 0.8 of the route's latency, on) is polled at the provider's minimum interval, so its slot is
     freed within seconds of the render's end; without waiters, the schedule's few polls."""
-    schedule = ctx.adapters[attempt.provider].poll_schedule
+    schedule = ctx.adapters[attempt.provider].spec.poll_schedule
     if delay <= schedule.min_interval_s or not await ctx.provider_slots.waiting(attempt.provider):
         return delay
     expected = ctx.expected_latency_s(attempt.provider, attempt.model)
@@ -93,7 +93,7 @@ async def _prompt(ctx: StepContext, attempt: Attempt, delay: float) -> float:
 async def _again(ctx: StepContext, work: JobWork, attempt: Attempt, delay: float, state: PollState) -> None:
     """Park the job until its next poll, or fail the attempt when the deadline leaves no room for one."""
     adapter = ctx.adapters[attempt.provider]
-    schedule = adapter.poll_schedule
+    schedule = adapter.spec.poll_schedule
     remaining = schedule.deadline_s - (ctx.clock() - attempt.started_at.timestamp())
     if remaining < schedule.min_interval_s:
         await _overdue(ctx, work, attempt)
@@ -115,7 +115,7 @@ async def _overdue(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     ):
         await finish(ctx, work, attempt, ended)  # it ended by itself just now: use it as it ended
         return
-    deadline = ctx.adapters[attempt.provider].poll_schedule.deadline_s
+    deadline = ctx.adapters[attempt.provider].spec.poll_schedule.deadline_s
     error = TaskTimedOut(
         f"{attempt.provider} task {attempt.provider_job_id} not done after {deadline:g} s; cancelled",
         provider=attempt.provider,

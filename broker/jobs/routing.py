@@ -68,8 +68,8 @@ def unavailable_providers(
             env = f" ({provider.api_key_env})" if provider.api_key_env else ""
             reasons[name] = f"provider {name} has no API key configured{env}"
             continue
-        if why := image_infeasibility(adapter.image_acceptance, reachable_by_url, has_bytes, size):
-            url_only = not reachable_by_url and adapter.image_acceptance.url
+        if why := image_infeasibility(adapter.spec.image_acceptance, reachable_by_url, has_bytes, size):
+            url_only = not reachable_by_url and adapter.spec.image_acceptance.url
             reasons[name] = f"{why}; {HOSTING_OFF}" if url_only else why
     return reasons
 

@@ -30,6 +30,7 @@ from adapters.base import Adapter, ImageInput, RenderTask
 from adapters.errors import ProviderError, ProviderUnavailable, SubmissionUncertain
 from adapters.images import FetchPolicy, ImageFetchFailed, check_image, fetch_image
 from adapters.outbound import OutboundRefused
+from adapters.spec import Webhooks
 from broker.jobs.booking import Booking
 from broker.jobs.context import StepContext
 from broker.jobs.ending import fail_attempt, fail_job
@@ -226,13 +227,14 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     except BrokerError as exc:
         await fail_attempt(ctx, work, attempt, exc, Money.zero(), fallback=False)
         return
-    base = ctx.options.public_url
+    base, hooks = ctx.options.public_url, adapter.spec.webhooks is not Webhooks.NONE
     task = RenderTask(
         attempt_id=attempt.id,
         model=attempt.model,
         request=work.job.request,
         image=image,
-        webhook_url=f"{base.rstrip('/')}/v1/callbacks/{attempt.provider}" if base else None,
+        # Only a provider that sends webhooks is given the callback URL; the others are polled.
+        webhook_url=f"{base.rstrip('/')}/v1/callbacks/{attempt.provider}" if base and hooks else None,
     )
     state = work.record.submit or SubmitState(since=ctx.clock())
     # The fence: this write lands only while the step holds the job, and renews the lease, so the
@@ -253,7 +255,7 @@ async def submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> None:
     # Where the provider gives no estimate, the first poll is timed from the route's expected latency
     # instead of polling a long render from its first seconds.
     expected = submission.estimated_seconds or ctx.expected_latency_s(attempt.provider, attempt.model)
-    delay = adapter.poll_schedule.first_delay(expected)
+    delay = adapter.spec.poll_schedule.first_delay(expected)
 
     def record_submit(record: JobRecord) -> JobRecord:
         stored = AttemptHandle(
@@ -282,9 +284,14 @@ async def _refused(
     tries = state.tries + 1
     adapter = ctx.adapters[attempt.provider]
     elapsed = ctx.clock() - state.since
-    delay = adapter.submit_retry.delay_before_next(tries, exc, elapsed)
+    delay = adapter.spec.submit_retry.delay_before_next(tries, exc, elapsed)
     lost = state.answer_lost or isinstance(exc, SubmissionUncertain)
-    if delay is None and lost and adapter.idempotent_submit and elapsed < adapter.poll_schedule.deadline_s:
+    if (
+        delay is None
+        and lost
+        and adapter.spec.idempotent_submit
+        and elapsed < adapter.spec.poll_schedule.deadline_s
+    ):
         # The provider may hold the task, and its key finds it again without making a second one: keep
         # asking (as a due time) until it answers with the task, within the task's own deadline.
         delay = min(LOST_ANSWER_RESEND_MAX_S, 2.0**tries)
@@ -304,7 +311,7 @@ async def _refused(
 async def _uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc: SubmissionUncertain) -> None:
     """The submit may have reached the provider: send again where that is safe (the same key finds the
     same task), else — or once the retries are spent — book it."""
-    if ctx.adapters[attempt.provider].idempotent_submit:
+    if ctx.adapters[attempt.provider].spec.idempotent_submit:
         state = work.record.submit or SubmitState(since=ctx.clock())
         await _refused(ctx, work, attempt, exc, state.model_copy(update={"answer_lost": True}))
         return
@@ -334,7 +341,7 @@ async def resume_submit(ctx: StepContext, work: JobWork, attempt: Attempt) -> No
     if state is not None and not state.sending:
         await submit(ctx, work, attempt)  # nothing went out, or the provider refused it: send again
         return
-    if adapter is not None and adapter.idempotent_submit:
+    if adapter is not None and adapter.spec.idempotent_submit:
         await submit(ctx, work, attempt)  # same attempt id, so the same idempotency key
         return
     error = SubmissionUncertain(
@@ -354,7 +361,7 @@ async def _image(ctx: StepContext, request: JobRequest, adapter: Adapter) -> Ima
     if request.image_url.startswith("data:"):
         content_type, data = decode_data_uri(request.image_url)
         return ImageInput(content_type=content_type, data=data)
-    if adapter.image_acceptance.url:
+    if adapter.spec.image_acceptance.url:
         # The provider fetches it, but on the broker's say-so: the same rule as a fetch of our own.
         try:
             await ctx.options.outbound.check(request.image_url)
@@ -374,9 +381,9 @@ async def _provider_image(
         return None
     return hosted_image(
         image,
-        adapter.image_acceptance,
+        adapter.spec.image_acceptance,
         job_id=job_id,
         hosting=ctx.options.input_hosting,
         now=time.time(),  # the signature's expiry is wall-clock time, checked by the inputs handler
-        deadline_s=adapter.poll_schedule.deadline_s,
+        deadline_s=adapter.spec.poll_schedule.deadline_s,
     )

@@ -22,6 +22,7 @@ from adapters.base import (
 from adapters.emulators.media import make_mp4
 from adapters.errors import ProviderError, Rejected
 from adapters.http import NO_RETRY
+from adapters.spec import DAY_S, ProviderSpec
 from local_backend.formats import frame_size
 from pricing.units import CostUnit, ReportedCost
 
@@ -54,10 +55,14 @@ class FakeProvider:
 
 
 class FakeAdapter:
-    idempotent_submit = False
-    submit_retry = NO_RETRY  # a scripted failure falls back at once
-    image_acceptance = ImageAcceptance(url=True, data_uri_max_bytes=5_000_000, file_max_bytes=10_000_000)
-    poll_schedule = PollSchedule(min_interval_s=0.01, max_interval_s=0.02, deadline_s=30)
+    spec = ProviderSpec(
+        name="fake",
+        output_retention_s=DAY_S,
+        poll_schedule=PollSchedule(min_interval_s=0.01, max_interval_s=0.02, deadline_s=30),
+        image_acceptance=ImageAcceptance(url=True, data_uri_max_bytes=5_000_000, file_max_bytes=10_000_000),
+        submit_retry=NO_RETRY,  # a scripted failure falls back at once
+        billing_unit=CostUnit.USD,  # sends no webhooks: polled
+    )
 
     def __init__(self, provider: FakeProvider) -> None:
         self.fake = provider
