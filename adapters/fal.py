@@ -64,18 +64,11 @@ IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=10 * 1024 * 1024
 POLL_SCHEDULE = PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
 # fal publishes no output retention: a day, the common CDN default.
+_QUEUED = frozenset({TaskState.QUEUED})
 SPEC = ProviderSpec(
-    name=PROVIDER,
-    output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
-    image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY,
-    billing_unit=CostUnit.USD,
-    idempotent_submit=False,
-    webhooks=Webhooks.UNSIGNED,
-    cancel=CancelTerms(
-        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
-    ),
+    name=PROVIDER, output_retention_s=DAY_S, poll_schedule=POLL_SCHEDULE, image_acceptance=IMAGE_ACCEPTANCE,
+    submit_retry=SUBMIT_RETRY, billing_unit=CostUnit.USD, webhooks=Webhooks.UNSIGNED,
+    cancel=CancelTerms(stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=_QUEUED),
 )
 
 CANCELLED = "request_cancelled"

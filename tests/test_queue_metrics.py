@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -83,7 +84,8 @@ async def queued(
     """(client, clock shift, job ids): growth's render holds cheap's one slot and never ends; one more
     growth job and one studio job wait in cheap's queue."""
     providers["cheap"].script.polls_to_finish = 10**6
-    monkeypatch.setattr(FakeAdapter, "poll_schedule", PollSchedule(0.01, 0.02, deadline_s=10**6))
+    endless = replace(FakeAdapter.spec, poll_schedule=PollSchedule(0.01, 0.02, deadline_s=10**6))
+    monkeypatch.setattr(FakeAdapter, "spec", endless)
     shift = [0.0]
     overrides = {} if request.param == "sqlite" else {"store_url": REDIS_URL, "redis_prefix": prefix}
     app = create_app(
