@@ -103,10 +103,23 @@ class Capacity:
         state = self._providers.setdefault(provider, _Provider(Limits()))
         if attempt_id in state.held:
             return True, []
-        if state.limits == Limits() and not state.queue.seats:  # nothing to count, nobody queues
+        queue = state.queue
+        if state.limits == Limits() and not queue.seats:  # nothing to count, nobody queues
             self.hold(provider, attempt_id, seat)
             return True, []
-        state.queue.join(seat)
+        queue.prune(self.clock())
+        others = len(queue.seats) - len(queue.grants) - (seat.job_id in queue.seats)
+        if queue.take_grant(seat.job_id):
+            self.hold(provider, attempt_id, seat)
+            return True, []
+        if others <= 0 and self.blocked(provider) is None:
+            # A free slot with nobody else waiting (the common case: no queue to order); it counts in
+            # the team's pass as a grant would.
+            queue.leave(seat.job_id)
+            queue.passed[seat.team] = queue.passed.get(seat.team, 0.0) + 1.0 / seat.weight
+            self.hold(provider, attempt_id, seat)
+            return True, []
+        queue.join(seat)
         woken = self._grant(provider)
         if not state.queue.take_grant(seat.job_id):
             return False, woken

@@ -8,6 +8,7 @@
     {P:cap}:passes:<provider>         hash  team -> grants so far / weight (the fair-share tie-break)
     {P:cap}:places:<provider>         hash  job id -> team, for the jobs in the queue
     {P:cap}:waiting:<provider>        hash  team -> jobs in the queue
+    {P:cap}:inuse:<provider>          hash  team -> slots held or granted (the fair-share counts)
     {P:cap}:queue:<provider>:<team>   zset  job id -> priority rank * 1e11 + the job's age (unix s)
 
 One script checks and takes a slot (or queues the job), one gives a slot back, one takes a job out
@@ -42,7 +43,14 @@ _SCRIPTS = {
     name: _LIB + (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
     for name in ("acquire_slot", "release_slot", "leave_queue")
 }
-_FIXED_KEYS = ("slots", "submits", "owners", "grants", "shares", "passes", "places", "waiting")
+_FIXED_KEYS = ("slots", "submits", "owners", "grants", "shares", "passes", "places", "waiting", "inuse")
+# A slot kept (or taken back after a restart) outside the queue: counted for its team when new.
+_HOLD = """
+if redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) == 1 and ARGV[4] == '1' then
+  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+"""
 
 
 class RedisSlots:
@@ -84,11 +92,16 @@ class RedisSlots:
     def _queue_key(self, provider: str, team: str) -> str:
         return self._store.keys.cap("queue", provider, team)
 
-    async def _script(self, name: str, provider: str, team: str, own: list[str]) -> list[Any]:
-        """Run one of the slot scripts for `provider` with the queues of the known teams and `team`."""
+    async def _script(
+        self, name: str, provider: str, team: str, own: list[str], *, every_queue: bool = True
+    ) -> list[Any]:
+        """Run one of the slot scripts for `provider` with the queues of the configured teams and `team`,
+        and (`every_queue`) of any other team with jobs waiting, read just before."""
         limits = self._limits.get(provider, Limits())
-        async with self._store.client() as redis:
-            queued = await redis.hkeys(self._key(provider, "waiting"))
+        queued: list[Any] = []
+        if every_queue:
+            async with self._store.client() as redis:
+                queued = await redis.hkeys(self._key(provider, "waiting"))
         teams = sorted({*self._teams, *(_text(name) for name in queued), team} - {""})
         keys = [self._key(provider, part) for part in _FIXED_KEYS]
         keys += [self._queue_key(provider, name) for name in teams]
@@ -118,15 +131,17 @@ class RedisSlots:
             return True
         share = f"{seat.weight!r} {seat.guaranteed}"
         own = [attempt_id, repr(self._clock() + ttl_s), seat.job_id, seat.team, repr(seat.score), share]
-        reply = await self._script("acquire_slot", provider, seat.team, own)
+        # The common case (a free slot, nobody waiting) costs one round trip: the queues of teams not
+        # configured are left to the next slot given back, which looks for them.
+        reply = await self._script("acquire_slot", provider, seat.team, own, every_queue=False)
         await self._woken(provider, reply[1:])
         return int(reply[0]) == 1
 
     async def hold(self, provider: str, attempt_id: str, seat: Seat, ttl_s: float) -> None:
-        async with self._store.client() as redis, redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self._key(provider, "slots"), {attempt_id: self._clock() + ttl_s})
-            pipe.hset(self._key(provider, "owners"), attempt_id, seat.team)
-            await pipe.execute()
+        keys = [self._key(provider, part) for part in ("slots", "owners", "inuse")]
+        counted = "1" if self._limited(provider) else "0"
+        lapses = repr(self._clock() + ttl_s)
+        await self._store.run_script(_HOLD, keys, [lapses, attempt_id, seat.team, counted])
 
     async def release(self, provider: str, attempt_id: str) -> None:
         if not self._limited(provider):

@@ -1,5 +1,5 @@
 -- ARGV[op]: the job that no longer waits (its grant, if any, goes on). Returns the jobs granted a slot.
-redis.call('ZREM', KEYS[4], ARGV[op])
+if redis.call('ZREM', KEYS[4], ARGV[op]) == 1 then count(redis.call('HGET', KEYS[3], ARGV[op]), -1) end
 redis.call('HDEL', KEYS[3], ARGV[op])
 unqueue(ARGV[op])
 return grant()

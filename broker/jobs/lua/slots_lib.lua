@@ -1,6 +1,6 @@
 -- Shared by the slot scripts of one provider (broker/jobs/redis_capacity.py has the key layout).
--- KEYS: 1 slots, 2 submits, 3 owners, 4 grants, 5 shares, 6 passes, 7 places, 8 waiting, 9.. the
--- queues of the teams named in ARGV. ARGV: 1 now, 2 max concurrency ("" none), 3 requests a minute
+-- KEYS: 1 slots, 2 submits, 3 owners, 4 grants, 5 shares, 6 passes, 7 places, 8 waiting, 9 in use
+-- (team -> slots held or granted), 10.. the queues of the teams named in ARGV. ARGV: 1 now, 2 max concurrency ("" none), 3 requests a minute
 -- ("" none), 4 how long a grant holds, 5 the number of teams N, 6..5+N their names, then the script's.
 local now = tonumber(ARGV[1])
 local cap = ARGV[2] ~= '' and tonumber(ARGV[2]) or nil
@@ -9,15 +9,22 @@ local hold_s = tonumber(ARGV[4])
 local nteams = tonumber(ARGV[5])
 local queue_of, team_names = {}, {}
 for i = 1, nteams do
-  queue_of[ARGV[5 + i]] = KEYS[8 + i]
+  queue_of[ARGV[5 + i]] = KEYS[9 + i]
   team_names[i] = ARGV[5 + i]
 end
 local op = 6 + nteams -- the first of the script's own arguments
 
+local function count(team, by)
+  if team and redis.call('HINCRBY', KEYS[9], team, by) <= 0 then redis.call('HDEL', KEYS[9], team) end
+end
+
 -- Members of a zset whose time has passed: lapsed slots, lapsed grants (their jobs keep their places).
 local function lapse(key)
   local gone = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[1])
-  for _, member in ipairs(gone) do redis.call('HDEL', KEYS[3], member) end
+  for _, member in ipairs(gone) do
+    count(redis.call('HGET', KEYS[3], member), -1)
+    redis.call('HDEL', KEYS[3], member)
+  end
   if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[1]) end
 end
 
@@ -29,17 +36,10 @@ local function unqueue(job)
   if redis.call('HINCRBY', KEYS[8], team, -1) <= 0 then redis.call('HDEL', KEYS[8], team) end
 end
 
--- Slots held or granted, per team.
+-- Slots held or granted, per team (kept as counts: never a walk over the slots).
 local function in_use()
-  local counts = {}
-  for _, key in ipairs({KEYS[1], KEYS[4]}) do
-    local members = redis.call('ZRANGE', key, 0, -1)
-    if #members > 0 then
-      for _, team in ipairs(redis.call('HMGET', KEYS[3], unpack(members))) do
-        if team then counts[team] = (counts[team] or 0) + 1 end
-      end
-    end
-  end
+  local counts, flat = {}, redis.call('HGETALL', KEYS[9])
+  for i = 1, #flat, 2 do counts[flat[i]] = tonumber(flat[i + 1]) end
   return counts
 end
 
@@ -108,6 +108,7 @@ local function grant()
     if not best then break end
     redis.call('ZADD', KEYS[4], now + hold_s, best_job)
     redis.call('HSET', KEYS[3], best_job, best_team)
+    count(best_team, 1)
     redis.call('HINCRBYFLOAT', KEYS[6], best_team, 1 / best_weight)
     counts[best_team] = (counts[best_team] or 0) + 1
     granted = granted + 1
@@ -115,4 +116,20 @@ local function grant()
     free = free - 1
   end
   return woken
+end
+
+-- The job takes a slot for `attempt` (its grant, if it held one, becomes the slot; a slot taken without
+-- one counts in the team's `pass` as a grant would).
+local function take(attempt, lapses, job, team, weight)
+  if redis.call('ZREM', KEYS[4], job) == 1 then
+    redis.call('HDEL', KEYS[3], job)
+  else
+    count(team, 1)
+    redis.call('HINCRBYFLOAT', KEYS[6], team, 1 / weight)
+  end
+  unqueue(job)
+  redis.call('ZADD', KEYS[1], lapses, attempt)
+  redis.call('HSET', KEYS[3], attempt, team)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now - 60))
+  redis.call('ZADD', KEYS[2], ARGV[1], attempt)
 end
