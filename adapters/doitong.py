@@ -48,7 +48,6 @@ from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "doitong"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
-POLL_SCHEDULE = PollSchedule(min_interval_s=3.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 # The submit is safe to repeat with its Idempotency-Key, so a lost answer is retried too.
 SUBMIT_RETRY = RetryPolicy(
     attempts=4, max_elapsed_s=90.0, retry_on=(RateLimited, ProviderUnavailable, SubmissionUncertain)
@@ -57,7 +56,7 @@ SUBMIT_RETRY = RetryPolicy(
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=3.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,

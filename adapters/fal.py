@@ -51,17 +51,15 @@ from pricing.units import CostUnit
 PROVIDER = "fal"
 # fal takes data URIs in its image fields; bigger images would need fal's storage upload.
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=10 * 1024 * 1024)
-POLL_SCHEDULE = PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
 # fal publishes no output retention: a day, the common CDN default.
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.USD,
-    idempotent_submit=False,
     webhooks=Webhooks.UNSIGNED,
     cancel=CancelTerms(
         stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})

@@ -166,18 +166,10 @@ class HttpAdapter:
             params=params,
         )
 
-    async def answer(
-        self,
-        method: str,
-        url: str,
-        *,
-        submit: bool = False,
-        json_body: Any = None,
-        data: Any = None,
-        params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """Send once and return the answer's JSON object; an error answer raised in the error tree."""
-        reply = await self.request(method, url, submit=submit, json_body=json_body, data=data, params=params)
+    async def answer(self, method: str, url: str, *, submit: bool = False, **options: Any) -> dict[str, Any]:
+        """Send once (`options` as `request` takes them) and return the answer's JSON object; an error
+        answer is raised in the error tree."""
+        reply = await self.request(method, url, submit=submit, **options)
         return json_answer(reply, self.reply_error, provider=self.provider, submit=submit)
 
     def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:

@@ -52,17 +52,15 @@ from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "muvi"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
-POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
 # muvi publishes no output retention: a day. It cancels (and refunds in full) pending jobs only.
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.MICRO_CENTS,
-    idempotent_submit=False,
     webhooks=Webhooks.SIGNED,
     cancel=CancelTerms(stops=frozenset({TaskState.QUEUED}), refunds=frozenset({TaskState.QUEUED})),
 )

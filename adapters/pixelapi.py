@@ -47,7 +47,7 @@ from adapters.errors import (
 from adapters.http import RetryPolicy
 from adapters.http_adapter import ErrorCodes, HttpAdapter
 from adapters.images import image_with_bytes
-from adapters.spec import DAY_S, NO_CANCEL, ProviderSpec, Webhooks
+from adapters.spec import DAY_S, NO_CANCEL, ProviderSpec
 from broker.schema import Mode
 from pricing.units import CostUnit, ReportedCost
 
@@ -55,18 +55,15 @@ PROVIDER = "pixelapi"
 CLIP_SECONDS = 5
 IMAGE_ACCEPTANCE = ImageAcceptance(url=False, file_max_bytes=10 * 1024 * 1024)
 # PixelAPI suggests polling every 5 s; renders take 90-150 s and the submit gives an estimate.
-POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=90.0, max_delay_s=60.0)
 # PixelAPI publishes no output retention (a day) and cannot cancel a generation.
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,
-    idempotent_submit=False,
-    webhooks=Webhooks.NONE,
     cancel=NO_CANCEL,
 )
 MODELS = ("seedance", "video")

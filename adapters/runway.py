@@ -37,26 +37,23 @@ from adapters.errors import (
 from adapters.http import RetryPolicy
 from adapters.http_adapter import HttpAdapter
 from adapters.images import image_reference
-from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
+from adapters.spec import DAY_S, CancelTerms, ProviderSpec
 from broker.schema import AspectRatio, Mode, Resolution
 from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "runway"
 API_VERSION = "2024-11-06"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=5 * 1024 * 1024)
-POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
 # Output URLs expire in 24-48 h (SDK): the lower bound. A task cancelled while PENDING or THROTTLED is
 # refunded; one cancelled while RUNNING is charged in full.
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,
-    idempotent_submit=False,
-    webhooks=Webhooks.NONE,
     cancel=CancelTerms(
         stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
     ),
