@@ -13,12 +13,8 @@ carry `X-Doitong-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from collections.abc import Mapping
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from adapters.base import (
@@ -43,15 +39,8 @@ from adapters.errors import (
     RequestInvalid,
     SubmissionUncertain,
 )
-from adapters.http import (
-    REQUEST_TIMEOUT_S,
-    Reply,
-    RetryPolicy,
-    download_output,
-    retry_after_seconds,
-    send,
-    status_error,
-)
+from adapters.http import Reply, RetryPolicy
+from adapters.http_adapter import ErrorCodes, HttpAdapter, signature_matches
 from adapters.images import image_reference
 from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
@@ -59,7 +48,6 @@ from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "doitong"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
-POLL_SCHEDULE = PollSchedule(min_interval_s=3.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 # The submit is safe to repeat with its Idempotency-Key, so a lost answer is retried too.
 SUBMIT_RETRY = RetryPolicy(
     attempts=4, max_elapsed_s=90.0, retry_on=(RateLimited, ProviderUnavailable, SubmissionUncertain)
@@ -68,7 +56,7 @@ SUBMIT_RETRY = RetryPolicy(
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=3.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,
@@ -98,85 +86,29 @@ _STATES = {
     "failed": TaskState.FAILED,
     "cancelled": TaskState.CANCELLED,
 }
-_BY_CODE: dict[str, type[ProviderError]] = {
-    "BAD_USER_INPUT": RequestInvalid,
-    "GRAPHQL_VALIDATION_FAILED": RequestInvalid,
-    "GRAPHQL_PARSE_FAILED": RequestInvalid,
-    "IDEMPOTENCY_KEY_REUSED": Rejected,
-    "UNAUTHENTICATED": AuthFailed,
-    "FORBIDDEN": AuthFailed,
-    "INSUFFICIENT_CREDITS": InsufficientFunds,
-    "INTERNAL_SERVER_ERROR": ProviderUnavailable,
-    "GENERATION_FAILED": ProviderUnavailable,
-    "CONTENT_POLICY_VIOLATION": ContentRejected,
-    "CONTENT_MODERATED": ContentRejected,
-}
-
-
-def error_for(
-    status: int | None,
-    code: str | None,
-    message: str,
-    retry_after_s: float | None = None,
-    details: Any = None,
-) -> ProviderError:
-    """doitong's failures in our hierarchy: by `extensions.code` first, then by HTTP status."""
-    common: dict[str, Any] = {
-        "provider": PROVIDER,
-        "provider_code": code,
-        "status": status,
-        "details": details,
-    }
-    if code in ("RATE_LIMITED", "CONCURRENT_LIMIT_EXCEEDED") or status == 429:
-        return RateLimited(message, retry_after_s=retry_after_s, **common)
-    error_class = _BY_CODE.get(code or "")
-    if error_class is None and (code or "").startswith("SAFETY"):
-        error_class = ContentRejected
-    if error_class is not None:
-        return error_class(message, **common)
-    if status is not None and status >= 400:
-        return status_error(PROVIDER, status, message, provider_code=code, details=details)
-    return ProviderError(message, **common)
+# By `extensions.code` first (a 429 is always a rate limit), then by HTTP status.
+CODES = ErrorCodes(
+    by_code={
+        "RATE_LIMITED": RateLimited,
+        "CONCURRENT_LIMIT_EXCEEDED": RateLimited,
+        "BAD_USER_INPUT": RequestInvalid,
+        "GRAPHQL_VALIDATION_FAILED": RequestInvalid,
+        "GRAPHQL_PARSE_FAILED": RequestInvalid,
+        "IDEMPOTENCY_KEY_REUSED": Rejected,
+        "UNAUTHENTICATED": AuthFailed,
+        "FORBIDDEN": AuthFailed,
+        "INSUFFICIENT_CREDITS": InsufficientFunds,
+        "INTERNAL_SERVER_ERROR": ProviderUnavailable,
+        "GENERATION_FAILED": ProviderUnavailable,
+        "CONTENT_POLICY_VIOLATION": ContentRejected,
+        "CONTENT_MODERATED": ContentRejected,
+    },
+    prefixes=(("SAFETY", ContentRejected),),
+)
 
 
 def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _graphql_error(reply: Reply, body: Mapping[str, Any]) -> ProviderError:
-    errors = body.get("errors")
-    first = _object(errors[0]) if isinstance(errors, list) and errors else {}
-    extensions = _object(first.get("extensions"))
-    code = extensions.get("code")
-    # Credits required/available travel on to the caller; they are not secrets.
-    details = {k: v for k, v in extensions.items() if k in ("creditsRequired", "creditsAvailable")} or None
-    return error_for(
-        reply.status,
-        code if isinstance(code, str) else None,
-        f"doitong answered HTTP {reply.status}: {first.get('message') or 'no message'}",
-        retry_after_seconds(reply.headers.get("Retry-After")),
-        details,
-    )
-
-
-def _data(reply: Reply, field: str, *, submit: bool) -> dict[str, Any]:
-    """`data.<field>` of a GraphQL answer; errors are raised in our hierarchy."""
-    body = reply.json_object()
-    if body is not None and (body.get("errors") or not reply.ok):
-        raise _graphql_error(reply, body)
-    if not reply.ok:
-        raise error_for(
-            reply.status,
-            None,
-            f"doitong answered HTTP {reply.status}",
-            retry_after_seconds(reply.headers.get("Retry-After")),
-        )
-    data = body.get("data") if body is not None else None
-    value = data.get(field) if isinstance(data, dict) else None
-    if not isinstance(value, dict):
-        error_class = SubmissionUncertain if submit else ProviderUnavailable
-        raise error_class(f"doitong answered without data.{field}", provider=PROVIDER, status=reply.status)
-    return value
 
 
 def generate_input(task: RenderTask) -> dict[str, Any]:
@@ -220,7 +152,8 @@ def parse_job(job: Mapping[str, Any]) -> TaskStatus:
     if state is TaskState.FAILED:
         failure = _object(job.get("error"))
         code = failure.get("code")
-        error = error_for(
+        error = CODES.error(
+            PROVIDER,
             None,
             code if isinstance(code, str) else None,
             f"doitong job failed: {failure.get('message') or 'no message'}",
@@ -235,16 +168,35 @@ def parse_job(job: Mapping[str, Any]) -> TaskStatus:
     )
 
 
-class DoitongAdapter:
-    """The doitong adapter over the app's shared session."""
+class DoitongAdapter(HttpAdapter):
+    """The doitong adapter: every call is one GraphQL operation POSTed to `/graphql`."""
 
     spec = SPEC
     provider = PROVIDER
+    codes = CODES
 
-    def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
-        self._ctx = ctx
-        self._url = ctx.base_url.rstrip("/") + "/graphql"
-        self._timeout_s = timeout_s
+    def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
+        errors = body.get("errors")
+        first = _object(errors[0]) if isinstance(errors, list) and errors else {}
+        extensions = _object(first.get("extensions"))
+        code = extensions.get("code")
+        # Credits required/available travel on to the caller; they are not secrets.
+        details = {k: v for k, v in extensions.items() if k in ("creditsRequired", "creditsAvailable")}
+        return code if isinstance(code, str) else None, first.get("message") or None, details or None
+
+    def _data(self, reply: Reply, field: str, *, submit: bool) -> dict[str, Any]:
+        """`data.<field>` of a GraphQL answer; errors (in any answer) are raised in our hierarchy."""
+        body = reply.json_object()
+        if not reply.ok or (body is not None and body.get("errors")):
+            raise self.reply_error(reply)
+        data = body.get("data") if body is not None else None
+        value = data.get(field) if isinstance(data, dict) else None
+        if not isinstance(value, dict):
+            error_class = SubmissionUncertain if submit else ProviderUnavailable
+            raise error_class(
+                f"doitong answered without data.{field}", provider=PROVIDER, status=reply.status
+            )
+        return value
 
     async def _operation(
         self,
@@ -252,31 +204,20 @@ class DoitongAdapter:
         variables: dict[str, Any],
         field: str,
         *,
-        submit: bool,
+        submit: bool = False,
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        reply = await send(
-            self._ctx.session,
-            "POST",
-            self._url,
-            provider=PROVIDER,
-            uncertain_if_lost=submit,
-            timeout_s=self._timeout_s,
-            headers={"Authorization": f"Bearer {self._ctx.api_key or ''}", **(headers or {})},
-            json_body={"query": query, "variables": variables},
+        body = {"query": query, "variables": variables}
+        reply = await self.request(
+            "POST", f"{self._base}/graphql", submit=submit, json_body=body, headers=headers
         )
-        return _data(reply, field, submit=submit)
+        return self._data(reply, field, submit=submit)
 
     async def submit(self, task: RenderTask) -> Submission:
-        """Generate, repeating a lost answer with the same Idempotency-Key (the attempt id)."""
+        """Generate with the attempt id as Idempotency-Key: sent again, it finds the job it made."""
         variables = {"input": generate_input(task)}
-
-        async def once() -> dict[str, Any]:
-            return await self._operation(
-                GENERATE, variables, "generate", submit=True, headers={"Idempotency-Key": task.attempt_id}
-            )
-
-        job = await once()
+        key = {"Idempotency-Key": task.attempt_id}
+        job = await self._operation(GENERATE, variables, "generate", submit=True, headers=key)
         job_id = job.get("id")
         if not isinstance(job_id, str) or not job_id:
             raise SubmissionUncertain("doitong answered the submit without a job id", provider=PROVIDER)
@@ -287,41 +228,24 @@ class DoitongAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the job (free; safe to repeat)."""
-
-        async def once() -> dict[str, Any]:
-            return await self._operation(JOB, {"id": handle.provider_job_id}, "job", submit=False)
-
-        return parse_job(await once())
+        return parse_job(await self._operation(JOB, {"id": handle.provider_job_id}, "job"))
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """Cancel a processing job; False when it already ended or is unknown."""
         try:
-            await self._operation(CANCEL, {"id": handle.provider_job_id}, "cancelJob", submit=False)
+            await self._operation(CANCEL, {"id": handle.provider_job_id}, "cancelJob")
         except ProviderError as exc:
             if exc.provider_code in ("NOT_CANCELLABLE", "NOT_FOUND"):
                 return False
             raise
         return True
 
-    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
-        """Download the job's MP4."""
-        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
-
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify `X-Doitong-Signature` over the raw body, then parse the job it reports."""
-        secret = self._ctx.webhook_secret
-        if not secret:
-            raise Rejected(
-                "no doitong webhook secret is configured, so no webhook can be trusted", provider=PROVIDER
-            )
-        expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, headers.get(SIGNATURE_HEADER, "")):
+        if not signature_matches(self.webhook_secret(), body, headers.get(SIGNATURE_HEADER, "")):
             raise Rejected("doitong webhook signature does not match", provider=PROVIDER)
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise Rejected("doitong webhook is not JSON", provider=PROVIDER) from exc
-        job_id = payload.get("id") if isinstance(payload, dict) else None
+        payload = self.webhook_json(body)
+        job_id = payload.get("id")
         if not isinstance(job_id, str) or payload.get("status") not in _STATES:
             raise Rejected("doitong webhook lacks id or a known status", provider=PROVIDER)
         return WebhookEvent(provider_job_id=job_id, status=parse_job(payload))
@@ -329,4 +253,4 @@ class DoitongAdapter:
 
 def build(ctx: AdapterContext) -> DoitongAdapter:
     """The doitong adapter factory."""
-    return DoitongAdapter(ctx, timeout_s=ctx.timeout_s)
+    return DoitongAdapter.from_context(ctx)

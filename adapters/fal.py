@@ -15,10 +15,8 @@ the broker treats a webhook only as a cue to poll, and the status URL stays the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from yarl import URL
@@ -43,16 +41,8 @@ from adapters.errors import (
     RequestInvalid,
     SubmissionUncertain,
 )
-from adapters.http import (
-    REQUEST_TIMEOUT_S,
-    Reply,
-    RetryPolicy,
-    download_output,
-    json_answer,
-    retry_after_seconds,
-    send,
-    status_error,
-)
+from adapters.http import REQUEST_TIMEOUT_S, RetryPolicy
+from adapters.http_adapter import Auth, ErrorCodes, HttpAdapter
 from adapters.images import image_reference
 from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
@@ -61,14 +51,19 @@ from pricing.units import CostUnit
 PROVIDER = "fal"
 # fal takes data URIs in its image fields; bigger images would need fal's storage upload.
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=10 * 1024 * 1024)
-POLL_SCHEDULE = PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
 # fal publishes no output retention: a day, the common CDN default.
-_QUEUED = frozenset({TaskState.QUEUED})
 SPEC = ProviderSpec(
-    name=PROVIDER, output_retention_s=DAY_S, poll_schedule=POLL_SCHEDULE, image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY, billing_unit=CostUnit.USD, webhooks=Webhooks.UNSIGNED,
-    cancel=CancelTerms(stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=_QUEUED),
+    name=PROVIDER,
+    output_retention_s=DAY_S,
+    poll_schedule=PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0),
+    image_acceptance=IMAGE_ACCEPTANCE,
+    submit_retry=SUBMIT_RETRY,
+    billing_unit=CostUnit.USD,
+    webhooks=Webhooks.UNSIGNED,
+    cancel=CancelTerms(
+        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
+    ),
 )
 
 CANCELLED = "request_cancelled"
@@ -99,6 +94,17 @@ _INPUT = frozenset(
     }
 )
 _URL_KEYS = ("status_url", "response_url", "cancel_url")
+# By `error_type`, then by HTTP status; a content refusal stays one even on a 429.
+CODES = ErrorCodes(
+    by_code={
+        **dict.fromkeys(_CONTENT, ContentRejected),
+        **dict.fromkeys(_UNAVAILABLE, ProviderUnavailable),
+        **dict.fromkeys(_REQUEST, RequestInvalid),
+        **dict.fromkeys(_INPUT, Rejected),
+    },
+    prefixes=(("runner_", ProviderUnavailable), ("unsupported_", Rejected)),
+    over_429=(ContentRejected,),
+)
 
 
 Fields = dict[str, Any]
@@ -181,42 +187,6 @@ _MODELS: dict[str, _Inputs] = {
 _DEFAULT = _Inputs(aspect=_aspect_ratio, resolution=True)
 
 
-def error_for(
-    status: int | None, error_type: str | None, message: str, retry_after_s: float | None = None
-) -> ProviderError:
-    """fal's failures in our hierarchy: by `error_type` first, then by HTTP status."""
-    common: dict[str, Any] = {"provider": PROVIDER, "provider_code": error_type, "status": status}
-    if error_type in _CONTENT:
-        return ContentRejected(message, **common)
-    if status == 429:
-        return RateLimited(message, retry_after_s=retry_after_s, **common)
-    if error_type in _UNAVAILABLE or (error_type or "").startswith("runner_"):
-        return ProviderUnavailable(message, **common)
-    if error_type in _REQUEST:
-        return RequestInvalid(message, **common)
-    if error_type in _INPUT or (error_type or "").startswith("unsupported_"):
-        return Rejected(message, **common)
-    if status is not None:
-        return status_error(PROVIDER, status, message, provider_code=error_type, retry_after_s=retry_after_s)
-    return ProviderError(message, **common)
-
-
-def _reply_error(reply: Reply) -> ProviderError:
-    body = reply.json_object() or {}
-    detail = body.get("detail")
-    error_type = body.get("error_type")
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        # 422 validation details carry the type per field (content_policy_violation among them).
-        error_type = error_type or detail[0].get("type")
-    message = detail if isinstance(detail, str) else "see details"
-    return error_for(
-        reply.status,
-        error_type if isinstance(error_type, str) else None,
-        f"fal answered HTTP {reply.status}: {message}",
-        retry_after_seconds(reply.headers.get("Retry-After")),
-    )
-
-
 def request_body(task: RenderTask) -> dict[str, Any]:
     """The bare JSON input of the fal endpoint `task.model`."""
     request = task.request
@@ -256,57 +226,42 @@ def _url(handle: TaskHandle, key: str) -> str:
     return url
 
 
-class FalAdapter:
-    """The fal queue adapter over the app's shared session."""
+class FalAdapter(HttpAdapter):
+    """The fal queue adapter: status, result and cancel go to the URLs fal returned."""
 
     spec = SPEC
     provider = PROVIDER
+    auth = Auth(scheme="Key")
+    codes = CODES
+    no_message = "see details"
 
     def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
-        self._ctx = ctx
-        self._base = ctx.base_url.rstrip("/")
+        super().__init__(ctx, timeout_s=timeout_s)
         self._origin = URL(self._base).origin()
-        self._timeout_s = timeout_s
 
-    async def _json(
-        self,
-        method: str,
-        url: str,
-        *,
-        submit: bool,
-        body: Any = None,
-        params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        async def once() -> dict[str, Any]:
-            reply = await send(
-                self._ctx.session,
-                method,
-                url,
-                provider=PROVIDER,
-                uncertain_if_lost=submit,
-                timeout_s=self._timeout_s,
-                headers=self._headers(),
-                json_body=body,
-                params=params,
-            )
-            return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
-
-        return await once()
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Key {self._ctx.api_key or ''}"}
+    def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
+        detail = body.get("detail")
+        error_type = body.get("error_type")
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            # 422 validation details carry the type per field (content_policy_violation among them).
+            error_type = error_type or detail[0].get("type")
+        return (
+            error_type if isinstance(error_type, str) else None,
+            detail if isinstance(detail, str) else None,
+            None,
+        )
 
     def _same_origin(self, url: Any) -> bool:
         return isinstance(url, str) and URL(url).origin() == self._origin
 
     async def submit(self, task: RenderTask) -> Submission:
-        """Queue the request; retried only on answers that prove it was not queued (429, 5xx)."""
+        """Queue the request (sent once: the broker retries a 429 or 5xx as a due time)."""
         params = {"fal_webhook": task.webhook_url} if task.webhook_url else None
-        answer = await self._json(
+        answer = await self.answer(
             "POST",
             f"{self._base}/{task.model.strip('/')}",
             submit=True,
-            body=request_body(task),
+            json_body=request_body(task),
             params=params,
         )
         request_id = answer.get("request_id")
@@ -320,7 +275,7 @@ class FalAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the request's status, and its result once it completed (both free)."""
-        answer = await self._json("GET", _url(handle, "status_url"), submit=False)
+        answer = await self.answer("GET", _url(handle, "status_url"))
         state = answer.get("status")
         if state == "IN_QUEUE":
             return TaskStatus(state=TaskState.QUEUED)
@@ -332,7 +287,7 @@ class FalAdapter:
         if error_type == CANCELLED:
             return TaskStatus(state=TaskState.CANCELLED)
         if answer.get("error") is not None or error_type is not None:
-            error = error_for(
+            error = self.error_for(
                 None,
                 error_type if isinstance(error_type, str) else None,
                 f"fal request failed: {answer.get('error')}",
@@ -342,7 +297,7 @@ class FalAdapter:
 
     async def _result(self, handle: TaskHandle) -> TaskStatus:
         try:
-            result = await self._json("GET", _url(handle, "response_url"), submit=False)
+            result = await self.answer("GET", _url(handle, "response_url"))
         except (RateLimited, ProviderUnavailable):
             raise
         except ProviderError as exc:  # the request completed, and its result is its failure
@@ -353,33 +308,13 @@ class FalAdapter:
         return TaskStatus(state=TaskState.SUCCEEDED, progress=1.0, output_url=url)
 
     async def cancel(self, handle: TaskHandle) -> bool:
-        """Ask fal to cancel; False when the request already completed."""
-        reply = await send(
-            self._ctx.session,
-            "PUT",
-            _url(handle, "cancel_url"),
-            provider=PROVIDER,
-            uncertain_if_lost=False,
-            timeout_s=self._timeout_s,
-            headers=self._headers(),
-        )
-        if reply.ok:
-            return True
-        if reply.status in (400, 404):
-            return False
-        raise _reply_error(reply)
-
-    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
-        """Download the result's MP4 from fal's CDN (no auth header: it is a public URL)."""
-        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
+        """Ask fal to cancel; False when the request already completed (400) or is unknown."""
+        return await self.cancel_request("PUT", _url(handle, "cancel_url"), too_late=frozenset({400, 404}))
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Parse fal's `{request_id, status: OK|ERROR, payload, error}` (a cue to poll; unverified)."""
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise Rejected("fal webhook is not JSON", provider=PROVIDER) from exc
-        request_id = payload.get("request_id") if isinstance(payload, dict) else None
+        payload = self.webhook_json(body)
+        request_id = payload.get("request_id")
         if not isinstance(request_id, str) or payload.get("status") not in ("OK", "ERROR"):
             raise Rejected("fal webhook lacks request_id or status", provider=PROVIDER)
         if payload["status"] == "OK":
@@ -396,4 +331,4 @@ class FalAdapter:
 
 def build(ctx: AdapterContext) -> FalAdapter:
     """The fal adapter factory."""
-    return FalAdapter(ctx, timeout_s=ctx.timeout_s)
+    return FalAdapter.from_context(ctx)

@@ -15,14 +15,10 @@ once it may have reached muvi.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from adapters.base import (
@@ -41,23 +37,14 @@ from adapters.errors import (
     AuthFailed,
     ContentRejected,
     InsufficientFunds,
-    ProviderError,
     ProviderUnavailable,
     RateLimited,
     Rejected,
     RequestInvalid,
     SubmissionUncertain,
 )
-from adapters.http import (
-    REQUEST_TIMEOUT_S,
-    Reply,
-    RetryPolicy,
-    download_output,
-    json_answer,
-    retry_after_seconds,
-    send,
-    status_error,
-)
+from adapters.http import REQUEST_TIMEOUT_S, RetryPolicy
+from adapters.http_adapter import ErrorCodes, HttpAdapter, signature_matches
 from adapters.images import image_reference
 from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import Mode
@@ -65,17 +52,15 @@ from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "muvi"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
-POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
 # muvi publishes no output retention: a day. It cancels (and refunds in full) pending jobs only.
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.MICRO_CENTS,
-    idempotent_submit=False,
     webhooks=Webhooks.SIGNED,
     cancel=CancelTerms(stops=frozenset({TaskState.QUEUED}), refunds=frozenset({TaskState.QUEUED})),
 )
@@ -91,33 +76,21 @@ _STATES = {
     "failed": TaskState.FAILED,
     "cancelled": TaskState.CANCELLED,
 }
-_BY_CODE: dict[str, type[ProviderError]] = {
-    "INVALID_INPUT": RequestInvalid,
-    "INSUFFICIENT_BALANCE": InsufficientFunds,
-    "MODEL_ACCESS_DENIED": AuthFailed,
-    "UNAUTHORIZED": AuthFailed,
-    "INTERNAL_ERROR": ProviderUnavailable,
-    "GENERATION_FAILED": ProviderUnavailable,
-    "CONTENT_POLICY_VIOLATION": ContentRejected,
-    "CONTENT_MODERATED": ContentRejected,
-}
-
-
-def error_for(
-    status: int | None, code: str | None, message: str, retry_after_s: float | None = None
-) -> ProviderError:
-    """muvi's failures in our hierarchy: by `error.code` first, then by HTTP status."""
-    common: dict[str, Any] = {"provider": PROVIDER, "provider_code": code, "status": status}
-    if code == "CONCURRENT_JOBS_EXCEEDED" or status == 429:
-        return RateLimited(message, retry_after_s=retry_after_s, **common)
-    error_class = _BY_CODE.get(code or "")
-    if error_class is None and (code or "").startswith("SAFETY"):
-        error_class = ContentRejected
-    if error_class is not None:
-        return error_class(message, **common)
-    if status is not None:
-        return status_error(PROVIDER, status, message, provider_code=code)
-    return ProviderError(message, **common)
+# By `error.code` first (a 429 is always a rate limit), then by HTTP status.
+CODES = ErrorCodes(
+    by_code={
+        "CONCURRENT_JOBS_EXCEEDED": RateLimited,
+        "INVALID_INPUT": RequestInvalid,
+        "INSUFFICIENT_BALANCE": InsufficientFunds,
+        "MODEL_ACCESS_DENIED": AuthFailed,
+        "UNAUTHORIZED": AuthFailed,
+        "INTERNAL_ERROR": ProviderUnavailable,
+        "GENERATION_FAILED": ProviderUnavailable,
+        "CONTENT_POLICY_VIOLATION": ContentRejected,
+        "CONTENT_MODERATED": ContentRejected,
+    },
+    prefixes=(("SAFETY", ContentRejected),),
+)
 
 
 def _error_fields(error: Any) -> tuple[str | None, str]:
@@ -125,16 +98,6 @@ def _error_fields(error: Any) -> tuple[str | None, str]:
         return None, "no message"
     code = error.get("code")
     return (code if isinstance(code, str) else None), str(error.get("message") or "no message")
-
-
-def _reply_error(reply: Reply) -> ProviderError:
-    code, message = _error_fields((reply.json_object() or {}).get("error"))
-    return error_for(
-        reply.status,
-        code,
-        f"muvi answered HTTP {reply.status}: {message}",
-        retry_after_seconds(reply.headers.get("Retry-After")),
-    )
 
 
 def request_body(task: RenderTask) -> dict[str, Any]:
@@ -186,7 +149,7 @@ def parse_job(payload: Mapping[str, Any], quoted: ReportedCost | None) -> TaskSt
     error = None
     if state is TaskState.FAILED:
         code, message = _error_fields(payload.get("error"))
-        error = error_for(None, code, f"muvi job failed: {message}")
+        error = CODES.error(PROVIDER, None, code, f"muvi job failed: {message}")
     progress = payload.get("progress")
     return TaskStatus(
         state=state,
@@ -200,40 +163,27 @@ def parse_job(payload: Mapping[str, Any], quoted: ReportedCost | None) -> TaskSt
     )
 
 
-class MuviAdapter:
-    """The muvi adapter over the app's shared session. `wall_clock` reads Unix time."""
+class MuviAdapter(HttpAdapter):
+    """The muvi adapter. `wall_clock` reads Unix time (ETAs and webhook timestamps)."""
 
     spec = SPEC
     provider = PROVIDER
+    codes = CODES
 
     def __init__(
         self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S, wall_clock: Clock = time.time
     ) -> None:
-        self._ctx = ctx
-        self._base = ctx.base_url.rstrip("/")
-        self._timeout_s = timeout_s
+        super().__init__(ctx, timeout_s=timeout_s)
         self._wall_clock = wall_clock
 
-    async def _json(self, method: str, path: str, *, submit: bool, body: Any = None) -> dict[str, Any]:
-        async def once() -> dict[str, Any]:
-            reply = await send(
-                self._ctx.session,
-                method,
-                self._base + path,
-                provider=PROVIDER,
-                uncertain_if_lost=submit,
-                timeout_s=self._timeout_s,
-                headers={"Authorization": f"Bearer {self._ctx.api_key or ''}"},
-                json_body=body,
-            )
-            return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
-
-        return await once()
+    def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
+        code, message = _error_fields(body.get("error"))
+        return code, message, None
 
     async def submit(self, task: RenderTask) -> Submission:
-        """Submit the job; retried only on answers that prove it was not created (429, 5xx)."""
+        """Submit the job (sent once: the broker retries a 429 or 5xx as a due time)."""
         body = request_body(task)
-        answer = await self._json("POST", "/v1/jobs/submit", submit=True, body=body)
+        answer = await self.answer("POST", f"{self._base}/v1/jobs/submit", submit=True, json_body=body)
         job_id = answer.get("jobId")
         if not isinstance(job_id, str) or not job_id:
             raise SubmissionUncertain(
@@ -260,60 +210,37 @@ class MuviAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the job (free; safe to repeat)."""
-        answer = await self._json("GET", f"/v1/jobs/{handle.provider_job_id}", submit=False)
+        answer = await self.answer("GET", f"{self._base}/v1/jobs/{handle.provider_job_id}")
         quoted = handle.data.get(_COST_KEY)
         return parse_job(answer, ReportedCost(Decimal(quoted), CostUnit.MICRO_CENTS) if quoted else None)
 
     async def cancel(self, handle: TaskHandle) -> bool:
         """Cancel a pending job; False once it is processing or done (muvi cancels only pending ones)."""
-        reply = await send(
-            self._ctx.session,
+        return await self.cancel_request(
             "POST",
             f"{self._base}/v1/jobs/{handle.provider_job_id}/cancel",
-            provider=PROVIDER,
-            uncertain_if_lost=False,
-            timeout_s=self._timeout_s,
-            headers={"Authorization": f"Bearer {self._ctx.api_key or ''}"},
+            too_late=frozenset(),
+            too_late_codes=frozenset({"INVALID_INPUT", "JOB_NOT_FOUND"}),
         )
-        if reply.ok:
-            return True
-        error = _reply_error(reply)
-        if error.provider_code in ("INVALID_INPUT", "JOB_NOT_FOUND"):
-            return False
-        raise error
-
-    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
-        """Download the job's MP4."""
-        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify the signature and freshness of a muvi webhook, then parse it."""
         self._verify(headers, body)
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise Rejected("muvi webhook is not JSON", provider=PROVIDER) from exc
-        job_id = payload.get("jobId") if isinstance(payload, dict) else None
+        payload = self.webhook_json(body)
+        job_id = payload.get("jobId")
         if not isinstance(job_id, str) or payload.get("status") not in _STATES:
             raise Rejected("muvi webhook lacks jobId or a known status", provider=PROVIDER)
         return WebhookEvent(provider_job_id=job_id, status=parse_job(payload, None))
 
     def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        secret = self._ctx.webhook_secret
-        if not secret:
-            raise Rejected(
-                "no muvi webhook secret is configured, so no webhook can be trusted", provider=PROVIDER
-            )
+        secret = self.webhook_secret()
         stamp = headers.get(TIMESTAMP_HEADER, "")
-        signature = headers.get(SIGNATURE_HEADER, "")
         if not stamp.isdigit() or abs(self._wall_clock() - int(stamp)) > WEBHOOK_TOLERANCE_S:
             raise Rejected("muvi webhook timestamp is missing or stale", provider=PROVIDER)
-        signed = stamp.encode() + b"." + body
-        expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature):
+        if not signature_matches(secret, stamp.encode() + b"." + body, headers.get(SIGNATURE_HEADER, "")):
             raise Rejected("muvi webhook signature does not match", provider=PROVIDER)
 
 
 def build(ctx: AdapterContext) -> MuviAdapter:
     """The muvi adapter factory."""
-    return MuviAdapter(ctx, timeout_s=ctx.timeout_s)
+    return MuviAdapter.from_context(ctx)

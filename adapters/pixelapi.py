@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,7 +32,6 @@ from adapters.base import (
     TaskHandle,
     TaskState,
     TaskStatus,
-    WebhookEvent,
 )
 from adapters.errors import (
     ContentRejected,
@@ -46,18 +44,10 @@ from adapters.errors import (
     RequestInvalid,
     SubmissionUncertain,
 )
-from adapters.http import (
-    REQUEST_TIMEOUT_S,
-    Reply,
-    RetryPolicy,
-    download_output,
-    json_answer,
-    retry_after_seconds,
-    send,
-    status_error,
-)
+from adapters.http import RetryPolicy
+from adapters.http_adapter import ErrorCodes, HttpAdapter
 from adapters.images import image_with_bytes
-from adapters.spec import DAY_S, NO_CANCEL, ProviderSpec, Webhooks
+from adapters.spec import DAY_S, NO_CANCEL, ProviderSpec
 from broker.schema import Mode
 from pricing.units import CostUnit, ReportedCost
 
@@ -65,18 +55,15 @@ PROVIDER = "pixelapi"
 CLIP_SECONDS = 5
 IMAGE_ACCEPTANCE = ImageAcceptance(url=False, file_max_bytes=10 * 1024 * 1024)
 # PixelAPI suggests polling every 5 s; renders take 90-150 s and the submit gives an estimate.
-POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=90.0, max_delay_s=60.0)
 # PixelAPI publishes no output retention (a day) and cannot cancel a generation.
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,
-    idempotent_submit=False,
-    webhooks=Webhooks.NONE,
     cancel=NO_CANCEL,
 )
 MODELS = ("seedance", "video")
@@ -84,35 +71,19 @@ MODELS = ("seedance", "video")
 _STATES = {"processing": TaskState.RUNNING, "completed": TaskState.SUCCEEDED, "failed": TaskState.FAILED}
 
 
-def error_for(
-    status: int | None, code: str | None, message: str, retry_after_s: float | None = None
-) -> ProviderError:
-    """PixelAPI's failures in our hierarchy: by error code first, then by HTTP status."""
-    common: dict[str, Any] = {"provider": PROVIDER, "provider_code": code, "status": status}
-    if code == "content_blocked":
-        return ContentRejected(message, **common)
-    if code in ("rate_limited", "concurrent_limit"):
-        return RateLimited(message, retry_after_s=retry_after_s, **common)
-    if code == "insufficient_credits":
-        return InsufficientFunds(message, **common)
-    if code == "validation_error":
-        return RequestInvalid(message, **common)
-    if code in ("generation_failed", "internal_error"):
-        return ProviderUnavailable(message, **common)
-    if status is not None:
-        return status_error(PROVIDER, status, message, provider_code=code, retry_after_s=retry_after_s)
-    return ProviderError(message, **common)
-
-
-def _reply_error(reply: Reply) -> ProviderError:
-    body = reply.json_object() or {}
-    code = body.get("error")
-    return error_for(
-        reply.status,
-        code if isinstance(code, str) else None,
-        f"pixelapi answered HTTP {reply.status}: {body.get('message') or 'no message'}",
-        retry_after_seconds(reply.headers.get("Retry-After")),
-    )
+# By error code first (even on a 429), then by HTTP status.
+CODES = ErrorCodes(
+    by_code={
+        "content_blocked": ContentRejected,
+        "rate_limited": RateLimited,
+        "concurrent_limit": RateLimited,
+        "insufficient_credits": InsufficientFunds,
+        "validation_error": RequestInvalid,
+        "generation_failed": ProviderUnavailable,
+        "internal_error": ProviderUnavailable,
+    },
+    over_429=(ProviderError,),
+)
 
 
 def form_fields(task: RenderTask) -> dict[str, str]:
@@ -172,42 +143,29 @@ def parse_generation(payload: Mapping[str, Any]) -> TaskStatus:
     )
 
 
-class PixelApiAdapter:
-    """The PixelAPI adapter over the app's shared session."""
+class PixelApiAdapter(HttpAdapter):
+    """The PixelAPI adapter: no cancel, no webhooks."""
 
     spec = SPEC
     provider = PROVIDER
+    codes = CODES
 
-    def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
-        self._ctx = ctx
-        self._base = ctx.base_url.rstrip("/")
-        self._timeout_s = timeout_s
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._ctx.api_key or ''}"}
+    def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
+        code = body.get("error")
+        return code if isinstance(code, str) else None, body.get("message") or None, None
 
     async def submit(self, task: RenderTask) -> Submission:
         """Start a generation: multipart with the image file, or JSON for text-only `video`."""
         fields = form_fields(task)
         image = await self._image(task)
-
-        async def once() -> dict[str, Any]:
-            body = _form(fields, image.data, image.content_type) if image and image.data else None
-            json_body = None if body is not None else {**fields, "duration": CLIP_SECONDS}
-            reply = await send(
-                self._ctx.session,
-                "POST",
-                f"{self._base}/v1/{task.model}/generate",
-                provider=PROVIDER,
-                uncertain_if_lost=True,
-                timeout_s=self._timeout_s,
-                headers=self._headers(),
-                data=body,
-                json_body=json_body,
-            )
-            return json_answer(reply, _reply_error, provider=PROVIDER, submit=True)
-
-        answer = await once()
+        form = _form(fields, image.data, image.content_type) if image and image.data else None
+        answer = await self.answer(
+            "POST",
+            f"{self._base}/v1/{task.model}/generate",
+            submit=True,
+            data=form,
+            json_body=None if form is not None else {**fields, "duration": CLIP_SECONDS},
+        )
         generation_id = answer.get("generation_id")
         if not isinstance(generation_id, str) or not generation_id:
             raise SubmissionUncertain(
@@ -235,34 +193,9 @@ class PixelApiAdapter:
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the generation (free; safe to repeat)."""
         url = f"{self._base}/v1/{handle.model}/{handle.provider_job_id}"
-
-        async def once() -> dict[str, Any]:
-            reply = await send(
-                self._ctx.session,
-                "GET",
-                url,
-                provider=PROVIDER,
-                uncertain_if_lost=False,
-                timeout_s=self._timeout_s,
-                headers=self._headers(),
-            )
-            return json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
-
-        return parse_generation(await once())
-
-    async def cancel(self, handle: TaskHandle) -> bool:
-        """PixelAPI cannot cancel a generation."""
-        return False
-
-    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
-        """Download the generation's MP4 from PixelAPI's CDN."""
-        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
-
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
-        """PixelAPI documents no webhook body, so none is accepted."""
-        raise Rejected("pixelapi webhooks are not supported", provider=PROVIDER)
+        return parse_generation(await self.answer("GET", url))
 
 
 def build(ctx: AdapterContext) -> PixelApiAdapter:
     """The PixelAPI adapter factory."""
-    return PixelApiAdapter(ctx, timeout_s=ctx.timeout_s)
+    return PixelApiAdapter.from_context(ctx)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from adapters.base import (
@@ -26,7 +25,6 @@ from adapters.base import (
     TaskHandle,
     TaskState,
     TaskStatus,
-    WebhookEvent,
 )
 from adapters.errors import (
     ContentRejected,
@@ -36,37 +34,26 @@ from adapters.errors import (
     RequestInvalid,
     SubmissionUncertain,
 )
-from adapters.http import (
-    REQUEST_TIMEOUT_S,
-    Reply,
-    RetryPolicy,
-    download_output,
-    json_answer,
-    retry_after_seconds,
-    send,
-    status_error,
-)
+from adapters.http import RetryPolicy
+from adapters.http_adapter import HttpAdapter
 from adapters.images import image_reference
-from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
+from adapters.spec import DAY_S, CancelTerms, ProviderSpec
 from broker.schema import AspectRatio, Mode, Resolution
 from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "runway"
 API_VERSION = "2024-11-06"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=5 * 1024 * 1024)
-POLL_SCHEDULE = PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0)
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
 # Output URLs expire in 24-48 h (SDK): the lower bound. A task cancelled while PENDING or THROTTLED is
 # refunded; one cancelled while RUNNING is charged in full.
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
     image_acceptance=IMAGE_ACCEPTANCE,
     submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,
-    idempotent_submit=False,
-    webhooks=Webhooks.NONE,
     cancel=CancelTerms(
         stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
     ),
@@ -112,12 +99,8 @@ _MODELS: dict[str, _Shape] = {
 }
 
 
-def error_for(
-    status: int | None, code: str | None, message: str, retry_after_s: float | None = None
-) -> ProviderError:
-    """Runway's failures in our hierarchy: HTTP errors by status, failed tasks by `failureCode`."""
-    if status is not None:
-        return status_error(PROVIDER, status, message, provider_code=code, retry_after_s=retry_after_s)
+def error_for(code: str | None, message: str) -> ProviderError:
+    """A failed Runway task in our hierarchy, by its `failureCode` (HTTP errors go by status)."""
     code = code or ""
     common: dict[str, Any] = {"provider": PROVIDER, "provider_code": code or None}
     # SAFETY.INPUT.*, SAFETY.OUTPUT.*, INPUT_PREPROCESSING.SAFETY.*: the same input fails everywhere.
@@ -128,17 +111,6 @@ def error_for(
     if code.startswith("INTERNAL"):
         return ProviderUnavailable(message, **common)
     return ProviderError(message, **common)
-
-
-def _reply_error(reply: Reply) -> ProviderError:
-    body = reply.json_object() or {}
-    message = body.get("error") if isinstance(body.get("error"), str) else None
-    return error_for(
-        reply.status,
-        None,
-        f"runway answered HTTP {reply.status}: {message or 'no message'}",
-        retry_after_seconds(reply.headers.get("Retry-After")),
-    )
 
 
 def ratio_for(
@@ -200,7 +172,7 @@ def parse_task(payload: dict[str, Any]) -> TaskStatus:
     if state is TaskState.FAILED:
         failure = payload.get("failure")
         code = payload.get("failureCode")
-        error = error_for(None, code if isinstance(code, str) else None, f"runway task failed: {failure}")
+        error = error_for(code if isinstance(code, str) else None, f"runway task failed: {failure}")
     return TaskStatus(
         state=state,
         progress=float(progress) if isinstance(progress, int | float) else None,
@@ -211,44 +183,24 @@ def parse_task(payload: dict[str, Any]) -> TaskStatus:
     )
 
 
-class RunwayAdapter:
-    """The Runway adapter over the app's shared session."""
+class RunwayAdapter(HttpAdapter):
+    """The Runway adapter: its HTTP errors go by status alone; `X-Runway-Version` on every request."""
 
     spec = SPEC
     provider = PROVIDER
 
-    def __init__(self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
-        self._ctx = ctx
-        self._base = ctx.base_url.rstrip("/")
-        self._timeout_s = timeout_s
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "X-Runway-Version": API_VERSION}
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._ctx.api_key or ''}", "X-Runway-Version": API_VERSION}
-
-    async def _call(self, method: str, path: str, *, submit: bool, body: Any = None) -> Reply:
-        return await send(
-            self._ctx.session,
-            method,
-            self._base + path,
-            provider=PROVIDER,
-            uncertain_if_lost=submit,
-            timeout_s=self._timeout_s,
-            headers=self._headers(),
-            json_body=body,
-        )
-
-    async def _answer(self, method: str, path: str, *, submit: bool, body: Any = None) -> dict[str, Any]:
-        async def once() -> dict[str, Any]:
-            reply = await self._call(method, path, submit=submit, body=body)
-            return json_answer(reply, _reply_error, provider=PROVIDER, submit=submit)
-
-        return await once()
+    def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
+        message = body.get("error")
+        return None, message if isinstance(message, str) else None, None
 
     async def submit(self, task: RenderTask) -> Submission:
-        """Create the task; retried only on answers that prove it was not created (429, 5xx)."""
+        """Create the task (sent once: the broker retries a 429 or 5xx as a due time)."""
         body = request_body(task)
         path = f"/v1/{task.request.resolved_mode.value}"  # image_to_video | text_to_video
-        answer = await self._answer("POST", path, submit=True, body=body)
+        answer = await self.answer("POST", self._base + path, submit=True, json_body=body)
         task_id = answer.get("id")
         if not isinstance(task_id, str) or not task_id:
             raise SubmissionUncertain(
@@ -258,27 +210,13 @@ class RunwayAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the task (free; safe to repeat)."""
-        answer = await self._answer("GET", f"/v1/tasks/{handle.provider_job_id}", submit=False)
-        return parse_task(answer)
+        return parse_task(await self.answer("GET", f"{self._base}/v1/tasks/{handle.provider_job_id}"))
 
     async def cancel(self, handle: TaskHandle) -> bool:
-        """Cancel an active task; True when Runway accepted."""
-        reply = await self._call("DELETE", f"/v1/tasks/{handle.provider_job_id}", submit=False)
-        if reply.ok:
-            return True
-        if reply.status == 404:
-            return False
-        raise _reply_error(reply)
-
-    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
-        """Download the task's MP4 (Runway's output URLs are signed; no auth header)."""
-        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
-
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
-        """Runway sends no webhooks, so anything claiming to be one is refused."""
-        raise Rejected("runway sends no webhooks", provider=PROVIDER)
+        """Cancel an active task; True when Runway accepted, False for a task it does not know."""
+        return await self.cancel_request("DELETE", f"{self._base}/v1/tasks/{handle.provider_job_id}")
 
 
 def build(ctx: AdapterContext) -> RunwayAdapter:
     """The Runway adapter factory."""
-    return RunwayAdapter(ctx, timeout_s=ctx.timeout_s)
+    return RunwayAdapter.from_context(ctx)

@@ -17,7 +17,6 @@ from adapters.doitong import GENERATE, DoitongAdapter, build
 from adapters.emulators.doitong import DoitongEmulator, create_app
 from adapters.emulators.webhooks import doitong_signature_headers
 from adapters.errors import (
-    AuthFailed,
     ContentRejected,
     InsufficientFunds,
     ProviderError,
@@ -140,18 +139,6 @@ async def test_a_submit_lost_every_time_stays_uncertain_and_is_bounded(rig: Rig)
     assert delays == [1.0, 2.0, 4.0] and rig.fake.sleeps == []
     assert rig.emulator.submit_count() == 4 and len(rig.emulator.tasks) == 1
 
-
-async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_delay(rig: Rig) -> None:
-    rig.emulator.inject("rate_limit", "submit", retry_after_s=12)
-    with pytest.raises(RateLimited) as caught:
-        await rig.adapter.submit(task())
-    assert caught.value.retry_after_s == 12.0 and caught.value.status == 429
-    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == [] and rig.emulator.tasks == {}
-    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) == 12.0
-    submission = await rig.adapter.submit(task())  # the send the broker makes when the job is due
-    assert list(rig.emulator.tasks) == [submission.handle.provider_job_id]
-
-
 async def test_the_request_rate_limit_is_rate_limited_with_its_retry_after(tmp_path: Path) -> None:
     async for limited in make_rig(tmp_path, requests_per_minute=1):
         await limited.adapter.submit(task(attempt_id="a1"))
@@ -186,12 +173,6 @@ async def test_errors_map_by_extensions_code(
         await rig.adapter.submit(task())
     assert caught.value.provider_code == code
 
-
-async def test_a_wrong_key_is_auth_failed(rig: Rig) -> None:
-    with pytest.raises(AuthFailed):
-        await rig.adapter_with(api_key="wrong").submit(task())
-
-
 async def test_what_doitong_cannot_take_is_refused_before_sending(rig: Rig) -> None:
     for bad in (task(aspect_ratio="4:3"), task(duration_s=7),
                 task(image=ImageInput(content_type="image/png", data=b"bytes only"))):
@@ -200,13 +181,10 @@ async def test_what_doitong_cannot_take_is_refused_before_sending(rig: Rig) -> N
     assert rig.emulator.submit_count() == 0
 
 
-@pytest.mark.parametrize("fault", ["drop", "malformed", "server_error"])
-async def test_a_status_fault_is_unavailable_after_one_request_and_the_next_poll_reads_it(
-    rig: Rig, fault: str
-) -> None:
+async def test_a_dropped_poll_is_unavailable_and_not_resent_by_the_http_client(rig: Rig) -> None:
     # doitong polls over POST (GraphQL): not idempotent to the HTTP client, so even a drop is not resent.
     submission = await rig.adapter.submit(task())
-    rig.emulator.inject(fault, "status")
+    rig.emulator.inject("drop", "status")
     with pytest.raises(ProviderUnavailable):
         await rig.adapter.status(submission.handle)
     assert rig.emulator.recorder.count("status") == 1 and rig.fake.sleeps == []

@@ -18,9 +18,7 @@ from adapters.errors import (
     InsufficientFunds,
     ProviderError,
     ProviderUnavailable,
-    RateLimited,
     Rejected,
-    SubmissionUncertain,
 )
 from adapters.fal import FalAdapter, build, request_body
 from adapters.polling import TaskTimedOut, poll_until_done
@@ -110,57 +108,6 @@ async def test_uploaded_bytes_travel_as_a_data_uri(rig: Rig) -> None:
     await rig.adapter.submit(task(image=image))
     assert rig.emulator.recorder.of("submit")[0].json["image_url"].startswith("data:image/png;base64,")
 
-
-async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_delay(rig: Rig) -> None:
-    rig.emulator.inject("rate_limit", "submit", retry_after_s=6)
-    with pytest.raises(RateLimited) as caught:
-        await rig.adapter.submit(task())
-    assert caught.value.retry_after_s == 6.0 and caught.value.status == 429
-    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
-    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) == 6.0
-    await rig.adapter.submit(task())  # the send the broker makes when the job is due
-    assert rig.emulator.submit_count() == 2
-
-
-async def test_a_lasting_rate_limit_is_raised(rig: Rig) -> None:
-    rig.emulator.inject("rate_limit", "submit", retry_after_s=2, count=None)
-    with pytest.raises(RateLimited) as caught:
-        await rig.adapter.submit(task())
-    assert caught.value.retry_after_s == 2.0
-
-
-async def test_a_server_error_is_unavailable_after_one_request_and_backs_off_by_policy(rig: Rig) -> None:
-    rig.emulator.inject("server_error", "submit", status=504, count=None)
-    with pytest.raises(ProviderUnavailable) as caught:
-        await rig.adapter.submit(task())
-    assert caught.value.status == 504
-    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
-    policy = rig.adapter.spec.submit_retry
-    assert policy.delay_before_next(1, caught.value, 0.0) == 1.0
-    assert policy.delay_before_next(3, caught.value, 3.0) is None  # three tries, then the router
-
-
-@pytest.mark.parametrize("fault", ["lose_answer", "malformed", "slow"])
-async def test_a_submit_whose_answer_never_arrived_is_uncertain(rig: Rig, fault: str) -> None:
-    rig.emulator.inject(fault, "submit", delay_s=1.0)
-    with pytest.raises(SubmissionUncertain):
-        await rig.adapter.submit(task())
-    assert rig.emulator.submit_count() == 1
-
-
-@pytest.mark.parametrize("fault", ["malformed", "server_error"])
-async def test_a_status_fault_is_unavailable_after_one_request_and_the_next_poll_reads_it(
-    rig: Rig, fault: str
-) -> None:
-    submission = await rig.adapter.submit(task())
-    rig.emulator.inject(fault, "status")
-    with pytest.raises(ProviderUnavailable):
-        await rig.adapter.status(submission.handle)
-    assert rig.emulator.recorder.count("status") == 1 and rig.fake.sleeps == []
-    assert (await rig.adapter.status(submission.handle)).state is TaskState.QUEUED
-    assert rig.emulator.recorder.count("status") == 2
-
-
 async def test_a_dropped_poll_is_resent_once_by_the_http_client_and_a_lasting_drop_is_unavailable(
     rig: Rig,
 ) -> None:
@@ -187,13 +134,6 @@ async def test_http_errors_map_by_status(rig: Rig, status: int, error_class: typ
     rig.emulator.inject("http_error", "submit", status=status, code="some_error")
     with pytest.raises(error_class):
         await rig.adapter.submit(task())
-
-
-async def test_a_wrong_key_is_auth_failed(rig: Rig) -> None:
-    bad = FalAdapter(context("fal", rig.base_url, rig.session, rig.tmp, rig.fake, api_key="nope"))
-    with pytest.raises(AuthFailed):
-        await bad.submit(task())
-
 
 @pytest.mark.parametrize(
     ("error_type", "error_class"),

@@ -24,7 +24,6 @@ from adapters.errors import (
     ProviderUnavailable,
     RateLimited,
     Rejected,
-    SubmissionUncertain,
 )
 from adapters.images import image_infeasibility
 from adapters.muvi import IMAGE_ACCEPTANCE, MuviAdapter, build
@@ -117,18 +116,6 @@ async def test_an_uploaded_image_is_infeasible_and_refused_before_sending(rig: R
         await rig.adapter.submit(task(image=ImageInput(content_type="image/png", data=b"png bytes")))
     assert rig.emulator.submit_count() == 0
 
-
-async def test_a_rate_limit_is_raised_at_once_and_its_retry_after_is_the_policy_delay(rig: Rig) -> None:
-    rig.emulator.inject("rate_limit", "submit", retry_after_s=9)
-    with pytest.raises(RateLimited) as caught:
-        await rig.adapter.submit(task())
-    assert caught.value.retry_after_s == 9.0 and caught.value.status == 429
-    assert rig.emulator.submit_count() == 1 and rig.fake.sleeps == []
-    assert rig.adapter.spec.submit_retry.delay_before_next(1, caught.value, 0.0) == 9.0
-    await rig.adapter.submit(task())  # the send the broker makes when the job is due
-    assert rig.emulator.submit_count() == 2
-
-
 async def test_the_concurrency_cap_is_rate_limited_with_a_bounded_back_off(tmp_path: Path) -> None:
     async for capped in make_rig(tmp_path, max_concurrent=1):
         await capped.adapter.submit(task())
@@ -165,33 +152,6 @@ async def test_http_errors_map_by_error_code(
     with pytest.raises(error_class) as caught:
         await rig.adapter.submit(task())
     assert caught.value.provider_code == code
-
-
-async def test_a_wrong_key_is_auth_failed(rig: Rig) -> None:
-    with pytest.raises(AuthFailed):
-        await rig.adapter_with(api_key="wrong").submit(task())
-
-
-@pytest.mark.parametrize("fault", ["lose_answer", "malformed", "slow"])
-async def test_a_submit_whose_answer_never_arrived_is_uncertain(rig: Rig, fault: str) -> None:
-    rig.emulator.inject(fault, "submit", delay_s=1.0)
-    with pytest.raises(SubmissionUncertain):
-        await rig.adapter.submit(task())
-    assert rig.emulator.submit_count() == 1
-
-
-@pytest.mark.parametrize("fault", ["malformed", "server_error"])
-async def test_a_status_fault_is_unavailable_after_one_request_and_the_next_poll_reads_it(
-    rig: Rig, fault: str
-) -> None:
-    submission = await rig.adapter.submit(task())
-    rig.emulator.inject(fault, "status")
-    with pytest.raises(ProviderUnavailable):
-        await rig.adapter.status(submission.handle)
-    assert rig.emulator.recorder.count("status") == 1 and rig.fake.sleeps == []
-    assert (await rig.adapter.status(submission.handle)).state is TaskState.QUEUED
-    assert rig.emulator.recorder.count("status") == 2
-
 
 async def test_a_dropped_poll_is_resent_once_by_the_http_client_and_a_lasting_drop_is_unavailable(
     rig: Rig,

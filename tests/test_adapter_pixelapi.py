@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.base import ImageInput, RenderTask, TaskHandle, TaskState
+from adapters.base import ImageInput, RenderTask, TaskState
 from adapters.emulators.pixelapi import PixelApiEmulator, create_app
 from adapters.errors import (
     AuthFailed,
@@ -20,7 +20,6 @@ from adapters.errors import (
     ProviderUnavailable,
     RateLimited,
     Rejected,
-    SubmissionUncertain,
 )
 from adapters.failures import Scope, classify
 from adapters.images import ImageFetchFailed
@@ -165,34 +164,6 @@ async def test_http_errors_map_by_code_and_status(
     with pytest.raises(error_class):
         await rig.adapter.submit(task())
 
-
-async def test_a_wrong_key_is_auth_failed(rig: Rig) -> None:
-    bad = PixelApiAdapter(context("pixelapi", rig.base_url, rig.session, rig.tmp, rig.fake, api_key="x"))
-    with pytest.raises(AuthFailed):
-        await bad.submit(task())
-
-
-@pytest.mark.parametrize("fault", ["lose_answer", "malformed", "slow"])
-async def test_a_submit_whose_answer_never_arrived_is_uncertain(rig: Rig, fault: str) -> None:
-    rig.emulator.inject(fault, "submit", delay_s=1.0)
-    with pytest.raises(SubmissionUncertain):
-        await rig.adapter.submit(task())
-    assert rig.emulator.submit_count() == 1
-
-
-@pytest.mark.parametrize("fault", ["malformed", "server_error"])
-async def test_a_status_fault_is_unavailable_after_one_request_and_the_next_poll_reads_it(
-    rig: Rig, fault: str
-) -> None:
-    submission = await rig.adapter.submit(task())
-    rig.emulator.inject(fault, "status")
-    with pytest.raises(ProviderUnavailable):
-        await rig.adapter.status(submission.handle)
-    assert rig.emulator.recorder.count("status") == 1 and rig.fake.sleeps == []
-    assert (await rig.adapter.status(submission.handle)).state is TaskState.RUNNING
-    assert rig.emulator.recorder.count("status") == 2
-
-
 async def test_a_dropped_poll_is_resent_once_by_the_http_client_and_a_lasting_drop_is_unavailable(
     rig: Rig,
 ) -> None:
@@ -225,9 +196,6 @@ def test_a_failed_generation_maps_by_its_status_field_alone() -> None:
         assert type(status.error) is GenerationFailed and status.error.provider_code is None
 
 
-async def test_no_cancel_and_no_webhooks(rig: Rig) -> None:
-    assert await rig.adapter.cancel(TaskHandle(provider_job_id="g1", model="seedance")) is False
-    with pytest.raises(Rejected):
-        rig.adapter.parse_webhook({}, b'{"generation_id": "g1", "status": "completed"}')
+async def test_build_gives_a_pixelapi_adapter(rig: Rig) -> None:
     built = build(context("pixelapi", rig.base_url, rig.session, rig.tmp, rig.fake))
     assert isinstance(built, PixelApiAdapter)
