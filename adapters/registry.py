@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import cast
 
-from adapters import doitong, fal, muvi, pixelapi, runway
+from adapters import doitong, fal, muvi, pixelapi, replicate, runway
 from adapters.base import Adapter, AdapterContext, AdapterFactory
 
 
@@ -28,6 +28,7 @@ FACTORIES: Mapping[str, AdapterFactory] = MappingProxyType(
         "muvi": muvi.build,
         "doitong": doitong.build,
         "pixelapi": pixelapi.build,
+        "replicate": replicate.build,
         "local": _build_local,
     }
 )

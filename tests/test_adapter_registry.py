@@ -21,13 +21,14 @@ from broker.schema import JobRequest
 from pricing.units import CostUnit, ReportedCost
 from tests.support.adapters import FakeTime, context, is_mp4, png_bytes
 
-REMOTE = ("runway", "fal", "muvi", "doitong", "pixelapi")
+REMOTE = ("runway", "fal", "muvi", "doitong", "pixelapi", "replicate")
 MODELS = {
     "runway": "gen4_turbo",
     "fal": "fal-ai/kling-video/v2.5-turbo/pro/image-to-video",
     "muvi": "runway/gen-4/image-to-video",
     "doitong": "runway-i2v",
     "pixelapi": "seedance",
+    "replicate": "kwaivgi/kling-v2.0",
 }
 # What each provider reports for 5 s of that model, in its own unit; fal reports nothing.
 REPORTED = {
@@ -36,6 +37,7 @@ REPORTED = {
     "muvi": ReportedCost(Decimal(500_000), CostUnit.MICRO_CENTS),
     "doitong": ReportedCost(Decimal(50), CostUnit.CREDITS),
     "pixelapi": ReportedCost(Decimal(55), CostUnit.CREDITS),
+    "replicate": None,  # an official model billed per output: the quote is booked
 }
 PNG = png_bytes(80, 60)
 
@@ -94,7 +96,8 @@ async def test_each_factory_renders_against_its_sandbox_emulator(
 
 @pytest.mark.parametrize(
     ("provider", "upload_reason"),
-    [("runway", None), ("fal", None), ("pixelapi", None), ("muvi", "URL"), ("doitong", "URL")],
+    [("runway", None), ("fal", None), ("pixelapi", None), ("muvi", "URL"), ("doitong", "URL"),
+     ("replicate", "262144-byte limit")],  # data URLs only up to 256 KB
 )
 async def test_which_providers_can_take_an_uploaded_image(
     provider: str, upload_reason: str | None,

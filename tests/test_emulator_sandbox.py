@@ -28,8 +28,11 @@ async def test_sandbox_serves_all_providers_with_their_own_keys() -> None:
             "PIXELAPI_KEY",
             "MUVI_WEBHOOK_SECRET",
             "DOITONG_WEBHOOK_SECRET",
+            "REPLICATE_API_TOKEN",
+            "REPLICATE_WEBHOOK_SECRET",
         }
-        assert len(set(sandbox.base_urls().values())) == 5
+        assert sandbox.env()["REPLICATE_WEBHOOK_SECRET"].startswith("whsec_")
+        assert len(set(sandbox.base_urls().values())) == 6
         assert all(url.startswith("http://127.0.0.1:") for url in sandbox.base_urls().values())
         runway = sandbox.endpoints["runway"]
         headers = {"Authorization": f"Bearer {runway.api_key}", "X-Runway-Version": "2024-11-06"}

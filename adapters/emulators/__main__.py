@@ -37,7 +37,7 @@ async def run(args: argparse.Namespace) -> None:
     """Serve one emulator until a stop signal."""
     spec = PROVIDERS[args.provider]
     options = {"api_keys": args.api_keys or ["emulator-key"], "render_seconds": args.render_seconds}
-    if args.webhook_secret is not None:  # otherwise the provider's own default (muvi, doitong sign)
+    if args.webhook_secret is not None:  # else the provider's own default (muvi, doitong, replicate sign)
         options["webhook_secret"] = args.webhook_secret
     emulator = spec.make_emulator(**options)
     if args.conforming:

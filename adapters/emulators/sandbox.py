@@ -1,4 +1,4 @@
-"""All five emulators on free loopback ports, in this process: what `broker serve --sandbox` starts.
+"""All six emulators on free loopback ports, in this process: what `broker serve --sandbox` starts.
 
     sandbox = await start_sandbox()
     sandbox.endpoints["runway"].base_url   # http://127.0.0.1:<port>, for providers.runway.base_url
@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.emulators import doitong, fal, muvi, pixelapi, runway
+from adapters.emulators import doitong, fal, muvi, pixelapi, replicate, runway
 from adapters.emulators.emulator import ProviderEmulator
 from adapters.emulators.tasks import Clock
 
@@ -36,6 +36,8 @@ class ProviderSpec:
     # The emulator's own price, in config.yaml's price form, for a provider whose real price is not
     # published: the sandbox quotes and books its routes at it (the real config leaves them unpriced).
     price: dict[str, str] | None = None
+    # A fresh webhook secret in the form the provider issues them (Replicate's `whsec_<base64>`).
+    new_secret: Callable[[], str] = lambda: secrets.token_hex(16)
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -54,6 +56,13 @@ PROVIDERS: dict[str, ProviderSpec] = {
         },
     ),
     "pixelapi": ProviderSpec(pixelapi.PixelApiEmulator, pixelapi.create_app, "PIXELAPI_KEY"),
+    "replicate": ProviderSpec(
+        replicate.ReplicateEmulator,
+        replicate.create_app,
+        "REPLICATE_API_TOKEN",
+        "REPLICATE_WEBHOOK_SECRET",
+        new_secret=replicate.new_secret,
+    ),
 }
 
 
@@ -121,14 +130,14 @@ class Sandbox:
 async def start_sandbox(
     host: str = "127.0.0.1", *, render_seconds: float = 6.0, clock: Clock = time.time
 ) -> Sandbox:
-    """Start all five emulators on free ports of `host`; renders take `render_seconds`."""
+    """Start all six emulators on free ports of `host`; renders take `render_seconds`."""
     endpoints: dict[str, EmulatorEndpoint] = {}
     runners: list[web.AppRunner] = []
     sandbox = Sandbox(endpoints, runners)
     try:
         for name, spec in PROVIDERS.items():
             key = f"sandbox-{name}-{secrets.token_hex(8)}"
-            secret = secrets.token_hex(16) if spec.webhook_secret_env else None
+            secret = spec.new_secret() if spec.webhook_secret_env else None
             emulator = spec.make_emulator(
                 api_keys=[key], render_seconds=render_seconds, clock=clock, webhook_secret=secret
             )
