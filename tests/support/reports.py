@@ -46,7 +46,11 @@ def finished(
     last = attempts[-1] if attempts else None
     route = RouteRef(provider=last.provider, model=last.model) if last else None
     changed = record.evolve(
-        status=status, attempts=attempts, cost_usd=total, estimated_cost_usd=Money.parse(estimate), route=route
+        status=status,
+        attempts=attempts,
+        cost_usd=total,
+        estimated_cost_usd=Money.parse(estimate),
+        route=route,
     )
     baseline_usd = None if baseline is None else Money.parse(baseline)
     return changed.model_copy(update={"baseline_cost_usd": baseline_usd})
