@@ -12,14 +12,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
 from adapters.errors import ProviderError
-from broker.schema import JobRequest
+from broker.schema import JobRequest, Lifecycle
 from pricing.units import ReportedCost
 
 if TYPE_CHECKING:
@@ -58,16 +57,12 @@ class RenderTask:
     webhook_url: str | None = None
 
 
-class TaskState(StrEnum):
+class TaskState(Lifecycle):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)

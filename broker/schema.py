@@ -1,37 +1,63 @@
 """The unified job schema: what a caller asks for, what a job is, and the error codes it can carry.
 
-Imports pydantic only, so adapters and pricing can depend on it without pulling in the server.
-Money fields are strings of micro-USD precision at this edge ("0.055000"); inside the program they are
-integers (see `pricing.money.Money`).
+Imports pydantic and `pricing.money` only (itself pure, importing nothing of the broker), so adapters
+and pricing can depend on it without pulling in the server. A job's and an attempt's money fields are
+`Money` (integer micro-USD) inside the program and six-decimal strings ("0.055000") on the wire, in
+stored records and in the OpenAPI document; see `Usd`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+# Re-exported (`as`): policies, the API and the job steps take these from the schema.
+from broker.request_types import METADATA_MAX_DEPTH as METADATA_MAX_DEPTH
 from broker.request_types import ModelName, ProviderName, WholeNumber, YesNo
-from broker.request_types import Priority as Priority  # re-exported for policies
+from broker.request_types import Priority as Priority
+from broker.request_types import decode_data_uri as decode_data_uri
+from broker.request_types import metadata_problem as metadata_problem
+from pricing.money import Money
 
 PROMPT_MAX_CHARS = 2000
 DURATION_MIN_S = 1
 DURATION_MAX_S = 10
 METADATA_MAX_BYTES = 4096
-METADATA_MAX_DEPTH = 8  # levels of objects and arrays, metadata itself being the first
 IMAGE_URL_MAX_CHARS = 2048
 # A data: URI is decoded in memory; bigger images go as a multipart upload.
 DATA_URI_MAX_BYTES = 10 * 1024 * 1024
 
 _USD_PATTERN = r"^\d{1,9}(\.\d{1,6})?$"
 UsdString = Annotated[str, Field(pattern=_USD_PATTERN, description="USD as a decimal string")]
+
+
+def _usd(value: object) -> Money:
+    """A `Money` as given, or read from its decimal string (the wire's and every stored record's form)."""
+    if isinstance(value, Money):
+        return value
+    if isinstance(value, str):
+        return Money.parse(value)
+    raise ValueError('an amount of USD: a decimal string such as "0.055000"')
+
+
+# Money a job or attempt carries: `Money` inside, the API's six-decimal string on the wire and in
+# stored records; the OpenAPI document shows the plain string it always did.
+Usd = Annotated[
+    Money, PlainValidator(_usd), PlainSerializer(str, return_type=str), WithJsonSchema({"type": "string"})
+]
 
 
 class Mode(StrEnum):
@@ -74,7 +100,10 @@ class Feature(StrEnum):
     CAMERA_FIXED = "camera_fixed"
 
 
-class JobStatus(StrEnum):
+class Phase(StrEnum):
+    """The one lifecycle every state in the broker follows (a job, an attempt, a provider's task, a local
+    render): waiting, running, then one of three ends. What is terminal is said here and only here."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -83,10 +112,37 @@ class JobStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in _ENDS
 
 
-class AttemptStatus(StrEnum):
+_ENDS = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+# The state words beyond the phases' own, each in the phase it belongs to.
+_PHASE_OF = {"submitting": Phase.QUEUED, "submitted": Phase.QUEUED, "downloading": Phase.RUNNING}
+
+
+class Lifecycle(StrEnum):
+    """Base of the state enums (`JobStatus`, `AttemptStatus`, `adapters.base.TaskState`,
+    `local_backend.scheduler.RenderState`). Each keeps its own members, whose values are on the wire and
+    in stored records; a member named after a phase is in it, the others are placed in `_PHASE_OF`."""
+
+    @property
+    def phase(self) -> Phase:
+        return _PHASE_OF.get(self.value) or Phase(self.value)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase.terminal
+
+
+class JobStatus(Lifecycle):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class AttemptStatus(Lifecycle):
     """One try at one route. `submitting` means the submit may have reached the provider."""
 
     SUBMITTING = "submitting"
@@ -96,10 +152,6 @@ class AttemptStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELLED)
 
 
 class ErrorCode(StrEnum):
@@ -167,63 +219,6 @@ class Constraints(_Model):
     providers: list[ProviderName] | None = Field(default=None, max_length=32)
     exclude_providers: list[ProviderName] = Field(default_factory=list, max_length=32)
     models: list[ModelName] | None = Field(default=None, max_length=64)
-
-
-_DATA_URI = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.IGNORECASE | re.DOTALL)
-
-
-def decode_data_uri(uri: str) -> tuple[str, bytes]:
-    """Split a `data:image/...;base64,` URI into its media type and bytes; ValueError if malformed."""
-    match = _DATA_URI.match(uri)
-    if match is None:
-        raise ValueError("must be data:image/<type>;base64,<data>")
-    try:
-        data = base64.b64decode(match.group(2), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("data URI is not valid base64") from exc
-    if not data:
-        raise ValueError("data URI holds no bytes")
-    return match.group(1).lower(), data
-
-
-def _text_problem(text: str) -> str | None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "holds a lone surrogate, which is not text"
-    return None
-
-
-def _value_problem(value: Any) -> str | None:
-    """Why a leaf of metadata would not come back from storage as it went in, or None."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        return _text_problem(value)
-    if isinstance(value, int):
-        return None if -(2**63) <= value < 2**63 else "integers must fit in 64 bits"
-    if isinstance(value, float):
-        return None if math.isfinite(value) else "numbers must be finite"
-    return f"{type(value).__name__} is not a JSON value"
-
-
-def metadata_problem(metadata: dict[str, Any]) -> str | None:
-    """What keeps `metadata` from being stored and read back unchanged (too deep, not plain JSON),
-    naming where; None if nothing does. Iterative, so no input can exhaust the stack."""
-    stack: list[tuple[Any, int, str]] = [(metadata, 1, "metadata")]
-    while stack:
-        node, depth, path = stack.pop()
-        if isinstance(node, dict | list):
-            if depth > METADATA_MAX_DEPTH:
-                return f"{path} nests deeper than {METADATA_MAX_DEPTH} levels of objects and arrays"
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for key, child in items:
-                if isinstance(node, dict) and (not isinstance(key, str) or _text_problem(key)):
-                    return f"{path}: keys must be text"
-                stack.append((child, depth + 1, f"{path}.{key}"))
-        elif (problem := _value_problem(node)) is not None:
-            return f"{path}: {problem}"
-    return None
 
 
 class JobRequest(_Model):
@@ -317,7 +312,7 @@ class JobRequest(_Model):
 class RouteRef(_Model):
     provider: str
     model: str
-    estimated_cost_usd: str | None = None
+    estimated_cost_usd: Usd | None = None
     unpriced: bool = False  # the estimate is the policy's ceiling for a route with no known price
 
 
@@ -351,15 +346,15 @@ class Attempt(_Model):
     provider_job_id: str | None = None
     started_at: datetime
     finished_at: datetime | None = None
-    estimated_cost_usd: str | None = None
-    cost_usd: str | None = None
-    refunded_usd: str | None = None  # what the provider charged and gave back for this attempt
+    estimated_cost_usd: Usd | None = None
+    cost_usd: Usd | None = None
+    refunded_usd: Usd | None = None  # what the provider charged and gave back for this attempt
     # On an unpriced route cost_usd is the policy's ceiling (an upper bound); the provider's own figure
     # in its unit stays in `reported_cost` beside it, since no rate converts it.
     unpriced: bool = False
     # A charge the broker believes happened but the provider has not confirmed (a task abandoned at its
     # deadline that the provider could not cancel): booked in `cost_usd` until the provider says.
-    unconfirmed_usd: str | None = None
+    unconfirmed_usd: Usd | None = None
     reported_cost: str | None = None  # the provider's own figure, in its unit ("25 credits")
     error: JobError | None = None
 
@@ -389,8 +384,8 @@ class Job(_Model):
     request: JobRequest
     route: RouteRef | None = None
     attempts: list[Attempt] = Field(default_factory=list)
-    estimated_cost_usd: str | None = None
-    cost_usd: str = "0.000000"
+    estimated_cost_usd: Usd | None = None
+    cost_usd: Usd = Money(0)
     output: Output | None = None
     error: JobError | None = None
     webhook: WebhookDelivery | None = None

@@ -13,9 +13,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from broker.schema import Lifecycle
 from local_backend.failures import RENDER_FAILURES, ProgressFn, RenderCancelled
 
 if TYPE_CHECKING:
@@ -25,16 +25,12 @@ RenderWork = Callable[[ProgressFn, threading.Event], "ClipResult"]
 Clock = Callable[[], float]
 
 
-class RenderState(StrEnum):
+class RenderState(Lifecycle):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (RenderState.SUCCEEDED, RenderState.FAILED, RenderState.CANCELLED)
 
 
 @dataclass(slots=True)

@@ -46,7 +46,7 @@ def test_local_books_its_estimate_whatever_the_metered_compute(
     metered = ReportedCost(Decimal(compute_per_output_s) * 5, CostUnit.COMPUTE_SECONDS)
     done = TaskStatus(TaskState.SUCCEEDED, output_url="file:///x.mp4", reported_cost=metered)
     booked = cost(route, done, attempt, succeeded=True)
-    assert str(booked) == attempt.estimated_cost_usd  # never above the estimate the budget holds
+    assert booked == attempt.estimated_cost_usd  # never above the estimate the budget holds
     assert reported_text(done) == f"{(Decimal(compute_per_output_s) * 5).normalize():f} compute_seconds"
     failed = TaskStatus(TaskState.FAILED, reported_cost=metered)
     assert cost(route, failed, attempt, succeeded=False).micros == 0

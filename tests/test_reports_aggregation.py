@@ -33,7 +33,7 @@ def test_spend_follows_each_attempts_provider_and_jobs_follow_their_final_route(
 
 
 def test_totals_equal_the_sum_of_the_jobs_costs_in_every_grouping() -> None:
-    expected = sum((Money.parse(r.job.cost_usd) for r in workload()), Money.zero())
+    expected = sum((r.job.cost_usd for r in workload()), Money.zero())
     for dims in ([], [Dimension.PROVIDER], [Dimension.TEAM, Dimension.MODEL], list(Dimension)):
         body = build_report(workload(), dims, DAY1, DAY2).to_json()
         assert body["totals"]["spend_usd"] == str(expected) == "0.670000"

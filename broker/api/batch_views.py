@@ -87,8 +87,7 @@ def _item(index: int, job_id: str, record: JobRecord | None) -> dict[str, Any]:
         "job_id": job.id,
         "status": job.status.value,
         "route": f"{job.route.provider}/{job.route.model}" if job.route else None,
-        "estimated_cost_usd": job.estimated_cost_usd,
-        "cost_usd": job.cost_usd,
+        **job.model_dump(mode="json", include={"estimated_cost_usd", "cost_usd"}),
         "output_url": output,
         "error": job.error.model_dump(mode="json") if job.error is not None else None,
     }
@@ -101,7 +100,7 @@ def batch_body(batch: BatchRecord, records: Sequence[JobRecord | None]) -> dict[
     for item in items:
         counts[item["status"]] = counts.get(item["status"], 0) + 1
     ended = sum(counts[s.value] for s in JobStatus if s.terminal)
-    cost = sum((Money.parse(r.job.cost_usd) for r in records if r is not None), Money.zero())
+    cost = sum((r.job.cost_usd for r in records if r is not None), Money.zero())
     return {
         "id": batch.id,
         "team": batch.team,
@@ -132,7 +131,7 @@ def manifest_body(batch: BatchRecord, records: Sequence[JobRecord | None]) -> di
                     "bytes": output.bytes,
                     "sha256": output.sha256,
                     "duration_s": output.duration_s,
-                    "cost_usd": record.job.cost_usd,
+                    "cost_usd": str(record.job.cost_usd),
                 }
             )
         else:

@@ -125,8 +125,7 @@ def video_body(record: JobRecord) -> dict[str, Any]:
         "mode": job.request.resolved_mode.value,
         "route": job.route.model_dump(mode="json") if job.route is not None else None,
         "attempts": [attempt.model_dump(mode="json") for attempt in job.attempts],
-        "estimated_cost_usd": job.estimated_cost_usd,
-        "cost_usd": job.cost_usd,
+        **job.model_dump(mode="json", include={"estimated_cost_usd", "cost_usd"}),
         "constraints": job.request.constraints.model_dump(mode="json", exclude_none=True),
         "metadata": job.request.metadata,
     }

@@ -62,8 +62,8 @@ def snapshot(job: Job, elapsed_s: float, expected: Mapping[str, int]) -> Snapsho
         attempt=len(job.attempts),
         elapsed_s=elapsed_s,
         expected_s=expected.get(f"{provider}/{model}"),
-        cost_usd=job.cost_usd,
-        estimated_usd=job.estimated_cost_usd,
+        cost_usd=str(job.cost_usd),
+        estimated_usd=None if job.estimated_cost_usd is None else str(job.estimated_cost_usd),
     )
 
 

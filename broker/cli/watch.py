@@ -37,7 +37,7 @@ def jobs_table(page: list[Job]) -> str:
             j.status.value,
             _route(j),
             str(len(j.attempts)),
-            j.cost_usd,
+            str(j.cost_usd),
             _duration(j),
             j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         ]

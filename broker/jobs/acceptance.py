@@ -58,10 +58,10 @@ def new_job_record(
         route=RouteRef(
             provider=quote.chosen.route.provider,
             model=quote.chosen.route.model,
-            estimated_cost_usd=str(estimate),
+            estimated_cost_usd=estimate,
             unpriced=quote.chosen.unpriced,
         ),
-        estimated_cost_usd=str(estimate),
+        estimated_cost_usd=estimate,
         created_at=now,
         updated_at=now,
     )

@@ -59,7 +59,7 @@ def believed(route: RouteSpec | None, attempt: Attempt, status: TaskStatus | Non
     if status is not None and status.reported_cost is not None and route is not None and route.price:
         with contextlib.suppress(UnknownPrice):
             return route.price.reported_to_money(status.reported_cost)
-    return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
+    return attempt.estimated_cost_usd or Money.zero()
 
 
 async def read_status(ctx: StepContext, attempt: Attempt, handle: TaskHandle) -> TaskStatus | None:

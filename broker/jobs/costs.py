@@ -28,13 +28,13 @@ def refund(route: RouteSpec | None, status: TaskStatus, attempt: Attempt) -> Mon
     if not status.refunded:
         return None
     if attempt.unpriced:  # no price to convert the provider's amount with: the bound that was booked
-        return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
+        return attempt.estimated_cost_usd or Money.zero()
     if status.reported_cost is not None and route is not None and route.price is not None:
         with contextlib.suppress(UnknownPrice):
             refunded = route.price.reported_to_money(status.reported_cost)
             if refunded.micros > 0:
                 return refunded
-    return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
+    return attempt.estimated_cost_usd or Money.zero()
 
 
 def cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succeeded: bool) -> Money:
@@ -42,13 +42,13 @@ def cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succe
     for a delivered video and nothing for a failed one (failed renders are refunded or unbilled). An
     unpriced route books the policy's ceiling (`pricing.unpriced`), never 0 for a charged render."""
     if attempt.unpriced and attempt.estimated_cost_usd is not None:
-        ceiling = Money.parse(attempt.estimated_cost_usd)
+        ceiling = attempt.estimated_cost_usd
         booked = book_unpriced(ceiling, status.reported_cost, succeeded=succeeded, refunded=status.refunded)
         return booked.cost
     if status.refunded:
         return Money.zero()
     if route is not None and route.price is not None and route.price.unit is PriceUnit.USD_PER_COMPUTE_HOUR:
-        tariff = Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
+        tariff = attempt.estimated_cost_usd or Money.zero()
         return tariff if succeeded else Money.zero()
     if status.reported_cost is not None and route is not None and route.price is not None:
         try:
@@ -56,7 +56,7 @@ def cost(route: RouteSpec | None, status: TaskStatus, attempt: Attempt, *, succe
         except UnknownPrice:
             pass
     if succeeded and attempt.estimated_cost_usd is not None:
-        return Money.parse(attempt.estimated_cost_usd)
+        return attempt.estimated_cost_usd
     return Money.zero()
 
 

@@ -94,7 +94,7 @@ async def download(ctx: StepContext, work: JobWork, attempt: Attempt, status: Ta
         release=True,
     )
     await settle(ctx, work)
-    log.info("job_succeeded", provider=attempt.provider, model=attempt.model, cost_usd=work.job.cost_usd)
+    log.info("job_succeeded", provider=attempt.provider, model=attempt.model, cost_usd=str(work.job.cost_usd))
 
 
 async def _fetch(
@@ -156,4 +156,4 @@ async def _not_fetched(
 
 
 def _estimate(attempt: Attempt) -> Money:
-    return Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
+    return attempt.estimated_cost_usd or Money.zero()

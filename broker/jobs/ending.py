@@ -26,7 +26,7 @@ log = structlog.get_logger("broker.jobs")
 
 async def settle(ctx: StepContext, work: JobWork) -> None:
     """Replace the ended job's reservation by what it cost (repeated through a store outage)."""
-    spent = Money.parse(work.job.cost_usd).micros
+    spent = work.job.cost_usd.micros
     await work.through_outage(lambda: ctx.store.settle_budget(work.job.id, spent))
 
 
@@ -111,7 +111,7 @@ async def cancel(ctx: StepContext, work: JobWork, attempt: Attempt | None) -> No
 
     await work.save(cancelled, release=True)
     await settle(ctx, work)
-    log.info("job_cancelled", cost_usd=work.job.cost_usd)
+    log.info("job_cancelled", cost_usd=str(work.job.cost_usd))
 
 
 async def leave_queue(ctx: StepContext, work: JobWork) -> None:

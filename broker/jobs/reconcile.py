@@ -35,7 +35,6 @@ from broker.jobs.work import with_attempt
 from broker.observability.events import notify
 from broker.schema import Attempt, BrokerError
 from broker.store import JobRecord
-from pricing.money import Money
 
 log = structlog.get_logger("broker.reconcile")
 SWEEP_GRACE_S = 120.0  # a reservation younger than this may belong to a submit still creating its job
@@ -50,7 +49,7 @@ async def reconcile_job(ctx: StepContext, job_id: str) -> int:
         if record is not None and record.status.terminal:
             # A correction booked in an earlier round whose budget settlement a store outage cut off
             # lands now (settling converges: an already settled job's budget does not move).
-            await ctx.store.settle_budget(job_id, Money.parse(record.job.cost_usd).micros)
+            await ctx.store.settle_budget(job_id, record.job.cost_usd.micros)
         await ctx.store.drop_reconcile(job_id)
         return 0
     confirmed: dict[str, Attempt] = {}
@@ -66,9 +65,9 @@ async def reconcile_job(ctx: StepContext, job_id: str) -> int:
         booking = book(ctx.routes.get(route_key(attempt)), attempt, status)
         confirmed[attempt.id] = attempt.model_copy(
             update={
-                "cost_usd": str(booking.spent),
+                "cost_usd": booking.spent,
                 "unconfirmed_usd": None,
-                "refunded_usd": None if booking.refunded is None else str(booking.refunded),
+                "refunded_usd": booking.refunded,
                 "reported_cost": booking.reported or attempt.reported_cost,
             }
         )
@@ -76,13 +75,13 @@ async def reconcile_job(ctx: StepContext, job_id: str) -> int:
             "charge_confirmed",
             job_id=job_id,
             provider=attempt.provider,
-            believed_usd=attempt.unconfirmed_usd,
+            believed_usd=str(attempt.unconfirmed_usd),
             charged_usd=str(booking.spent),
         )
     if confirmed:
         record = await _write(ctx, job_id, confirmed)
         if record is not None and record.status.terminal:  # its budget was settled: book the difference
-            await ctx.store.settle_budget(job_id, Money.parse(record.job.cost_usd).micros)
+            await ctx.store.settle_budget(job_id, record.job.cost_usd.micros)
     now = ctx.clock()
     left = [] if record is None else _unconfirmed(record)
     if any(_still_asking(a, now) for a in left):
@@ -134,7 +133,7 @@ async def sweep_budgets(ctx: StepContext, wall_now: float, grace_s: float = SWEE
             continue
         if record is not None and not record.status.terminal:
             continue
-        spent = 0 if record is None else Money.parse(record.job.cost_usd).micros
+        spent = 0 if record is None else record.job.cost_usd.micros
         await ctx.store.settle_budget(job_id, spent)
         log.warning("reservation_swept", job_id=job_id, job_found=record is not None, spent_micros=spent)
         settled += 1

@@ -93,7 +93,7 @@ async def start_attempt(ctx: StepContext, work: JobWork) -> None:
         model=route.model,
         status=AttemptStatus.SUBMITTING,
         started_at=work.now(),
-        estimated_cost_usd=None if price is None else str(price),
+        estimated_cost_usd=price,
         unpriced=unpriced,
     )
 
@@ -200,7 +200,7 @@ async def _budget_covers(
     held = work.record.reserved_usd
     if ctx.reserve_more is None or price is None or held is None:
         return True
-    need = Money.parse(work.job.cost_usd) + price - held
+    need = work.job.cost_usd + price - held
     if need.micros <= 0:
         return True
     if await ctx.reserve_more(work.record, need):
@@ -320,7 +320,7 @@ async def _uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc: Sub
 
 async def _book_uncertain(ctx: StepContext, work: JobWork, attempt: Attempt, exc: ProviderError) -> None:
     """The provider may have the task and charge it: booked at the estimate until it says otherwise."""
-    spent = Money.parse(attempt.estimated_cost_usd) if attempt.estimated_cost_usd else Money.zero()
+    spent = attempt.estimated_cost_usd or Money.zero()
     error = (
         exc
         if isinstance(exc, SubmissionUncertain)

@@ -40,7 +40,6 @@ import structlog
 from adapters.outbound import OutboundPolicy, OutboundRefused
 from broker.schema import BrokerError, DeliveryStatus, WebhookDelivery
 from broker.store import JobRecord, Store
-from pricing.money import Money
 
 log = structlog.get_logger("broker.jobs.team_webhooks")
 
@@ -184,7 +183,7 @@ class TeamWebhooks:
         """The delivery's id (the same on every retry of the event) and its body."""
         if event == COST_CORRECTED:
             kind = "job.cost_corrected"
-            message_id = f"msg_{record.id}_cost_{Money.parse(record.job.cost_usd).micros}"
+            message_id = f"msg_{record.id}_cost_{record.job.cost_usd.micros}"
         else:
             kind = f"job.{record.status.value}"
             message_id = f"msg_{record.id}_{record.status.value}"

@@ -170,8 +170,8 @@ def with_attempt(record: JobRecord, attempt: Attempt, at: datetime) -> JobRecord
     attempts = [a for a in record.job.attempts if a.id != attempt.id]
     index = next((i for i, a in enumerate(record.job.attempts) if a.id == attempt.id), len(attempts))
     attempts.insert(index, attempt)
-    total = sum((Money.parse(a.cost_usd) for a in attempts if a.cost_usd is not None), Money.zero())
-    return record.evolve(attempts=attempts, cost_usd=str(total), updated_at=at)
+    total = sum((a.cost_usd for a in attempts if a.cost_usd is not None), Money.zero())
+    return record.evolve(attempts=attempts, cost_usd=total, updated_at=at)
 
 
 def finish_attempt(
@@ -190,11 +190,11 @@ def finish_attempt(
         update={
             "status": status,
             "finished_at": at,
-            "cost_usd": str(cost),
+            "cost_usd": cost,
             "error": error,
-            "refunded_usd": None if refunded is None else str(refunded),
+            "refunded_usd": refunded,
             "reported_cost": reported or attempt.reported_cost,
-            "unconfirmed_usd": str(cost) if unconfirmed else None,
+            "unconfirmed_usd": cost if unconfirmed else None,
         }
     )
 

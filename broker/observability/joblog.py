@@ -35,8 +35,8 @@ class TransitionLogger:
                 status=job.status.value,
                 previous=None if before is None else before.status.value,
                 attempts=len(job.attempts),
-                estimated_cost_usd=job.estimated_cost_usd,
-                cost_usd=job.cost_usd,
+                estimated_cost_usd=None if job.estimated_cost_usd is None else str(job.estimated_cost_usd),
+                cost_usd=str(job.cost_usd),
                 error=job.error.code.value if job.error else None,
             )
 
@@ -51,6 +51,6 @@ class TransitionLogger:
             model=attempt.model,
             status=attempt.status.value,
             previous=previous,
-            cost_usd=attempt.cost_usd,
+            cost_usd=None if attempt.cost_usd is None else str(attempt.cost_usd),
             error=attempt.error.code.value if attempt.error else None,
         )

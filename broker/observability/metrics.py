@@ -165,10 +165,10 @@ class MetricsObserver:
                 self.metrics.queue_wait.labels(after.job.team).observe(max(0.0, waited))
 
     def _attempt_changed(self, before: Attempt | None, after: Attempt, team: str) -> None:
-        booked = Money.zero() if before is None or before.cost_usd is None else Money.parse(before.cost_usd)
+        booked = Money.zero() if before is None or before.cost_usd is None else before.cost_usd
         if after.cost_usd is not None:
             # A counter only grows: count a cost once, and only what it grew by if it is ever revised.
-            added = Money.parse(after.cost_usd) - booked
+            added = after.cost_usd - booked
             if added.micros > 0:
                 self.metrics.spend.labels(after.provider, team, after.model).inc(usd_float(added))
         if after.status.terminal and (before is None or not before.status.terminal):

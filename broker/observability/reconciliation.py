@@ -141,7 +141,7 @@ def _finding(
     record: JobRecord, attempt: Attempt, route: RouteSpec | None, reported_usd: Money | None
 ) -> dict[str, Any] | None:
     """Why this attempt's booking is not the provider's word, or None when it is."""
-    booked = Money.parse(attempt.cost_usd or "0")
+    booked = attempt.cost_usd or Money.zero()
     if route is not None and route.price is not None and route.price.unit is PriceUnit.USD_PER_COMPUTE_HOUR:
         return None  # our own backend: its tariff is the charge, its metered compute only a figure
     if attempt.unconfirmed_usd is not None and attempt.provider_job_id is None:
@@ -167,7 +167,7 @@ def _finding(
         "booked_usd": str(booked),
         "reported_cost": attempt.reported_cost,
         "reported_usd": None if reported_usd is None else str(reported_usd),
-        "unconfirmed_usd": attempt.unconfirmed_usd,
+        "unconfirmed_usd": None if attempt.unconfirmed_usd is None else str(attempt.unconfirmed_usd),
         "reason": reason,
     }
 
@@ -219,11 +219,11 @@ def book_attempt(
 
 
 def _add(books: Books, attempt: Attempt, reported: ReportedCost | None, reported_usd: Money | None) -> None:
-    booked = Money.parse(attempt.cost_usd or "0")
+    booked = attempt.cost_usd or Money.zero()
     books.attempts += 1
     books.booked += booked
     if attempt.unconfirmed_usd is not None:
-        books.unconfirmed += Money.parse(attempt.unconfirmed_usd)
+        books.unconfirmed += attempt.unconfirmed_usd
     elif reported is None:
         books.unreported += booked
     else:

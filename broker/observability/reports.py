@@ -87,7 +87,7 @@ class Tally:
             self.succeeded += 1
             if record.baseline_cost_usd is not None:
                 self.baseline += record.baseline_cost_usd
-                self.baseline_actual += Money.parse(job.cost_usd)
+                self.baseline_actual += job.cost_usd
         elif job.status is JobStatus.FAILED:
             self.failed += 1
         elif job.status is JobStatus.CANCELLED:
@@ -95,21 +95,21 @@ class Tally:
         else:
             self.in_progress += 1
         if job.estimated_cost_usd is not None:
-            self.estimate += Money.parse(job.estimated_cost_usd)
+            self.estimate += job.estimated_cost_usd
 
     def add_attempt(self, attempt: Attempt) -> None:
         """Count one try at a route and what it cost."""
         self.attempts += 1
-        cost = Money.zero() if attempt.cost_usd is None else Money.parse(attempt.cost_usd)
+        cost = attempt.cost_usd or Money.zero()
         self.spend += cost
         if attempt.refunded_usd is not None:
-            self.refunds += Money.parse(attempt.refunded_usd)
+            self.refunds += attempt.refunded_usd
         if attempt.unpriced:
             self.unpriced_attempts += 1
             self.unpriced += cost
         ended_unpaid = attempt.status in (AttemptStatus.FAILED, AttemptStatus.CANCELLED)
         if ended_unpaid and attempt.provider_job_id and cost.micros == 0 and attempt.estimated_cost_usd:
-            self.unbilled += Money.parse(attempt.estimated_cost_usd)
+            self.unbilled += attempt.estimated_cost_usd
 
     def merge(self, other: Tally) -> None:
         """Add another group's sums to these."""

@@ -13,30 +13,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field
 
-from broker.schema import BrokerError, ErrorCode, Job, JobStatus
+from broker.schema import BrokerError, ErrorCode, Job, JobStatus, Usd
 from broker.store.batches import BatchStore
 from broker.store.retention import RetentionStore
-from pricing.money import Money
 
 log = structlog.get_logger("broker.store")
 
-
-
-def _stored_money(value: object) -> Money:
-    if isinstance(value, Money):
-        return value
-    if isinstance(value, str):
-        return Money.parse(value)
-    raise ValueError("an amount of USD: a decimal string")
-
-
-# Money inside a record, written as the API's six-decimal string (so stored records read as before).
-StoredUsd = Annotated[Money, PlainValidator(_stored_money), PlainSerializer(str, return_type=str)]
 
 class RecordUnreadable(BrokerError):
     """A stored record that cannot be decoded (written by a bug, or by hand): that one job fails."""
@@ -131,13 +118,13 @@ class JobRecord(BaseModel):
     lease_until: float | None = None  # unix seconds
     handles: dict[str, AttemptHandle] = Field(default_factory=dict)  # attempt id -> handle
     tried_routes: list[str] = Field(default_factory=list)
-    baseline_cost_usd: StoredUsd | None = None  # the priciest feasible route when quoted, for savings
+    baseline_cost_usd: Usd | None = None  # the priciest feasible route when quoted, for savings
     # The team policy the job was accepted under: its re-quotes keep to it, so a later edit (or a
     # config reload) never fails a job that was already accepted and reserved against its budget.
     policy: dict[str, Any] | None = None
     # What the job holds against its team's budgets: its estimate at submit, raised before a fallback
     # to a pricier route, so settled spend never outruns what was reserved.
-    reserved_usd: StoredUsd | None = None
+    reserved_usd: Usd | None = None
     cancel_requested: bool = False
     # Scheduling: when the job's next step is due (unix s by the runner's clock; None: now). A job
     # waiting for its provider is only this record: no worker, no lease, no task holds it.

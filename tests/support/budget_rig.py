@@ -42,5 +42,5 @@ async def assert_budget_balances(r: Rig) -> None:
     keys = [w.key for w in budget_windows("studio", policy, datetime.now(UTC))]
     page, _ = await store.list_jobs(team="studio", limit=200)
     open_holds = sum((j.reserved_usd or Money.zero()).micros for j in page if not j.status.terminal)
-    spent = sum(Money.parse(j.job.cost_usd).micros for j in page if j.status.terminal)
+    spent = sum(j.job.cost_usd.micros for j in page if j.status.terminal)
     assert keys and await store.budget_usage(keys) == dict.fromkeys(keys, (spent, open_holds))

@@ -42,11 +42,15 @@ def finished(
     created_at: datetime = DAY1,
 ) -> JobRecord:
     record = job_record(team=team, created_at=created_at)
-    total = sum((Money.parse(a.cost_usd) for a in attempts if a.cost_usd), Money.zero())
+    total = sum((a.cost_usd for a in attempts if a.cost_usd is not None), Money.zero())
     last = attempts[-1] if attempts else None
     route = RouteRef(provider=last.provider, model=last.model) if last else None
     changed = record.evolve(
-        status=status, attempts=attempts, cost_usd=str(total), estimated_cost_usd=estimate, route=route
+        status=status,
+        attempts=attempts,
+        cost_usd=total,
+        estimated_cost_usd=Money.parse(estimate),
+        route=route,
     )
     baseline_usd = None if baseline is None else Money.parse(baseline)
     return changed.model_copy(update={"baseline_cost_usd": baseline_usd})
