@@ -37,7 +37,9 @@ GROWTH, STUDIO, ADMIN = (
     "live-studio-key-0123456789",
     "live-admin-key-0123456789",
 )
-PROVIDERS = ("runway", "fal", "muvi", "doitong", "pixelapi", "local")
+PROVIDERS = ("runway", "fal", "muvi", "doitong", "pixelapi", "replicate", "local")
+# Replicate's one priced route (minimax/video-01) renders 6 s clips only.
+FLAGS = {"replicate": ("--duration", "6")}
 
 
 @dataclass
@@ -131,10 +133,13 @@ def _submitted(capsys: pytest.CaptureFixture[str], live: Live, *flags: str, key:
     return ran.out.strip()
 
 
-def test_a_fresh_sandbox_routes_an_uploaded_image_to_each_of_the_six_providers(
+def test_a_fresh_sandbox_routes_an_uploaded_image_to_each_of_the_seven_providers(
     live: Live, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    jobs = {provider: _submitted(capsys, live, "--provider", provider) for provider in PROVIDERS}
+    jobs = {
+        provider: _submitted(capsys, live, "--provider", provider, *FLAGS.get(provider, ()))
+        for provider in PROVIDERS
+    }
     for provider, job_id in jobs.items():
         job = _finished(live, job_id)
         assert job.status.value == "succeeded", (provider, job.error, live.proc.log_tail())
@@ -249,7 +254,7 @@ def test_flag_errors_name_the_flag_and_the_known_values(
     unknown = cli(capsys, live, "quote", "--prompt", "x", "--provider", "acme")
     assert unknown.code == Exit.USAGE
     assert (
-        "--provider: unknown provider 'acme'; known: doitong, fal, local, muvi, pixelapi, runway"
+        "--provider: unknown provider 'acme'; known: doitong, fal, local, muvi, pixelapi, replicate, runway"
         in unknown.err
     )
     assert "constraints." not in unknown.err

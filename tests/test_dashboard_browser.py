@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,8 @@ async def test_the_page_shows_each_provider_s_queue_and_the_teams_shares(
     make_client: Any, providers: dict[str, FakeProvider], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     providers["cheap"].script.polls_to_finish = 10**6  # the first render holds cheap's one slot
-    monkeypatch.setattr(FakeAdapter, "poll_schedule", PollSchedule(0.01, 0.02, deadline_s=10**6))
+    endless = replace(FakeAdapter.spec, poll_schedule=PollSchedule(0.01, 0.02, deadline_s=10**6))
+    monkeypatch.setattr(FakeAdapter, "spec", endless)
     limits = {"cheap": ProviderConfig(max_concurrency=1), "dear": ProviderConfig()}
     client = await make_client(fake_config().model_copy(update={"providers": limits}))
     jobs = []

@@ -97,13 +97,14 @@ def test_unpriced_routes_are_the_ones_the_sources_leave_open(catalog: dict[str, 
     assert "doitong/runway-i2v" in unpriced
     assert "fal/fal-ai/minimax-video/image-to-video" in unpriced
     assert "fal/fal-ai/luma-dream-machine/image-to-video" in unpriced
+    assert {"replicate/kwaivgi/kling-v2.0", "replicate/lucataco/animate-diff"} <= unpriced
     assert all(catalog[key].price_source for key in unpriced)
     assert all(route.price_source and route.price_as_of for route in catalog.values() if route.price)
 
 
 def test_catalog_names_every_provider_and_keeps_the_local_route(catalog: dict[str, RouteSpec]) -> None:
     assert {route.provider for route in catalog.values()} == {
-        "runway", "fal", "muvi", "doitong", "pixelapi", "local"
+        "runway", "fal", "muvi", "doitong", "pixelapi", "replicate", "local"
     }
     local = catalog["local/camera-motion"]
     assert [mode.value for mode in local.modes] == ["image_to_video"]
