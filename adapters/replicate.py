@@ -32,16 +32,15 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from adapters.base import (
     AdapterContext,
+    Clock,
     ImageAcceptance,
     PollSchedule,
     RenderTask,
@@ -52,16 +51,8 @@ from adapters.base import (
     WebhookEvent,
 )
 from adapters.errors import GenerationFailed, ProviderError, Rejected, RequestInvalid, SubmissionUncertain
-from adapters.http import (
-    REQUEST_TIMEOUT_S,
-    Reply,
-    RetryPolicy,
-    download_output,
-    json_answer,
-    retry_after_seconds,
-    send,
-    status_error,
-)
+from adapters.http import REQUEST_TIMEOUT_S, RetryPolicy, json_answer
+from adapters.http_adapter import HttpAdapter
 from adapters.images import image_reference
 from adapters.spec import HOUR_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
@@ -182,24 +173,6 @@ def create_request(task: RenderTask) -> tuple[str, Fields]:
     return "/v1/predictions", {"version": model.version, **body}
 
 
-def error_for(
-    status: int, title: str | None, message: str, retry_after_s: float | None = None
-) -> ProviderError:
-    """An error answer in our hierarchy: Replicate's problem details carry no finer code than the status."""
-    return status_error(PROVIDER, status, message, provider_code=title, retry_after_s=retry_after_s)
-
-
-def _reply_error(reply: Reply) -> ProviderError:
-    body = reply.json_object() or {}
-    title, detail = body.get("title"), body.get("detail")
-    return error_for(
-        reply.status,
-        title if isinstance(title, str) else None,
-        f"replicate answered HTTP {reply.status}: {detail if isinstance(detail, str) else 'no detail'}",
-        retry_after_seconds(reply.headers.get("Retry-After")),
-    )
-
-
 def output_url(prediction: Mapping[str, Any]) -> str | None:
     """The video's URL: `output` is one URL, or a list whose first is the video; None once removed."""
     if prediction.get("data_removed") is True:
@@ -269,53 +242,35 @@ def verify_signature(secret: str, headers: Mapping[str, str], body: bytes, now: 
     raise Rejected("replicate webhook signature does not match", provider=PROVIDER)
 
 
-class ReplicateAdapter:
-    """The Replicate adapter over the app's shared session."""
+class ReplicateAdapter(HttpAdapter):
+    """The Replicate adapter: problem details carry no finer code than the HTTP status (the `title`
+    travels as the provider code). `wall_clock` reads Unix time, as webhook timestamps are."""
 
     spec = SPEC
     provider = PROVIDER
+    no_message = "no detail"
 
     def __init__(
-        self,
-        ctx: AdapterContext,
-        *,
-        timeout_s: float = REQUEST_TIMEOUT_S,
-        wall_clock: Callable[[], float] = time.time,
+        self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S, wall_clock: Clock = time.time
     ) -> None:
-        self._ctx = ctx
-        self._base = ctx.base_url.rstrip("/")
-        self._timeout_s = timeout_s
-        self._wall_clock = wall_clock  # webhook timestamps are Unix seconds, not the monotonic clock
+        super().__init__(ctx, timeout_s=timeout_s)
+        self._wall_clock = wall_clock
 
-    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._ctx.api_key or ''}", **(extra or {})}
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        submit: bool,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Reply:
-        return await send(
-            self._ctx.session,
-            method,
-            self._base + path,
-            provider=PROVIDER,
-            uncertain_if_lost=submit,
-            timeout_s=self._timeout_s,
-            headers=self._headers(headers),
-            json_body=body,
+    def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
+        title, detail = body.get("title"), body.get("detail")
+        return (
+            (title if isinstance(title, str) else None),
+            (detail if isinstance(detail, str) else None),
+            None,
         )
 
     async def submit(self, task: RenderTask) -> Submission:
         """Create the prediction; it cancels itself at the poll deadline (`Cancel-After`)."""
         path, body = create_request(task)
         cancel_after = {"Cancel-After": f"{int(self.spec.poll_schedule.deadline_s)}s"}
-        reply = await self._call("POST", path, submit=True, body=body, headers=cancel_after)
-        answer = json_answer(reply, _reply_error, provider=PROVIDER, submit=True)
+        answer = await self.answer(
+            "POST", self._base + path, submit=True, json_body=body, headers=cancel_after
+        )
         prediction_id = answer.get("id")
         if not isinstance(prediction_id, str) or not prediction_id:
             raise SubmissionUncertain(
@@ -326,36 +281,24 @@ class ReplicateAdapter:
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the prediction (free); its output URL is the current one."""
-        reply = await self._call("GET", f"/v1/predictions/{handle.provider_job_id}", submit=False)
-        answer = json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
+        answer = await self.answer("GET", f"{self._base}/v1/predictions/{handle.provider_job_id}")
         return parse_prediction(answer, official=_official(handle))
 
     async def cancel(self, handle: TaskHandle) -> bool:
-        """Cancel the prediction; True when it was still going and is now canceled."""
-        reply = await self._call("POST", f"/v1/predictions/{handle.provider_job_id}/cancel", submit=False)
+        """Cancel the prediction; True when it was still going and is now canceled (Replicate answers
+        a finished one with the prediction as it ended), False for one it does not know."""
+        reply = await self.request("POST", f"{self._base}/v1/predictions/{handle.provider_job_id}/cancel")
         if reply.status == 404:
             return False
-        answer = json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
+        answer = json_answer(reply, self.reply_error, provider=PROVIDER, submit=False)
         return answer.get("status") == "canceled"
-
-    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
-        """Stream the video from Replicate's file host (no auth header; the URL is the credential)."""
-        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify the Standard Webhooks signature, then parse the prediction it carries."""
-        secret = self._ctx.webhook_secret
-        if not secret:
-            raise Rejected(
-                "no replicate webhook secret is configured, so no webhook can be trusted", provider=PROVIDER
-            )
         lowered = {name.lower(): value for name, value in headers.items()}
-        verify_signature(secret, lowered, body, self._wall_clock())
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise Rejected("replicate webhook is not JSON", provider=PROVIDER) from exc
-        prediction_id = payload.get("id") if isinstance(payload, dict) else None
+        verify_signature(self.webhook_secret(), lowered, body, self._wall_clock())
+        payload = self.webhook_json(body)
+        prediction_id = payload.get("id")
         if not isinstance(prediction_id, str) or payload.get("status") not in _STATES:
             raise Rejected("replicate webhook lacks an id or a known status", provider=PROVIDER)
         official = str(payload.get("model")) in _OFFICIAL_NAMES  # `model` is "owner/name"
@@ -372,4 +315,4 @@ def _official(handle: TaskHandle) -> bool:
 
 def build(ctx: AdapterContext) -> ReplicateAdapter:
     """The Replicate adapter factory."""
-    return ReplicateAdapter(ctx, timeout_s=ctx.timeout_s)
+    return ReplicateAdapter.from_context(ctx)
