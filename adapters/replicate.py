@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from adapters.answers import ENDED_UNSUCCESSFULLY, cost_of, state_of, task_status, text
 from adapters.base import (
     AdapterContext,
     Clock,
@@ -50,32 +51,27 @@ from adapters.base import (
     TaskStatus,
     WebhookEvent,
 )
-from adapters.errors import GenerationFailed, ProviderError, Rejected, RequestInvalid, SubmissionUncertain
-from adapters.http import REQUEST_TIMEOUT_S, RetryPolicy, json_answer
+from adapters.errors import GenerationFailed, Rejected, RequestInvalid
+from adapters.http import REQUEST_TIMEOUT_S, json_answer
 from adapters.http_adapter import HttpAdapter
 from adapters.images import image_reference
-from adapters.spec import HOUR_S, CancelTerms, ProviderSpec, Webhooks
+from adapters.spec import ACTIVE, HOUR_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
 from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "replicate"
 # "Use an HTTP URL for files over 256 KB; a data URL for smaller ones" (predictions.create).
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=256 * 1024)
-POLL_SCHEDULE = PollSchedule(min_interval_s=2.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0)
-SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
-QUEUED_OR_RUNNING = frozenset({TaskState.QUEUED, TaskState.RUNNING})
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=HOUR_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=2.0, max_interval_s=20.0),
     image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.USD,  # official models; version models report compute seconds (above)
-    idempotent_submit=False,
     webhooks=Webhooks.SIGNED,
     # A cancel stops a prediction starting or processing; an official model's cancelled prediction
     # produced no output and costs nothing. (A version model is charged the seconds it ran.)
-    cancel=CancelTerms(stops=QUEUED_OR_RUNNING, refunds=QUEUED_OR_RUNNING),
+    cancel=CancelTerms(stops=ACTIVE, refunds=ACTIVE),
 )
 TOLERANCE_S = 300.0  # a webhook older (or newer) than this is a replay, whatever its signature
 WEBHOOK_EVENTS = ["completed"]
@@ -185,34 +181,26 @@ def output_url(prediction: Mapping[str, Any]) -> str | None:
 
 def _reported(prediction: Mapping[str, Any], state: TaskState, official: bool) -> ReportedCost | None:
     if official:  # billed per output: nothing delivered, nothing charged
-        return (
-            ReportedCost(Decimal(0), CostUnit.USD)
-            if state in (TaskState.FAILED, TaskState.CANCELLED)
-            else None
-        )
+        return ReportedCost(Decimal(0), CostUnit.USD) if state in ENDED_UNSUCCESSFULLY else None
     metrics = prediction.get("metrics")
-    seconds = metrics.get("predict_time") if isinstance(metrics, dict) else None
-    if not state.terminal or isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        return None
-    return ReportedCost(Decimal(str(seconds)), CostUnit.COMPUTE_SECONDS)
+    seconds = metrics.get("predict_time") if isinstance(metrics, dict) and state.terminal else None
+    return cost_of(seconds, CostUnit.COMPUTE_SECONDS)
 
 
 def parse_prediction(prediction: Mapping[str, Any], *, official: bool) -> TaskStatus:
-    """A prediction (an answer or a webhook body) as a unified status."""
-    state = _STATES.get(str(prediction.get("status")))
-    if state is None:
-        raise ProviderError(
-            f"replicate prediction has unknown status {prediction.get('status')!r}", provider=PROVIDER
-        )
+    """A prediction (an answer or a webhook body) as a unified status. Nothing was charged that a
+    zero cost could mean refunded: an official model bills only a delivered video."""
+    state = state_of(_STATES, prediction, PROVIDER, "prediction")
     error = None
     if state is TaskState.FAILED:
         # Replicate says why a prediction failed only in words: another route may well succeed.
         error = GenerationFailed(f"replicate prediction failed: {prediction.get('error')}", provider=PROVIDER)
-    return TaskStatus(
-        state=state,
-        output_url=output_url(prediction) if state is TaskState.SUCCEEDED else None,
-        reported_cost=_reported(prediction, state, official),
+    return task_status(
+        state,
+        output_url=output_url(prediction),
+        cost=_reported(prediction, state, official),
         error=error,
+        refunded=False,
     )
 
 
@@ -257,12 +245,7 @@ class ReplicateAdapter(HttpAdapter):
         self._wall_clock = wall_clock
 
     def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
-        title, detail = body.get("title"), body.get("detail")
-        return (
-            (title if isinstance(title, str) else None),
-            (detail if isinstance(detail, str) else None),
-            None,
-        )
+        return text(body.get("title")), text(body.get("detail")), None
 
     async def submit(self, task: RenderTask) -> Submission:
         """Create the prediction; it cancels itself at the poll deadline (`Cancel-After`)."""
@@ -271,11 +254,7 @@ class ReplicateAdapter(HttpAdapter):
         answer = await self.answer(
             "POST", self._base + path, submit=True, json_body=body, headers=cancel_after
         )
-        prediction_id = answer.get("id")
-        if not isinstance(prediction_id, str) or not prediction_id:
-            raise SubmissionUncertain(
-                "replicate created a prediction but its answer has no id", provider=PROVIDER
-            )
+        prediction_id = self.created_id(answer, "id")
         official = "true" if model_for(task.model).official else "false"
         return Submission(handle=TaskHandle(prediction_id, task.model, data={"official": official}))
 
@@ -298,9 +277,7 @@ class ReplicateAdapter(HttpAdapter):
         lowered = {name.lower(): value for name, value in headers.items()}
         verify_signature(self.webhook_secret(), lowered, body, self._wall_clock())
         payload = self.webhook_json(body)
-        prediction_id = payload.get("id")
-        if not isinstance(prediction_id, str) or payload.get("status") not in _STATES:
-            raise Rejected("replicate webhook lacks an id or a known status", provider=PROVIDER)
+        prediction_id = self.webhook_task_id(payload, "id", _STATES)
         official = str(payload.get("model")) in _OFFICIAL_NAMES  # `model` is "owner/name"
         return WebhookEvent(prediction_id, parse_prediction(payload, official=official))
 
