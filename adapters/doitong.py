@@ -14,9 +14,9 @@ carry `X-Doitong-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
+from adapters.answers import SEED_STATES, cost_of, state_of, task_status, text
 from adapters.base import (
     AdapterContext,
     ImageAcceptance,
@@ -30,7 +30,6 @@ from adapters.base import (
 )
 from adapters.errors import (
     AuthFailed,
-    ContentRejected,
     InsufficientFunds,
     ProviderError,
     ProviderUnavailable,
@@ -40,11 +39,11 @@ from adapters.errors import (
     SubmissionUncertain,
 )
 from adapters.http import Reply, RetryPolicy
-from adapters.http_adapter import ErrorCodes, HttpAdapter, signature_matches
+from adapters.http_adapter import SAFETY_PREFIX, SEED_CODES, ErrorCodes, HttpAdapter, signature_matches
 from adapters.images import image_reference
-from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
+from adapters.spec import ACTIVE, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
-from pricing.units import CostUnit, ReportedCost
+from pricing.units import CostUnit
 
 PROVIDER = "doitong"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
@@ -52,20 +51,16 @@ IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
 SUBMIT_RETRY = RetryPolicy(
     attempts=4, max_elapsed_s=90.0, retry_on=(RateLimited, ProviderUnavailable, SubmissionUncertain)
 )
-# doitong publishes no output retention: a day. A cancelled job is refunded (creditCost reads 0).
+# doitong publishes no output retention. A cancelled job is refunded (creditCost reads 0).
 SPEC = ProviderSpec(
     name=PROVIDER,
-    output_retention_s=DAY_S,
-    poll_schedule=PollSchedule(min_interval_s=3.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
+    poll_schedule=PollSchedule(min_interval_s=3.0, max_interval_s=30.0),
     image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,
+    submit_retry=SUBMIT_RETRY,
     idempotent_submit=True,
     webhooks=Webhooks.SIGNED,
-    cancel=CancelTerms(
-        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}),
-        refunds=frozenset({TaskState.QUEUED, TaskState.RUNNING}),
-    ),
+    cancel=CancelTerms(stops=ACTIVE, refunds=ACTIVE),
 )
 SIGNATURE_HEADER = "X-Doitong-Signature"
 DURATIONS = (5, 10)
@@ -79,13 +74,7 @@ GENERATE = (
 JOB = "query Job($id: ID!) { job(id: $id) { id status url creditCost metadata error } }"
 CANCEL = "mutation CancelJob($id: ID!) { cancelJob(id: $id) { id status creditCost } }"
 
-_STATES = {
-    "pending": TaskState.QUEUED,
-    "processing": TaskState.RUNNING,
-    "completed": TaskState.SUCCEEDED,
-    "failed": TaskState.FAILED,
-    "cancelled": TaskState.CANCELLED,
-}
+_STATES = SEED_STATES
 # By `extensions.code` first (a 429 is always a rate limit), then by HTTP status.
 CODES = ErrorCodes(
     by_code={
@@ -99,11 +88,9 @@ CODES = ErrorCodes(
         "FORBIDDEN": AuthFailed,
         "INSUFFICIENT_CREDITS": InsufficientFunds,
         "INTERNAL_SERVER_ERROR": ProviderUnavailable,
-        "GENERATION_FAILED": ProviderUnavailable,
-        "CONTENT_POLICY_VIOLATION": ContentRejected,
-        "CONTENT_MODERATED": ContentRejected,
+        **SEED_CODES,
     },
-    prefixes=(("SAFETY", ContentRejected),),
+    prefixes=SAFETY_PREFIX,
 )
 
 
@@ -139,32 +126,14 @@ def generate_input(task: RenderTask) -> dict[str, Any]:
 
 def parse_job(job: Mapping[str, Any]) -> TaskStatus:
     """A Job (GraphQL answer or webhook) as a unified status."""
-    state = _STATES.get(str(job.get("status")))
-    if state is None:
-        raise ProviderUnavailable(f"doitong job has unknown status {job.get('status')!r}", provider=PROVIDER)
-    credits = job.get("creditCost")
-    cost = (
-        ReportedCost(Decimal(str(credits)), CostUnit.CREDITS)
-        if isinstance(credits, int | float) and not isinstance(credits, bool)
-        else None
-    )
+    state = state_of(_STATES, job, PROVIDER, "job")
     error = None
     if state is TaskState.FAILED:
         failure = _object(job.get("error"))
-        code = failure.get("code")
-        error = CODES.error(
-            PROVIDER,
-            None,
-            code if isinstance(code, str) else None,
-            f"doitong job failed: {failure.get('message') or 'no message'}",
-        )
-    url = job.get("url")
-    return TaskStatus(
-        state=state,
-        output_url=url if isinstance(url, str) and state is TaskState.SUCCEEDED else None,
-        reported_cost=cost,
-        refunded=state in (TaskState.FAILED, TaskState.CANCELLED) and cost is not None and cost.amount == 0,
-        error=error,
+        message = f"doitong job failed: {failure.get('message') or 'no message'}"
+        error = CODES.error(PROVIDER, None, text(failure.get("code")), message)
+    return task_status(
+        state, output_url=job.get("url"), cost=cost_of(job.get("creditCost"), CostUnit.CREDITS), error=error
     )
 
 
@@ -179,10 +148,9 @@ class DoitongAdapter(HttpAdapter):
         errors = body.get("errors")
         first = _object(errors[0]) if isinstance(errors, list) and errors else {}
         extensions = _object(first.get("extensions"))
-        code = extensions.get("code")
         # Credits required/available travel on to the caller; they are not secrets.
         details = {k: v for k, v in extensions.items() if k in ("creditsRequired", "creditsAvailable")}
-        return code if isinstance(code, str) else None, first.get("message") or None, details or None
+        return text(extensions.get("code")), first.get("message") or None, details or None
 
     def _data(self, reply: Reply, field: str, *, submit: bool) -> dict[str, Any]:
         """`data.<field>` of a GraphQL answer; errors (in any answer) are raised in our hierarchy."""
@@ -218,11 +186,8 @@ class DoitongAdapter(HttpAdapter):
         variables = {"input": generate_input(task)}
         key = {"Idempotency-Key": task.attempt_id}
         job = await self._operation(GENERATE, variables, "generate", submit=True, headers=key)
-        job_id = job.get("id")
-        if not isinstance(job_id, str) or not job_id:
-            raise SubmissionUncertain("doitong answered the submit without a job id", provider=PROVIDER)
         return Submission(
-            handle=TaskHandle(provider_job_id=job_id, model=task.model),
+            handle=TaskHandle(provider_job_id=self.created_id(job, "id"), model=task.model),
             reported_cost=parse_job(job).reported_cost,
         )
 
@@ -245,9 +210,7 @@ class DoitongAdapter(HttpAdapter):
         if not signature_matches(self.webhook_secret(), body, headers.get(SIGNATURE_HEADER, "")):
             raise Rejected("doitong webhook signature does not match", provider=PROVIDER)
         payload = self.webhook_json(body)
-        job_id = payload.get("id")
-        if not isinstance(job_id, str) or payload.get("status") not in _STATES:
-            raise Rejected("doitong webhook lacks id or a known status", provider=PROVIDER)
+        job_id = self.webhook_task_id(payload, "id", _STATES)
         return WebhookEvent(provider_job_id=job_id, status=parse_job(payload))
 
 

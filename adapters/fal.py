@@ -21,6 +21,7 @@ from typing import Any
 
 from yarl import URL
 
+from adapters.answers import text
 from adapters.base import (
     AdapterContext,
     ImageAcceptance,
@@ -41,29 +42,24 @@ from adapters.errors import (
     RequestInvalid,
     SubmissionUncertain,
 )
-from adapters.http import REQUEST_TIMEOUT_S, RetryPolicy
+from adapters.http import REQUEST_TIMEOUT_S
 from adapters.http_adapter import Auth, ErrorCodes, HttpAdapter
 from adapters.images import image_reference
-from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
+from adapters.spec import ACTIVE, QUEUED, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
 from pricing.units import CostUnit
 
 PROVIDER = "fal"
 # fal takes data URIs in its image fields; bigger images would need fal's storage upload.
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=10 * 1024 * 1024)
-SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
-# fal publishes no output retention: a day, the common CDN default.
+# fal publishes no output retention.
 SPEC = ProviderSpec(
     name=PROVIDER,
-    output_retention_s=DAY_S,
-    poll_schedule=PollSchedule(min_interval_s=2.0, max_interval_s=15.0, backoff=1.5, deadline_s=900.0),
+    poll_schedule=PollSchedule(min_interval_s=2.0, max_interval_s=15.0),
     image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.USD,
     webhooks=Webhooks.UNSIGNED,
-    cancel=CancelTerms(
-        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
-    ),
+    cancel=CancelTerms(stops=ACTIVE, refunds=QUEUED),
 )
 
 CANCELLED = "request_cancelled"
@@ -245,11 +241,7 @@ class FalAdapter(HttpAdapter):
         if isinstance(detail, list) and detail and isinstance(detail[0], dict):
             # 422 validation details carry the type per field (content_policy_violation among them).
             error_type = error_type or detail[0].get("type")
-        return (
-            error_type if isinstance(error_type, str) else None,
-            detail if isinstance(detail, str) else None,
-            None,
-        )
+        return text(error_type), text(detail), None
 
     def _same_origin(self, url: Any) -> bool:
         return isinstance(url, str) and URL(url).origin() == self._origin
@@ -287,10 +279,8 @@ class FalAdapter(HttpAdapter):
         if error_type == CANCELLED:
             return TaskStatus(state=TaskState.CANCELLED)
         if answer.get("error") is not None or error_type is not None:
-            error = self.error_for(
-                None,
-                error_type if isinstance(error_type, str) else None,
-                f"fal request failed: {answer.get('error')}",
+            error = CODES.error(
+                PROVIDER, None, text(error_type), f"fal request failed: {answer.get('error')}"
             )
             return TaskStatus(state=TaskState.FAILED, error=error)
         return await self._result(handle)
@@ -314,9 +304,7 @@ class FalAdapter(HttpAdapter):
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Parse fal's `{request_id, status: OK|ERROR, payload, error}` (a cue to poll; unverified)."""
         payload = self.webhook_json(body)
-        request_id = payload.get("request_id")
-        if not isinstance(request_id, str) or payload.get("status") not in ("OK", "ERROR"):
-            raise Rejected("fal webhook lacks request_id or status", provider=PROVIDER)
+        request_id = self.webhook_task_id(payload, "request_id", ("OK", "ERROR"))
         if payload["status"] == "OK":
             result = payload.get("payload")
             url = video_url(result) if isinstance(result, dict) else None

@@ -4,7 +4,8 @@
 request once with the provider's auth headers (`Auth`: a bearer token, fal's `Key`, an `X-API-Key`),
 turns transport failures into the error tree (`adapters.http.send`), an error answer into the class
 its provider code or HTTP status means (`ErrorCodes`, with `Retry-After` on a 429), and a success
-into its JSON object, a non-JSON body being a lost answer. It streams outputs to a file and refuses
+into its JSON object, a non-JSON body being a lost answer. It reads a new task's id (none: the
+submit is uncertain) and a webhook's (none: refused), streams outputs to a file and refuses
 webhooks where the provider sends none. It never waits and never repeats a request: a refused submit
 is sent again by the broker, as a due time of the job, when `spec.submit_retry` says so.
 
@@ -18,13 +19,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from adapters.base import AdapterContext, TaskHandle, TaskStatus, WebhookEvent
-from adapters.errors import ProviderError, RateLimited, Rejected
+from adapters.errors import (
+    ContentRejected,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    Rejected,
+    SubmissionUncertain,
+)
 from adapters.http import (
     REQUEST_TIMEOUT_S,
     Reply,
@@ -99,6 +107,13 @@ class ErrorCodes:
 
 
 STATUS_ONLY = ErrorCodes()
+# Codes the seed providers (muvi, doitong) spell alike: content refused, or a render that broke.
+SEED_CODES: Mapping[str, type[ProviderError]] = {
+    "CONTENT_POLICY_VIOLATION": ContentRejected,
+    "CONTENT_MODERATED": ContentRejected,
+    "GENERATION_FAILED": ProviderUnavailable,
+}
+SAFETY_PREFIX = (("SAFETY", ContentRejected),)  # SAFETY*: the same input fails everywhere
 
 
 def signature_matches(secret: str, message: bytes, signature: str) -> bool:
@@ -176,27 +191,27 @@ class HttpAdapter:
         """The provider's (code, message, details) in an error answer's JSON object."""
         return None, None, None
 
-    def error_for(
-        self,
-        status: int | None,
-        code: str | None,
-        message: str,
-        retry_after_s: float | None = None,
-        details: Any = None,
-    ) -> ProviderError:
-        """A failure in the error tree, by the provider's code, then by the HTTP status."""
-        return self.codes.error(self.provider, status, code, message, retry_after_s, details)
-
     def reply_error(self, reply: Reply) -> ProviderError:
         """The error an answer with an error status (or an error body) stands for."""
         code, message, details = self.error_fields(reply.json_object() or {})
-        return self.error_for(
+        return self.codes.error(
+            self.provider,
             reply.status,
             code,
             f"{self.provider} answered HTTP {reply.status}: {message or self.no_message}",
             retry_after_seconds(reply.headers.get("Retry-After")),
             details,
         )
+
+    def created_id(self, answer: Mapping[str, Any], key: str) -> str:
+        """The new task's id in a submit's answer. Without one the task may exist unseen, so the
+        submit's outcome is unknown (`SubmissionUncertain`), not refused."""
+        task_id = answer.get(key)
+        if not isinstance(task_id, str) or not task_id:
+            raise SubmissionUncertain(
+                f"{self.provider} accepted the submit but its answer has no {key}", provider=self.provider
+            )
+        return task_id
 
     async def cancel_request(
         self,
@@ -236,6 +251,14 @@ class HttpAdapter:
                 provider=self.provider,
             )
         return secret
+
+    def webhook_task_id(self, payload: Mapping[str, Any], key: str, statuses: Collection[str]) -> str:
+        """The task id a (verified) webhook reports on; `Rejected` unless it has one and a status
+        among the provider's `statuses`."""
+        task_id = payload.get(key)
+        if not isinstance(task_id, str) or payload.get("status") not in statuses:
+            raise Rejected(f"{self.provider} webhook lacks {key} or a known status", provider=self.provider)
+        return task_id
 
     def webhook_json(self, body: bytes) -> dict[str, Any]:
         """A webhook's body as a JSON object; `Rejected` otherwise."""

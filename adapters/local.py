@@ -58,7 +58,7 @@ from pricing.units import CostUnit, ReportedCost
 PROVIDER = "local"
 MODEL = "camera-motion"
 # Renders take seconds: poll often, and give up long after any sane render would have finished.
-POLL_SCHEDULE = PollSchedule(min_interval_s=0.5, max_interval_s=2.0, backoff=1.5, deadline_s=900.0)
+POLL_SCHEDULE = PollSchedule(min_interval_s=0.5, max_interval_s=2.0)
 
 SPEC = ProviderSpec(
     name=PROVIDER,

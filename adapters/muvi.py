@@ -21,6 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from adapters.answers import SEED_STATES, cost_of, number, state_of, task_status, text
 from adapters.base import (
     AdapterContext,
     Clock,
@@ -35,47 +36,36 @@ from adapters.base import (
 )
 from adapters.errors import (
     AuthFailed,
-    ContentRejected,
     InsufficientFunds,
     ProviderUnavailable,
     RateLimited,
     Rejected,
     RequestInvalid,
-    SubmissionUncertain,
 )
-from adapters.http import REQUEST_TIMEOUT_S, RetryPolicy
-from adapters.http_adapter import ErrorCodes, HttpAdapter, signature_matches
+from adapters.http import REQUEST_TIMEOUT_S
+from adapters.http_adapter import SAFETY_PREFIX, SEED_CODES, ErrorCodes, HttpAdapter, signature_matches
 from adapters.images import image_reference
-from adapters.spec import DAY_S, CancelTerms, ProviderSpec, Webhooks
+from adapters.spec import QUEUED, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import Mode
 from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "muvi"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True)
-SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
-# muvi publishes no output retention: a day. It cancels (and refunds in full) pending jobs only.
+# muvi publishes no output retention. It cancels (and refunds in full) pending jobs only.
 SPEC = ProviderSpec(
     name=PROVIDER,
-    output_retention_s=DAY_S,
-    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=30.0),
     image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.MICRO_CENTS,
     webhooks=Webhooks.SIGNED,
-    cancel=CancelTerms(stops=frozenset({TaskState.QUEUED}), refunds=frozenset({TaskState.QUEUED})),
+    cancel=CancelTerms(stops=QUEUED, refunds=QUEUED),
 )
 TIMESTAMP_HEADER = "X-PixelByte-Timestamp"
 SIGNATURE_HEADER = "X-PixelByte-Signature"
 WEBHOOK_TOLERANCE_S = 300.0
 _COST_KEY = "cost_micro_cents"
 
-_STATES = {
-    "pending": TaskState.QUEUED,
-    "processing": TaskState.RUNNING,
-    "completed": TaskState.SUCCEEDED,
-    "failed": TaskState.FAILED,
-    "cancelled": TaskState.CANCELLED,
-}
+_STATES = SEED_STATES
 # By `error.code` first (a 429 is always a rate limit), then by HTTP status.
 CODES = ErrorCodes(
     by_code={
@@ -85,19 +75,16 @@ CODES = ErrorCodes(
         "MODEL_ACCESS_DENIED": AuthFailed,
         "UNAUTHORIZED": AuthFailed,
         "INTERNAL_ERROR": ProviderUnavailable,
-        "GENERATION_FAILED": ProviderUnavailable,
-        "CONTENT_POLICY_VIOLATION": ContentRejected,
-        "CONTENT_MODERATED": ContentRejected,
+        **SEED_CODES,
     },
-    prefixes=(("SAFETY", ContentRejected),),
+    prefixes=SAFETY_PREFIX,
 )
 
 
 def _error_fields(error: Any) -> tuple[str | None, str]:
     if not isinstance(error, dict):
         return None, "no message"
-    code = error.get("code")
-    return (code if isinstance(code, str) else None), str(error.get("message") or "no message")
+    return text(error.get("code")), str(error.get("message") or "no message")
 
 
 def request_body(task: RenderTask) -> dict[str, Any]:
@@ -120,9 +107,7 @@ def request_body(task: RenderTask) -> dict[str, Any]:
 
 
 def _micro_cents(value: Any) -> ReportedCost | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return ReportedCost(Decimal(str(value)), CostUnit.MICRO_CENTS)
-    return None
+    return cost_of(value, CostUnit.MICRO_CENTS)
 
 
 def _output(payload: Mapping[str, Any]) -> str | None:
@@ -138,9 +123,7 @@ def _output(payload: Mapping[str, Any]) -> str | None:
 
 def parse_job(payload: Mapping[str, Any], quoted: ReportedCost | None) -> TaskStatus:
     """A job answer (or webhook) as a unified status; `quoted` is the cost muvi gave at submit."""
-    state = _STATES.get(str(payload.get("status")))
-    if state is None:
-        raise ProviderUnavailable(f"muvi job has unknown status {payload.get('status')!r}", provider=PROVIDER)
+    state = state_of(_STATES, payload, PROVIDER, "job")
     charged = _micro_cents(payload.get("costMicroCents"))
     if charged is None and state is TaskState.SUCCEEDED:
         charged = quoted
@@ -150,15 +133,12 @@ def parse_job(payload: Mapping[str, Any], quoted: ReportedCost | None) -> TaskSt
     if state is TaskState.FAILED:
         code, message = _error_fields(payload.get("error"))
         error = CODES.error(PROVIDER, None, code, f"muvi job failed: {message}")
-    progress = payload.get("progress")
-    return TaskStatus(
-        state=state,
-        progress=progress / 100 if isinstance(progress, int | float) else None,
-        output_url=_output(payload) if state is TaskState.SUCCEEDED else None,
-        reported_cost=charged,
-        refunded=state in (TaskState.FAILED, TaskState.CANCELLED)
-        and charged is not None
-        and charged.amount == 0,
+    progress = number(payload.get("progress"))
+    return task_status(
+        state,
+        progress=progress / 100 if progress is not None else None,
+        output_url=_output(payload),
+        cost=charged,
         error=error,
     )
 
@@ -184,11 +164,7 @@ class MuviAdapter(HttpAdapter):
         """Submit the job (sent once: the broker retries a 429 or 5xx as a due time)."""
         body = request_body(task)
         answer = await self.answer("POST", f"{self._base}/v1/jobs/submit", submit=True, json_body=body)
-        job_id = answer.get("jobId")
-        if not isinstance(job_id, str) or not job_id:
-            raise SubmissionUncertain(
-                "muvi accepted the submit but its answer has no jobId", provider=PROVIDER
-            )
+        job_id = self.created_id(answer, "jobId")
         cost = _micro_cents(answer.get("costMicroCents"))
         data = {_COST_KEY: str(cost.amount)} if cost is not None else {}
         return Submission(
@@ -227,9 +203,7 @@ class MuviAdapter(HttpAdapter):
         """Verify the signature and freshness of a muvi webhook, then parse it."""
         self._verify(headers, body)
         payload = self.webhook_json(body)
-        job_id = payload.get("jobId")
-        if not isinstance(job_id, str) or payload.get("status") not in _STATES:
-            raise Rejected("muvi webhook lacks jobId or a known status", provider=PROVIDER)
+        job_id = self.webhook_task_id(payload, "jobId", _STATES)
         return WebhookEvent(provider_job_id=job_id, status=parse_job(payload, None))
 
     def _verify(self, headers: Mapping[str, str], body: bytes) -> None:

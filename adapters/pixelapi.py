@@ -17,11 +17,11 @@ repeated once it may have landed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 import aiohttp
 
+from adapters.answers import cost_of, number, state_of, task_status, text
 from adapters.base import (
     AdapterContext,
     ImageAcceptance,
@@ -42,28 +42,26 @@ from adapters.errors import (
     RateLimited,
     Rejected,
     RequestInvalid,
-    SubmissionUncertain,
 )
 from adapters.http import RetryPolicy
 from adapters.http_adapter import ErrorCodes, HttpAdapter
 from adapters.images import image_with_bytes
-from adapters.spec import DAY_S, NO_CANCEL, ProviderSpec
+from adapters.spec import NO_CANCEL, ProviderSpec
 from broker.schema import Mode
-from pricing.units import CostUnit, ReportedCost
+from pricing.units import CostUnit
 
 PROVIDER = "pixelapi"
 CLIP_SECONDS = 5
 IMAGE_ACCEPTANCE = ImageAcceptance(url=False, file_max_bytes=10 * 1024 * 1024)
 # PixelAPI suggests polling every 5 s; renders take 90-150 s and the submit gives an estimate.
 SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=90.0, max_delay_s=60.0)
-# PixelAPI publishes no output retention (a day) and cannot cancel a generation.
+# PixelAPI publishes no output retention and cannot cancel a generation.
 SPEC = ProviderSpec(
     name=PROVIDER,
-    output_retention_s=DAY_S,
-    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0),
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=20.0),
     image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,
+    submit_retry=SUBMIT_RETRY,
     cancel=NO_CANCEL,
 )
 MODELS = ("seedance", "video")
@@ -113,33 +111,23 @@ def _form(fields: Mapping[str, str], data: bytes, content_type: str) -> aiohttp.
 
 def parse_generation(payload: Mapping[str, Any]) -> TaskStatus:
     """A generation answer (submit or poll) as a unified status."""
-    state = _STATES.get(str(payload.get("status")))
-    if state is None:
-        raise ProviderUnavailable(
-            f"pixelapi generation has unknown status {payload.get('status')!r}", provider=PROVIDER
-        )
-    credits = payload.get("credits_used")
-    cost = (
-        ReportedCost(Decimal(str(credits)), CostUnit.CREDITS)
-        if isinstance(credits, int | float) and not isinstance(credits, bool)
-        else None
-    )
-    estimate = payload.get("estimated_seconds")
-    output = payload.get("output_url")
+    state = state_of(_STATES, payload, PROVIDER, "generation")
+    cost = cost_of(payload.get("credits_used"), CostUnit.CREDITS)
+    estimate = number(payload.get("estimated_seconds"))
     error = None
     if state is TaskState.FAILED:
         error = GenerationFailed(
             f"pixelapi generation failed: {payload.get('error_message') or 'no message'}",
             provider=PROVIDER,
         )
-    return TaskStatus(
-        state=state,
-        output_url=output if isinstance(output, str) and state is TaskState.SUCCEEDED else None,
-        reported_cost=cost,
+    return task_status(
+        state,
+        output_url=payload.get("output_url"),
+        cost=cost,
         # PixelAPI refunds every failed generation; credits_used then reads 0.
         refunded=state is TaskState.FAILED and (cost is None or cost.amount == 0),
         error=error,
-        estimated_seconds=float(estimate) if isinstance(estimate, int | float) and estimate > 0 else None,
+        estimated_seconds=float(estimate) if estimate is not None and estimate > 0 else None,
     )
 
 
@@ -151,8 +139,7 @@ class PixelApiAdapter(HttpAdapter):
     codes = CODES
 
     def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
-        code = body.get("error")
-        return code if isinstance(code, str) else None, body.get("message") or None, None
+        return text(body.get("error")), body.get("message") or None, None
 
     async def submit(self, task: RenderTask) -> Submission:
         """Start a generation: multipart with the image file, or JSON for text-only `video`."""
@@ -166,11 +153,7 @@ class PixelApiAdapter(HttpAdapter):
             data=form,
             json_body=None if form is not None else {**fields, "duration": CLIP_SECONDS},
         )
-        generation_id = answer.get("generation_id")
-        if not isinstance(generation_id, str) or not generation_id:
-            raise SubmissionUncertain(
-                "pixelapi started a generation but its answer has no id", provider=PROVIDER
-            )
+        generation_id = self.created_id(answer, "generation_id")
         first = parse_generation(answer)
         return Submission(
             handle=TaskHandle(provider_job_id=generation_id, model=task.model),

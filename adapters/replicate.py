@@ -32,16 +32,16 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
+from adapters.answers import ENDED_UNSUCCESSFULLY, cost_of, state_of, task_status, text
 from adapters.base import (
     AdapterContext,
+    Clock,
     ImageAcceptance,
     PollSchedule,
     RenderTask,
@@ -51,40 +51,27 @@ from adapters.base import (
     TaskStatus,
     WebhookEvent,
 )
-from adapters.errors import GenerationFailed, ProviderError, Rejected, RequestInvalid, SubmissionUncertain
-from adapters.http import (
-    REQUEST_TIMEOUT_S,
-    Reply,
-    RetryPolicy,
-    download_output,
-    json_answer,
-    retry_after_seconds,
-    send,
-    status_error,
-)
+from adapters.errors import GenerationFailed, Rejected, RequestInvalid
+from adapters.http import REQUEST_TIMEOUT_S, json_answer
+from adapters.http_adapter import HttpAdapter
 from adapters.images import image_reference
-from adapters.spec import HOUR_S, CancelTerms, ProviderSpec, Webhooks
+from adapters.spec import ACTIVE, HOUR_S, CancelTerms, ProviderSpec, Webhooks
 from broker.schema import AspectRatio, Mode
 from pricing.units import CostUnit, ReportedCost
 
 PROVIDER = "replicate"
 # "Use an HTTP URL for files over 256 KB; a data URL for smaller ones" (predictions.create).
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=256 * 1024)
-POLL_SCHEDULE = PollSchedule(min_interval_s=2.0, max_interval_s=20.0, backoff=1.5, deadline_s=900.0)
-SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
-QUEUED_OR_RUNNING = frozenset({TaskState.QUEUED, TaskState.RUNNING})
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=HOUR_S,
-    poll_schedule=POLL_SCHEDULE,
+    poll_schedule=PollSchedule(min_interval_s=2.0, max_interval_s=20.0),
     image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.USD,  # official models; version models report compute seconds (above)
-    idempotent_submit=False,
     webhooks=Webhooks.SIGNED,
     # A cancel stops a prediction starting or processing; an official model's cancelled prediction
     # produced no output and costs nothing. (A version model is charged the seconds it ran.)
-    cancel=CancelTerms(stops=QUEUED_OR_RUNNING, refunds=QUEUED_OR_RUNNING),
+    cancel=CancelTerms(stops=ACTIVE, refunds=ACTIVE),
 )
 TOLERANCE_S = 300.0  # a webhook older (or newer) than this is a replay, whatever its signature
 WEBHOOK_EVENTS = ["completed"]
@@ -182,24 +169,6 @@ def create_request(task: RenderTask) -> tuple[str, Fields]:
     return "/v1/predictions", {"version": model.version, **body}
 
 
-def error_for(
-    status: int, title: str | None, message: str, retry_after_s: float | None = None
-) -> ProviderError:
-    """An error answer in our hierarchy: Replicate's problem details carry no finer code than the status."""
-    return status_error(PROVIDER, status, message, provider_code=title, retry_after_s=retry_after_s)
-
-
-def _reply_error(reply: Reply) -> ProviderError:
-    body = reply.json_object() or {}
-    title, detail = body.get("title"), body.get("detail")
-    return error_for(
-        reply.status,
-        title if isinstance(title, str) else None,
-        f"replicate answered HTTP {reply.status}: {detail if isinstance(detail, str) else 'no detail'}",
-        retry_after_seconds(reply.headers.get("Retry-After")),
-    )
-
-
 def output_url(prediction: Mapping[str, Any]) -> str | None:
     """The video's URL: `output` is one URL, or a list whose first is the video; None once removed."""
     if prediction.get("data_removed") is True:
@@ -212,34 +181,26 @@ def output_url(prediction: Mapping[str, Any]) -> str | None:
 
 def _reported(prediction: Mapping[str, Any], state: TaskState, official: bool) -> ReportedCost | None:
     if official:  # billed per output: nothing delivered, nothing charged
-        return (
-            ReportedCost(Decimal(0), CostUnit.USD)
-            if state in (TaskState.FAILED, TaskState.CANCELLED)
-            else None
-        )
+        return ReportedCost(Decimal(0), CostUnit.USD) if state in ENDED_UNSUCCESSFULLY else None
     metrics = prediction.get("metrics")
-    seconds = metrics.get("predict_time") if isinstance(metrics, dict) else None
-    if not state.terminal or isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        return None
-    return ReportedCost(Decimal(str(seconds)), CostUnit.COMPUTE_SECONDS)
+    seconds = metrics.get("predict_time") if isinstance(metrics, dict) and state.terminal else None
+    return cost_of(seconds, CostUnit.COMPUTE_SECONDS)
 
 
 def parse_prediction(prediction: Mapping[str, Any], *, official: bool) -> TaskStatus:
-    """A prediction (an answer or a webhook body) as a unified status."""
-    state = _STATES.get(str(prediction.get("status")))
-    if state is None:
-        raise ProviderError(
-            f"replicate prediction has unknown status {prediction.get('status')!r}", provider=PROVIDER
-        )
+    """A prediction (an answer or a webhook body) as a unified status. Nothing was charged that a
+    zero cost could mean refunded: an official model bills only a delivered video."""
+    state = state_of(_STATES, prediction, PROVIDER, "prediction")
     error = None
     if state is TaskState.FAILED:
         # Replicate says why a prediction failed only in words: another route may well succeed.
         error = GenerationFailed(f"replicate prediction failed: {prediction.get('error')}", provider=PROVIDER)
-    return TaskStatus(
-        state=state,
-        output_url=output_url(prediction) if state is TaskState.SUCCEEDED else None,
-        reported_cost=_reported(prediction, state, official),
+    return task_status(
+        state,
+        output_url=output_url(prediction),
+        cost=_reported(prediction, state, official),
         error=error,
+        refunded=False,
     )
 
 
@@ -269,95 +230,54 @@ def verify_signature(secret: str, headers: Mapping[str, str], body: bytes, now: 
     raise Rejected("replicate webhook signature does not match", provider=PROVIDER)
 
 
-class ReplicateAdapter:
-    """The Replicate adapter over the app's shared session."""
+class ReplicateAdapter(HttpAdapter):
+    """The Replicate adapter: problem details carry no finer code than the HTTP status (the `title`
+    travels as the provider code). `wall_clock` reads Unix time, as webhook timestamps are."""
 
     spec = SPEC
     provider = PROVIDER
+    no_message = "no detail"
 
     def __init__(
-        self,
-        ctx: AdapterContext,
-        *,
-        timeout_s: float = REQUEST_TIMEOUT_S,
-        wall_clock: Callable[[], float] = time.time,
+        self, ctx: AdapterContext, *, timeout_s: float = REQUEST_TIMEOUT_S, wall_clock: Clock = time.time
     ) -> None:
-        self._ctx = ctx
-        self._base = ctx.base_url.rstrip("/")
-        self._timeout_s = timeout_s
-        self._wall_clock = wall_clock  # webhook timestamps are Unix seconds, not the monotonic clock
+        super().__init__(ctx, timeout_s=timeout_s)
+        self._wall_clock = wall_clock
 
-    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._ctx.api_key or ''}", **(extra or {})}
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        submit: bool,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Reply:
-        return await send(
-            self._ctx.session,
-            method,
-            self._base + path,
-            provider=PROVIDER,
-            uncertain_if_lost=submit,
-            timeout_s=self._timeout_s,
-            headers=self._headers(headers),
-            json_body=body,
-        )
+    def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
+        return text(body.get("title")), text(body.get("detail")), None
 
     async def submit(self, task: RenderTask) -> Submission:
         """Create the prediction; it cancels itself at the poll deadline (`Cancel-After`)."""
         path, body = create_request(task)
         cancel_after = {"Cancel-After": f"{int(self.spec.poll_schedule.deadline_s)}s"}
-        reply = await self._call("POST", path, submit=True, body=body, headers=cancel_after)
-        answer = json_answer(reply, _reply_error, provider=PROVIDER, submit=True)
-        prediction_id = answer.get("id")
-        if not isinstance(prediction_id, str) or not prediction_id:
-            raise SubmissionUncertain(
-                "replicate created a prediction but its answer has no id", provider=PROVIDER
-            )
+        answer = await self.answer(
+            "POST", self._base + path, submit=True, json_body=body, headers=cancel_after
+        )
+        prediction_id = self.created_id(answer, "id")
         official = "true" if model_for(task.model).official else "false"
         return Submission(handle=TaskHandle(prediction_id, task.model, data={"official": official}))
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the prediction (free); its output URL is the current one."""
-        reply = await self._call("GET", f"/v1/predictions/{handle.provider_job_id}", submit=False)
-        answer = json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
+        answer = await self.answer("GET", f"{self._base}/v1/predictions/{handle.provider_job_id}")
         return parse_prediction(answer, official=_official(handle))
 
     async def cancel(self, handle: TaskHandle) -> bool:
-        """Cancel the prediction; True when it was still going and is now canceled."""
-        reply = await self._call("POST", f"/v1/predictions/{handle.provider_job_id}/cancel", submit=False)
+        """Cancel the prediction; True when it was still going and is now canceled (Replicate answers
+        a finished one with the prediction as it ended), False for one it does not know."""
+        reply = await self.request("POST", f"{self._base}/v1/predictions/{handle.provider_job_id}/cancel")
         if reply.status == 404:
             return False
-        answer = json_answer(reply, _reply_error, provider=PROVIDER, submit=False)
+        answer = json_answer(reply, self.reply_error, provider=PROVIDER, submit=False)
         return answer.get("status") == "canceled"
-
-    async def fetch_output(self, status: TaskStatus, dest: Path) -> None:
-        """Stream the video from Replicate's file host (no auth header; the URL is the credential)."""
-        await download_output(self._ctx.session, status, dest, provider=PROVIDER)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify the Standard Webhooks signature, then parse the prediction it carries."""
-        secret = self._ctx.webhook_secret
-        if not secret:
-            raise Rejected(
-                "no replicate webhook secret is configured, so no webhook can be trusted", provider=PROVIDER
-            )
         lowered = {name.lower(): value for name, value in headers.items()}
-        verify_signature(secret, lowered, body, self._wall_clock())
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise Rejected("replicate webhook is not JSON", provider=PROVIDER) from exc
-        prediction_id = payload.get("id") if isinstance(payload, dict) else None
-        if not isinstance(prediction_id, str) or payload.get("status") not in _STATES:
-            raise Rejected("replicate webhook lacks an id or a known status", provider=PROVIDER)
+        verify_signature(self.webhook_secret(), lowered, body, self._wall_clock())
+        payload = self.webhook_json(body)
+        prediction_id = self.webhook_task_id(payload, "id", _STATES)
         official = str(payload.get("model")) in _OFFICIAL_NAMES  # `model` is "owner/name"
         return WebhookEvent(prediction_id, parse_prediction(payload, official=official))
 
@@ -372,4 +292,4 @@ def _official(handle: TaskHandle) -> bool:
 
 def build(ctx: AdapterContext) -> ReplicateAdapter:
     """The Replicate adapter factory."""
-    return ReplicateAdapter(ctx, timeout_s=ctx.timeout_s)
+    return ReplicateAdapter.from_context(ctx)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+from adapters.answers import cost_of, number, state_of, task_status, text
 from adapters.base import (
     AdapterContext,
     ImageAcceptance,
@@ -32,31 +32,25 @@ from adapters.errors import (
     ProviderUnavailable,
     Rejected,
     RequestInvalid,
-    SubmissionUncertain,
 )
-from adapters.http import RetryPolicy
 from adapters.http_adapter import HttpAdapter
 from adapters.images import image_reference
-from adapters.spec import DAY_S, CancelTerms, ProviderSpec
+from adapters.spec import ACTIVE, DAY_S, QUEUED, CancelTerms, ProviderSpec
 from broker.schema import AspectRatio, Mode, Resolution
-from pricing.units import CostUnit, ReportedCost
+from pricing.units import CostUnit
 
 PROVIDER = "runway"
 API_VERSION = "2024-11-06"
 IMAGE_ACCEPTANCE = ImageAcceptance(url=True, data_uri_max_bytes=5 * 1024 * 1024)
-SUBMIT_RETRY = RetryPolicy(attempts=3, max_elapsed_s=60.0)
 # Output URLs expire in 24-48 h (SDK): the lower bound. A task cancelled while PENDING or THROTTLED is
 # refunded; one cancelled while RUNNING is charged in full.
 SPEC = ProviderSpec(
     name=PROVIDER,
     output_retention_s=DAY_S,
-    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=30.0, backoff=1.5, deadline_s=900.0),
+    poll_schedule=PollSchedule(min_interval_s=5.0, max_interval_s=30.0),
     image_acceptance=IMAGE_ACCEPTANCE,
-    submit_retry=SUBMIT_RETRY,
     billing_unit=CostUnit.CREDITS,
-    cancel=CancelTerms(
-        stops=frozenset({TaskState.QUEUED, TaskState.RUNNING}), refunds=frozenset({TaskState.QUEUED})
-    ),
+    cancel=CancelTerms(stops=ACTIVE, refunds=QUEUED),
 )
 
 _STATES = {
@@ -151,34 +145,20 @@ def request_body(task: RenderTask) -> dict[str, Any]:
     return body
 
 
-def _credits(payload: dict[str, Any], key: str) -> ReportedCost | None:
-    cost = payload.get(key)
-    if isinstance(cost, dict) and isinstance(cost.get("credits"), int | float):
-        return ReportedCost(Decimal(str(cost["credits"])), CostUnit.CREDITS)
-    return None
-
-
 def parse_task(payload: dict[str, Any]) -> TaskStatus:
     """A `GET /v1/tasks/{id}` answer as a unified status."""
-    state = _STATES.get(str(payload.get("status")))
-    if state is None:
-        raise ProviderUnavailable(
-            f"runway task has unknown status {payload.get('status')!r}", provider=PROVIDER
-        )
-    progress = payload.get("progress")
-    output = payload.get("output")
-    cost = _credits(payload, "cost")
+    state = state_of(_STATES, payload, PROVIDER, "task")
+    charged = payload.get("cost")
     error = None
     if state is TaskState.FAILED:
-        failure = payload.get("failure")
-        code = payload.get("failureCode")
-        error = error_for(code if isinstance(code, str) else None, f"runway task failed: {failure}")
-    return TaskStatus(
-        state=state,
-        progress=float(progress) if isinstance(progress, int | float) else None,
-        output_url=output[0] if isinstance(output, list) and output and isinstance(output[0], str) else None,
-        reported_cost=cost,
-        refunded=state in (TaskState.FAILED, TaskState.CANCELLED) and cost is not None and cost.amount == 0,
+        code = text(payload.get("failureCode"))
+        error = error_for(code, f"runway task failed: {payload.get('failure')}")
+    output = payload.get("output")
+    return task_status(
+        state,
+        progress=number(payload.get("progress")),
+        output_url=output[0] if isinstance(output, list) and output else None,
+        cost=cost_of(charged.get("credits"), CostUnit.CREDITS) if isinstance(charged, dict) else None,
         error=error,
     )
 
@@ -193,20 +173,14 @@ class RunwayAdapter(HttpAdapter):
         return {**super().headers(), "X-Runway-Version": API_VERSION}
 
     def error_fields(self, body: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
-        message = body.get("error")
-        return None, message if isinstance(message, str) else None, None
+        return None, text(body.get("error")), None
 
     async def submit(self, task: RenderTask) -> Submission:
         """Create the task (sent once: the broker retries a 429 or 5xx as a due time)."""
         body = request_body(task)
         path = f"/v1/{task.request.resolved_mode.value}"  # image_to_video | text_to_video
         answer = await self.answer("POST", self._base + path, submit=True, json_body=body)
-        task_id = answer.get("id")
-        if not isinstance(task_id, str) or not task_id:
-            raise SubmissionUncertain(
-                "runway accepted the submit but its answer has no task id", provider=PROVIDER
-            )
-        return Submission(handle=TaskHandle(provider_job_id=task_id, model=task.model))
+        return Submission(handle=TaskHandle(provider_job_id=self.created_id(answer, "id"), model=task.model))
 
     async def status(self, handle: TaskHandle) -> TaskStatus:
         """Read the task (free; safe to repeat)."""

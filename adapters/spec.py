@@ -35,16 +35,23 @@ class CancelTerms:
 
 
 NO_CANCEL = CancelTerms(stops=frozenset(), refunds=frozenset())
+# Most providers publish no output retention: a day, the common CDN default, is assumed.
+UNPUBLISHED_RETENTION_S = DAY_S
+# A submit refused for now (429, 5xx) is sent again up to 3 tries within a minute, unless a spec says.
+USUAL_SUBMIT_RETRY = RetryPolicy()
+QUEUED = frozenset({TaskState.QUEUED})
+ACTIVE = frozenset({TaskState.QUEUED, TaskState.RUNNING})  # queued or running: not yet ended
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     name: str
-    output_retention_s: float  # how long a finished output can still be fetched
     poll_schedule: PollSchedule
     image_acceptance: ImageAcceptance
-    submit_retry: RetryPolicy  # when a submit refused for now (429, 5xx) is sent again
     billing_unit: CostUnit  # the unit of the cost its tasks report
+    # How long a finished output can still be fetched; a day where the provider publishes nothing.
+    output_retention_s: float = UNPUBLISHED_RETENTION_S
+    submit_retry: RetryPolicy = USUAL_SUBMIT_RETRY  # when a submit refused for now is sent again
     # True only where a lost submit may be sent again safely (the provider takes an idempotency key).
     idempotent_submit: bool = False
     webhooks: Webhooks = Webhooks.NONE

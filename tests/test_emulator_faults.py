@@ -188,6 +188,7 @@ SUBMITS: dict[str, tuple[str, dict[str, Any]]] = {
     "muvi": ("/v1/jobs/submit", {}),
     "pixelapi": ("/v1/video/generate", {}),
     "doitong": ("/graphql", {"query": GENERATE_MUTATION, "variables": {}}),
+    "replicate": ("/v1/models/minimax/video-01/predictions", {"input": {"prompt": "x"}}),
 }
 RATE_LIMIT_BODIES: dict[str, Callable[[Any], Any]] = {
     "runway": lambda body: isinstance(body["error"], str),
@@ -195,6 +196,8 @@ RATE_LIMIT_BODIES: dict[str, Callable[[Any], Any]] = {
     "muvi": lambda body: (body["success"], body["error"]["code"]) == (False, "CONCURRENT_JOBS_EXCEEDED"),
     "pixelapi": lambda body: body["error"] == "rate_limited",
     "doitong": lambda body: body["errors"][0]["extensions"]["code"] == "RATE_LIMITED",
+    # RFC 7807 problem details, as the `replicate` client reads them.
+    "replicate": lambda body: (body["status"], body["title"]) == (429, "Request was throttled."),
 }
 
 

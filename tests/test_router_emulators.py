@@ -101,7 +101,7 @@ async def test_a_503ing_cheapest_provider_hands_the_job_to_the_next_cheapest(rig
     assert done["cost_usd"] == "0.600000"
 
     # fal's submit was retried as its policy bounds it, each answered 503, so none created a task.
-    assert fal_emulator.submit_count() == fal.SUBMIT_RETRY.attempts == 3 and fal_emulator.tasks == {}
+    assert fal_emulator.submit_count() == fal.SPEC.submit_retry.attempts == 3 and fal_emulator.tasks == {}
     assert rig.retry_sleeps == []  # each 503 parked the job until due: no adapter slept in a request
     # Runway got exactly one submit, and it is the one task it holds: nothing accepted was resent.
     assert runway_emulator.submit_count() == 1 and len(runway_emulator.tasks) == 1

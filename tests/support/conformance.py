@@ -9,6 +9,7 @@ The local backend has no emulator; its entry renders on this machine in real tim
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,12 +20,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from adapters import doitong, fal, muvi, pixelapi, runway
+from adapters import doitong, fal, muvi, pixelapi, replicate, runway
 from adapters.base import Adapter, AdapterContext, ImageInput, RenderTask, TaskHandle, TaskState, TaskStatus
 from adapters.emulators import doitong as doitong_emulator
 from adapters.emulators import fal as fal_emulator
 from adapters.emulators import muvi as muvi_emulator
 from adapters.emulators import pixelapi as pixelapi_emulator
+from adapters.emulators import replicate as replicate_emulator
 from adapters.emulators import runway as runway_emulator
 from adapters.emulators.emulator import ProviderEmulator
 from adapters.polling import poll_until_done
@@ -33,6 +35,8 @@ from tests.support.adapters import FakeTime, context, png_bytes, serving
 
 KEY = "conformance-key"
 SECRET = "conformance-webhook-secret"
+# Standard Webhooks secrets are a base64 key after `whsec_` (Replicate refuses any other form).
+WHSEC_SECRET = "whsec_" + base64.b64encode(SECRET.encode()).decode()
 TIMEOUT_S = 0.5  # per request; a `slow` fault waits longer
 SLOW_S = 1.0
 IMAGE_URL = "https://img.example/still.jpg"
@@ -61,12 +65,18 @@ class HttpProvider:
     model: str
     image: ImageInput = URL_IMAGE
     render_s: float = 60.0
-    wall_time: bool = False  # the provider speaks wall time (ETAs, webhook timestamps): muvi
-    reports_cost: bool = True  # fal reports none: the broker books the quote
+    wall_time: bool = False  # the provider speaks wall time (ETAs, webhook timestamps): muvi, replicate
+    reports_cost: bool = True  # fal, and Replicate's official models on success, report none
+    webhook_secret: str = SECRET
 
 
 def _timed(build: Callable[..., Adapter]) -> AdapterMaker:
     return lambda ctx, fake: build(ctx, timeout_s=TIMEOUT_S)
+
+
+def _wall_timed(build: Callable[..., Adapter]) -> AdapterMaker:
+    """An adapter that reads Unix time (webhook timestamps, ETAs) from the rig's fake clock."""
+    return lambda ctx, fake: build(ctx, timeout_s=TIMEOUT_S, wall_clock=fake.clock)
 
 
 PROVIDERS: tuple[HttpProvider, ...] = (
@@ -75,13 +85,15 @@ PROVIDERS: tuple[HttpProvider, ...] = (
     HttpProvider("fal", fal_emulator.FalEmulator, fal_emulator.create_app, _timed(fal.FalAdapter),
                  "fal-ai/kling-video/v2.5-turbo/pro/image-to-video", reports_cost=False),
     HttpProvider("muvi", muvi_emulator.MuviEmulator, muvi_emulator.create_app,
-                 lambda ctx, fake: muvi.MuviAdapter(ctx, timeout_s=TIMEOUT_S, wall_clock=fake.clock),
+                 _wall_timed(muvi.MuviAdapter),
                  "runway/gen-4/image-to-video", render_s=90.0, wall_time=True),
     HttpProvider("pixelapi", pixelapi_emulator.PixelApiEmulator, pixelapi_emulator.create_app,
                  _timed(pixelapi.PixelApiAdapter), "seedance", image=FILE_IMAGE, render_s=20.0),
     HttpProvider("doitong", doitong_emulator.DoitongEmulator, doitong_emulator.create_app,
                  _timed(doitong.DoitongAdapter), "runway-i2v"),
-    # replicate: one more entry here, once its adapter and emulator are merged.
+    HttpProvider("replicate", replicate_emulator.ReplicateEmulator, replicate_emulator.create_app,
+                 _wall_timed(replicate.ReplicateAdapter),
+                 "minimax/video-01", wall_time=True, reports_cost=False, webhook_secret=WHSEC_SECRET),
 )
 LOCAL = "local"
 ALL = (*(p.name for p in PROVIDERS), LOCAL)
@@ -137,12 +149,12 @@ class Rig:
 async def http_rig(provider: HttpProvider, tmp: Path) -> AsyncIterator[Rig]:
     fake = FakeTime(start=time.time()) if provider.wall_time else FakeTime()
     emulator = provider.emulator(api_keys=(KEY,), render_seconds=provider.render_s, clock=fake.clock,
-                                 webhook_secret=SECRET, webhook_tick_s=3600)
+                                 webhook_secret=provider.webhook_secret, webhook_tick_s=3600)
     async with serving(provider.app(emulator)) as server, aiohttp.ClientSession() as session:
         base_url = str(server.make_url(""))
 
         def make_context(**fields: Any) -> AdapterContext:
-            options: dict[str, Any] = {"api_key": KEY, "webhook_secret": SECRET, **fields}
+            options: dict[str, Any] = {"api_key": KEY, "webhook_secret": provider.webhook_secret, **fields}
             return context(provider.name, base_url, session, tmp, fake, **options)
 
         def task(webhook_url: str | None = None, attempt_id: str = "att-1") -> RenderTask:
