@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from adapters.base import Clock, Sleep
 from broker.config import ProviderConfig
@@ -179,12 +179,13 @@ class Capacity:
         return job_id in state.queue.grants
 
     def view(self, provider: str, seat: Seat) -> QueueView | None:
-        """The provider's queue as the seat would see it; None for a provider with no concurrency cap."""
+        """The provider's queue as the seat would see it; None for a provider with no limits."""
         state = self._providers.get(provider)
-        if state is None or state.limits.max_concurrency is None:
+        if state is None or state.limits == Limits():
             return None
         state.queue.prune(self.clock())
-        return state.queue.view(seat, state.limits.max_concurrency, len(state.held))
+        view = state.queue.view(seat, state.limits.max_concurrency or 0, len(state.held))
+        return replace(view, refill_s=self.free_in(provider))
 
     def waiting(self, provider: str) -> int:
         state = self._providers.get(provider)

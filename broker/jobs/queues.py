@@ -89,12 +89,13 @@ def _before(key: tuple[int, float, float, float], other: tuple[int, float, float
 class QueueView:
     """What a quote needs of one capped provider's queue, for one seat."""
 
-    cap: int  # max_concurrency
+    cap: int  # max_concurrency (0: none, only a rate limit)
     busy: int  # slots held or granted
     waiting: int  # jobs in the queue, all teams
     team_ahead: int  # the seat's team's jobs that go before it
     team_weight: float  # the seat's weight
     waiting_weight: float  # the weights of the other teams with jobs waiting
+    refill_s: float | None = None  # while the rate limit blocks: seconds until its window admits a submit
 
     def ahead(self) -> int:
         """Jobs granted a slot before this seat: its team's jobs ahead, stretched by the share the
@@ -106,13 +107,15 @@ class QueueView:
 
 
 def predicted_wait_s(view: QueueView, render_s: float) -> float:
-    """Seconds until the seat's submit: slots free at `cap / render_s` a second while all are busy."""
+    """Seconds until the seat's submit: slots free at `cap / render_s` a second while all are busy (no
+    cap: none to wait for), and never before the rate window refills."""
+    refill = view.refill_s or 0.0
     if view.cap <= 0:
-        return 0.0
+        return refill
     needed = view.ahead() + 1 - max(0, view.cap - view.busy)
     if needed <= 0:
-        return 0.0
-    return needed * render_s / view.cap
+        return refill
+    return max(refill, needed * render_s / view.cap)
 
 
 def seat_of(

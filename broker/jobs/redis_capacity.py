@@ -167,33 +167,44 @@ class RedisSlots:
         return held
 
     async def views(self, providers: Collection[str], seat: Seat) -> dict[str, QueueView]:
-        capped = [p for p in providers if self._limits.get(p, Limits()).max_concurrency is not None]
-        if not capped:
+        limited = [p for p in providers if self._limited(p)]
+        if not limited:
             return {}
-        now = repr(self._clock())
+        now = self._clock()
+        since = repr(now - RATE_WINDOW_S)
         async with self._store.client() as redis, redis.pipeline(transaction=False) as pipe:
-            for name in capped:
-                pipe.zcount(self._key(name, "slots"), now, "+inf")
-                pipe.zcount(self._key(name, "grants"), now, "+inf")
+            for name in limited:
+                pipe.zcount(self._key(name, "slots"), repr(now), "+inf")
+                pipe.zcount(self._key(name, "grants"), repr(now), "+inf")
                 pipe.hgetall(self._key(name, "waiting"))
                 pipe.hgetall(self._key(name, "shares"))
                 pipe.zcount(self._queue_key(name, seat.team), "-inf", f"({seat.score!r}")
+                pipe.zcount(self._key(name, "submits"), f"({since}", "+inf")
+                pipe.zrangebyscore(
+                    self._key(name, "submits"), f"({since}", "+inf", start=0, num=1, withscores=True
+                )
             rows = await pipe.execute()
         views: dict[str, QueueView] = {}
-        for index, name in enumerate(capped):
-            held, granted, waiting, shares, ahead = rows[5 * index : 5 * index + 5]
+        for index, name in enumerate(limited):
+            held, granted, waiting, shares, ahead, submits, oldest = rows[7 * index : 7 * index + 7]
+            limits = self._limits[name]
             counts = {_text(team): int(count) for team, count in waiting.items()}
             weights = {_text(team): _weight(share) for team, share in shares.items()}
             others = sum(
                 weights.get(team, 1.0) for team, count in counts.items() if count > 0 and team != seat.team
             )
+            refill = None
+            rpm = limits.requests_per_minute
+            if rpm is not None and oldest and int(submits) + int(granted) >= rpm:
+                refill = max(0.0, float(oldest[0][1]) + RATE_WINDOW_S - now)
             views[name] = QueueView(
-                cap=self._limits[name].max_concurrency or 0,
+                cap=limits.max_concurrency or 0,
                 busy=int(held) + int(granted),
                 waiting=max(0, sum(counts.values()) - int(granted)),
                 team_ahead=int(ahead),
                 team_weight=seat.weight,
                 waiting_weight=others,
+                refill_s=refill,
             )
         return views
 

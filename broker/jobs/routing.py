@@ -180,17 +180,12 @@ class Router:
         order, through the provider's cap at the route's render time; or the rate window's refill."""
         routes = self.deployment.config.routes
         providers = {route.provider for route in routes}
-        views = await self.slots.views(providers, seat)
-        refills: dict[str, float] = {}
-        for name in await self.slots.saturated():
-            if (refill := await self.slots.free_in(name)) is not None:
-                refills[name] = refill
+        views = await self.slots.views(providers, seat)  # one store round trip for every limited one
         waits: dict[str, int] = {}
         for route in routes:
-            wait = refills.get(route.provider, 0.0)
-            if (view := views.get(route.provider)) is not None:
-                render_s = latency.get(route.key, route.expected_latency_s)
-                wait = max(wait, predicted_wait_s(view, render_s))
+            if (view := views.get(route.provider)) is None:
+                continue
+            wait = predicted_wait_s(view, latency.get(route.key, route.expected_latency_s))
             if wait > 0:
                 waits[route.key] = math.ceil(wait)
         return waits

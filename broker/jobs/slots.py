@@ -77,7 +77,8 @@ class Slots(Protocol):
         ...
 
     async def views(self, providers: Collection[str], seat: Seat) -> dict[str, QueueView]:
-        """The queues of the capped ones of `providers` as `seat` sees them (one store round trip)."""
+        """The queues (and rate windows) of the limited ones of `providers` as `seat` sees them, in one
+        store round trip."""
         ...
 
     async def depths(self) -> dict[str, dict[str, int]]:
