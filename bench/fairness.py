@@ -67,10 +67,15 @@ async def late_teams(options: argparse.Namespace) -> bool:
         a_after = len(rig.accepted) - len(late)
         flood.cancel()
         in_flight = (await rig.stats())["active"]
-    target = high + START_MARGIN_S
+        target = high + START_MARGIN_S
+        tasks, owners, now = await rig.tasks(), await rig.task_teams(("a", "b", "c")), time.time()
+        rig.dump(tasks, owners, {"late": late[0].created_at, "now": now})
     delays = {job.id: starts[job.id] - job.created_at for job in late if job.id in starts}
     print(f"  a's jobs accepted when b and c submitted: {a_before}; by the last start: {a_after}")
     print(f"  tasks rendering at the provider at the end: {in_flight} (cap {options.cap})")
+    moment = late[0].created_at + target
+    per_team = ", ".join(f"{team} {rendering(tasks, owners, team, moment)}" for team in ("a", "b", "c"))
+    print(f"  tasks rendering per team {target:g} s after b and c submitted: {per_team}")
     for job in late:
         delay = delays.get(job.id)
         shown = f"{delay:6.1f} s" if delay is not None else "never started"
@@ -137,6 +142,12 @@ def judge(weights: dict[str, float], seconds: dict[str, float], label: str) -> t
     expected = "/".join(f"{weights[t] / weight_sum:.0%}" for t in weights)
     print(f"  {label}furthest from {expected}: {off * 100:.1f} points")
     return off <= SHARE_TOLERANCE, f"shares {expected} +- {SHARE_TOLERANCE * 100:.0f} points"
+
+
+def rendering(tasks: dict[str, Task], owners: dict[str, str], team: str, moment: float) -> int:
+    """The team's tasks rendering at the provider at `moment`."""
+    mine = (task for task_id, task in tasks.items() if owners.get(task_id) == team)
+    return sum(1 for task in mine if task.begins_at <= moment < (task.finished_at or float("inf")))
 
 
 def slot_seconds(
