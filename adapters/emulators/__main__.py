@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any
 
 from adapters.emulators.media import CONFORMING
 from adapters.emulators.sandbox import PROVIDERS, serve
@@ -23,6 +24,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--api-key", action="append", dest="api_keys", help="a key to accept (repeatable)")
     parser.add_argument("--render-seconds", type=float, default=6.0)
+    parser.add_argument(
+        "--render-seconds-max",
+        type=float,
+        default=None,
+        help="draw each render's time evenly between --render-seconds and this (default: all equal)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for the render-time draws")
     parser.add_argument("--webhook-secret", default=None)
     parser.add_argument(
         "--conforming",
@@ -36,7 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> None:
     """Serve one emulator until a stop signal."""
     spec = PROVIDERS[args.provider]
-    options = {"api_keys": args.api_keys or ["emulator-key"], "render_seconds": args.render_seconds}
+    options: dict[str, Any] = {
+        "api_keys": args.api_keys or ["emulator-key"],
+        "render_seconds": args.render_seconds,
+        "render_seconds_max": args.render_seconds_max,
+        "seed": args.seed,
+    }
     if args.webhook_secret is not None:  # else the provider's own default (muvi, doitong, replicate sign)
         options["webhook_secret"] = args.webhook_secret
     emulator = spec.make_emulator(**options)

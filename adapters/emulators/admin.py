@@ -83,6 +83,10 @@ async def _list_tasks(request: web.Request) -> web.Response:
                 "phase": emulator.phase(t).value,
                 "deleted": t.deleted,
                 "charged": emulator.charged(t),  # in the provider's unit, as its books would say
+                # Unix seconds: submitted, began rendering (later while throttled), ended (or null).
+                "created_at": t.created_at,
+                "begins_at": t.begins,
+                "finished_at": t.finished_at(emulator.clock()),
             }
             for t in emulator.tasks.values()
         ]

@@ -11,6 +11,7 @@ import abc
 import asyncio
 import contextlib
 import math
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -64,9 +65,15 @@ class ProviderEmulator(abc.ABC):
         webhook_secret: str | None = None,
         queue_fraction: float = 0.25,
         webhook_tick_s: float = 0.02,
+        render_seconds_max: float | None = None,
+        seed: int | None = None,
     ) -> None:
         self.api_keys = tuple(api_keys)
         self.render_seconds = render_seconds
+        # With a maximum, each render takes a time drawn evenly from [render_seconds, render_seconds_max]
+        # (real renders vary; a fair-share bench must not see them end in lockstep).
+        self.render_seconds_max = render_seconds_max
+        self._random = random.Random(seed)
         self.clock = clock
         self.webhook_secret = webhook_secret
         self.queue_fraction = queue_fraction
@@ -97,7 +104,7 @@ class ProviderEmulator(abc.ABC):
         task = EmulatedTask(
             model=model,
             created_at=self.clock(),
-            render_s=self.render_seconds,
+            render_s=self.next_render_s(),
             base_url=str(request.url.origin()),
             queue_fraction=self.queue_fraction,
             **fields,
@@ -113,6 +120,12 @@ class ProviderEmulator(abc.ABC):
         self.tasks[task.id] = task
         self._warm(task)
         return task
+
+    def next_render_s(self) -> float:
+        """How long the next task renders: `render_seconds`, or a draw up to `render_seconds_max`."""
+        if self.render_seconds_max is None or self.render_seconds_max <= self.render_seconds:
+            return self.render_seconds
+        return self._random.uniform(self.render_seconds, self.render_seconds_max)
 
     def _warm(self, task: EmulatedTask) -> None:
         """Encode the task's clip on a worker thread now, while it "renders": the answers that need the
