@@ -122,8 +122,10 @@ async def shares(options: argparse.Namespace, weights: dict[str, float]) -> bool
             f" ({made} of its {jobs_of[team]} jobs reached the provider)"
         )
     saturated = all(sum(1 for o in owners.values() if o == t) < jobs_of[t] for t in teams)
-    ok, target = judge(weights, whole, "")
-    judge(weights, steady, "after one render: ")
+    # Judged while every team saturates: from one render on, when the slots the first comers took
+    # while the others' jobs were still arriving (idle capacity is lent) have been given back.
+    judge(weights, whole, "from the first task: ")
+    ok, target = judge(weights, steady, "after one render: ")
     print(verdict(ok and saturated, target + ("" if saturated else " (a team ran out of jobs: void)")))
     used = utilisation(rig, start, end, sum(steady.values()))
     return ok and saturated and used

@@ -4,6 +4,7 @@ and interactive-before-batch within a team, each grant waking its job and holdin
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -47,23 +48,28 @@ async def home(request: pytest.FixtureRequest, replicas: list[RedisStore]) -> As
     yield time, woken, pools
 
 
-async def fill(pools: list[Slots], team: str, count: int, *, start: int = 0, **seat: Any) -> list[bool]:
+async def fill(
+    pools: list[Slots], team: str, count: int, *, start: int = 0, provider: str = "p", **seat: Any
+) -> list[bool]:
     taken = []
     for i in range(start, start + count):
         job = Seat(f"{team}{i}", team, since=1000.0 + i, **seat)
-        taken.append(await pools[i % 3].try_acquire("p", f"att_{team}{i}", job, 600))
+        taken.append(await pools[i % 3].try_acquire(provider, f"att_{team}{i}", job, 600))
     return taken
 
 
-async def run_one(pools: list[Slots], woken: Woken, held: list[str]) -> str:
-    """The oldest running attempt ends; the job its slot is granted to takes it. Returns that job."""
-    ended = held.pop(0)
+async def run_one(
+    pools: list[Slots], woken: Woken, held: list[str], ends: random.Random | None = None, provider: str = "p"
+) -> str:
+    """The oldest running attempt ends (or one drawn by `ends`: renders of uneven length); the job its
+    slot is granted to takes it. Returns that job."""
+    ended = held.pop(ends.randrange(len(held)) if ends else 0)
     before = len(woken.jobs)
-    await pools[1].release("p", ended)
+    await pools[1].release(provider, ended)
     assert len(woken.jobs) == before + 1, "a freed slot wakes exactly one queued job"
     job = woken.jobs[-1]
     team = job.rstrip("0123456789")
-    assert await pools[2].try_acquire("p", f"att_{job}", Seat(job, team), 600)
+    assert await pools[2].try_acquire(provider, f"att_{job}", Seat(job, team), 600)
     held.append(f"att_{job}")
     return job
 
@@ -164,3 +170,23 @@ async def test_slots_in_use_are_counted_per_team_and_only_for_capped_providers(h
     for attempt in ("att_a1", "att_a2", "att_b0", "att_b1"):
         await pools[1].release("p", attempt)
     assert await pools[2].in_use() == {}
+
+
+async def test_slots_a_team_took_alone_do_not_cost_it_its_share_later(home: Any) -> None:
+    _, woken, pools = home
+    for pool in pools:  # ten slots among three teams: one is always left over for the tie-break
+        pool.follow({"p": ProviderConfig(max_concurrency=4), "q": ProviderConfig(max_concurrency=10)}, "abc")
+    await fill(pools, "a", 300, provider="q")  # a alone first: it takes all 10 slots, then queues
+    await fill(pools, "b", 300, provider="q")
+    await fill(pools, "c", 300, provider="q")
+    held = [f"att_a{i}" for i in range(10)]
+    ends = random.Random(7)  # renders of uneven length: a random one of the ten ends each time
+    occupancy = dict.fromkeys("abc", 0)
+    for step in range(400):
+        await run_one(pools, woken, held, ends, provider="q")
+        if step >= 40:  # once the slots a took alone have ended
+            for attempt in held:
+                occupancy[attempt.removeprefix("att_")[0]] += 1
+    total = sum(occupancy.values())
+    shares = {team: count / total for team, count in occupancy.items()}
+    assert all(0.31 <= share <= 0.36 for share in shares.values()), shares

@@ -113,10 +113,10 @@ class Capacity:
             self.hold(provider, attempt_id, seat)
             return True, []
         if others <= 0 and self.blocked(provider) is None:
-            # A free slot with nobody else waiting (the common case: no queue to order); it counts in
-            # the team's pass as a grant would.
+            # A free slot with nobody else waiting (the common case: no queue to order); it is the
+            # team's turn as a grant would be.
             queue.leave(seat.job_id)
-            queue.passed[seat.team] = queue.passed.get(seat.team, 0.0) + 1.0 / seat.weight
+            queue.mark(seat.team)
             self.hold(provider, attempt_id, seat)
             return True, []
         queue.join(seat)

@@ -21,7 +21,8 @@ class LocalQueue:
     seats: dict[str, Seat] = field(default_factory=dict)  # job id -> its place
     teams: dict[str, list[Place]] = field(default_factory=dict)  # team -> its places, in order
     grants: dict[str, tuple[float, str]] = field(default_factory=dict)  # job id -> (lapses at, team)
-    passed: dict[str, float] = field(default_factory=dict)  # team -> grants so far / weight
+    turns: dict[str, int] = field(default_factory=dict)  # team -> the turn it last got a slot in
+    turn: int = 0
 
     def join(self, seat: Seat) -> None:
         """Take a place, or keep the one the job has (its age, not its last look, orders it)."""
@@ -65,17 +66,22 @@ class LocalQueue:
             if not heads:
                 break
             chosen = next_team(
-                TeamState(t, counts.get(t, 0), s.weight, s.guaranteed, self.passed.get(t, 0.0), s.score)
+                TeamState(t, counts.get(t, 0), s.weight, s.guaranteed, self.turns.get(t, 0), s.score)
                 for t, s in heads.items()
             )
             assert chosen is not None
             seat = heads[chosen]
             self.grants[seat.job_id] = (now + hold_s, chosen)
             counts[chosen] = counts.get(chosen, 0) + 1
-            self.passed[chosen] = self.passed.get(chosen, 0.0) + 1.0 / seat.weight
+            self.mark(chosen)
             woken.append(seat.job_id)
             free -= 1
         return woken
+
+    def mark(self, team: str) -> None:
+        """The team got a slot (granted, or taken free): the round robin of ties moves past it."""
+        self.turn += 1
+        self.turns[team] = self.turn
 
     def _heads(self) -> dict[str, Seat]:
         """Each team's first waiting job not yet granted a slot (past at most a cap's grants)."""

@@ -15,7 +15,9 @@ The next job is chosen across teams by weighted fair share, then FIFO within the
    equal slots, so a team arriving behind another's thousand jobs gets the next slots until it holds
    as many; the half slot lets a 3:1 split of 10 slots alternate between 8/2 and 7/3 (75/25 over time)
    instead of settling on one of them;
-3. ties go to the team granted least so far for its weight (its `pass`), then the oldest head job.
+3. ties go to the team whose last slot is the oldest (a round robin of the one slot the shares leave
+   over; a memory of past grants would count twice what the slots in use already balanced), then the
+   oldest head job.
 
 Idle capacity is always lent: a guarantee gives precedence when a slot frees, never an empty slot.
 The same rule runs in Python (here, for the in-process queues) and in Lua (`lua/grant_slot.lua`).
@@ -61,7 +63,7 @@ class TeamState:
     in_use: int  # slots its jobs hold, granted ones included
     weight: float
     guaranteed: int
-    passed: float  # grants so far divided by weight
+    last_turn: float  # when it last got a slot, as a turn number (0: never): older goes first on a tie
     head: float  # the score of its first waiting job
 
 
@@ -72,7 +74,7 @@ def next_team(teams: Iterable[TeamState]) -> str | None:
     for state in teams:
         under = state.in_use < state.guaranteed
         share = state.in_use / state.guaranteed if under else (state.in_use + HALF_SLOT) / state.weight
-        key = (0 if under else 1, share, state.passed, state.head)
+        key = (0 if under else 1, share, state.last_turn, state.head)
         if best is None or _before(key, best):
             best, chosen = key, state.team
     return chosen

@@ -5,7 +5,8 @@
     {P:cap}:owners:<provider>         hash  attempt id (a slot) or job id (a grant) -> team
     {P:cap}:grants:<provider>         zset  job id -> when the slot granted to it lapses untaken
     {P:cap}:shares:<provider>         hash  team -> "weight guaranteed" (from its latest queued job)
-    {P:cap}:passes:<provider>         hash  team -> grants so far / weight (the fair-share tie-break)
+    {P:cap}:passes:<provider>         hash  team -> the turn of its last slot ("~turn": the counter): the
+                                            round robin that breaks fair-share ties
     {P:cap}:places:<provider>         hash  job id -> team, for the jobs in the queue
     {P:cap}:waiting:<provider>        hash  team -> jobs in the queue
     {P:cap}:inuse:<provider>          hash  team -> slots held or granted (the fair-share counts)

@@ -2,7 +2,6 @@
 -- Returns {1, jobs granted a slot besides this one...} when the slot is taken, {0, granted...} when the
 -- job keeps (or takes) its place in the queue.
 local attempt, lapses, job, team = ARGV[op], ARGV[op + 1], ARGV[op + 2], ARGV[op + 3]
-local weight = tonumber(string.match(ARGV[op + 5], '^(%S+)')) or 1
 if redis.call('ZSCORE', KEYS[1], attempt) then
   redis.call('ZADD', KEYS[1], lapses, attempt)
   return {1}
@@ -11,14 +10,14 @@ lapse(KEYS[1])
 lapse(KEYS[4])
 local granted = redis.call('ZCARD', KEYS[4])
 if redis.call('ZSCORE', KEYS[4], job) then
-  take(attempt, lapses, job, team, weight)
+  take(attempt, lapses, job, team)
   return {1}
 end
 -- Nobody else waits and a slot is free: take it (the common case, in O(1): no queue to order).
 local others = redis.call('HLEN', KEYS[7]) - granted
 if redis.call('HEXISTS', KEYS[7], job) == 1 then others = others - 1 end
 if others <= 0 and free_now() > 0 then
-  take(attempt, lapses, job, team, weight)
+  take(attempt, lapses, job, team)
   return {1}
 end
 if redis.call('HEXISTS', KEYS[7], job) == 0 then
@@ -30,7 +29,7 @@ end
 local woken = grant()
 local answer = {0}
 if redis.call('ZSCORE', KEYS[4], job) then
-  take(attempt, lapses, job, team, weight)
+  take(attempt, lapses, job, team)
   answer[1] = 1
 end
 for _, other in ipairs(woken) do

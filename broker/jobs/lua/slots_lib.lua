@@ -67,6 +67,11 @@ local function head(key, granted)
   end
 end
 
+-- The team got a slot: the round robin of ties moves past it (KEYS[6]: team -> the turn of its last slot).
+local function mark(team)
+  redis.call('HSET', KEYS[6], team, redis.call('HINCRBY', KEYS[6], '~turn', 1))
+end
+
 local function before(a, b)
   for i = 1, #a do
     if math.abs(a[i] - b[i]) > 1e-9 then return a[i] < b[i] end
@@ -85,7 +90,7 @@ local function grant()
   if free <= 0 then return woken end
   local counts = in_use()
   while free > 0 do
-    local best, best_team, best_job, best_weight = nil, nil, nil, 1
+    local best, best_team, best_job = nil, nil, nil
     for _, team in ipairs(team_names) do
       local job, score = head(queue_of[team], granted)
       if job then
@@ -98,10 +103,10 @@ local function grant()
         local used = counts[team] or 0
         local rank, ratio = 1, (used + 0.5) / weight
         if used < guaranteed then rank, ratio = 0, used / guaranteed end
-        local passed = tonumber(redis.call('HGET', KEYS[6], team) or '0')
-        local key = {rank, ratio, passed, score}
+        local turn = tonumber(redis.call('HGET', KEYS[6], team) or '0')
+        local key = {rank, ratio, turn, score}
         if not best or before(key, best) then
-          best, best_team, best_job, best_weight = key, team, job, weight
+          best, best_team, best_job = key, team, job
         end
       end
     end
@@ -109,7 +114,7 @@ local function grant()
     redis.call('ZADD', KEYS[4], now + hold_s, best_job)
     redis.call('HSET', KEYS[3], best_job, best_team)
     count(best_team, 1)
-    redis.call('HINCRBYFLOAT', KEYS[6], best_team, 1 / best_weight)
+    mark(best_team)
     counts[best_team] = (counts[best_team] or 0) + 1
     granted = granted + 1
     woken[#woken + 1] = best_job
@@ -119,13 +124,13 @@ local function grant()
 end
 
 -- The job takes a slot for `attempt` (its grant, if it held one, becomes the slot; a slot taken without
--- one counts in the team's `pass` as a grant would).
-local function take(attempt, lapses, job, team, weight)
+-- one is the team's turn as a grant would be).
+local function take(attempt, lapses, job, team)
   if redis.call('ZREM', KEYS[4], job) == 1 then
     redis.call('HDEL', KEYS[3], job)
   else
     count(team, 1)
-    redis.call('HINCRBYFLOAT', KEYS[6], team, 1 / weight)
+    mark(team)
   end
   unqueue(job)
   redis.call('ZADD', KEYS[1], lapses, attempt)
