@@ -38,8 +38,8 @@ class Policy(BaseModel):
     output_fit: Literal["pad", "crop"] | None = None
     output_min_scale: float | None = Field(default=None, gt=0, le=1)
     output_min_duration_ratio: float | None = Field(default=None, gt=0, le=1)
-    # Sharing a capped provider (broker.jobs.queues): a freed slot goes to the waiting team with the
-    # fewest slots for its `weight` (default 1), after any team under its `guaranteed_slots` (per
+    # Sharing a capped provider (broker.jobs.queues): a freed slot goes to the waiting team that has had
+    # the fewest slot-seconds for its `weight` (default 1), after any team under its `guaranteed_slots` (per
     # provider; idle ones are lent out, never kept idle); `priority` is the default of its jobs.
     weight: float | None = Field(default=None, gt=0, le=1000)
     guaranteed_slots: int | None = Field(default=None, ge=0, le=100_000)

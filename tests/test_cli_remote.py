@@ -116,7 +116,7 @@ async def test_quote_lists_routes_cheapest_first_and_reasons(
     both = await cli(capsys, broker, "quote", "--prompt", "x")
     assert both.code == Exit.OK
     lines = both.out.splitlines()
-    assert lines[1].split() == ["*", "cheap", "c1", "0.100000", "30", "standard"]
+    assert lines[1].split() == ["*", "cheap", "c1", "0.100000", "0", "30", "standard"]
     assert lines[2].split()[:3] == ["dear", "d1", "0.500000"]
     capped = await cli(capsys, broker, "quote", "--prompt", "x", "--max-cost", "0.20")
     assert "rejected:" in capped.out and "dear/d1: cost 0.500000 USD above max_cost_usd" in capped.out

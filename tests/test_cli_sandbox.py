@@ -130,7 +130,7 @@ async def test_quote_against_the_sandbox_lists_routes_and_reasons(sandbox_broker
     table, _, rejected = done.stdout.partition("\nrejected:\n")
     rows = [line.split() for line in table.splitlines()[1:]]
     assert rows[0][:3] == ["*", "local", "camera-motion"]
-    costs = [float(row[-3]) for row in rows]
+    costs = [float(row[-4]) for row in rows]
     assert costs == sorted(costs) and len(rows) > 3
     assert "runway/veo3.1: duration 5 s not supported" in rejected
 

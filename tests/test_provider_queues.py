@@ -4,6 +4,7 @@ and interactive-before-batch within a team, each grant waking its job and holdin
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from broker.store.redis import RedisStore
 from tests.support.adapters import FakeTime
 
 Homes = Callable[[int], list[Slots]]
+TTL_S = 1e6  # slots and grants the tests hold outlive every render they model
 
 
 class Woken:
@@ -54,33 +56,36 @@ async def fill(
     taken = []
     for i in range(start, start + count):
         job = Seat(f"{team}{i}", team, since=1000.0 + i, **seat)
-        taken.append(await pools[i % 3].try_acquire(provider, f"att_{team}{i}", job, 600))
+        taken.append(await pools[i % 3].try_acquire(provider, f"att_{team}{i}", job, TTL_S))
     return taken
 
 
 async def run_one(
-    pools: list[Slots], woken: Woken, held: list[str], ends: random.Random | None = None, provider: str = "p"
+    home: Any, held: list[str], ends: random.Random | None = None, provider: str = "p", step_s: float = 15.0
 ) -> str:
-    """The oldest running attempt ends (or one drawn by `ends`: renders of uneven length); the job its
-    slot is granted to takes it. Returns that job."""
+    """`step_s` passes (4 slots of 60 s renders: one ends every 15 s), then the oldest running attempt
+    ends (or one drawn by `ends`: renders of uneven length); the job its slot is granted to takes it.
+    Returns that job."""
+    time, woken, pools = home
+    time.now += step_s
     ended = held.pop(ends.randrange(len(held)) if ends else 0)
     before = len(woken.jobs)
     await pools[1].release(provider, ended)
     assert len(woken.jobs) == before + 1, "a freed slot wakes exactly one queued job"
     job = woken.jobs[-1]
     team = job.rstrip("0123456789")
-    assert await pools[2].try_acquire(provider, f"att_{job}", Seat(job, team), 600)
+    assert await pools[2].try_acquire(provider, f"att_{job}", Seat(job, team), TTL_S)
     held.append(f"att_{job}")
     return job
 
 
 async def test_a_team_arriving_behind_another_s_backlog_gets_the_next_slots(home: Any) -> None:
-    _, woken, pools = home
+    _, _, pools = home
     assert await fill(pools, "a", 30) == [True] * 4 + [False] * 26
     assert await fill(pools, "b", 2) == [False, False]  # queued behind a's 26
     held = [f"att_a{i}" for i in range(4)]
     # b holds no slot: the next two freed slots go to b's two jobs, then a's queue goes on in order.
-    assert [await run_one(pools, woken, held) for _ in range(4)] == ["b0", "b1", "a4", "a5"]
+    assert [await run_one(home, held) for _ in range(4)] == ["b0", "b1", "a4", "a5"]
 
 
 async def test_a_slot_granted_to_a_queued_job_is_not_taken_by_a_newcomer(home: Any) -> None:
@@ -97,31 +102,31 @@ async def test_a_slot_granted_to_a_queued_job_is_not_taken_by_a_newcomer(home: A
 
 
 async def test_interactive_goes_before_batch_within_a_team_then_fifo(home: Any) -> None:
-    _, woken, pools = home
+    _, _, pools = home
     await fill(pools, "a", 4)
     await fill(pools, "a", 2, start=10, priority=Priority.BATCH)
     await fill(pools, "a", 2, start=20)
     held = [f"att_a{i}" for i in range(4)]
-    assert [await run_one(pools, woken, held) for _ in range(4)] == ["a20", "a21", "a10", "a11"]
+    assert [await run_one(home, held) for _ in range(4)] == ["a20", "a21", "a10", "a11"]
 
 
 async def test_weights_three_to_one_share_the_grants_three_to_one(home: Any) -> None:
-    _, woken, pools = home
+    _, _, pools = home
     await fill(pools, "a", 200, weight=3.0)
     await fill(pools, "b", 200, weight=1.0)
     held = [f"att_a{i}" for i in range(4)]
-    granted = [await run_one(pools, woken, held) for _ in range(80)]
+    granted = [await run_one(home, held) for _ in range(80)]
     share = sum(job.startswith("a") for job in granted) / len(granted)
     assert 0.70 <= share <= 0.80, share
 
 
 async def test_a_team_under_its_guaranteed_slots_goes_first(home: Any) -> None:
-    _, woken, pools = home
+    _, _, pools = home
     await fill(pools, "a", 10)
     await fill(pools, "b", 3, guaranteed=2)
     await fill(pools, "c", 3)
     held = [f"att_a{i}" for i in range(4)]
-    first = [await run_one(pools, woken, held) for _ in range(2)]
+    first = [await run_one(home, held) for _ in range(2)]
     assert first == ["b0", "b1"]  # b is under its 2 guaranteed slots, c under none
 
 
@@ -173,7 +178,7 @@ async def test_slots_in_use_are_counted_per_team_and_only_for_capped_providers(h
 
 
 async def test_slots_a_team_took_alone_do_not_cost_it_its_share_later(home: Any) -> None:
-    _, woken, pools = home
+    _, _, pools = home
     for pool in pools:  # ten slots among three teams: one is always left over for the tie-break
         pool.follow({"p": ProviderConfig(max_concurrency=4), "q": ProviderConfig(max_concurrency=10)}, "abc")
     await fill(pools, "a", 300, provider="q")  # a alone first: it takes all 10 slots, then queues
@@ -183,10 +188,53 @@ async def test_slots_a_team_took_alone_do_not_cost_it_its_share_later(home: Any)
     ends = random.Random(7)  # renders of uneven length: a random one of the ten ends each time
     occupancy = dict.fromkeys("abc", 0)
     for step in range(400):
-        await run_one(pools, woken, held, ends, provider="q")
+        await run_one(home, held, ends, provider="q")
         if step >= 40:  # once the slots a took alone have ended
             for attempt in held:
                 occupancy[attempt.removeprefix("att_")[0]] += 1
     total = sum(occupancy.values())
     shares = {team: count / total for team, count in occupancy.items()}
     assert all(0.31 <= share <= 0.36 for share in shares.values()), shares
+
+
+async def test_a_late_team_s_jobs_all_start_in_the_next_round_even_when_they_fill_the_cap(home: Any) -> None:
+    _, _, pools = home
+    await fill(pools, "a", 200)
+    held = [f"att_a{i}" for i in range(4)]
+    assert {await run_one(home, held) for _ in range(40)} <= {f"a{i}" for i in range(200)}  # ten rounds
+    await fill(pools, "b", 4)
+    # b's four jobs take the four slots freed in the next round (an equal split would start two of
+    # them a round later); then a's queue goes on.
+    assert [await run_one(home, held) for _ in range(6)] == ["b0", "b1", "b2", "b3", "a44", "a45"]
+
+
+async def test_a_team_idle_for_long_is_served_ahead_for_a_round_not_for_its_idle_time(home: Any) -> None:
+    _, _, pools = home
+    await fill(pools, "a", 300)
+    await fill(pools, "c", 300)
+    held = [f"att_a{i}" for i in range(4)]
+    for _ in range(100):  # 25 rounds of a and c while b is idle
+        await run_one(home, held)
+    await fill(pools, "b", 300)
+    granted = [await run_one(home, held) for _ in range(36)]
+    teams = [job[0] for job in granted]
+    assert teams[:3] == ["b"] * 3 and teams[:8].count("b") <= 5, teams  # about a round ahead...
+    later = teams[8:]
+    assert 0.25 <= later.count("b") / len(later) <= 0.42, teams  # ...then a third, not 25 rounds of all
+
+
+async def test_slots_freed_at_once_are_spread_across_teams_by_the_hold_each_is_promised(home: Any) -> None:
+    _, woken, pools = home
+    await fill(pools, "a", 100)
+    await fill(pools, "b", 100)
+    held = [f"att_a{i}" for i in range(4)]
+    for _ in range(16):
+        await run_one(home, held)
+    before = len(woken.jobs)
+    pools[0].follow({"p": ProviderConfig(max_concurrency=8)}, ["a", "b", "c"])  # four slots at once
+    for _ in range(20):
+        if len(woken.jobs) >= before + 4:
+            break
+        await asyncio.sleep(0.01)
+    teams = sorted(job[0] for job in woken.jobs[before:])
+    assert teams == ["a", "a", "b", "b"], woken.jobs[before:]

@@ -53,13 +53,14 @@ def quote(client: SyncBrokerClient, args: argparse.Namespace) -> int:
             r["provider"],
             r["model"],
             r["cost_usd"],
+            str(r.get("predicted_wait_s", 0)),
             str(r["expected_latency_s"]),
             r["quality"],
         ]
         for r in answer["routes"]
     ]
-    if rows:
-        print(render_table(["", "provider", "model", "cost_usd", "latency_s", "quality"], rows))
+    if rows:  # wait_s: the predicted wait for a slot in the provider's queue, before the render
+        print(render_table(["", "provider", "model", "cost_usd", "wait_s", "latency_s", "quality"], rows))
     else:
         print("no route can serve this job")
     if answer["rejected"] and args.feasible:

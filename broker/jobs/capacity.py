@@ -35,7 +35,7 @@ class Limits:
 @dataclass
 class _Provider:
     limits: Limits
-    held: dict[str, tuple[str, str]] = field(default_factory=dict)  # attempt id -> (job id, team)
+    held: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # attempt -> (job, team, start)
     submits: deque[float] = field(default_factory=deque)
     queue: LocalQueue = field(default_factory=LocalQueue)
 
@@ -107,63 +107,84 @@ class Capacity:
         if state.limits == Limits() and not queue.seats:  # nothing to count, nobody queues
             self.hold(provider, attempt_id, seat)
             return True, []
-        queue.prune(self.clock())
+        now = self.clock()
+        queue.prune(now)
         others = len(queue.seats) - len(queue.grants) - (seat.job_id in queue.seats)
-        if queue.take_grant(seat.job_id):
-            self.hold(provider, attempt_id, seat)
+        start = queue.take_grant(seat.job_id, now)
+        if start is not None:
+            self.hold(provider, attempt_id, seat, start=start)
             return True, []
         if others <= 0 and self.blocked(provider) is None:
             # A free slot with nobody else waiting (the common case: no queue to order); it is the
             # team's turn as a grant would be.
-            queue.leave(seat.job_id)
+            queue.leave(seat.job_id, now)
             queue.mark(seat.team)
             self.hold(provider, attempt_id, seat)
             return True, []
-        queue.join(seat)
+        queue.join(seat, state.limits.max_concurrency)
         woken = self._grant(provider)
-        if not state.queue.take_grant(seat.job_id):
+        start = state.queue.take_grant(seat.job_id, now)
+        if start is None:
             return False, woken
-        self.hold(provider, attempt_id, seat)
+        self.hold(provider, attempt_id, seat, start=start)
         return True, [job for job in woken if job != seat.job_id]
 
-    def hold(self, provider: str, attempt_id: str, seat: Seat, *, new_submit: bool = True) -> None:
+    def hold(
+        self,
+        provider: str,
+        attempt_id: str,
+        seat: Seat,
+        *,
+        new_submit: bool = True,
+        start: float | None = None,
+    ) -> None:
         """Take a slot whatever the limits say; `new_submit=False` for an attempt already at the provider
-        (resumed after a restart), which does not count against the submit rate."""
+        (resumed after a restart), which does not count against the submit rate. `start`: when the
+        grant the slot comes from began (the team's service already counts it)."""
         state = self._providers.setdefault(provider, _Provider(Limits()))
-        if attempt_id not in state.held and new_submit:
-            state.submits.append(self.clock())
-        state.held[attempt_id] = (seat.job_id, seat.team)
+        if attempt_id in state.held:
+            return
+        now = self.clock()
+        if new_submit:
+            state.submits.append(now)
+        if start is None:
+            state.queue.ledger.begin(seat.team)
+        state.held[attempt_id] = (seat.job_id, seat.team, now if start is None else start)
 
     def release(self, attempt_id: str) -> list[str]:
         """The attempt ended: give its slot back; returns the jobs granted the freed slot."""
         woken: list[str] = []
         for name, state in self._providers.items():
-            if state.held.pop(attempt_id, None) is not None:
-                self._signal()
-                woken += self._grant(name)
+            if attempt_id in state.held:
+                woken += self._end(name, state, attempt_id)
         return woken
 
     def release_job(self, job_id: str) -> list[str]:
         """Give back every slot the job's attempts hold (its worker stops working on it)."""
         woken: list[str] = []
         for name, state in self._providers.items():
-            for attempt_id in [a for a, (job, _) in state.held.items() if job == job_id]:
-                del state.held[attempt_id]
-                self._signal()
-                woken += self._grant(name)
+            for attempt_id in [a for a, (job, _, _) in state.held.items() if job == job_id]:
+                woken += self._end(name, state, attempt_id)
         return woken
+
+    def _end(self, name: str, state: _Provider, attempt_id: str) -> list[str]:
+        _, team, start = state.held.pop(attempt_id)
+        state.queue.ledger.end(team, start, self.clock())
+        self._signal()
+        return self._grant(name)
 
     def leave(self, provider: str, job_id: str) -> list[str]:
         """The job no longer waits for `provider` (moved, cancelled, ended); a slot granted to it goes on."""
         state = self._providers.get(provider)
         if state is None:
             return []
-        state.queue.leave(job_id)
+        state.queue.leave(job_id, self.clock())
         return self._grant(provider)
 
     def restore_place(self, provider: str, seat: Seat) -> None:
         """Put back a queued job's place after a restart (granting waits for `grant_all`)."""
-        self._providers.setdefault(provider, _Provider(Limits())).queue.join(seat)
+        state = self._providers.setdefault(provider, _Provider(Limits()))
+        state.queue.join(seat, state.limits.max_concurrency)
 
     def grant_all(self) -> dict[str, list[str]]:
         """Grant every provider's free slots to its queue; provider -> the jobs granted."""
@@ -232,7 +253,7 @@ class Capacity:
         if limits.requests_per_minute is not None:
             self._prune(state)
             free = min(free, limits.requests_per_minute - len(state.submits) - len(queue.grants))
-        return queue.grant(free, _teams_holding(state), now, GRANT_S)
+        return queue.grant(free, now, GRANT_S)
 
     def _signal(self) -> None:
         # Wake every waiter once; later waiters wait on a fresh event.
@@ -248,6 +269,6 @@ class Capacity:
 def _teams_holding(state: _Provider) -> dict[str, int]:
     """Team -> slots of the provider its attempts hold."""
     counts: dict[str, int] = {}
-    for _, team in state.held.values():
+    for _, team, _ in state.held.values():
         counts[team] = counts.get(team, 0) + 1
     return counts

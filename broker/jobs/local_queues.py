@@ -9,30 +9,76 @@ binary search, not a walk over every waiting job. The places are also on the job
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from broker.jobs.queues import QueueView, Seat, TeamState, next_team
+from broker.jobs.queues import QueueView, Seat, TeamState, mean_hold, next_team, placed
 
 Place = tuple[float, str]  # (score, job id): the order within a team
+
+
+@dataclass
+class Ledger:
+    """The slot-seconds each team has had of one provider (the fair share's service): the slots ended,
+    as held, and one mean hold for each slot held now."""
+
+    served: dict[str, float] = field(default_factory=dict)  # team -> slot-seconds of its slots ended
+    holding: dict[str, int] = field(default_factory=dict)  # team -> slots held or granted
+    mean_hold_s: float = 0.0
+
+    def begin(self, team: str) -> None:
+        self.holding[team] = self.holding.get(team, 0) + 1
+
+    def end(self, team: str, start: float, now: float, *, render: bool = True) -> None:
+        """A slot (or, `render=False`, a grant never taken) ended: its time is served."""
+        held = self.holding.get(team, 0) - 1
+        if held <= 0:
+            self.holding.pop(team, None)
+        else:
+            self.holding[team] = held
+        self.served[team] = self.served.get(team, 0.0) + (now - start)
+        if render:
+            self.mean_hold_s = mean_hold(self.mean_hold_s, now - start)
+
+    def service(self, team: str) -> float:
+        return self.served.get(team, 0.0) + self.holding.get(team, 0) * self.mean_hold_s
+
+    def place(self, team: str, weight: float, others: Mapping[str, float], slots: int) -> None:
+        """Hold a team that starts waiting within a round of `others` (team -> weight)."""
+        own = self.service(team)
+        around = [(self.service(other), w) for other, w in others.items()]
+        level = placed(own, weight, around, slots * self.mean_hold_s)
+        self.served[team] = self.served.get(team, 0.0) + (level - own)
 
 
 @dataclass
 class LocalQueue:
     seats: dict[str, Seat] = field(default_factory=dict)  # job id -> its place
     teams: dict[str, list[Place]] = field(default_factory=dict)  # team -> its places, in order
-    grants: dict[str, tuple[float, str]] = field(default_factory=dict)  # job id -> (lapses at, team)
+    grants: dict[str, tuple[float, str, float]] = field(default_factory=dict)  # job -> (lapses, team, start)
+    ledger: Ledger = field(default_factory=Ledger)
+    weights: dict[str, float] = field(default_factory=dict)  # team -> the weight of its latest seat
     turns: dict[str, int] = field(default_factory=dict)  # team -> the turn it last got a slot in
     turn: int = 0
 
-    def join(self, seat: Seat) -> None:
-        """Take a place, or keep the one the job has (its age, not its last look, orders it)."""
+    def join(self, seat: Seat, cap: int | None) -> None:
+        """Take a place, or keep the one the job has (its age, not its last look, orders it). A team
+        that starts waiting is placed among the others (`Ledger.place`)."""
         if seat.job_id in self.seats:
             return
+        if seat.team not in self.teams:
+            waiting = {t: self.seats[p[0][1]].weight for t, p in self.teams.items()}
+            holding = {t: self.weights.get(t, 1.0) for t in self.ledger.holding if t != seat.team}
+            slots = cap if cap is not None else sum(self.ledger.holding.values())
+            self.ledger.place(seat.team, seat.weight, waiting or holding, slots)
         self.seats[seat.job_id] = seat
+        self.weights[seat.team] = seat.weight
         bisect.insort(self.teams.setdefault(seat.team, []), (seat.score, seat.job_id))
 
-    def leave(self, job_id: str) -> None:
-        self.grants.pop(job_id, None)
+    def leave(self, job_id: str, now: float) -> None:
+        grant = self.grants.pop(job_id, None)
+        if grant is not None:
+            self.ledger.end(grant[1], grant[2], now, render=False)
         seat = self.seats.pop(job_id, None)
         if seat is None:
             return
@@ -43,36 +89,45 @@ class LocalQueue:
         if not places:
             del self.teams[seat.team]
 
-    def take_grant(self, job_id: str) -> bool:
-        """The job takes the slot granted to it (and leaves the queue); False if it holds no grant."""
-        if job_id not in self.grants:
-            return False
-        self.leave(job_id)
-        return True
+    def take_grant(self, job_id: str, now: float) -> float | None:
+        """The job takes the slot granted to it (and leaves the queue): returns when the grant began (the
+        slot's start), or None if it holds no grant."""
+        grant = self.grants.pop(job_id, None)
+        if grant is None:
+            return None
+        self.leave(job_id, now)
+        return grant[2]
 
     def prune(self, now: float) -> None:
         """Lapsed grants go back to the queue (their jobs keep their places)."""
-        for job_id in [j for j, (until, _) in self.grants.items() if until <= now]:
-            del self.grants[job_id]
+        for job_id in [j for j, (until, _, _) in self.grants.items() if until <= now]:
+            _, team, start = self.grants.pop(job_id)
+            self.ledger.end(team, start, now, render=False)
 
-    def grant(self, free: int, in_use: dict[str, int], now: float, hold_s: float) -> list[str]:
+    def grant(self, free: int, now: float, hold_s: float) -> list[str]:
         """Grant up to `free` slots by the fair-share rule; returns the jobs to wake."""
         woken: list[str] = []
-        counts = dict(in_use)
-        for _, team in self.grants.values():
-            counts[team] = counts.get(team, 0) + 1
+        ledger = self.ledger
         while free > 0:
             heads = self._heads()
             if not heads:
                 break
             chosen = next_team(
-                TeamState(t, counts.get(t, 0), s.weight, s.guaranteed, self.turns.get(t, 0), s.score)
+                TeamState(
+                    t,
+                    ledger.holding.get(t, 0),
+                    s.weight,
+                    s.guaranteed,
+                    ledger.service(t),
+                    self.turns.get(t, 0),
+                    s.score,
+                )
                 for t, s in heads.items()
             )
             assert chosen is not None
             seat = heads[chosen]
-            self.grants[seat.job_id] = (now + hold_s, chosen)
-            counts[chosen] = counts.get(chosen, 0) + 1
+            self.grants[seat.job_id] = (now + hold_s, chosen, now)
+            ledger.begin(chosen)
             self.mark(chosen)
             woken.append(seat.job_id)
             free -= 1
@@ -100,7 +155,7 @@ class LocalQueue:
     def view(self, seat: Seat, cap: int, held: int) -> QueueView:
         places = self.teams.get(seat.team, [])
         ahead = bisect.bisect_left(places, (seat.score, seat.job_id))
-        granted_ahead = sum(1 for _, team in self.grants.values() if team == seat.team)
+        granted_ahead = sum(1 for _, team, _ in self.grants.values() if team == seat.team)
         others = sum(self.seats[p[0][1]].weight for team, p in self.teams.items() if team != seat.team and p)
         return QueueView(
             cap=cap,

@@ -7,20 +7,28 @@ job, which is woken at once; the grant holds the slot for that job (for `GRANT_S
 meanwhile cannot take it. A grant not taken in time lapses and goes to the next job, the first one
 keeping its place.
 
-The next job is chosen across teams by weighted fair share, then FIFO within the team with
-`interactive` before `batch`:
+The next job is chosen across teams by weighted fair share of the provider's slot-seconds, then FIFO
+within the team with `interactive` before `batch`:
 
 1. a team below its `guaranteed_slots` goes first (the fewest in use for its guarantee first);
-2. else the team whose slots in use, plus half a slot, are fewest for its `weight`: equal weights give
-   equal slots, so a team arriving behind another's thousand jobs gets the next slots until it holds
-   as many; the half slot lets a 3:1 split of 10 slots alternate between 8/2 and 7/3 (75/25 over time)
-   instead of settling on one of them;
-3. ties go to the team whose last slot is the oldest (a round robin of the one slot the shares leave
-   over; a memory of past grants would count twice what the slots in use already balanced), then the
-   oldest head job.
+2. else the team whose *service*, divided by its `weight`, is least. A team's service is the
+   slot-seconds its jobs have held the provider's slots (each slot counted from its grant, or its take,
+   to its end) plus one typical hold (the provider's recent mean) for each slot it holds now: each slot
+   is charged as promised when it starts and as held when it ends. Equal weights give equal
+   slot-seconds over time, 3:1 gives 75/25; slots freed at once are spread across the teams;
+3. ties go to the team whose last slot is the oldest (a round robin), then the oldest head job.
+
+A team that starts waiting (its queue was empty) is placed among the teams waiting already (those
+holding slots, if none waits): its service, divided by its weight, is held within one round of the
+most served of theirs, above or below. A round is the provider's slot-seconds in one mean hold (the cap
+times the mean hold). So a team arriving behind another's thousand jobs is served first until it has
+had about a round more than before, and all its jobs start within about one render time, even when
+they fill the cap; but a team idle for a day cannot take the provider for a day, and the slots a team
+borrowed while nobody waited are never held against it for more than a round.
 
 Idle capacity is always lent: a guarantee gives precedence when a slot frees, never an empty slot.
-The same rule runs in Python (here, for the in-process queues) and in Lua (`lua/grant_slot.lua`).
+The same rule runs in Python (`broker.jobs.local_queues`, for the in-process queues) and in Lua
+(`lua/slots_lib.lua`).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from broker.schema import Priority
 from broker.store import JobRecord
 
 GRANT_S = 30.0  # how long a freed slot waits for the job it was granted to
-HALF_SLOT = 0.5
+HOLD_SMOOTHING = 0.1  # the weight of each ended slot in the provider's mean hold
 EPSILON = 1e-9
 # A queue place's score: priority first, then the job's age; interactive sorts before batch.
 PRIORITY_RANK = {Priority.INTERACTIVE: 0, Priority.BATCH: 1}
@@ -63,6 +71,7 @@ class TeamState:
     in_use: int  # slots its jobs hold, granted ones included
     weight: float
     guaranteed: int
+    service: float  # slot-seconds had, and promised for the slots held (see the module docstring)
     last_turn: float  # when it last got a slot, as a turn number (0: never): older goes first on a tie
     head: float  # the score of its first waiting job
 
@@ -73,11 +82,27 @@ def next_team(teams: Iterable[TeamState]) -> str | None:
     chosen: str | None = None
     for state in teams:
         under = state.in_use < state.guaranteed
-        share = state.in_use / state.guaranteed if under else (state.in_use + HALF_SLOT) / state.weight
+        share = state.in_use / state.guaranteed if under else state.service / state.weight
         key = (0 if under else 1, share, state.last_turn, state.head)
         if best is None or _before(key, best):
             best, chosen = key, state.team
     return chosen
+
+
+def placed(own: float, weight: float, others: Iterable[tuple[float, float]], round_s: float) -> float:
+    """The service a team that starts waiting is counted at: its own, held within one round (`round_s`:
+    the provider's slot-seconds in one mean hold) of the most served of the `others` (their (service,
+    weight)), all divided by weight."""
+    levels = [service / other_weight for service, other_weight in others]
+    if not levels:
+        return own
+    lead, credit = max(levels), round_s / weight
+    return min(max(own / weight, lead - credit), lead + credit) * weight
+
+
+def mean_hold(mean_s: float, held_s: float) -> float:
+    """The provider's mean hold after a slot held `held_s` ended (0: none ended yet)."""
+    return held_s if mean_s <= 0 else mean_s + HOLD_SMOOTHING * (held_s - mean_s)
 
 
 def _before(key: tuple[int, float, float, float], other: tuple[int, float, float, float]) -> bool:
@@ -102,8 +127,7 @@ class QueueView:
     def ahead(self) -> int:
         """Jobs granted a slot before this seat: its team's jobs ahead, stretched by the share the
         other waiting teams take meanwhile, never more than the whole queue. A team's first waiting job
-        is taken as next: the grant rule favours the team with the fewest slots, as a team new to the
-        queue has."""
+        is taken as next: a team new to the queue is placed up to a round ahead of the others."""
         share = self.team_weight / (self.team_weight + self.waiting_weight)
         return min(self.waiting, int(self.team_ahead / share))
 

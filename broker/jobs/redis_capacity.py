@@ -9,7 +9,10 @@
                                             round robin that breaks fair-share ties
     {P:cap}:places:<provider>         hash  job id -> team, for the jobs in the queue
     {P:cap}:waiting:<provider>        hash  team -> jobs in the queue
-    {P:cap}:inuse:<provider>          hash  team -> slots held or granted (the fair-share counts)
+    {P:cap}:inuse:<provider>          hash  team -> slots held or granted
+    {P:cap}:starts:<provider>         hash  attempt id (a slot) or job id (a grant) -> when it began
+    {P:cap}:served:<provider>         hash  team -> slot-seconds of its slots ended ("~hold": the mean
+                                            hold of a render): the fair share's service
     {P:cap}:queue:<provider>:<team>   zset  job id -> priority rank * 1e11 + the job's age (unix s)
 
 One script checks and takes a slot (or queues the job), one gives a slot back, one takes a job out
@@ -44,11 +47,14 @@ _SCRIPTS = {
     name: _LIB + (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
     for name in ("acquire_slot", "release_slot", "leave_queue")
 }
-_FIXED_KEYS = ("slots", "submits", "owners", "grants", "shares", "passes", "places", "waiting", "inuse")
-# A slot kept (or taken back after a restart) outside the queue: counted for its team when new.
+_FIXED_KEYS: tuple[str, ...] = ("slots", "submits", "owners", "grants", "shares", "passes", "places")
+_FIXED_KEYS += ("waiting", "inuse", "starts", "served")
+# A slot kept (or taken back after a restart) outside the queue: counted for its team when new, its
+# service from now.
 _HOLD = """
 if redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) == 1 and ARGV[4] == '1' then
   redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+  redis.call('HSET', KEYS[4], ARGV[2], ARGV[5])
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 """
@@ -139,10 +145,11 @@ class RedisSlots:
         return int(reply[0]) == 1
 
     async def hold(self, provider: str, attempt_id: str, seat: Seat, ttl_s: float) -> None:
-        keys = [self._key(provider, part) for part in ("slots", "owners", "inuse")]
+        keys = [self._key(provider, part) for part in ("slots", "owners", "inuse", "starts")]
         counted = "1" if self._limited(provider) else "0"
-        lapses = repr(self._clock() + ttl_s)
-        await self._store.run_script(_HOLD, keys, [lapses, attempt_id, seat.team, counted])
+        now = self._clock()
+        args = [repr(now + ttl_s), attempt_id, seat.team, counted, repr(now)]
+        await self._store.run_script(_HOLD, keys, args)
 
     async def release(self, provider: str, attempt_id: str) -> None:
         if not self._limited(provider):

@@ -17,14 +17,15 @@ end
 local others = redis.call('HLEN', KEYS[7]) - granted
 if redis.call('HEXISTS', KEYS[7], job) == 1 then others = others - 1 end
 if others <= 0 and free_now() > 0 then
+  redis.call('HSET', KEYS[5], team, ARGV[op + 5])
   take(attempt, lapses, job, team)
   return {1}
 end
 if redis.call('HEXISTS', KEYS[7], job) == 0 then
   redis.call('ZADD', queue_of[team], ARGV[op + 4], job)
   redis.call('HSET', KEYS[7], job, team)
-  redis.call('HINCRBY', KEYS[8], team, 1)
   redis.call('HSET', KEYS[5], team, ARGV[op + 5]) -- the share of the team's latest queued job
+  if redis.call('HINCRBY', KEYS[8], team, 1) == 1 then place(team, (share_of(team))) end
 end
 local woken = grant()
 local answer = {0}

@@ -1,7 +1,9 @@
 -- Shared by the slot scripts of one provider (broker/jobs/redis_capacity.py has the key layout).
 -- KEYS: 1 slots, 2 submits, 3 owners, 4 grants, 5 shares, 6 passes, 7 places, 8 waiting, 9 in use
--- (team -> slots held or granted), 10.. the queues of the teams named in ARGV. ARGV: 1 now, 2 max concurrency ("" none), 3 requests a minute
--- ("" none), 4 how long a grant holds, 5 the number of teams N, 6..5+N their names, then the script's.
+-- (team -> slots held or granted), 10 starts (slot or grant -> when it began), 11 served (team -> the
+-- slot-seconds of its slots ended; '~hold': the mean hold), 12.. the queues of the teams named in ARGV. ARGV: 1 now, 2 max concurrency ("" none),
+-- 3 requests a minute ("" none), 4 how long a grant holds, 5 the number of teams N, 6..5+N their
+-- names, then the script's.
 local now = tonumber(ARGV[1])
 local cap = ARGV[2] ~= '' and tonumber(ARGV[2]) or nil
 local rpm = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
@@ -9,20 +11,50 @@ local hold_s = tonumber(ARGV[4])
 local nteams = tonumber(ARGV[5])
 local queue_of, team_names = {}, {}
 for i = 1, nteams do
-  queue_of[ARGV[5 + i]] = KEYS[9 + i]
+  queue_of[ARGV[5 + i]] = KEYS[11 + i]
   team_names[i] = ARGV[5 + i]
 end
 local op = 6 + nteams -- the first of the script's own arguments
 
-local function count(team, by)
-  if team and redis.call('HINCRBY', KEYS[9], team, by) <= 0 then redis.call('HDEL', KEYS[9], team) end
+-- The fair share's service (broker/jobs/queues.py): the slot-seconds of a team's slots ended, plus one
+-- mean hold for each slot it holds now.
+
+-- A slot or grant `id` of the team begins now.
+local function begin(team, id)
+  redis.call('HINCRBY', KEYS[9], team, 1)
+  redis.call('HSET', KEYS[10], id, ARGV[1])
+end
+
+-- A slot or grant `id` of the team ends now: its time is served; a render's (`render`) also moves the
+-- mean hold.
+local function finish(team, id, render)
+  local start = redis.call('HGET', KEYS[10], id)
+  redis.call('HDEL', KEYS[10], id)
+  if not team then return end
+  if redis.call('HINCRBY', KEYS[9], team, -1) <= 0 then redis.call('HDEL', KEYS[9], team) end
+  if not start then return end -- a slot from before the service was kept: nothing to count
+  local held = now - tonumber(start)
+  redis.call('HINCRBYFLOAT', KEYS[11], team, held)
+  if not render then return end
+  local mean = tonumber(redis.call('HGET', KEYS[11], '~hold') or '0')
+  if mean <= 0 then mean = held else mean = mean + 0.1 * (held - mean) end
+  redis.call('HSET', KEYS[11], '~hold', mean)
+end
+
+local function mean_hold()
+  return tonumber(redis.call('HGET', KEYS[11], '~hold') or '0')
+end
+
+local function service(team)
+  local held = tonumber(redis.call('HGET', KEYS[9], team) or '0')
+  return tonumber(redis.call('HGET', KEYS[11], team) or '0') + held * mean_hold()
 end
 
 -- Members of a zset whose time has passed: lapsed slots, lapsed grants (their jobs keep their places).
 local function lapse(key)
   local gone = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[1])
   for _, member in ipairs(gone) do
-    count(redis.call('HGET', KEYS[3], member), -1)
+    finish(redis.call('HGET', KEYS[3], member), member, false)
     redis.call('HDEL', KEYS[3], member)
   end
   if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[1]) end
@@ -79,6 +111,47 @@ local function before(a, b)
   return false
 end
 
+-- A team's weight and guaranteed slots (KEYS[5]: from its latest queued job; 1 and 0 if none).
+local function share_of(team)
+  local share = redis.call('HGET', KEYS[5], team)
+  if not share then return 1, 0 end
+  local w, g = string.match(share, '^(%S+) (%S+)$')
+  return tonumber(w), tonumber(g)
+end
+
+-- The teams in a hash of team -> count with a count above 0, but `team`.
+local function counted(key, team)
+  local names, flat = {}, redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do
+    if flat[i] ~= team and tonumber(flat[i + 1]) > 0 then names[#names + 1] = flat[i] end
+  end
+  return names
+end
+
+-- A team that starts waiting is held within one round of the most served of the teams waiting (holding
+-- slots, if none waits): placed() in broker/jobs/queues.py.
+local function place(team, weight)
+  local others = counted(KEYS[8], team)
+  if #others == 0 then others = counted(KEYS[9], team) end
+  if #others == 0 then return end
+  local lead = nil
+  for _, other in ipairs(others) do
+    local level = service(other) / share_of(other)
+    if not lead or level > lead then lead = level end
+  end
+  local slots = cap
+  if not slots then
+    slots = 0
+    for _, held in pairs(in_use()) do slots = slots + held end
+  end
+  local credit = slots * mean_hold() / weight
+  local own = service(team)
+  local level = math.min(math.max(own / weight, lead - credit), lead + credit)
+  if math.abs(level * weight - own) > 1e-9 then
+    redis.call('HINCRBYFLOAT', KEYS[11], team, level * weight - own)
+  end
+end
+
 -- Grant the free slots to the next jobs by the rule of broker/jobs/queues.py; returns them.
 local function grant()
   lapse(KEYS[1])
@@ -94,14 +167,9 @@ local function grant()
     for _, team in ipairs(team_names) do
       local job, score = head(queue_of[team], granted)
       if job then
-        local weight, guaranteed = 1, 0
-        local share = redis.call('HGET', KEYS[5], team)
-        if share then
-          local w, g = string.match(share, '^(%S+) (%S+)$')
-          weight, guaranteed = tonumber(w), tonumber(g)
-        end
+        local weight, guaranteed = share_of(team)
         local used = counts[team] or 0
-        local rank, ratio = 1, (used + 0.5) / weight
+        local rank, ratio = 1, service(team) / weight
         if used < guaranteed then rank, ratio = 0, used / guaranteed end
         local turn = tonumber(redis.call('HGET', KEYS[6], team) or '0')
         local key = {rank, ratio, turn, score}
@@ -113,7 +181,7 @@ local function grant()
     if not best then break end
     redis.call('ZADD', KEYS[4], now + hold_s, best_job)
     redis.call('HSET', KEYS[3], best_job, best_team)
-    count(best_team, 1)
+    begin(best_team, best_job)
     mark(best_team)
     counts[best_team] = (counts[best_team] or 0) + 1
     granted = granted + 1
@@ -123,13 +191,16 @@ local function grant()
   return woken
 end
 
--- The job takes a slot for `attempt` (its grant, if it held one, becomes the slot; a slot taken without
--- one is the team's turn as a grant would be).
+-- The job takes a slot for `attempt` (its grant, if it held one, becomes the slot and keeps its start; a
+-- slot taken without one is the team's turn as a grant would be).
 local function take(attempt, lapses, job, team)
   if redis.call('ZREM', KEYS[4], job) == 1 then
     redis.call('HDEL', KEYS[3], job)
+    local start = redis.call('HGET', KEYS[10], job)
+    redis.call('HDEL', KEYS[10], job)
+    if start then redis.call('HSET', KEYS[10], attempt, start) end
   else
-    count(team, 1)
+    begin(team, attempt)
     mark(team)
   end
   unqueue(job)
