@@ -10,19 +10,24 @@ from broker.api.common import identity_of, json_response
 from broker.api.intake import deployment_problems
 from broker.api.jobs import idempotency_key, team_of
 from broker.api.offload import in_process
-from broker.appkeys import BATCHES, STORE
+from broker.appkeys import BATCHES, CLOCK, DEPLOYMENT, STORE
 from broker.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from broker.jobs.retention import expired_batch_message
 from broker.store.batches import BatchRecord
 
 routes = web.RouteTableDef()
 
 
 async def visible_batch(request: web.Request) -> BatchRecord:
-    """The batch in the path, if the caller may see it; another team's batch is a 404."""
+    """The batch in the path, if the caller may see it; another team's batch is a 404, and so is an
+    expired one, saying so."""
     identity = identity_of(request)
-    batch = await request.app[STORE].get_batch(request.match_info["batch_id"])
+    batch_id = request.match_info["batch_id"]
+    batch = await request.app[STORE].get_batch(batch_id)
     if batch is None or (not identity.admin and batch.team != identity.team):
-        raise NotFound("no such batch")
+        config = request.app[DEPLOYMENT].config
+        days = config.retention_for(identity.team) if identity.team else config.retention_days
+        raise NotFound(expired_batch_message(batch_id, days, request.app[CLOCK]()) or "no such batch")
     return batch
 
 

@@ -6,20 +6,31 @@ under its job's id in one all-or-none step (`reserve_budgets`); the batch record
 created (`create_batch`: one transaction in SQLite; in Redis the record first, then each job, so a
 crash leaves a record whose missing jobs a replay of the same Idempotency-Key creates); reservations
 whose job never came are released by the budget sweeper, as a single job's are.
+
+Retention: a batch is deleted once it is older than its team's retention *and* none of its jobs is
+left in the store (they all expired, so it has nothing left to show), with its Idempotency-Key, so the
+key then makes a new batch, as an expired job's key does. Each store keeps a per-team index of batches
+by creation time for the sweep (`old_batches`, oldest first, a page at a time), written with the
+record; batches stored before that index existed have no entry in it and are never deleted.
+`expire_batch` checks the jobs and deletes in one atomic write, so two replicas sweeping one batch
+are harmless: one deletes it, the other finds it gone.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from broker.store.base import BudgetWindow, JobRecord, Reservation
 
+log = structlog.get_logger("broker.store")
 MAX_BATCH_ITEMS = 1000
 
 
@@ -36,6 +47,14 @@ class BatchRecord(BaseModel):
     request_hash: str = ""
     idempotency_key: str | None = None
     metadata: dict[str, Any] | None = None
+
+
+class BatchExpiry(StrEnum):
+    """What `expire_batch` did."""
+
+    EXPIRED = "expired"  # deleted, with its Idempotency-Key and its index entry
+    GONE = "gone"  # no such batch (another replica expired it first)
+    JOBS_LEFT = "jobs_left"  # a job of the batch is still in the store: kept
 
 
 class BatchStore(ABC):
@@ -63,6 +82,22 @@ class BatchStore(ABC):
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         """The jobs of these ids in one read, in order (None for an id with no readable job)."""
 
+    @abstractmethod
+    async def batch_teams(self) -> list[str]:
+        """Every team with a batch in the retention index."""
+
+    @abstractmethod
+    async def old_batches(
+        self, team: str, created_before: datetime, *, limit: int, skip: int = 0
+    ) -> list[BatchRecord]:
+        """The team's indexed batches created before `created_before`, oldest first, past the first
+        `skip` (the candidates of an expiry sweep)."""
+
+    @abstractmethod
+    async def expire_batch(self, batch: BatchRecord) -> BatchExpiry:
+        """Atomically, if none of the batch's jobs is in the store: delete the batch, its
+        Idempotency-Key (while it still names this batch) and its index entry."""
+
 
 def check_same_body(existing: BatchRecord, batch: BatchRecord) -> None:
     """Raise `IdempotencyConflict` unless `batch` repeats the body `existing` was created with."""
@@ -72,3 +107,15 @@ def check_same_body(existing: BatchRecord, batch: BatchRecord) -> None:
         raise IdempotencyConflict(
             "this Idempotency-Key was used with a different batch body", details={"batch_id": existing.id}
         )
+
+
+def readable_batches(raws: Iterable[str]) -> list[BatchRecord]:
+    """The batch records that decode; one that does not is logged and left out (it stays stored), so a
+    sweep never fails for one bad record."""
+    records: list[BatchRecord] = []
+    for raw in raws:
+        try:
+            records.append(BatchRecord.model_validate_json(raw))
+        except ValueError as exc:
+            log.error("batch_record_unreadable", error=str(exc)[:200])
+    return records

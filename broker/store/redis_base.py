@@ -95,6 +95,7 @@ SCRIPTS = {
     "create_batch": _lua("create_batch"),
     "reserve_many": _lua("reserve_many"),
     "expire": _lua("expire_job"),
+    "expire_batch": _lua("expire_batch"),
 }
 
 
@@ -219,6 +220,16 @@ class RedisConnection:
         """The client, with an outage raised as `StoreUnavailable` (for modules beside the store)."""
         with outage_as_unavailable():
             yield self._redis
+
+    async def key_suffixes(self, prefix: str) -> list[str]:
+        """What follows `prefix` in every key that starts with it, sorted (SCAN walks the keyspace in
+        small steps, so no single call blocks Redis)."""
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix)
+        found: set[str] = set()
+        async with self.client() as client:
+            async for key in client.scan_iter(match=f"{escaped}*", count=1000):
+                found.add(str(key)[len(prefix) :])
+        return sorted(found)
 
     async def run_script(self, text: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         """Run a Lua script registered on first use; every key must share one hash tag."""

@@ -47,14 +47,8 @@ class RedisRetention(RedisIndexes):
         return [] if digest is None else [self._keys.jobs_index("upload", digest)]
 
     async def job_teams(self) -> list[str]:
-        # Each team's listing index is a key of its own; SCAN walks the keyspace in small steps.
-        prefix = self._keys.jobs_index("team", "")
-        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix)
-        teams: set[str] = set()
-        async with self.client() as client:
-            async for key in client.scan_iter(match=f"{escaped}*", count=1000):
-                teams.add(str(key)[len(prefix) :])
-        return sorted(teams)
+        # Each team's listing index is a key of its own.
+        return await self.key_suffixes(self._keys.jobs_index("team", ""))
 
     async def ended_jobs(
         self, team: str, created_before: datetime, *, limit: int, skip: int = 0

@@ -1,11 +1,16 @@
 """The SQLite store's batches: a batch and all its jobs are one transaction, and so is the reservation
-of every item's estimate (see `batches.py` for the order of writes)."""
+of every item's estimate (see `batches.py` for the order of writes).
+
+    batches.created_at   unix s, the retention index (`batches_created`); NULL for a batch stored
+                         before it, which is therefore never expired
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from broker.store.base import (
     BudgetWindow,
@@ -13,10 +18,23 @@ from broker.store.base import (
     Reservation,
     readable,
 )
-from broker.store.batches import BatchRecord, check_same_body
+from broker.store.batches import BatchExpiry, BatchRecord, check_same_body, readable_batches
 from broker.store.sqlite_db import SQLiteDatabase, insert_job_row
 
 _IN_CHUNK = 500  # ids per `IN (...)` (SQLite's variable limit is far above; this keeps statements small)
+
+
+def _expire_batch(db: sqlite3.Connection, batch: BatchRecord) -> BatchExpiry:
+    if db.execute("SELECT 1 FROM batches WHERE id = ?", (batch.id,)).fetchone() is None:
+        return BatchExpiry.GONE
+    for start in range(0, len(batch.job_ids), _IN_CHUNK):
+        chunk = batch.job_ids[start : start + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        if db.execute(f"SELECT 1 FROM jobs WHERE id IN ({marks}) LIMIT 1", chunk).fetchone():
+            return BatchExpiry.JOBS_LEFT
+    # The Idempotency-Key is a column of the row: it goes with it.
+    db.execute("DELETE FROM batches WHERE id = ?", (batch.id,))
+    return BatchExpiry.EXPIRED
 
 
 class SQLiteBatches(SQLiteDatabase):
@@ -75,8 +93,15 @@ class SQLiteBatches(SQLiteDatabase):
                         db.execute("COMMIT")
                         return existing, False
                 db.execute(
-                    "INSERT INTO batches (id, team, idempotency_key, record) VALUES (?, ?, ?, ?)",
-                    (batch.id, batch.team, batch.idempotency_key, batch.model_dump_json()),
+                    "INSERT INTO batches (id, team, idempotency_key, record, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        batch.id,
+                        batch.team,
+                        batch.idempotency_key,
+                        batch.model_dump_json(),
+                        batch.created_at.timestamp(),
+                    ),
                 )
                 for job in jobs:
                     insert_job_row(db, job)
@@ -114,3 +139,37 @@ class SQLiteBatches(SQLiteDatabase):
 
         found = {record.id: record for record in readable(await self._run(read))}
         return [found.get(job_id) for job_id in job_ids]
+
+    # Retention ----------------------------------------------------------------------------------
+    async def batch_teams(self) -> list[str]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT DISTINCT team FROM batches WHERE created_at IS NOT NULL ORDER BY team"
+            ).fetchall()
+        )
+        return [str(team) for (team,) in rows]
+
+    async def old_batches(
+        self, team: str, created_before: datetime, *, limit: int, skip: int = 0
+    ) -> list[BatchRecord]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT record FROM batches WHERE team = ? AND created_at < ?"
+                " ORDER BY created_at, id LIMIT ? OFFSET ?",
+                (team, created_before.timestamp(), limit, skip),
+            ).fetchall()
+        )
+        return readable_batches(raw for (raw,) in rows)
+
+    async def expire_batch(self, batch: BatchRecord) -> BatchExpiry:
+        def expire(db: sqlite3.Connection) -> BatchExpiry:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                outcome = _expire_batch(db, batch)
+                db.execute("COMMIT")
+                return outcome
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(expire)

@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY,
     team TEXT NOT NULL,
     idempotency_key TEXT,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    created_at REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS batches_idempotency ON batches(team, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -85,6 +86,10 @@ CREATE TABLE IF NOT EXISTS policy_versions (
 
 # Added after the first release: databases from before it get the column and its index on open.
 _READY_INDEX = "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(ready_at, id) WHERE ready_at IS NOT NULL"
+# Retention's index of batches (unix s); batches from before it have none and are never expired.
+_BATCHES_CREATED_INDEX = (
+    "CREATE INDEX IF NOT EXISTS batches_created ON batches(team, created_at, id) WHERE created_at IS NOT NULL"
+)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -100,6 +105,9 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE budget_reservations ADD COLUMN reserved_at REAL NOT NULL DEFAULT 0")
     if "spent" not in reservation_columns:  # what a settled job put into spend (NULL: from before)
         db.execute("ALTER TABLE budget_reservations ADD COLUMN spent INTEGER")
+    if "created_at" not in {row[1] for row in db.execute("PRAGMA table_info(batches)")}:
+        db.execute("ALTER TABLE batches ADD COLUMN created_at REAL")
+    db.execute(_BATCHES_CREATED_INDEX)
 
 
 def insert_job_row(db: sqlite3.Connection, record: JobRecord) -> None:

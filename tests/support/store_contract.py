@@ -222,12 +222,14 @@ async def test_settling_again_with_a_corrected_amount_books_the_difference(store
 # Batches: their cases live in their own module, run here on every store kind.
 from tests.support.batch_contract import (  # noqa: E402
     test_batch_creates_its_jobs_and_reads_them_back_in_order,
+    test_batch_expires_only_once_none_of_its_jobs_is_left,
     test_batch_idempotency_key_returns_the_first_batch_or_conflicts,
     test_batch_reservation_is_all_or_none_over_the_sum,
 )
 
 __all__ = [
     "test_batch_creates_its_jobs_and_reads_them_back_in_order",
+    "test_batch_expires_only_once_none_of_its_jobs_is_left",
     "test_batch_idempotency_key_returns_the_first_batch_or_conflicts",
     "test_batch_reservation_is_all_or_none_over_the_sum",
 ]
