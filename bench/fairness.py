@@ -122,10 +122,11 @@ async def shares(options: argparse.Namespace, weights: dict[str, float]) -> bool
             f" ({made} of its {jobs_of[team]} jobs reached the provider)"
         )
     saturated = all(sum(1 for o in owners.values() if o == t) < jobs_of[t] for t in teams)
-    # Judged while every team saturates: from one render on, when the slots the first comers took
-    # while the others' jobs were still arriving (idle capacity is lent) have been given back.
-    judge(weights, whole, "from the first task: ")
-    ok, target = judge(weights, steady, "after one render: ")
+    # Judged over the whole run: every team has jobs waiting from its first seconds (they submit at
+    # once), and the rule counts slot-seconds, so the slots the first comer took while the others' jobs
+    # were arriving are paid back afterwards: after one render the first comer is below its share.
+    judge(weights, steady, "after one render: ")
+    ok, target = judge(weights, whole, "from the first task: ")
     print(verdict(ok and saturated, target + ("" if saturated else " (a team ran out of jobs: void)")))
     used = utilisation(rig, start, end, sum(steady.values()))
     return ok and saturated and used
