@@ -156,6 +156,7 @@ class RedisSlots:
             async with self._store.client() as redis, redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(self._key(provider, "slots"), attempt_id)
                 pipe.hdel(self._key(provider, "owners"), attempt_id)
+                pipe.hdel(self._key(provider, "starts"), attempt_id)  # held while it was capped
                 await pipe.execute()
             return
         await self._woken(provider, await self._script("release_slot", provider, "", [attempt_id]))
