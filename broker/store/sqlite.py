@@ -88,30 +88,23 @@ class SQLiteStore(SQLiteRetention, SQLiteLedger, SQLiteBatches, Store):
     # Jobs ---------------------------------------------------------------------------------------
     async def create_job(self, record: JobRecord) -> tuple[JobRecord, bool]:
         def create(db: sqlite3.Connection) -> tuple[JobRecord, bool]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if record.idempotency_key is not None:
-                    row = db.execute(
-                        "SELECT record FROM jobs WHERE team = ? AND idempotency_key = ?",
-                        (record.job.team, record.idempotency_key),
-                    ).fetchone()
-                    if row is not None:
-                        existing = _load(row[0])
-                        if existing.request_hash != record.request_hash:
-                            raise IdempotencyConflict(
-                                "this Idempotency-Key was used with a different request body",
-                                details={"job_id": existing.id},
-                            )
-                        db.execute("COMMIT")
-                        return existing, False
-                insert_job_row(db, record)
-                db.execute("COMMIT")
-                return record, True
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            if record.idempotency_key is not None:
+                row = db.execute(
+                    "SELECT record FROM jobs WHERE team = ? AND idempotency_key = ?",
+                    (record.job.team, record.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    existing = _load(row[0])
+                    if existing.request_hash != record.request_hash:
+                        raise IdempotencyConflict(
+                            "this Idempotency-Key was used with a different request body",
+                            details={"job_id": existing.id},
+                        )
+                    return existing, False
+            insert_job_row(db, record)
+            return record, True
 
-        return await self._run(create)
+        return await self._transaction(create)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         row = await self._run(
@@ -201,41 +194,35 @@ class SQLiteStore(SQLiteRetention, SQLiteLedger, SQLiteBatches, Store):
 
     async def claim_due(self, owner: str, now: float, lease_s: float, *, limit: int) -> list[JobRecord]:
         def claim(db: sqlite3.Connection) -> list[JobRecord]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute(
-                    "SELECT id, record FROM jobs WHERE ready_at IS NOT NULL AND ready_at <= ?"
-                    " ORDER BY ready_at, id LIMIT ?",
-                    (now, limit * 2),
-                ).fetchall()
-                claimed: list[JobRecord] = []
-                for job_id, raw in rows:
-                    try:
-                        current = _load(raw, job_id)
-                    except RecordUnreadable:
-                        self._unreadable.add(job_id)  # reported by `unreadable_due`
-                        continue  # the jobs behind it go on
-                    taken = current.model_copy(
-                        update={
-                            "lease_owner": owner,
-                            "lease_until": now + lease_s,
-                            "version": current.version + 1,
-                        }
-                    )
-                    db.execute(
-                        "UPDATE jobs SET lease_until = ?, version = ?, record = ?, ready_at = ? WHERE id = ?",
-                        (taken.lease_until, taken.version, _dump(taken), taken.ready_at, taken.id),
-                    )
-                    claimed.append(taken)
-                    if len(claimed) == limit:
-                        break
-                db.execute("COMMIT")
-                return claimed
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            rows = db.execute(
+                "SELECT id, record FROM jobs WHERE ready_at IS NOT NULL AND ready_at <= ?"
+                " ORDER BY ready_at, id LIMIT ?",
+                (now, limit * 2),
+            ).fetchall()
+            claimed: list[JobRecord] = []
+            for job_id, raw in rows:
+                try:
+                    current = _load(raw, job_id)
+                except RecordUnreadable:
+                    self._unreadable.add(job_id)  # reported by `unreadable_due`
+                    continue  # the jobs behind it go on
+                taken = current.model_copy(
+                    update={
+                        "lease_owner": owner,
+                        "lease_until": now + lease_s,
+                        "version": current.version + 1,
+                    }
+                )
+                db.execute(
+                    "UPDATE jobs SET lease_until = ?, version = ?, record = ?, ready_at = ? WHERE id = ?",
+                    (taken.lease_until, taken.version, _dump(taken), taken.ready_at, taken.id),
+                )
+                claimed.append(taken)
+                if len(claimed) == limit:
+                    break
+            return claimed
 
-        return await self._run(claim)
+        return await self._transaction(claim)
 
     async def next_due_at(self) -> float | None:
         row = await self._run(

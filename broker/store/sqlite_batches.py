@@ -20,6 +20,7 @@ from broker.store.base import (
 )
 from broker.store.batches import BatchExpiry, BatchRecord, check_same_body, readable_batches
 from broker.store.sqlite_db import SQLiteDatabase, insert_job_row
+from broker.store.sqlite_ledger import reserve_in
 
 _IN_CHUNK = 500  # ids per `IN (...)` (SQLite's variable limit is far above; this keeps statements small)
 
@@ -43,75 +44,35 @@ class SQLiteBatches(SQLiteDatabase):
     async def reserve_budgets(self, amounts: Mapping[str, int], windows: list[BudgetWindow]) -> Reservation:
         if any(amount < 0 for amount in amounts.values()):
             raise ValueError("a reservation cannot be negative")
-        total, now = sum(amounts.values()), time.time()
-
-        def reserve(db: sqlite3.Connection) -> Reservation:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                remaining: dict[str, int] = {}
-                for window in windows:
-                    db.execute("INSERT OR IGNORE INTO budget_windows (key) VALUES (?)", (window.key,))
-                    spent, reserved = db.execute(
-                        "SELECT spent, reserved FROM budget_windows WHERE key = ?", (window.key,)
-                    ).fetchone()
-                    remaining[window.key] = window.limit_micros - spent - reserved
-                if any(left < total for left in remaining.values()):
-                    db.execute("COMMIT")
-                    return Reservation(ok=False, remaining_micros=remaining)
-                for window in windows:
-                    db.execute(
-                        "UPDATE budget_windows SET reserved = reserved + ? WHERE key = ?", (total, window.key)
-                    )
-                    db.executemany(
-                        "INSERT INTO budget_reservations (job_id, key, amount, reserved_at, spent)"
-                        " VALUES (?, ?, ?, ?, 0)"
-                        " ON CONFLICT(job_id, key) DO UPDATE SET settled = 0, amount = excluded.amount"
-                        " + CASE WHEN settled THEN 0 ELSE amount END",
-                        [(job_id, window.key, amount, now) for job_id, amount in amounts.items()],
-                    )
-                    remaining[window.key] -= total
-                db.execute("COMMIT")
-                return Reservation(ok=True, remaining_micros=remaining)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-        return await self._run(reserve)
+        now = time.time()
+        return await self._transaction(lambda db: reserve_in(db, amounts, windows, now))
 
     async def create_batch(self, batch: BatchRecord, jobs: Sequence[JobRecord]) -> tuple[BatchRecord, bool]:
         def create(db: sqlite3.Connection) -> tuple[BatchRecord, bool]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if batch.idempotency_key is not None:
-                    row = db.execute(
-                        "SELECT record FROM batches WHERE team = ? AND idempotency_key = ?",
-                        (batch.team, batch.idempotency_key),
-                    ).fetchone()
-                    if row is not None:
-                        existing = BatchRecord.model_validate_json(row[0])
-                        check_same_body(existing, batch)
-                        db.execute("COMMIT")
-                        return existing, False
-                db.execute(
-                    "INSERT INTO batches (id, team, idempotency_key, record, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (
-                        batch.id,
-                        batch.team,
-                        batch.idempotency_key,
-                        batch.model_dump_json(),
-                        batch.created_at.timestamp(),
-                    ),
-                )
-                for job in jobs:
-                    insert_job_row(db, job)
-                db.execute("COMMIT")
-                return batch, True
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            if batch.idempotency_key is not None:
+                row = db.execute(
+                    "SELECT record FROM batches WHERE team = ? AND idempotency_key = ?",
+                    (batch.team, batch.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    existing = BatchRecord.model_validate_json(row[0])
+                    check_same_body(existing, batch)
+                    return existing, False
+            db.execute(
+                "INSERT INTO batches (id, team, idempotency_key, record, created_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    batch.id,
+                    batch.team,
+                    batch.idempotency_key,
+                    batch.model_dump_json(),
+                    batch.created_at.timestamp(),
+                ),
+            )
+            for job in jobs:
+                insert_job_row(db, job)
+            return batch, True
 
-        return await self._run(create)
+        return await self._transaction(create)
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
         row = await self._run(
@@ -163,13 +124,7 @@ class SQLiteBatches(SQLiteDatabase):
 
     async def expire_batch(self, batch: BatchRecord) -> BatchExpiry:
         def expire(db: sqlite3.Connection) -> BatchExpiry:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                outcome = _expire_batch(db, batch)
-                db.execute("COMMIT")
-                return outcome
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            outcome = _expire_batch(db, batch)
+            return outcome
 
-        return await self._run(expire)
+        return await self._transaction(expire)

@@ -182,6 +182,23 @@ class SQLiteDatabase:
         except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
             raise store_error(exc) from exc
 
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` in one `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it
+        raises (its error goes on)."""
+
+        def run(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # a failed COMMIT may have left it open
+                    db.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._run(run)
+
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")

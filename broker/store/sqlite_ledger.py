@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,34 @@ from broker.store.base import (
 from broker.store.sqlite_db import SQLiteDatabase
 
 
+def reserve_in(
+    db: sqlite3.Connection, amounts: Mapping[str, int], windows: list[BudgetWindow], now: float
+) -> Reservation:
+    """Reserve each job's amount under its own id in every window, all or none: the sum must fit each
+    window (inside the caller's transaction)."""
+    total = sum(amounts.values())
+    remaining: dict[str, int] = {}
+    for window in windows:
+        db.execute("INSERT OR IGNORE INTO budget_windows (key) VALUES (?)", (window.key,))
+        spent, reserved = db.execute(
+            "SELECT spent, reserved FROM budget_windows WHERE key = ?", (window.key,)
+        ).fetchone()
+        remaining[window.key] = window.limit_micros - spent - reserved
+    if any(left < total for left in remaining.values()):
+        return Reservation(ok=False, remaining_micros=remaining)
+    for window in windows:
+        db.execute("UPDATE budget_windows SET reserved = reserved + ? WHERE key = ?", (total, window.key))
+        db.executemany(
+            "INSERT INTO budget_reservations (job_id, key, amount, reserved_at, spent)"
+            " VALUES (?, ?, ?, ?, 0)"
+            " ON CONFLICT(job_id, key) DO UPDATE SET settled = 0, amount = excluded.amount"
+            " + CASE WHEN settled THEN 0 ELSE amount END",
+            [(job_id, window.key, amount, now) for job_id, amount in amounts.items()],
+        )
+        remaining[window.key] -= total
+    return Reservation(ok=True, remaining_micros=remaining)
+
+
 class SQLiteLedger(SQLiteDatabase):
     """Budgets, reconciliation and policies on the SQLite file, in `BEGIN IMMEDIATE` transactions."""
 
@@ -24,66 +53,29 @@ class SQLiteLedger(SQLiteDatabase):
     async def reserve_budget(
         self, job_id: str, amount_micros: int, windows: list[BudgetWindow]
     ) -> Reservation:
-        def reserve(db: sqlite3.Connection) -> Reservation:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                remaining: dict[str, int] = {}
-                for window in windows:
-                    db.execute("INSERT OR IGNORE INTO budget_windows (key) VALUES (?)", (window.key,))
-                    spent, reserved = db.execute(
-                        "SELECT spent, reserved FROM budget_windows WHERE key = ?", (window.key,)
-                    ).fetchone()
-                    remaining[window.key] = window.limit_micros - spent - reserved
-                if any(remaining[w.key] < amount_micros for w in windows):
-                    db.execute("COMMIT")
-                    return Reservation(ok=False, remaining_micros=remaining)
-                for window in windows:
-                    db.execute(
-                        "UPDATE budget_windows SET reserved = reserved + ? WHERE key = ?",
-                        (amount_micros, window.key),
-                    )
-                    db.execute(
-                        "INSERT INTO budget_reservations (job_id, key, amount, reserved_at, spent)"
-                        " VALUES (?, ?, ?, ?, 0)"
-                        " ON CONFLICT(job_id, key) DO UPDATE SET settled = 0, amount = excluded.amount"
-                        " + CASE WHEN settled THEN 0 ELSE amount END",
-                        (job_id, window.key, amount_micros, time.time()),
-                    )
-                    remaining[window.key] -= amount_micros
-                db.execute("COMMIT")
-                return Reservation(ok=True, remaining_micros=remaining)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-
-        return await self._run(reserve)
+        now = time.time()
+        return await self._transaction(lambda db: reserve_in(db, {job_id: amount_micros}, windows, now))
 
     async def settle_budget(self, job_id: str, actual_micros: int) -> None:
         def settle(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute(
-                    "SELECT key, amount, settled, spent FROM budget_reservations WHERE job_id = ?", (job_id,)
-                ).fetchall()
-                for key, amount, settled, spent in rows:
-                    if settled and spent is None:
-                        continue  # settled before the spent amount was kept: nothing to correct from
-                    released, delta = (0 if settled else amount), actual_micros - (spent or 0)
-                    db.execute(
-                        "UPDATE budget_windows SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
-                        (released, delta, key),
-                    )
+            rows = db.execute(
+                "SELECT key, amount, settled, spent FROM budget_reservations WHERE job_id = ?", (job_id,)
+            ).fetchall()
+            for key, amount, settled, spent in rows:
+                if settled and spent is None:
+                    continue  # settled before the spent amount was kept: nothing to correct from
+                released, delta = (0 if settled else amount), actual_micros - (spent or 0)
                 db.execute(
-                    "UPDATE budget_reservations SET settled = 1, spent = ?"
-                    " WHERE job_id = ? AND (settled = 0 OR spent IS NOT NULL)",
-                    (actual_micros, job_id),
+                    "UPDATE budget_windows SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
+                    (released, delta, key),
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            db.execute(
+                "UPDATE budget_reservations SET settled = 1, spent = ?"
+                " WHERE job_id = ? AND (settled = 0 OR spent IS NOT NULL)",
+                (actual_micros, job_id),
+            )
 
-        await self._run(settle)
+        await self._transaction(settle)
 
     async def budget_usage(self, keys: list[str]) -> dict[str, tuple[int, int]]:
         def usage(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
@@ -168,27 +160,21 @@ class SQLiteLedger(SQLiteDatabase):
         self, team: str, policy: dict[str, Any], *, expected_version: int, actor: str, at: datetime
     ) -> PolicyVersion:
         def put(db: sqlite3.Connection) -> PolicyVersion:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT record FROM policy_versions WHERE team = ? ORDER BY version DESC LIMIT 1",
-                    (team,),
-                ).fetchone()
-                current = None if row is None else PolicyVersion.model_validate_json(row[0])
-                new = next_policy_version(
-                    team, current, policy, expected_version=expected_version, actor=actor, at=at
-                )
-                db.execute(
-                    "INSERT INTO policy_versions (team, version, record) VALUES (?, ?, ?)",
-                    (team, new.version, new.model_dump_json()),
-                )
-                db.execute("COMMIT")
-                return new
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            row = db.execute(
+                "SELECT record FROM policy_versions WHERE team = ? ORDER BY version DESC LIMIT 1",
+                (team,),
+            ).fetchone()
+            current = None if row is None else PolicyVersion.model_validate_json(row[0])
+            new = next_policy_version(
+                team, current, policy, expected_version=expected_version, actor=actor, at=at
+            )
+            db.execute(
+                "INSERT INTO policy_versions (team, version, record) VALUES (?, ?, ?)",
+                (team, new.version, new.model_dump_json()),
+            )
+            return new
 
-        return await self._run(put)
+        return await self._transaction(put)
 
     async def policy_history(self, team: str) -> list[PolicyVersion]:
         rows = await self._run(

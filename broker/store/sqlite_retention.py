@@ -96,16 +96,10 @@ class SQLiteRetention(SQLiteDatabase):
 
     async def expire_job(self, record: JobRecord, rows: Sequence[LedgerRow]) -> Expiry:
         def expire(db: sqlite3.Connection) -> Expiry:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                outcome = _expire(db, record, rows)
-                db.execute("COMMIT")
-                return outcome
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            outcome = _expire(db, record, rows)
+            return outcome
 
-        return await self._run(expire)
+        return await self._transaction(expire)
 
     async def ledger_rows(self, start: date, end: date, *, team: str | None = None) -> list[LedgerRow]:
         sql = "SELECT day, team, provider, model, figure, amount FROM ledger WHERE day >= ? AND day < ?"
